@@ -1,0 +1,105 @@
+"""Errors raised by sagactl, each with the exit code the command line maps it to (SPEC §5.1).
+
+    SagactlError                      exit_code 1 (only for programming errors reaching the top)
+    ├── UsageError                    2  bad arguments, an unreadable inputs file
+    ├── DefinitionError(location)     2  one problem in a saga file, at FILE:LINE:COL: PATH
+    │   (raised together as DefinitionErrors, so a file's problems are all reported at once)
+    ├── DefinitionErrors              2  every problem found in one saga file
+    ├── InputError(problems)          2  inputs that are missing, undeclared or ill-typed
+    ├── RenderError(location)         2  a template that cannot be rendered (a missing env value…)
+    └── JournalError                  4  run not found, ambiguous prefix, locked, unreadable
+
+This module imports nothing from sagactl, so every other module may raise these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "DefinitionError",
+    "DefinitionErrors",
+    "InputError",
+    "JournalError",
+    "Location",
+    "RenderError",
+    "SagactlError",
+    "UsageError",
+]
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where something stands in a saga file: 1-based line and column, and its JSON path."""
+
+    file: str
+    line: int = 0
+    column: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        head = self.file
+        if self.line:
+            head += f":{self.line}:{self.column or 1}"
+        return f"{head}: {self.path}" if self.path else head
+
+
+class SagactlError(Exception):
+    """Base of every error sagactl reports to its user instead of a traceback."""
+
+    exit_code = 1
+
+
+class UsageError(SagactlError):
+    """The command line itself is wrong: a bad flag value, an unreadable inputs file."""
+
+    exit_code = 2
+
+
+class DefinitionError(SagactlError):
+    """One problem in a saga file, located as precisely as the file allows."""
+
+    exit_code = 2
+
+    def __init__(self, location: Location, message: str) -> None:
+        super().__init__(f"{location}: {message}")
+        self.location = location
+        self.message = message
+
+
+class DefinitionErrors(SagactlError):
+    """Every problem found in one saga file, sorted by position."""
+
+    exit_code = 2
+
+    def __init__(self, errors: list[DefinitionError]) -> None:
+        self.errors = sorted(errors, key=lambda e: (e.location.line, e.location.column))
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+class InputError(SagactlError):
+    """Inputs that are missing, not declared by the saga, or not of their declared type;
+    every problem at once, each as (input name, message)."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("\n".join(f"input '{name}': {message}" for name, message in problems))
+        self.problems = problems
+
+
+class RenderError(SagactlError):
+    """A template that cannot be rendered with the values at hand (say, an unset env value)."""
+
+    exit_code = 2
+
+    def __init__(self, location: Location, message: str) -> None:
+        super().__init__(f"{location}: {message}")
+        self.location = location
+        self.message = message
+
+
+class JournalError(SagactlError):
+    """The journal cannot answer: unknown run, ambiguous prefix, live owner, unreadable file."""
+
+    exit_code = 4

@@ -1,0 +1,226 @@
+"""The saga model: frozen values built by the loader, read by every other layer.
+
+Templated values (URLs, headers, bodies, outputs) are kept as the raw strings, lists and dicts of
+the file; `templating` renders them. Nothing here does IO or knows YAML, HTTP or SQLite.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "COMPENSATION_RETRY",
+    "DEFAULT_RETRY",
+    "DEFAULT_TIMEOUT",
+    "METHODS",
+    "BodyKind",
+    "Expect",
+    "Phase",
+    "Request",
+    "RetryPolicy",
+    "Saga",
+    "Step",
+    "StepKind",
+    "format_duration",
+    "parse_duration",
+    "status_matches",
+]
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds in `250ms`, `5s`, `2m`, `1h`, or a plain number of seconds.
+
+    Raises ValueError for anything else (the schema catches those first, with a position).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"{value!r} is not a duration")
+        return float(value)
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a duration")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling of a duration, as a user would write it (`200ms`, `5s`, `2m`)."""
+    if seconds == 0:
+        return "0s"
+    for unit, size in (("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    ms = seconds * 1000
+    return f"{ms:g}ms" if ms == round(ms, 3) else f"{seconds:g}s"
+
+
+def status_matches(spec: tuple[int | str, ...], status: int) -> bool:
+    """Whether `status` is one of `spec`'s codes (200) or classes ("2xx")."""
+    for item in spec:
+        if isinstance(item, int):
+            if item == status:
+                return True
+        elif status // 100 == int(item[0]):
+            return True
+    return False
+
+
+class StepKind(StrEnum):
+    """How a step behaves when the saga must roll back (SPEC §2.4)."""
+
+    COMPENSATABLE = "compensatable"
+    READ_ONLY = "read-only"
+    PIVOT = "pivot"
+
+
+class Phase(StrEnum):
+    """Which of a step's requests is meant: the action, its compensation, or its confirm."""
+
+    ACTION = "action"
+    COMPENSATE = "compensate"
+    CONFIRM = "confirm"
+
+
+class BodyKind(StrEnum):
+    """How a request body is encoded; the saga key that gave it."""
+
+    JSON = "json"
+    FORM = "form"
+    TEXT = "body"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how often one request is tried again."""
+
+    attempts: int = 3
+    """Every attempt counts, the first included: 1 means no retry."""
+    backoff: float = 0.2
+    """Seconds before the first retry."""
+    factor: float = 2.0
+    """Each later wait is the previous one times this."""
+    max_backoff: float = 5.0
+    """No wait is longer than this, `Retry-After` included."""
+    jitter: bool = True
+    """Full jitter: each wait is drawn uniformly between 0 and its computed value."""
+    on: tuple[int | str, ...] = (408, 425, 429, "5xx")
+    """Statuses that are retried; a connect error, timeout or reset always is."""
+
+    def retries_status(self, status: int) -> bool:
+        return status_matches(self.on, status)
+
+
+DEFAULT_RETRY = RetryPolicy()
+COMPENSATION_RETRY = RetryPolicy(attempts=10, backoff=0.5, max_backoff=30.0)
+DEFAULT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What makes a response a success."""
+
+    status: tuple[int | str, ...] = ("2xx",)
+    """Accepted codes (201) and classes ("2xx")."""
+    that: tuple[str, ...] = ()
+    """Bare expressions over `response`, each of which must be true."""
+
+    def status_ok(self, status: int) -> bool:
+        return status_matches(self.status, status)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request of a step, with the saga's defaults already merged in."""
+
+    phase: Phase
+    method: str
+    url: str
+    base_url: str | None = None
+    query: Mapping[str, Any] = field(default_factory=dict)
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    body_kind: BodyKind | None = None
+    body: Any = None
+    timeout: float = DEFAULT_TIMEOUT
+    retry: RetryPolicy = DEFAULT_RETRY
+    expect: Expect = Expect()
+    line: int = 0
+    """Line of the request in the saga file, for messages."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: an action, and optionally its compensation and confirm."""
+
+    id: str
+    index: int
+    """Position in the file, from 0."""
+    needs: tuple[str, ...]
+    """Direct dependencies: the `needs` list, or every step above when there is none."""
+    action: Request
+    compensate: Request | None = None
+    confirm: Request | None = None
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    explicit_needs: bool = False
+    """Whether `needs` was written in the file (otherwise it is implied by file order)."""
+    line: int = 0
+
+    @property
+    def kind(self) -> StepKind:
+        if self.compensate is not None:
+            return StepKind.COMPENSATABLE
+        if self.action.method in READ_ONLY_METHODS:
+            return StepKind.READ_ONLY
+        return StepKind.PIVOT
+
+    def request(self, phase: Phase) -> Request | None:
+        return {Phase.ACTION: self.action, Phase.COMPENSATE: self.compensate,
+                Phase.CONFIRM: self.confirm}[phase]
+
+
+@dataclass(frozen=True)
+class Saga:
+    """A validated saga file."""
+
+    name: str
+    steps: tuple[Step, ...]
+    order: tuple[str, ...]
+    """Step ids in dependency order, file order among independent steps."""
+    ancestors: Mapping[str, frozenset[str]]
+    """For each step, every step guaranteed to have finished before it starts."""
+    path: str = ""
+    source: str = ""
+    """The file's text, as journaled."""
+    version: int = 1
+    description: str = ""
+    inputs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    env: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()
+    vars: tuple[tuple[str, Any], ...] = ()
+    timeout: float | None = None
+    """Deadline of the forward phase in seconds, if any."""
+
+    def step(self, step_id: str) -> Step:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+    def dependents(self, step_id: str) -> frozenset[str]:
+        """Every step that cannot start before `step_id` has finished."""
+        return frozenset(s for s, above in self.ancestors.items() if step_id in above)
+
+    def ordered_steps(self) -> list[Step]:
+        by_id = {s.id: s for s in self.steps}
+        return [by_id[i] for i in self.order]

@@ -1,0 +1,156 @@
+"""Turn a step's request into a concrete one: templates rendered, URL joined, query encoded.
+
+Shared by `plan` (with placeholders for what is not known yet) and the engine (with real values).
+No IO here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from sagactl.errors import Location, RenderError
+from sagactl.model import BodyKind, Expect, Phase, RetryPolicy, Saga, Step
+from sagactl.templating import Renderer, TemplateProblem
+
+__all__ = ["PreparedRequest", "idempotency_key", "join_url", "plan", "prepare", "run_context"]
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A request ready to send: every template rendered."""
+
+    step: str
+    phase: Phase
+    method: str
+    url: str
+    headers: dict[str, str]
+    body_kind: BodyKind | None
+    body: Any
+    timeout: float
+    retry: RetryPolicy
+    expect: Expect
+    idempotency_key: str
+
+
+def idempotency_key(run_id: str, step_id: str, phase: Phase) -> str:
+    """The same for every attempt and every resume of one request (SPEC §3.3)."""
+    return f"{run_id}.{step_id}.{phase.value}"
+
+
+def _text(value: Any) -> str:
+    """A scalar as it goes into a header, query or form field: booleans as JSON spells them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def join_url(base: str | None, url: str) -> str:
+    """`url` if absolute, else `base` and `url` joined with exactly one slash.
+
+    Unlike urljoin, the base's path is kept: `http://h/api` + `/items` is `http://h/api/items`.
+    """
+    if "://" in url or not base:
+        return url
+    return base.rstrip("/") + "/" + url.lstrip("/")
+
+
+def run_context(
+    saga: Saga,
+    *,
+    run_id: str,
+    inputs: Mapping[str, Any],
+    env: Mapping[str, str],
+    secrets: Mapping[str, str],
+    renderer: Renderer,
+) -> dict[str, Any]:
+    """The names every template of a run sees, with `vars` computed in order."""
+    variables: dict[str, Any] = {}
+    context: dict[str, Any] = {
+        "inputs": dict(inputs),
+        "env": {name: env[name] for name in saga.env if name in env},
+        "secrets": {name: secrets[name] for name in saga.secrets if name in secrets},
+        "run": {"id": run_id, "name": saga.name},
+        "vars": variables,
+    }
+    for name, value in saga.vars:
+        try:
+            variables[name] = renderer.render(value, context)
+        except TemplateProblem as exc:
+            raise RenderError(Location(saga.path, path=f"vars.{name}"), str(exc)) from None
+    return context
+
+
+def prepare(
+    saga: Saga,
+    step: Step,
+    phase: Phase,
+    context: Mapping[str, Any],
+    outputs: Mapping[str, Mapping[str, Any]],
+    renderer: Renderer,
+) -> PreparedRequest:
+    """`step`'s request for `phase`, rendered with the run's context and the outputs known."""
+    request = step.request(phase)
+    if request is None:
+        raise ValueError(f"step {step.id} has no {phase.value}")
+    key = idempotency_key(context["run"]["id"], step.id, phase)
+    scope = {
+        **context,
+        "step": {"id": step.id, "idempotency_key": key},
+        "steps": {sid: {"outputs": values} for sid, values in outputs.items()},
+    }
+    where = f"steps[{step.index}].{phase.value}"
+
+    def render(value: Any, field: str) -> Any:
+        try:
+            return renderer.render(value, scope)
+        except TemplateProblem as exc:
+            raise RenderError(Location(saga.path, request.line, 0, f"{where}.{field}"),
+                              str(exc)) from None
+
+    url = _text(render(request.url, "url"))
+    base = render(request.base_url, "base_url") if request.base_url is not None else None
+    url = join_url(_text(base) if base is not None else None, url)
+    if "://" not in url:
+        raise RenderError(Location(saga.path, request.line, 0, f"{where}.url"),
+                          f"'{url}' is relative and no base_url is set")
+    query = render(request.query, "query")
+    if query:
+        pairs = [(k, _text(v)) for k, vs in query.items()
+                 for v in (vs if isinstance(vs, list) else [vs])]
+        url += ("&" if "?" in url else "?") + urlencode(pairs)
+    headers = {k: _text(v) for k, v in render(request.headers, "headers").items()}
+    body: Any = None
+    if request.body_kind is BodyKind.JSON:
+        body = render(request.body, "json")
+    elif request.body_kind is BodyKind.FORM:
+        body = {k: _text(v) for k, v in render(request.body, "form").items()}
+    elif request.body_kind is BodyKind.TEXT:
+        body = _text(render(request.body, "body"))
+    return PreparedRequest(
+        step=step.id, phase=phase, method=request.method, url=url, headers=headers,
+        body_kind=request.body_kind, body=body, timeout=request.timeout, retry=request.retry,
+        expect=request.expect, idempotency_key=key,
+    )
+
+
+def plan(saga: Saga, inputs: Mapping[str, Any], env: Mapping[str, str],
+         renderer: Renderer) -> list[list[PreparedRequest]]:
+    """Every request each step may send, in dependency order, rendered without sending.
+
+    What is known only once running stands as a placeholder: `<run.id>`,
+    `<steps.S.outputs.X>`; secrets stand as `***`.
+    """
+    from sagactl.redact import MASK
+
+    context = run_context(saga, run_id="<run.id>", inputs=inputs, env=env,
+                          secrets=dict.fromkeys(saga.secrets, MASK), renderer=renderer)
+    outputs = {s.id: {name: f"<steps.{s.id}.outputs.{name}>" for name in s.outputs}
+               for s in saga.steps}
+    return [
+        [prepare(saga, step, phase, context, outputs, renderer)
+         for phase in Phase if step.request(phase) is not None]
+        for step in saga.ordered_steps()
+    ]

@@ -1,0 +1,201 @@
+"""Sandboxed Jinja2 templates: rendering with types kept, and the names an expression reads.
+
+A string that is one whole `{{ expression }}` renders to the expression's value with its type
+(`"{{ inputs.qty }}"` is the integer 2); any other string renders to a string. Strings without
+`{{` or `{%` are returned as they are, without touching Jinja2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import jinja2
+import jinja2.meta
+import jinja2.sandbox
+from jinja2 import nodes
+
+__all__ = [
+    "Reference",
+    "Renderer",
+    "TemplateProblem",
+    "expression_references",
+    "is_template",
+    "references",
+]
+
+
+class TemplateProblem(Exception):
+    """A template that does not parse, or cannot be rendered; `lineno` is within the string."""
+
+    def __init__(self, message: str, lineno: int | None = None) -> None:
+        super().__init__(message)
+        self.lineno = lineno
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A name an expression reads: `steps.reserve.outputs.id` is root `steps` and path
+    `("reserve", "outputs", "id")`. `dynamic` is true when a part of it is computed
+    (`steps[name]`), which static checks cannot follow."""
+
+    root: str
+    path: tuple[str, ...]
+    dynamic: bool = False
+
+    def __str__(self) -> str:
+        return ".".join((self.root, *self.path))
+
+
+class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # A key of a JSON object wins over a dict method of the same name, so that
+        # `response.json.items` reads the body's "items" rather than dict.items.
+        if isinstance(obj, Mapping):
+            try:
+                return obj[attribute]
+            except (KeyError, TypeError):
+                pass
+        return super().getattr(obj, attribute)
+
+
+@cache
+def _environment() -> _Environment:
+    return _Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+def is_template(text: str) -> bool:
+    return "{{" in text or "{%" in text
+
+
+def _parse(source: str) -> nodes.Template:
+    env = _environment()
+    try:
+        ast = env.parse(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateProblem(exc.message or str(exc), exc.lineno) from None
+    # Unknown filters and tests are only caught when compiling; checking the names on the
+    # tree is enough, and much cheaper than compiling every template at load time.
+    for node in ast.find_all((nodes.Filter, nodes.Test)):
+        known = env.filters if isinstance(node, nodes.Filter) else env.tests
+        if node.name not in known:
+            what = "filter" if isinstance(node, nodes.Filter) else "test"
+            raise TemplateProblem(f"no {what} named '{node.name}'", node.lineno)
+    return ast
+
+
+def _whole_expression(ast: nodes.Template) -> bool:
+    body = ast.body
+    return (
+        len(body) == 1
+        and isinstance(body[0], nodes.Output)
+        and len(body[0].nodes) == 1
+        and not isinstance(body[0].nodes[0], nodes.TemplateData)
+    )
+
+
+def _inner(source: str) -> str:
+    """The expression inside a whole `{{ … }}`, without whitespace-control markers."""
+    inner = source.strip()[2:-2]
+    if inner[:1] in ("-", "+"):
+        inner = inner[1:]
+    if inner[-1:] == "-":
+        inner = inner[:-1]
+    return inner
+
+
+def _collect(node: nodes.Node, roots: set[str], out: list[Reference]) -> None:
+    if isinstance(node, nodes.Getattr | nodes.Getitem | nodes.Name):
+        parts: list[str | None] = []
+        cur: nodes.Node = node
+        computed: list[nodes.Node] = []
+        while isinstance(cur, nodes.Getattr | nodes.Getitem):
+            if isinstance(cur, nodes.Getattr):
+                parts.append(cur.attr)
+            elif isinstance(cur.arg, nodes.Const) and isinstance(cur.arg.value, str | int):
+                parts.append(str(cur.arg.value))
+            else:
+                parts.append(None)
+                computed.append(cur.arg)
+            cur = cur.node
+        if isinstance(cur, nodes.Name) and cur.ctx == "load":
+            if cur.name in roots:
+                path: list[str] = []
+                for part in reversed(parts):
+                    if part is None:
+                        break
+                    path.append(part)
+                out.append(Reference(cur.name, tuple(path), dynamic=None in parts))
+            for arg in computed:
+                _collect(arg, roots, out)
+            return
+    for child in node.iter_child_nodes():
+        _collect(child, roots, out)
+
+
+def references(source: str) -> list[Reference]:
+    """Every outside name a template string reads, in order. Raises TemplateProblem."""
+    ast = _parse(source)
+    out: list[Reference] = []
+    _collect(ast, set(jinja2.meta.find_undeclared_variables(ast)), out)
+    return out
+
+
+def expression_references(expression: str) -> list[Reference]:
+    """The same for a bare expression (an `expect.that` entry)."""
+    if is_template(expression):
+        raise TemplateProblem("write a bare expression here, without {{ }}")
+    return references("{{ " + expression + " }}")
+
+
+class Renderer:
+    """Renders templated values; compiles each distinct source once."""
+
+    def __init__(self) -> None:
+        self._env = _environment()
+        self._compiled: dict[str, Any] = {}
+
+    def _compile(self, source: str) -> Any:
+        compiled = self._compiled.get(source)
+        if compiled is None:
+            ast = _parse(source)
+            try:
+                if _whole_expression(ast):
+                    compiled = self._env.compile_expression(_inner(source), undefined_to_none=False)
+                else:
+                    template = self._env.from_string(source)
+                    compiled = template.render
+            except jinja2.TemplateSyntaxError as exc:
+                raise TemplateProblem(exc.message or str(exc), exc.lineno) from None
+            self._compiled[source] = compiled
+        return compiled
+
+    def render(self, value: Any, context: Mapping[str, Any]) -> Any:
+        """`value` with every template string in it rendered. Raises TemplateProblem."""
+        if isinstance(value, str):
+            if not is_template(value):
+                return value
+            try:
+                result = self._compile(value)(**context)
+                if isinstance(result, jinja2.Undefined):
+                    # A whole expression hands back the Undefined itself; make it fail as
+                    # it would inside a string.
+                    result._fail_with_undefined_error()
+                return result
+            except jinja2.UndefinedError as exc:
+                raise TemplateProblem(f"{value.strip()}: {exc.message}") from None
+            except jinja2.TemplateError as exc:
+                raise TemplateProblem(f"{value.strip()}: {exc}") from None
+            except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+                raise TemplateProblem(f"{value.strip()}: {exc}") from None
+        if isinstance(value, Mapping):
+            return {k: self.render(v, context) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.render(v, context) for v in value]
+        return value
+
+    def evaluate(self, expression: str, context: Mapping[str, Any]) -> Any:
+        """The value of a bare expression. Raises TemplateProblem."""
+        return self.render("{{ " + expression + " }}", context)

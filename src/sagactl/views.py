@@ -1,0 +1,168 @@
+"""Text views of saga files: the `validate` summary, the `plan`, and the `graph` drawings.
+
+Plain text, no terminal library: these commands must start fast and their output is meant to
+be read, diffed and grepped as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sagactl import graph
+from sagactl.model import Expect, Phase, RetryPolicy, Saga, StepKind, format_duration
+from sagactl.prepare import PreparedRequest
+from sagactl.redact import MASK, SENSITIVE_HEADERS
+
+__all__ = ["draw_dot", "draw_mermaid", "format_plan", "format_validation"]
+
+
+def format_validation(saga: Saga) -> str:
+    """What `validate` says of a good file: its steps with kind and needs, its env and secrets."""
+    plural = "s" if len(saga.steps) != 1 else ""
+    lines = [f"{saga.path}: ok: saga {saga.name}, {len(saga.steps)} step{plural}"]
+    width = max(len(s.id) for s in saga.steps)
+    for step in saga.ordered_steps():
+        needs = "needs " + ", ".join(step.needs) if step.needs else "needs nothing"
+        extra = [p.value for p in (Phase.COMPENSATE, Phase.CONFIRM) if step.request(p)]
+        extra_text = f"  [{', '.join(extra)}]" if extra else ""
+        lines.append(f"  {step.id.ljust(width)}  {step.kind.value.ljust(13)}  {needs}{extra_text}")
+    lines.append(f"  env: {', '.join(saga.env) or '-'}")
+    lines.append(f"  secrets: {', '.join(saga.secrets) or '-'}")
+    return "\n".join(lines)
+
+
+def _retry_text(retry: RetryPolicy) -> str:
+    if retry.attempts == 1:
+        return "no retry"
+    text = f"{retry.attempts} attempts, backoff {format_duration(retry.backoff)}"
+    if retry.factor != 1:
+        text += f" x{retry.factor:g}"
+    text += f" up to {format_duration(retry.max_backoff)}"
+    return text + (", jitter" if retry.jitter else "")
+
+
+def _expect_text(expect: Expect) -> str:
+    parts = ["status " + ", ".join(str(s) for s in expect.status)]
+    parts.extend(expect.that)
+    return "; ".join(parts)
+
+
+def _body_text(request: PreparedRequest) -> str | None:
+    if request.body_kind is None:
+        return None
+    if isinstance(request.body, str):
+        return f"{request.body_kind.value} {request.body}"
+    return f"{request.body_kind.value} {json.dumps(request.body, ensure_ascii=False)}"
+
+
+def format_plan(
+    saga: Saga, inputs: Mapping[str, Any], requests: Sequence[Sequence[PreparedRequest]]
+) -> str:
+    """The `plan`: for each step in dependency order, every request it may send."""
+    shown = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in inputs.items())
+    lines = [f"plan of saga {saga.name} ({saga.path}), {len(saga.steps)} steps",
+             f"inputs: {shown or '-'}"]
+    for position, (step, step_requests) in enumerate(zip(saga.ordered_steps(), requests,
+                                                         strict=True), start=1):
+        needs = ", ".join(step.needs) if step.needs else "nothing"
+        lines += ["", f"{position}. {step.id} ({step.kind.value}; needs {needs})"]
+        for request in step_requests:
+            label = request.phase.value.ljust(10)
+            lines.append(f"   {label}  {request.method} {request.url}")
+            pad = " " * 15
+            for name, value in request.headers.items():
+                lines.append(f"{pad}{name}: {MASK if name.lower() in SENSITIVE_HEADERS else value}")
+            body = _body_text(request)
+            if body is not None:
+                lines.append(f"{pad}{body}")
+            lines.append(f"{pad}expect {_expect_text(request.expect)}")
+            lines.append(f"{pad}timeout {format_duration(request.timeout)}, "
+                         f"{_retry_text(request.retry)}")
+            if request.phase is Phase.ACTION:
+                for i, (name, value) in enumerate(step.outputs.items()):
+                    label = "outputs" if i == 0 else ""
+                    lines.append(f"   {label.ljust(10)}  {name} = {value}")
+    return "\n".join(lines)
+
+
+@dataclass
+class _Drawing:
+    """What the graph commands draw, whatever the notation."""
+
+    nodes: list[tuple[str, str, bool]] = field(default_factory=list)
+    """(id, label, rounded) of the action steps."""
+    groups: list[tuple[str, str, list[tuple[str, str, bool]]]] = field(default_factory=list)
+    """(id, title, nodes) of the confirm and compensation sections."""
+    edges: list[tuple[str, str, bool]] = field(default_factory=list)
+    """(from, to, dashed)."""
+
+
+def _order_among(saga: Saga, subset: list[str]) -> list[tuple[str, str]]:
+    """(earlier, later) pairs that order the steps of `subset` as the graph does, without
+    implied edges: compensations run along them backwards, confirms forwards."""
+    needs = {s: [a for a in subset if a in saga.ancestors[s]] for s in subset}
+    reduced = graph.reduce(needs, saga.ancestors)
+    return [(earlier, later) for later in subset for earlier in reduced[later]]
+
+
+def _drawing(saga: Saga) -> _Drawing:
+    drawing = _Drawing()
+    drawing.nodes = [(s.id, f"{s.id} ({s.kind.value})", False) for s in saga.steps]
+    reduced = graph.reduce({s.id: list(s.needs) for s in saga.steps}, saga.ancestors)
+    drawing.edges = [(dep, node, False) for node, deps in reduced.items() for dep in deps]
+    confirming = [s.id for s in saga.steps if s.confirm is not None]
+    if confirming:
+        drawing.groups.append(("confirms", "confirms, once every action succeeded",
+                               [(f"confirm_{s}", f"confirm {s}", True) for s in confirming]))
+        order = _order_among(saga, confirming)
+        drawing.edges += [(f"confirm_{a}", f"confirm_{b}", False) for a, b in order]
+        first = [s for s in confirming if all(b != s for _, b in order)]
+        sinks = [s.id for s in saga.steps if not saga.dependents(s.id)]
+        drawing.edges += [(sink, f"confirm_{s}", False) for sink in sinks for s in first]
+    undoable = [s.id for s in saga.steps if s.kind is StepKind.COMPENSATABLE]
+    if undoable:
+        drawing.groups.append(("compensation", "compensation, if the saga fails",
+                               [(f"undo_{s}", f"undo {s}", False) for s in undoable]))
+        drawing.edges += [(f"undo_{later}", f"undo_{earlier}", True)
+                          for earlier, later in _order_among(saga, undoable)]
+    return drawing
+
+
+def draw_mermaid(saga: Saga) -> str:
+    """A Mermaid flowchart: actions joined by `needs`, then confirms in the order they run,
+    and compensations in the order they undo."""
+    drawing = _drawing(saga)
+
+    def node(node_id: str, label: str, rounded: bool) -> str:
+        return f'{node_id}(["{label}"])' if rounded else f'{node_id}["{label}"]'
+
+    lines = ["flowchart TD"]
+    lines += [f"  {node(*n)}" for n in drawing.nodes]
+    for group_id, title, nodes in drawing.groups:
+        lines.append(f'  subgraph {group_id}["{title}"]')
+        lines += [f"    {node(*n)}" for n in nodes]
+        lines.append("  end")
+    lines += [f"  {a} {'-.->' if dashed else '-->'} {b}" for a, b, dashed in drawing.edges]
+    return "\n".join(lines)
+
+
+def draw_dot(saga: Saga) -> str:
+    """The same drawing for Graphviz."""
+    drawing = _drawing(saga)
+
+    def node(node_id: str, label: str, rounded: bool) -> str:
+        return f'"{node_id}" [label="{label}"{", shape=ellipse" if rounded else ""}];'
+
+    lines = [f'digraph "{saga.name}" {{', "  rankdir=TB;", "  node [shape=box];"]
+    lines += [f"  {node(*n)}" for n in drawing.nodes]
+    for group_id, title, nodes in drawing.groups:
+        lines += [f"  subgraph cluster_{group_id} {{", f'    label="{title}"; style=dashed;']
+        lines += [f"    {node(*n)}" for n in nodes]
+        lines.append("  }")
+    lines += [f'  "{a}" -> "{b}"{" [style=dashed]" if dashed else ""};'
+              for a, b, dashed in drawing.edges]
+    lines.append("}")
+    return "\n".join(lines)
