@@ -40,7 +40,7 @@ class Location:
     def __str__(self) -> str:
         head = self.file
         if self.line:
-            head += f":{self.line}:{self.column or 1}"
+            head += f":{self.line}:{self.column}" if self.column else f":{self.line}"
         return f"{head}: {self.path}" if self.path else head
 
 

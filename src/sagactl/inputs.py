@@ -33,7 +33,7 @@ def describe_schema(spec: Mapping[str, Any]) -> str:
         return "one of " + ", ".join(json.dumps(v) for v in spec["enum"])
     types = spec.get("type")
     names = types if isinstance(types, list) else [types] if types else []
-    words = " or ".join(_TYPE_WORDS.get(t, t) for t in names) or "a value"
+    words = " or ".join(_TYPE_WORDS.get(str(t), str(t)) for t in names) or "a value"
     if "pattern" in spec:
         words += f" matching {spec['pattern']}"
     if "minimum" in spec:

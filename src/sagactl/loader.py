@@ -132,7 +132,7 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
-def _read_yaml(text: str) -> tuple[Any, _Positions, list[tuple[JsonPath, str, bool]]]:
+def _read_yaml(text: str) -> tuple[Any, _Positions, list[tuple[JsonPath, str, tuple[int, int]]]]:
     """The document as plain data, where each node stands, and duplicate-key problems."""
     loader = _Loader(text)
     try:
@@ -141,7 +141,10 @@ def _read_yaml(text: str) -> tuple[Any, _Positions, list[tuple[JsonPath, str, bo
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or "invalid YAML"
         if exc.context:
-            problem = f"{problem} ({exc.context})"
+            context = exc.context
+            if exc.context_mark and mark and exc.context_mark.line != mark.line:
+                context += f" that starts at line {exc.context_mark.line + 1}"
+            problem = f"{problem} ({context})"
         raise _YamlProblem(mark.line + 1 if mark else 1, mark.column + 1 if mark else 1,
                            f"YAML syntax error: {problem}") from None
     except yaml.YAMLError as exc:
@@ -149,7 +152,7 @@ def _read_yaml(text: str) -> tuple[Any, _Positions, list[tuple[JsonPath, str, bo
     finally:
         loader.dispose()
     positions = _Positions({}, {})
-    problems: list[tuple[JsonPath, str, bool]] = []
+    problems: list[tuple[JsonPath, str, tuple[int, int]]] = []
     active: set[int] = set()
     count = 0
 
@@ -174,8 +177,7 @@ def _read_yaml(text: str) -> tuple[Any, _Positions, list[tuple[JsonPath, str, bo
                 # Keys are their text: `on:` is the key "on", never the boolean true.
                 key = str(key_node.value)
                 if key in result:
-                    positions.keys.setdefault((*path, key), _mark(key_node))
-                    problems.append(((*path, key), f"duplicate key '{key}'", True))
+                    problems.append(((*path, key), f"duplicate key '{key}'", _mark(key_node)))
                     continue
                 positions.keys[(*path, key)] = _mark(key_node)
                 result[key] = convert(value_node, (*path, key))
@@ -201,7 +203,7 @@ def parse_data(text: str) -> Any:
     """Plain data from YAML or JSON text, with the same scalar rules as saga files.
 
     Raises yaml.YAMLError."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    return yaml.load(text, Loader=_Loader)
 
 
 # --- schema errors in the user's words --------------------------------------------------------
@@ -227,7 +229,7 @@ def _describe(value: Any) -> str:
 
 def _expected_type(spec: Any) -> str:
     names = spec if isinstance(spec, list) else [spec]
-    return " or ".join(_TYPE_NAMES.get(n, n) for n in names)
+    return " or ".join(_TYPE_NAMES.get(str(n), str(n)) for n in names)
 
 
 def _explain(error: Any) -> Iterator[tuple[JsonPath, str, bool]]:
@@ -244,7 +246,7 @@ def _explain(error: Any) -> Iterator[tuple[JsonPath, str, bool]]:
     elif kind == "required":
         for key in spec:
             if key not in instance:
-                yield path, f"missing required key '{key}'", False
+                yield path, f"missing required key '{key}'", True
     elif kind == "enum":
         yield path, f"{instance!r} is not one of {', '.join(map(str, spec))}", False
     elif kind == "const":
@@ -304,8 +306,9 @@ class _Checker:
         self.positions = positions
         self.errors: list[DefinitionError] = []
 
-    def error(self, path: JsonPath, message: str, *, at_key: bool = False) -> None:
-        line, column = self.positions.key(path) if at_key else self.positions.value(path)
+    def error(self, path: JsonPath, message: str, *, at_key: bool = False,
+              at: tuple[int, int] | None = None) -> None:
+        line, column = at or (self.positions.key(path) if at_key else self.positions.value(path))
         self.errors.append(
             DefinitionError(Location(self.file, line, column, format_path(path)), message)
         )
@@ -400,8 +403,8 @@ class _Checker:
             return None
         if len(path) < 3 or path[1] != "outputs":
             return f"'{ref}': expected steps.<step>.outputs.<name>"
-        outputs = {
-            s["id"]: s.get("outputs") if isinstance(s.get("outputs"), dict) else {}
+        outputs: dict[str, list[str]] = {
+            s["id"]: list(s["outputs"]) if isinstance(s.get("outputs"), dict) else []
             for s in self.steps() if isinstance(s.get("id"), str)
         }
         target, name = path[0], path[2]
@@ -480,7 +483,7 @@ def _check(checker: _Checker) -> tuple[dict[str, list[str]], list[str], dict[str
         index = next(i for i, s in enumerate(checker.steps()) if s.get("id") == first)
         where: JsonPath = ("steps", index, "needs") if "needs" in checker.steps()[index] \
             else ("steps", index, "id")
-        implied = [s.get("id") for s in checker.steps()
+        implied = [str(s["id"]) for s in checker.steps()
                    if s.get("id") in cycle and "needs" not in s]
         why = f" ({', '.join(implied)} without needs depend{'s' if len(implied) == 1 else ''} " \
             "on every step above)" if implied else ""
@@ -642,8 +645,8 @@ def load_text(text: str, file: str = "<saga>") -> Saga:
         raise DefinitionErrors([DefinitionError(Location(file, 1, 1),
                                                 f"expected a saga (a mapping), got {got}")])
     checker = _Checker(file, data, positions)
-    for path, message, at_key in problems:
-        checker.error(path, message, at_key=at_key)
+    for path, message, at in problems:
+        checker.error(path, message, at=at)
     for error in _validator().iter_errors(data):
         for path, message, at_key in _explain(error):
             checker.error(path, message, at_key=at_key)

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from sagactl.errors import Location, RenderError
 from sagactl.model import BodyKind, Expect, Phase, RetryPolicy, Saga, Step
-from sagactl.templating import Renderer, TemplateProblem
+from sagactl.templating import Namespace, Renderer, TemplateProblem
 
 __all__ = ["PreparedRequest", "idempotency_key", "join_url", "plan", "prepare", "run_context"]
 
@@ -67,11 +67,12 @@ def run_context(
     renderer: Renderer,
 ) -> dict[str, Any]:
     """The names every template of a run sees, with `vars` computed in order."""
-    variables: dict[str, Any] = {}
+    variables = Namespace("vars")
     context: dict[str, Any] = {
-        "inputs": dict(inputs),
-        "env": {name: env[name] for name in saga.env if name in env},
-        "secrets": {name: secrets[name] for name in saga.secrets if name in secrets},
+        "inputs": Namespace("inputs", inputs),
+        "env": Namespace("env", {name: env[name] for name in saga.env if name in env}),
+        "secrets": Namespace("secrets",
+                             {name: secrets[name] for name in saga.secrets if name in secrets}),
         "run": {"id": run_id, "name": saga.name},
         "vars": variables,
     }

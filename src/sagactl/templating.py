@@ -18,6 +18,7 @@ import jinja2.sandbox
 from jinja2 import nodes
 
 __all__ = [
+    "Namespace",
     "Reference",
     "Renderer",
     "TemplateProblem",
@@ -49,6 +50,14 @@ class Reference:
         return ".".join((self.root, *self.path))
 
 
+class Namespace(dict[str, Any]):
+    """A dict of names seen by templates (`env`, `inputs`…), labelled for error messages."""
+
+    def __init__(self, label: str, values: Mapping[str, Any] | None = None) -> None:
+        super().__init__(values or {})
+        self.label = label
+
+
 class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
     def getattr(self, obj: Any, attribute: str) -> Any:
         # A key of a JSON object wins over a dict method of the same name, so that
@@ -58,6 +67,14 @@ class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
                 return obj[attribute]
             except (KeyError, TypeError):
                 pass
+            value = super().getattr(obj, attribute)
+            if isinstance(value, jinja2.Undefined):
+                label = getattr(obj, "label", None)
+                keys = ", ".join(map(str, obj)) or "none"
+                hint = f"{label}.{attribute} is not set" if label \
+                    else f"no key '{attribute}' (keys: {keys})"
+                return self.undefined(hint=hint, obj=obj, name=attribute)
+            return value
         return super().getattr(obj, attribute)
 
 

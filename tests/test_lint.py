@@ -1,0 +1,23 @@
+"""The code stays ruff- and mypy-clean: checked with every test run, so CI enforces it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from helpers import ROOT
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=240)
+
+
+def test_ruff() -> None:
+    result = _run("ruff", "check", "src", "tests", "bench")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy() -> None:
+    result = _run("mypy")
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,147 @@
+"""The model built from a file: durations, defaults merged into requests, kinds, the graph."""
+
+from __future__ import annotations
+
+import pytest
+
+from sagactl.graph import ancestors, find_cycle, reduce, topological_order
+from sagactl.loader import load_text
+from sagactl.model import (
+    COMPENSATION_RETRY,
+    DEFAULT_RETRY,
+    BodyKind,
+    Phase,
+    RetryPolicy,
+    StepKind,
+    format_duration,
+    parse_duration,
+    status_matches,
+)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("250ms", 0.25), ("5s", 5.0), ("2m", 120.0), ("1h", 3600.0), ("1.5s", 1.5), (3, 3.0),
+    (0.1, 0.1)])
+def test_parse_duration(text: str | float, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["5", "5 sec", "-1s", "s", True, -2])
+def test_parse_duration_refuses(text: str | float) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (0.2, "200ms"), (5.0, "5s"), (120.0, "2m"), (3600.0, "1h"), (1.5, "1500ms"), (0, "0s")])
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+def test_status_matches_codes_and_classes() -> None:
+    assert status_matches((200, "4xx"), 200)
+    assert status_matches((200, "4xx"), 404)
+    assert not status_matches((200, "4xx"), 201)
+
+
+SAGA = """\
+version: 1
+name: merged
+timeout: 5m
+defaults:
+  base_url: http://127.0.0.1:9000/api
+  headers: {Authorization: Bearer t, X-Trace: on}
+  query: {lang: en}
+  timeout: 3s
+  retry: {attempts: 5, backoff: 1s}
+  expect: {status: [200, 201]}
+  compensation:
+    headers: {X-Undo: "yes"}
+    retry: {max_backoff: 1m}
+    timeout: 30s
+steps:
+  - id: create
+    action:
+      method: POST
+      url: /items
+      headers: {authorization: Bearer other}
+      query: {page: 1}
+      retry: {attempts: 2}
+      form: {a: b}
+    compensate: {method: DELETE, url: /items/1, retry: {attempts: 20}}
+    confirm: {method: POST, url: /items/1/confirm}
+  - id: look
+    action: {method: GET, url: http://127.0.0.1:9001/x}
+  - id: send
+    needs: [create]
+    action: {method: POST, url: /mail, body: hello}
+"""
+
+
+def test_defaults_merge_into_requests() -> None:
+    saga = load_text(SAGA)
+    action = saga.step("create").action
+    assert action.base_url == "http://127.0.0.1:9000/api"
+    # header names merge case-insensitively: the step's spelling and value win
+    assert action.headers == {"X-Trace": "on", "authorization": "Bearer other"}
+    assert action.query == {"lang": "en", "page": 1}
+    assert action.timeout == 3.0
+    assert action.retry == RetryPolicy(attempts=2, backoff=1.0, factor=DEFAULT_RETRY.factor,
+                                       max_backoff=DEFAULT_RETRY.max_backoff)
+    assert action.expect.status == (200, 201)
+    assert (action.body_kind, action.body) == (BodyKind.FORM, {"a": "b"})
+
+
+def test_compensation_defaults_layer_over_saga_defaults() -> None:
+    saga = load_text(SAGA)
+    for request in (saga.step("create").compensate, saga.step("create").confirm):
+        assert request is not None
+        assert request.headers == {"Authorization": "Bearer t", "X-Trace": "on", "X-Undo": "yes"}
+        assert request.timeout == 30.0
+        assert request.retry.backoff == 1.0
+        assert request.retry.max_backoff == 60.0
+    assert saga.step("create").compensate.retry.attempts == 20  # type: ignore[union-attr]
+    assert saga.step("create").confirm.retry.attempts == 5  # type: ignore[union-attr]
+    assert saga.step("create").confirm.phase is Phase.CONFIRM  # type: ignore[union-attr]
+
+
+def test_builtin_retry_policies_without_defaults() -> None:
+    saga = load_text("""\
+version: 1
+name: plain
+steps:
+  - id: a
+    action: {method: POST, url: http://127.0.0.1/x}
+    compensate: {method: DELETE, url: http://127.0.0.1/x}
+""")
+    assert saga.step("a").action.retry == DEFAULT_RETRY
+    assert saga.step("a").compensate.retry == COMPENSATION_RETRY  # type: ignore[union-attr]
+    assert saga.step("a").action.expect.status == ("2xx",)
+    assert saga.timeout is None
+
+
+def test_kinds_needs_and_order() -> None:
+    saga = load_text(SAGA)
+    assert [s.kind for s in saga.steps] == [StepKind.COMPENSATABLE, StepKind.READ_ONLY,
+                                            StepKind.PIVOT]
+    assert saga.step("look").needs == ("create",)  # implied: every step above
+    assert saga.step("send").needs == ("create",)
+    assert saga.step("send").explicit_needs
+    assert saga.order == ("create", "look", "send")
+    assert saga.dependents("create") == {"look", "send"}
+    assert saga.timeout == 300.0
+    assert saga.step("send").action.body_kind is BodyKind.TEXT
+
+
+def test_graph_functions() -> None:
+    needs = {"a": [], "b": ["a"], "c": ["a", "b"], "d": []}
+    order = ["c", "b", "a", "d"]
+    # among steps free to go, the earlier in file order goes first
+    assert topological_order(needs, order) == ["a", "b", "c", "d"]
+    assert topological_order({"x": [], "y": []}, ["y", "x"]) == ["y", "x"]
+    assert topological_order(needs, ["a", "b", "c", "d"]) == ["a", "b", "c", "d"]
+    above = ancestors(needs, ["a", "b", "c", "d"])
+    assert above["c"] == {"a", "b"}
+    assert reduce(needs, above) == {"a": [], "b": ["a"], "c": ["b"], "d": []}
+    assert find_cycle(needs, order) is None
+    assert find_cycle({"a": ["c"], "b": ["a"], "c": ["b"]}, ["a", "b", "c"]) == ["a", "c", "b", "a"]
