@@ -104,12 +104,12 @@ def test_references_follow_attribute_and_literal_item_access() -> None:
     found = references(
         "{{ steps.a.outputs.x }}{{ steps['b'].outputs.y }}{{ env.URL | default(vars.base) }}"
     )
-    assert found == [
+    assert found == (
         Reference("steps", ("a", "outputs", "x")),
         Reference("steps", ("b", "outputs", "y")),
         Reference("env", ("URL",)),
         Reference("vars", ("base",)),
-    ]
+    )
 
 
 def test_references_skip_local_names_and_flag_computed_access() -> None:
@@ -120,9 +120,9 @@ def test_references_skip_local_names_and_flag_computed_access() -> None:
 
 
 def test_expression_references() -> None:
-    assert expression_references("response.json.ok == true") == [
-        Reference("response", ("json", "ok"))
-    ]
+    assert expression_references("response.json.ok == true") == (
+        Reference("response", ("json", "ok")),
+    )
     with pytest.raises(TemplateProblem, match="bare expression"):
         expression_references("{{ response.status }}")
 

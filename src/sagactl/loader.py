@@ -59,11 +59,26 @@ def schema() -> dict[str, Any]:
     return result
 
 
+def _inline_refs(node: Any, defs: Mapping[str, Any]) -> Any:
+    """The schema with every local `$ref` replaced by what it names (the saga schema has no
+    recursion). Following `$ref`s at validation time is most of jsonschema's cost."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            target = _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
+            return {**target, **{k: _inline_refs(v, defs) for k, v in node.items()
+                                 if k != "$ref"}}
+        return {k: _inline_refs(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
 @cache
 def _validator() -> Any:
     import jsonschema  # costly to import; only loading a saga needs it
 
-    return jsonschema.Draft202012Validator(schema())
+    return jsonschema.Draft202012Validator(_inline_refs(schema(), schema().get("$defs", {})))
 
 
 def format_path(path: JsonPath) -> str:
@@ -305,6 +320,13 @@ class _Checker:
         self.data = data
         self.positions = positions
         self.errors: list[DefinitionError] = []
+        steps = data.get("steps")
+        self._steps = [s for s in steps if isinstance(s, dict)] if isinstance(steps, list) else []
+        self.outputs: dict[str, list[str]] = {
+            s["id"]: list(s["outputs"]) if isinstance(s.get("outputs"), dict) else []
+            for s in self._steps if isinstance(s.get("id"), str)
+        }
+        """Each step's output names, by step id."""
 
     def error(self, path: JsonPath, message: str, *, at_key: bool = False,
               at: tuple[int, int] | None = None) -> None:
@@ -323,8 +345,7 @@ class _Checker:
         return []
 
     def steps(self) -> list[dict[str, Any]]:
-        steps = self.data.get("steps")
-        return [s for s in steps if isinstance(s, dict)] if isinstance(steps, list) else []
+        return self._steps
 
     def check_text(self, text: str, path: JsonPath, scope: _Scope, *, bare: bool = False) -> None:
         from sagactl.templating import TemplateProblem, expression_references, references
@@ -403,10 +424,7 @@ class _Checker:
             return None
         if len(path) < 3 or path[1] != "outputs":
             return f"'{ref}': expected steps.<step>.outputs.<name>"
-        outputs: dict[str, list[str]] = {
-            s["id"]: list(s["outputs"]) if isinstance(s.get("outputs"), dict) else []
-            for s in self.steps() if isinstance(s.get("id"), str)
-        }
+        outputs = self.outputs
         target, name = path[0], path[2]
         if target not in outputs:
             return f"unknown step '{target}'{_suggest(target, outputs)}"
@@ -460,10 +478,9 @@ def _dependencies(checker: _Checker) -> tuple[dict[str, list[str]], list[str]]:
                     continue
                 if dep == sid:
                     checker.error(("steps", i, "needs", j), f"step '{sid}' cannot need itself")
-                elif dep not in [s.get("id") for s in checker.steps()]:
-                    known = [s.get("id") for s in checker.steps() if isinstance(s.get("id"), str)]
+                elif dep not in checker.outputs:
                     checker.error(("steps", i, "needs", j),
-                                  f"unknown step '{dep}'{_suggest(dep, known)}")
+                                  f"unknown step '{dep}'{_suggest(dep, checker.outputs)}")
                 else:
                     deps.append(dep)
             needs[sid] = deps
