@@ -89,3 +89,11 @@ def test_repository_copy_is_the_packaged_file() -> None:
     repo_copy = ROOT / "schemas" / "saga.schema.json"
     assert repo_copy.read_text() == schema_text()
     assert json.loads(schema_text()) == schema()
+
+
+def test_every_property_is_documented() -> None:
+    """docs/format.md names every key of the schema, so the reference cannot fall behind."""
+    text = (ROOT / "docs" / "format.md").read_text()
+    names = {name for _, node in _subschemas(schema()) for name in node.get("properties", {})}
+    missing = sorted(name for name in names if f"`{name}`" not in text)
+    assert missing == []
