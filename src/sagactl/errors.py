@@ -2,11 +2,12 @@
 
     SagactlError                      exit_code 1 (only for programming errors reaching the top)
     ├── UsageError                    2  bad arguments, an unreadable inputs file
-    ├── DefinitionError(location)     2  one problem in a saga file, at FILE:LINE:COL: PATH
-    │   (raised together as DefinitionErrors, so a file's problems are all reported at once)
+    ├── LocatedError(location)        2  a problem at FILE:LINE:COL: PATH
+    │   ├── DefinitionError           2  one problem in a saga file (raised together as
+    │   │                                DefinitionErrors, so all of a file's are reported)
+    │   └── RenderError               2  a template that cannot be rendered (an unset env value…)
     ├── DefinitionErrors              2  every problem found in one saga file
     ├── InputError(problems)          2  inputs that are missing, undeclared or ill-typed
-    ├── RenderError(location)         2  a template that cannot be rendered (a missing env value…)
     └── JournalError                  4  run not found, ambiguous prefix, locked, unreadable
 
 This module imports nothing from sagactl, so every other module may raise these.
@@ -21,6 +22,7 @@ __all__ = [
     "DefinitionErrors",
     "InputError",
     "JournalError",
+    "LocatedError",
     "Location",
     "RenderError",
     "SagactlError",
@@ -56,8 +58,8 @@ class UsageError(SagactlError):
     exit_code = 2
 
 
-class DefinitionError(SagactlError):
-    """One problem in a saga file, located as precisely as the file allows."""
+class LocatedError(SagactlError):
+    """A problem at a place in a saga file, printed as `FILE:LINE:COL: PATH: message`."""
 
     exit_code = 2
 
@@ -65,6 +67,10 @@ class DefinitionError(SagactlError):
         super().__init__(f"{location}: {message}")
         self.location = location
         self.message = message
+
+
+class DefinitionError(LocatedError):
+    """One problem in a saga file, located as precisely as the file allows."""
 
 
 class DefinitionErrors(SagactlError):
@@ -88,15 +94,8 @@ class InputError(SagactlError):
         self.problems = problems
 
 
-class RenderError(SagactlError):
+class RenderError(LocatedError):
     """A template that cannot be rendered with the values at hand (say, an unset env value)."""
-
-    exit_code = 2
-
-    def __init__(self, location: Location, message: str) -> None:
-        super().__init__(f"{location}: {message}")
-        self.location = location
-        self.message = message
 
 
 class JournalError(SagactlError):
