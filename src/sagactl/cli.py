@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -139,6 +139,199 @@ def schema() -> None:
     from sagactl.loader import schema_text
 
     sys.stdout.write(schema_text())
+
+
+JournalOption = Annotated[
+    Path | None,
+    typer.Option("--journal", metavar="PATH", envvar="SAGACTL_JOURNAL", show_envvar=False,
+                 help="The journal file (default: $SAGACTL_JOURNAL, else "
+                      "$XDG_STATE_HOME/sagactl/journal.db)."),
+]
+
+
+class DurabilityChoice(StrEnum):
+    FULL = "full"
+    NORMAL = "normal"
+
+
+DurabilityOption = Annotated[
+    DurabilityChoice,
+    typer.Option("--durability", help="full: fsync every journal commit (survives power loss); "
+                                      "normal: faster, survives a killed process."),
+]
+ConcurrencyOption = Annotated[
+    int, typer.Option("--concurrency", min=1, max=256, help="Steps in flight at most.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")]
+
+# Exit codes of SPEC §5.1, for `run` and `resume`; `compensate` maps compensated to 0.
+_EXIT = {"succeeded": 0, "compensated": 1, "stuck": 3}
+
+
+def _journal_flag(journal: Path | None) -> str:
+    return f" --journal {journal}" if journal and not os.environ.get("SAGACTL_JOURNAL") else ""
+
+
+@contextmanager
+def _signals() -> Iterator[Any]:
+    """SIGINT and SIGTERM ask the engine to stop; a second one exits at once. Either way the
+    journal stays consistent: every attempt was recorded before it was sent."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            sys.stderr.write("interrupted again: exiting now\n")
+            sys.stderr.flush()
+            os._exit(128 + signum)
+        stop.exit_code = 128 + signum  # type: ignore[attr-defined]
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _drive(journal: Path | None, durability: DurabilityChoice, quiet: bool,
+           call: Callable[..., tuple[str, Any]], compensating: bool = False) -> None:
+    from sagactl.engine import Interrupted
+    from sagactl.journal import Durability
+    from sagactl.render import PlainRenderer, next_commands
+    from sagactl.runs import open_journal
+
+    renderer = PlainRenderer(journal_flag=_journal_flag(journal), quiet=quiet)
+    with _reported(), _signals() as stop, \
+            open_journal(journal, Durability(durability.value)) as store:
+        try:
+            _, status = call(store, renderer, stop)
+        except Interrupted as exc:
+            typer.echo(f"run {exc.run_id} interrupted; it can be carried on or undone:\n"
+                       f"{next_commands(exc.run_id, _journal_flag(journal))}", err=True)
+            sys.stdout.flush()
+            # Worker threads may still wait on a slow response: do not wait for them.
+            os._exit(exc.exit_code)
+    code = _EXIT[status.value]
+    if compensating and status.value == "compensated":
+        code = 0
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="The saga file.", show_default=False)],
+    input_values: InputOption = None,
+    inputs_file: InputsFileOption = None,
+    journal: JournalOption = None,
+    durability: DurabilityOption = DurabilityChoice.FULL,
+    concurrency: ConcurrencyOption = 8,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Use this run id instead of "
+                                                                "a new one.")] = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Validate the saga, then run it: print the run id, one line per event, then a summary.
+    Exit 0 succeeded, 1 failed and compensated, 2 bad input (nothing sent), 3 stuck."""
+    with _reported():
+        from sagactl.inputs import read_inputs_file, resolve_inputs
+        from sagactl.loader import load
+        from sagactl.runs import start_run
+
+        saga = load(file)
+        from_file = read_inputs_file(inputs_file) if inputs_file else None
+        inputs = resolve_inputs(saga, input_values or [], from_file)
+    _drive(journal, durability, quiet, lambda store, renderer, stop: start_run(
+        saga, inputs, store, os.environ, on_event=renderer, concurrency=concurrency,
+        run_id=run_id, stop=stop))
+
+
+RunArgument = Annotated[str, typer.Argument(metavar="RUN", show_default=False,
+                                            help="Run id, or a unique prefix of 4 or more "
+                                                 "characters.")]
+
+
+@app.command()
+def resume(
+    run_id: RunArgument,
+    journal: JournalOption = None,
+    durability: DurabilityOption = DurabilityChoice.FULL,
+    concurrency: ConcurrencyOption = 8,
+    quiet: QuietOption = False,
+) -> None:
+    """Carry a run on from where it stopped (forward, confirm or compensation), with the saga
+    text stored in the journal. Secrets are read from the environment again."""
+    from sagactl.runs import resume_run
+
+    _drive(journal, durability, quiet, lambda store, renderer, stop: resume_run(
+        store, run_id, os.environ, on_event=renderer, concurrency=concurrency, stop=stop))
+
+
+@app.command()
+def compensate(
+    run_id: RunArgument,
+    journal: JournalOption = None,
+    durability: DurabilityOption = DurabilityChoice.FULL,
+    concurrency: ConcurrencyOption = 8,
+    yes: Annotated[bool, typer.Option("--yes", help="Also undo a run that succeeded (when no "
+                                                    "pivot step ran).")] = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Roll a run back: compensate every step whose action may have taken effect, each after
+    the steps that depend on it. Exit 0 when fully compensated, 3 when stuck."""
+    from sagactl.runs import compensate_run
+
+    _drive(journal, durability, quiet, lambda store, renderer, stop: compensate_run(
+        store, run_id, os.environ, on_event=renderer, concurrency=concurrency, yes=yes,
+        stop=stop), compensating=True)
+
+
+class StatusChoice(StrEnum):
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    SUCCEEDED = "succeeded"
+    COMPENSATED = "compensated"
+    STUCK = "stuck"
+    INTERRUPTED = "interrupted"
+
+
+@app.command("list")
+def list_command(
+    status: Annotated[StatusChoice | None, typer.Option("--status", help="Only runs in this "
+                                                                         "state.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Only runs of this saga.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 20,
+    journal: JournalOption = None,
+) -> None:
+    """List runs, newest first: id, saga, status (a run whose process is gone shows as
+    interrupted), start time."""
+    with _reported():
+        from sagactl.render import format_list
+        from sagactl.runs import list_runs, open_journal
+
+        with open_journal(journal) as store:
+            typer.echo(format_list(list_runs(store, status=status.value if status else None,
+                                             name=name, limit=limit)))
+
+
+@app.command()
+def show(
+    run_id: RunArgument,
+    journal: JournalOption = None,
+) -> None:
+    """Show one run: its saga, every step's state and outputs, and every attempt with its
+    status, duration and error, on a time line from the run's start."""
+    with _reported():
+        from sagactl.loader import load_text
+        from sagactl.render import format_show
+        from sagactl.runs import open_journal, shown_status
+
+        with open_journal(journal) as store:
+            record = store.find_run(run_id)
+            order = load_text(record.saga_text, record.saga_path).order
+            typer.echo(format_show(record, shown_status(record), store.steps(record.id),
+                                   store.attempts(record.id), order))
 
 
 def main() -> None:

@@ -1,0 +1,488 @@
+"""The saga state machine: forward, confirm, compensate, resume (SPEC §3).
+
+The engine's next move always comes from the journal: what succeeded, what failed, what is in
+doubt. It writes each attempt before sending it and its result after, emits events instead of
+printing, and takes every side effect (HTTP client, journal, sleep, clock) as a parameter.
+
+Steps run on a pool of threads sharing one `httpx.Client`: on this kind of workload (a few to a
+few dozen requests in flight to local or nearby services) threads with the sync client beat
+asyncio's client, whose per-request overhead is higher and which degrades under concurrency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from sagactl import http
+from sagactl.errors import RenderError, SagactlError, UsageError
+from sagactl.events import (
+    AttemptFinished,
+    AttemptStarted,
+    Event,
+    PhaseStarted,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+)
+from sagactl.ids import new_run_id, new_span_id, new_trace_id
+from sagactl.journal import Journal, RunRecord, RunStatus, StepRecord, StepState
+from sagactl.model import Phase, Saga, Step, StepKind
+from sagactl.prepare import PreparedRequest, prepare, run_context
+from sagactl.redact import Redactor
+from sagactl.templating import Renderer, TemplateProblem
+
+__all__ = ["Engine", "Interrupted", "create_run", "owner_alive", "read_secrets"]
+
+FORWARD, CONFIRM, COMPENSATE = "forward", "confirm", "compensate"
+
+
+class Interrupted(SagactlError):
+    """The run was stopped by a signal; it can be resumed or compensated."""
+
+    exit_code = 130
+
+    def __init__(self, run_id: str, signal_exit: int = 130) -> None:
+        super().__init__(f"run {run_id} interrupted")
+        self.run_id = run_id
+        self.exit_code = signal_exit
+
+
+@dataclass
+class _Result:
+    state: StepState
+    applied: bool = False
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def read_secrets(saga: Saga, environ: Mapping[str, str]) -> dict[str, str]:
+    """Every declared secret from the environment; a missing one is a usage error, raised before
+    anything is sent."""
+    missing = [name for name in saga.secrets if name not in environ]
+    if missing:
+        raise UsageError(f"missing secret{'s' if len(missing) > 1 else ''} "
+                         f"{', '.join(missing)}: set {'them' if len(missing) > 1 else 'it'} in "
+                         "the environment")
+    return {name: environ[name] for name in saga.secrets}
+
+
+def owner_alive(host: str, pid: int, expires: float | None) -> bool:
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return expires is not None and expires > time.time()
+
+
+def create_run(journal: Journal, saga: Saga, inputs: Mapping[str, Any],
+               environ: Mapping[str, str], *, run_id: str | None = None,
+               lease_ttl: float = 30.0) -> RunRecord:
+    """Journal a new run (saga text and hash, inputs, env values read) before its first
+    request, owned by this process."""
+    env = {name: environ[name] for name in saga.env if name in environ}
+    run_id = run_id or new_run_id()
+    journal.create_run(
+        run_id=run_id, name=saga.name, saga_path=saga.path, saga_text=saga.source,
+        saga_hash=hashlib.sha256(saga.source.encode()).hexdigest(), inputs=inputs, env=env,
+        trace_id=new_trace_id(), owner_host=socket.gethostname(), owner_pid=os.getpid(),
+        lease_ttl=lease_ttl)
+    return journal.get_run(run_id)
+
+
+class Engine:
+    """Drives one run to its end, or to `stuck`, from whatever the journal says."""
+
+    def __init__(
+        self,
+        saga: Saga,
+        run: RunRecord,
+        *,
+        journal: Journal,
+        client: httpx.Client,
+        secrets: Mapping[str, str],
+        on_event: Callable[[Event], None] = lambda event: None,
+        concurrency: int = 8,
+        stop: threading.Event | None = None,
+        sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        lease_ttl: float = 30.0,
+        renderer: Renderer | None = None,
+    ) -> None:
+        self.saga = saga
+        self.run_id = run.id
+        self.journal = journal
+        self.client = client
+        self.emit = on_event
+        self.concurrency = max(1, concurrency)
+        self.stop = stop or threading.Event()
+        self.sleep = sleep or self._wait
+        self.clock = clock
+        self.lease_ttl = lease_ttl
+        self.renderer = renderer or Renderer()
+        self.redactor = Redactor(secrets.values())
+        self.trace_id = run.trace_id
+        self.host, self.pid = socket.gethostname(), os.getpid()
+        self.context = run_context(saga, run_id=run.id, inputs=run.inputs, env=run.env,
+                                   secrets=secrets, renderer=self.renderer)
+        self.states: dict[tuple[str, str], StepRecord] = {}
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self._started = clock()
+        self._deadline: float | None = None
+        if saga.timeout is not None:
+            self._deadline = clock() + saga.timeout - (time.time() - run.created_at)
+
+    # --- entry points -------------------------------------------------------------------------
+
+    def resume(self) -> RunStatus:
+        """Carry the run on from where the journal says it stopped."""
+        return self._drive(compensate=False)
+
+    def compensate(self, *, allow_succeeded: bool = False) -> RunStatus:
+        """Roll the run back: every step whose action may have taken effect is compensated."""
+        return self._drive(compensate=True, allow_succeeded=allow_succeeded)
+
+    def _drive(self, *, compensate: bool, allow_succeeded: bool = False) -> RunStatus:
+        run = self.journal.get_run(self.run_id)
+        self.journal.take_lease(self.run_id, self.host, self.pid, self.lease_ttl, owner_alive)
+        heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
+        done = threading.Event()
+        self._done = done
+        heartbeat.start()
+        try:
+            # Attempts left without a result by a killed process may have reached the service.
+            self.journal.settle_interrupted(self.run_id)
+            self._load_states()
+            self.emit(RunStarted(self.run_id, self.saga.name, str(self.journal.path),
+                                 resumed=bool(self.states)))
+            if compensate:
+                status = self._compensate_command(run, allow_succeeded)
+            elif run.status.final:
+                status = run.status
+            elif run.phase == COMPENSATE:
+                status = self._compensate()
+            elif run.phase == CONFIRM:
+                status = self._confirm()
+            else:
+                status = self._forward()
+        except Interrupted:
+            self.journal.settle_interrupted(self.run_id)
+            raise
+        finally:
+            done.set()
+            self.journal.release_lease(self.run_id, self.host, self.pid)
+        final = self.journal.get_run(self.run_id)
+        self.emit(RunFinished(self.run_id, status.value, final.error,
+                              self.clock() - self._started))
+        return status
+
+    def _wait(self, seconds: float) -> None:
+        """Backoff that a signal cuts short."""
+        self.stop.wait(seconds)
+
+    def _heartbeat(self) -> None:
+        while not self._done.wait(self.lease_ttl / 3):
+            # A failed renewal is retried at the next beat; the lease only guards takeover.
+            with contextlib.suppress(SagactlError):
+                self.journal.renew_lease(self.run_id, self.host, self.pid, self.lease_ttl)
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def _load_states(self) -> None:
+        self.states = self.journal.steps(self.run_id)
+        for (step_id, phase), record in self.states.items():
+            if phase == Phase.ACTION.value and record.state is StepState.SUCCEEDED:
+                self.outputs[step_id] = record.outputs
+
+    def _state(self, step_id: str, phase: Phase) -> StepState | None:
+        record = self.states.get((step_id, phase.value))
+        return record.state if record else None
+
+    def _applied(self, step_id: str) -> bool:
+        record = self.states.get((step_id, Phase.ACTION.value))
+        return bool(record and (record.applied or record.state in (StepState.SUCCEEDED,
+                                                                    StepState.IN_DOUBT)))
+
+    def _pivot_passed(self) -> str | None:
+        for step in self.saga.steps:
+            if step.kind is StepKind.PIVOT and \
+                    self._state(step.id, Phase.ACTION) is StepState.SUCCEEDED:
+                return step.id
+        return None
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise Interrupted(self.run_id, getattr(self.stop, "exit_code", 130))
+
+    # --- phases --------------------------------------------------------------------------------
+
+    def _forward(self) -> RunStatus:
+        self.emit(PhaseStarted(FORWARD))
+        failed = [s.id for s in self.saga.steps
+                  if self._state(s.id, Phase.ACTION) is StepState.FAILED]
+        if failed and not self._pivot_passed():
+            return self._fail_forward(failed[0], self.states[(failed[0], "action")].error)
+        todo = [s for s in self.saga.ordered_steps()
+                if self._state(s.id, Phase.ACTION) is not StepState.SUCCEEDED]
+        deps = {s.id: set(s.needs) for s in todo}
+        results = self._wave(todo, deps, Phase.ACTION, stop_on_failure=True,
+                             deadline=self._deadline)
+        self._check_stop()
+        problem = next(((sid, r) for sid, r in results.items()
+                        if r.state is not StepState.SUCCEEDED), None)
+        if problem is None and all(self._state(s.id, Phase.ACTION) is StepState.SUCCEEDED
+                                   for s in self.saga.steps):
+            return self._confirm()
+        if problem is not None:
+            return self._fail_forward(problem[0], problem[1].error)
+        # Nothing failed, yet not everything ran: the saga's deadline passed.
+        return self._fail_forward(None, f"the saga's timeout "
+                                        f"({self.saga.timeout:g}s) passed")
+
+    def _fail_forward(self, step_id: str | None, error: str | None) -> RunStatus:
+        where = f"step {step_id}: {error}" if step_id else (error or "failed")
+        pivot = self._pivot_passed()
+        doubtful_pivot = step_id is not None and self.saga.step(step_id).kind is \
+            StepKind.PIVOT and self._state(step_id, Phase.ACTION) is StepState.IN_DOUBT
+        if pivot or doubtful_pivot:
+            why = f"pivot {pivot} succeeded, so the saga can only go forward" if pivot else \
+                f"pivot {step_id} is in doubt: it can be neither compensated nor assumed undone"
+            self.journal.set_run(self.run_id, status=RunStatus.STUCK, phase=FORWARD,
+                                 error=f"{where}; {why}")
+            return RunStatus.STUCK
+        # The decision to roll back is journaled before any compensation is sent.
+        self.journal.set_run(self.run_id, status=RunStatus.COMPENSATING, phase=COMPENSATE,
+                             error=where)
+        return self._compensate()
+
+    def _confirm(self) -> RunStatus:
+        confirming = [s for s in self.saga.ordered_steps() if s.confirm is not None
+                      and self._state(s.id, Phase.CONFIRM) is not StepState.SUCCEEDED]
+        self.journal.set_run(self.run_id, phase=CONFIRM)
+        if confirming:
+            self.emit(PhaseStarted(CONFIRM))
+            ids = {s.id for s in confirming}
+            deps = {s.id: {a for a in self.saga.ancestors[s.id] if a in ids} for s in confirming}
+            results = self._wave(confirming, deps, Phase.CONFIRM, stop_on_failure=False)
+            self._check_stop()
+            bad = next(((sid, r) for sid, r in results.items()
+                        if r.state is not StepState.SUCCEEDED), None)
+            if bad or len(results) < len(confirming):
+                sid, result = bad if bad else (confirming[0].id, _Result(StepState.FAILED))
+                self.journal.set_run(self.run_id, status=RunStatus.STUCK, phase=CONFIRM,
+                                     error=f"confirm of step {sid}: {result.error}")
+                return RunStatus.STUCK
+        self.journal.set_run(self.run_id, status=RunStatus.SUCCEEDED, phase=CONFIRM)
+        return RunStatus.SUCCEEDED
+
+    def _compensate_command(self, run: RunRecord, allow_succeeded: bool) -> RunStatus:
+        pivot = self._pivot_passed()
+        if pivot:
+            raise UsageError(f"run {run.id} cannot be compensated: its pivot step {pivot} "
+                             f"succeeded, so it can only go forward (sagactl resume {run.id})")
+        if run.status is RunStatus.COMPENSATED:
+            return RunStatus.COMPENSATED
+        if run.status is RunStatus.SUCCEEDED and not allow_succeeded:
+            raise UsageError(f"run {run.id} succeeded; to undo it anyway, add --yes")
+        self.journal.set_run(self.run_id, status=RunStatus.COMPENSATING, phase=COMPENSATE,
+                             error=run.error or "compensation requested")
+        return self._compensate()
+
+    def _compensate(self) -> RunStatus:
+        self.emit(PhaseStarted(COMPENSATE))
+        undo = [s for s in self.saga.ordered_steps()
+                if s.compensate is not None and self._applied(s.id)
+                and self._state(s.id, Phase.COMPENSATE) is not StepState.SUCCEEDED]
+        ids = {s.id for s in undo}
+        # A step is undone only after every step that depends on it.
+        deps = {s.id: {d for d in self.saga.dependents(s.id) if d in ids} for s in undo}
+        results = self._wave(list(reversed(undo)), deps, Phase.COMPENSATE,
+                             stop_on_failure=False)
+        self._check_stop()
+        left = [s.id for s in undo if results.get(s.id, _Result(StepState.FAILED)).state
+                is not StepState.SUCCEEDED]
+        if left:
+            first = next((results[s] for s in left if s in results), None)
+            error = first.error if first else "waiting on another compensation"
+            self.journal.set_run(self.run_id, status=RunStatus.STUCK, phase=COMPENSATE,
+                                 error=f"compensation not finished for {', '.join(left)}: "
+                                       f"{error}")
+            return RunStatus.STUCK
+        self.journal.set_run(self.run_id, status=RunStatus.COMPENSATED, phase=COMPENSATE,
+                             error=self.journal.get_run(self.run_id).error)
+        return RunStatus.COMPENSATED
+
+    # --- scheduling ----------------------------------------------------------------------------
+
+    def _wave(self, steps: list[Step], deps: Mapping[str, set[str]], phase: Phase, *,
+              stop_on_failure: bool, deadline: float | None = None) -> dict[str, _Result]:
+        """Run `phase` of each step once its `deps` succeeded, at most `concurrency` at once.
+
+        Stops starting work on a signal, past `deadline`, or (with `stop_on_failure`) once one
+        fails; what is in flight finishes. Returns the results of the steps that ran.
+        """
+        pending = list(steps)
+        results: dict[str, _Result] = {}
+        succeeded = {s.id for s in self.saga.steps if self._state(s.id, phase) is
+                     StepState.SUCCEEDED}
+        running: dict[Future[_Result], str] = {}
+        failed = False
+        with ThreadPoolExecutor(max_workers=self.concurrency,
+                                thread_name_prefix=f"sagactl-{phase.value}") as pool:
+            while True:
+                can_start = not self.stop.is_set() and not (stop_on_failure and failed) and \
+                    (deadline is None or self.clock() < deadline)
+                if can_start:
+                    for step in list(pending):
+                        if len(running) >= self.concurrency:
+                            break
+                        if deps[step.id] <= succeeded:
+                            pending.remove(step)
+                            running[pool.submit(self._execute, step, phase)] = step.id
+                if not running:
+                    break
+                finished, _ = wait(running, timeout=0.25, return_when=FIRST_COMPLETED)
+                if self.stop.is_set() and not finished:
+                    # Leave what is in flight: its attempts stay journaled without a result,
+                    # that is, in doubt, and the caller settles them.
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    return results
+                for future in finished:
+                    step_id = running.pop(future)
+                    result = future.result()
+                    results[step_id] = result
+                    if result.state is StepState.SUCCEEDED:
+                        succeeded.add(step_id)
+                    else:
+                        failed = True
+        return results
+
+    # --- one request ---------------------------------------------------------------------------
+
+    def _execute(self, step: Step, phase: Phase) -> _Result:
+        try:
+            prepared = prepare(self.saga, step, phase, self.context, self.outputs, self.renderer)
+        except RenderError as exc:
+            return self._give_up(step, phase, f"cannot render the request: {exc.message}")
+        journal, run_id = self.journal, self.run_id
+        attempt_ids: dict[int, int] = {}
+        spans: dict[int, str] = {}
+        _, body_text = http.encode_body(prepared)
+        body_text = self.redactor.text(body_text) if body_text is not None else None
+
+        def headers_for(number: int) -> dict[str, str]:
+            return {**prepared.headers, **self._saga_headers(prepared, number, spans[number])}
+
+        def before(number: int) -> None:
+            spans[number] = new_span_id()
+            attempt_ids[number] = journal.begin_attempt(
+                run_id, step.id, phase.value, number, span_id=spans[number],
+                method=prepared.method, url=self.redactor.text(prepared.url),
+                headers=self.redactor.headers(headers_for(number)), body=body_text)
+            self.emit(AttemptStarted(step.id, phase.value, number, prepared.retry.attempts,
+                                     prepared.method, self.redactor.text(prepared.url)))
+
+        def after(number: int, result: http.AttemptResult) -> None:
+            final = self._final_state(result)
+            response = result.response
+            error = self.redactor.text(result.error_message) if result.error_message else None
+            outputs = self.redactor.value(result.outputs) if final else None
+            journal.finish_attempt(
+                attempt_ids[number], outcome=result.outcome.value,
+                duration_ms=result.duration_ms, status=result.status,
+                error_class=result.error_class, error_message=error,
+                response_headers=self.redactor.headers(response.headers) if response else None,
+                response_body=self.redactor.text(response.text) if response else None,
+                step_state=final, applied=result.applied, outputs=outputs)
+            self.emit(AttemptFinished(step.id, phase.value, number, result.outcome.value,
+                                      result.status, error, result.duration_ms))
+
+        result = http.send(
+            self.client, prepared, headers_for, lambda view: self._check(step, phase, view),
+            before=before, after=after, sleep=self.sleep, should_stop=self.stop.is_set,
+            deadline=self._deadline if phase is Phase.ACTION else None, clock=self.clock)
+        state = self._final_state(result)
+        error = self.redactor.text(result.error_message) if result.error_message else None
+        if state is None:
+            # Retries used up (or stopped) on a retryable outcome: decide now.
+            state = StepState.IN_DOUBT if result.in_doubt else StepState.FAILED
+            journal.finish_attempt(attempt_ids[result.number], outcome=(
+                "in_doubt" if result.in_doubt else result.outcome.value),
+                duration_ms=result.duration_ms, status=result.status,
+                error_class=result.error_class, error_message=error, step_state=state,
+                applied=result.in_doubt)
+        record = StepRecord(step.id, phase.value, state, result.applied or
+                            state is StepState.IN_DOUBT, result.outputs, result.number,
+                            result.status, error, time.time())
+        self.states[(step.id, phase.value)] = record
+        if state is StepState.SUCCEEDED and phase is Phase.ACTION:
+            self.outputs[step.id] = result.outputs
+        self.emit(StepFinished(step.id, phase.value, state.value, error))
+        return _Result(state, record.applied, result.outputs, error)
+
+    @staticmethod
+    def _final_state(result: http.AttemptResult) -> StepState | None:
+        if result.outcome is http.Outcome.SUCCESS:
+            return StepState.SUCCEEDED
+        if result.outcome is http.Outcome.FAILURE:
+            return StepState.FAILED
+        return None
+
+    def _give_up(self, step: Step, phase: Phase, error: str) -> _Result:
+        """A request that cannot even be rendered fails without being sent."""
+        error = self.redactor.text(error)
+        record = StepRecord(step.id, phase.value, StepState.FAILED, False, {}, 0, None, error,
+                            time.time())
+        self.states[(step.id, phase.value)] = record
+        self.emit(StepFinished(step.id, phase.value, StepState.FAILED.value, error))
+        return _Result(StepState.FAILED, error=error)
+
+    def _saga_headers(self, prepared: PreparedRequest, number: int,
+                      span: str) -> dict[str, str]:
+        return {
+            "Idempotency-Key": prepared.idempotency_key,
+            "Saga-Id": self.run_id,
+            "Saga-Step": prepared.step,
+            "Saga-Phase": prepared.phase.value,
+            "Saga-Attempt": str(number),
+            "traceparent": f"00-{self.trace_id}-{span}-01",
+        }
+
+    def _check(self, step: Step, phase: Phase,
+               view: http.ResponseView) -> tuple[dict[str, Any], str | None]:
+        request = step.request(phase)
+        assert request is not None
+        scope = {**self.context, "response": view.context(),
+                 "step": {"id": step.id, "idempotency_key": f"{self.run_id}.{step.id}."
+                                                            f"{phase.value}"},
+                 "steps": {sid: {"outputs": values} for sid, values in self.outputs.items()}}
+        for i, expression in enumerate(request.expect.that):
+            try:
+                value = self.renderer.evaluate(expression, scope)
+            except TemplateProblem as exc:
+                return {}, f"expect.that[{i}] {expression}: {exc}"
+            if not value:
+                return {}, f"expect.that[{i}] {expression}: is {value!r}"
+        if phase is not Phase.ACTION or not step.outputs:
+            return {}, None
+        outputs: dict[str, Any] = {}
+        for name, template in step.outputs.items():
+            try:
+                outputs[name] = self.renderer.render(template, scope)
+            except TemplateProblem as exc:
+                return {}, f"outputs.{name}: cannot read the response: {exc}"
+        return outputs, None

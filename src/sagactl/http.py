@@ -1,0 +1,212 @@
+"""Send one prepared request under its retry policy, and classify each attempt (SPEC §3.1).
+
+Attempts are tried through tenacity; what happens around each attempt (journaling it before it
+is sent and after its result) is the caller's, through hooks. Nothing here writes the journal or
+prints.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import itertools
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import httpx
+import tenacity
+
+from sagactl.model import RetryPolicy
+from sagactl.prepare import PreparedRequest
+
+__all__ = ["AttemptResult", "Outcome", "ResponseView", "encode_body", "send"]
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    RETRYABLE = "retryable"
+    FAILURE = "failure"
+
+
+@dataclass(frozen=True)
+class ResponseView:
+    """The response as templates see it (`response.status`, `.json`…)."""
+
+    status: int
+    headers: dict[str, str]
+    text: str
+    elapsed_ms: float
+
+    @property
+    def json(self) -> Any:
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            return None
+
+    def context(self) -> dict[str, Any]:
+        return {"status": self.status, "headers": self.headers, "json": self.json,
+                "text": self.text, "elapsed_ms": self.elapsed_ms}
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What one attempt came to."""
+
+    outcome: Outcome
+    number: int
+    duration_ms: float
+    response: ResponseView | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+    in_doubt: bool = False
+    """For an error without a response: the request may have reached the service."""
+    applied: bool = False
+    """The service answered with an accepted status: the request took effect."""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    retry_after: float | None = None
+
+    @property
+    def status(self) -> int | None:
+        return self.response.status if self.response else None
+
+
+Check = Callable[[ResponseView], tuple[dict[str, Any], str | None]]
+"""Evaluates `expect.that` and `outputs` on an accepted response: (outputs, error or None)."""
+
+
+def encode_body(request: PreparedRequest) -> tuple[dict[str, Any], str | None]:
+    """httpx keyword arguments for the body, and the body as text for the journal."""
+    if request.body_kind is None:
+        return {}, None
+    if request.body_kind.value == "json":
+        text = json.dumps(request.body, ensure_ascii=False)
+        return {"content": text.encode(), "headers": {"Content-Type": "application/json"}}, text
+    if request.body_kind.value == "form":
+        encoded = httpx.QueryParams(request.body)
+        return {"content": str(encoded).encode(),
+                "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, str(encoded)
+    return {"content": str(request.body).encode()}, str(request.body)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+
+
+# Errors raised before any byte of the request left: the service cannot have seen it.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
+             httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError)
+
+
+def attempt_once(client: httpx.Client, request: PreparedRequest, headers: Mapping[str, str],
+                 number: int, check: Check, clock: Callable[[], float] = time.monotonic,
+                 ) -> AttemptResult:
+    """Send the request once and classify what came back."""
+    extra, _ = encode_body(request)
+    started = clock()
+    try:
+        response = client.request(
+            request.method, request.url, headers={**extra.pop("headers", {}), **headers},
+            timeout=request.timeout, **extra)
+    except httpx.TransportError as exc:
+        duration = (clock() - started) * 1000
+        return AttemptResult(Outcome.RETRYABLE, number, duration,
+                             error_class=type(exc).__name__, error_message=str(exc) or repr(exc),
+                             in_doubt=not isinstance(exc, _NOT_SENT))
+    duration = (clock() - started) * 1000
+    view = ResponseView(response.status_code, dict(response.headers), response.text, duration)
+    retry = request.retry
+    if retry.retries_status(view.status) and not request.expect.status_ok(view.status):
+        return AttemptResult(Outcome.RETRYABLE, number, duration, view,
+                             error_class="HTTPStatus",
+                             error_message=f"status {view.status}, retried",
+                             retry_after=_retry_after(response.headers.get("Retry-After")))
+    if not request.expect.status_ok(view.status):
+        expected = ", ".join(str(s) for s in request.expect.status)
+        return AttemptResult(Outcome.FAILURE, number, duration, view, error_class="HTTPStatus",
+                             error_message=f"status {view.status}, expected {expected}")
+    outputs, problem = check(view)
+    if problem is not None:
+        return AttemptResult(Outcome.FAILURE, number, duration, view, error_class="Expectation",
+                             error_message=problem, applied=True)
+    return AttemptResult(Outcome.SUCCESS, number, duration, view, applied=True, outputs=outputs)
+
+
+class _Wait(tenacity.wait.wait_base):
+    """Exponential backoff with full jitter, raised to `Retry-After`, capped at max_backoff."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        base = dict(multiplier=policy.backoff, exp_base=policy.factor, max=policy.max_backoff)
+        self.backoff: tenacity.wait.wait_base = (
+            tenacity.wait_random_exponential(**base) if policy.jitter
+            else tenacity.wait_exponential(**base))
+        self.cap = policy.max_backoff
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        wait = self.backoff(retry_state)
+        outcome = retry_state.outcome
+        result = outcome.result() if outcome is not None and not outcome.failed else None
+        if isinstance(result, AttemptResult) and result.retry_after is not None:
+            wait = max(wait, result.retry_after)
+        return min(wait, self.cap)
+
+
+def send(
+    client: httpx.Client,
+    request: PreparedRequest,
+    headers_for: Callable[[int], Mapping[str, str]],
+    check: Check,
+    *,
+    before: Callable[[int], None] | None = None,
+    after: Callable[[int, AttemptResult], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    should_stop: Callable[[], bool] = lambda: False,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> AttemptResult:
+    """Try `request` until it succeeds, fails for good, or its retries are used up; return the
+    last attempt's result.
+
+    `headers_for(n)` gives the headers of attempt n; `before(n)` runs just before it is sent and
+    `after(n, result)` as soon as its result is known (this is where the caller journals).
+    No retry starts once `should_stop()` is true, nor when its wait would end past `deadline`
+    (on `clock`).
+    """
+    policy = request.retry
+    numbers = itertools.count(1)
+
+    def one_attempt() -> AttemptResult:
+        number = next(numbers)
+        if before is not None:
+            before(number)
+        result = attempt_once(client, request, headers_for(number), number, check, clock)
+        if after is not None:
+            after(number, result)
+        return result
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        return (state.attempt_number >= policy.attempts or should_stop()
+                or (deadline is not None and clock() + state.upcoming_sleep > deadline))
+
+    retrying = tenacity.Retrying(
+        sleep=sleep,
+        stop=stop,
+        wait=_Wait(policy),
+        retry=tenacity.retry_if_result(lambda r: r.outcome is Outcome.RETRYABLE),
+        # Out of retries: hand back the last result rather than raising.
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+    )
+    result: AttemptResult = retrying(one_attempt)
+    return result

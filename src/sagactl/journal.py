@@ -1,0 +1,540 @@
+"""The journal: a SQLite file holding every run, each step's state, and the history of every
+attempt, written before and after each request so that a killed run can be resumed.
+
+Tables:
+    runs      one row a run: the saga text and hash, inputs, env values read, status, lease
+    steps     one row a (run, step, phase) once it started: state, outputs, whether it may have
+              taken effect
+    attempts  one row an attempt, inserted *before* its request is sent and completed once with
+              its result; never deleted. An attempt without a result is one whose outcome was
+              never seen: in doubt.
+
+The file is refused, and never modified, when it is not a sagactl journal, is corrupt, or has a
+newer schema version. Nothing here knows HTTP, templates or the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from sagactl.errors import JournalError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AttemptRecord",
+    "Durability",
+    "Journal",
+    "RunRecord",
+    "RunStatus",
+    "StepRecord",
+    "StepState",
+    "default_path",
+]
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x53414741  # "SAGA": tells a sagactl journal from any other SQLite file
+BODY_LIMIT = 64 * 1024
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class Durability(StrEnum):
+    """`full` fsyncs every commit (survives power loss); `normal` survives a killed process."""
+
+    FULL = "full"
+    NORMAL = "normal"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    SUCCEEDED = "succeeded"
+    COMPENSATED = "compensated"
+    STUCK = "stuck"
+
+    @property
+    def final(self) -> bool:
+        return self in (RunStatus.SUCCEEDED, RunStatus.COMPENSATED)
+
+
+class StepState(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    IN_DOUBT = "in_doubt"
+
+
+_MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            saga_path TEXT NOT NULL,
+            saga_text TEXT NOT NULL,
+            saga_hash TEXT NOT NULL,
+            inputs TEXT NOT NULL,
+            env TEXT NOT NULL,
+            status TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            pivot_passed INTEGER NOT NULL DEFAULT 0,
+            trace_id TEXT NOT NULL,
+            error TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            finished_at REAL,
+            owner_host TEXT,
+            owner_pid INTEGER,
+            lease_expires REAL
+        )""",
+        "CREATE INDEX runs_created ON runs (created_at DESC)",
+        "CREATE INDEX runs_name ON runs (name, created_at DESC)",
+        "CREATE INDEX runs_status ON runs (status, created_at DESC)",
+        """CREATE TABLE steps (
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            step_id TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            state TEXT NOT NULL,
+            applied INTEGER NOT NULL DEFAULT 0,
+            outputs TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            status INTEGER,
+            error TEXT,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (run_id, step_id, phase)
+        )""",
+        """CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            step_id TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            span_id TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            finished_at REAL,
+            duration_ms REAL,
+            method TEXT NOT NULL,
+            url TEXT NOT NULL,
+            request_headers TEXT NOT NULL,
+            request_body TEXT,
+            outcome TEXT,
+            status INTEGER,
+            error_class TEXT,
+            error_message TEXT,
+            response_headers TEXT,
+            response_body TEXT
+        )""",
+        "CREATE INDEX attempts_run ON attempts (run_id, id)",
+    ],
+}
+
+
+def default_path(environ: Mapping[str, str] | None = None) -> Path:
+    """`$SAGACTL_JOURNAL`, else `$XDG_STATE_HOME/sagactl/journal.db`, else
+    `~/.local/state/sagactl/journal.db` (SPEC §4)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("SAGACTL_JOURNAL"):
+        return Path(environ["SAGACTL_JOURNAL"])
+    state = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "sagactl" / "journal.db"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    name: str
+    saga_path: str
+    saga_text: str
+    saga_hash: str
+    inputs: dict[str, Any]
+    env: dict[str, str]
+    status: RunStatus
+    phase: str
+    """What the run was doing: `forward`, `confirm` or `compensate`."""
+    pivot_passed: bool
+    trace_id: str
+    error: str | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    owner_host: str | None
+    owner_pid: int | None
+    lease_expires: float | None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    step_id: str
+    phase: str
+    state: StepState
+    applied: bool
+    """Whether the request may have taken effect: succeeded, in doubt, or answered with an
+    accepted status and then failed a check."""
+    outputs: dict[str, Any]
+    attempts: int
+    status: int | None
+    error: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    id: int
+    step_id: str
+    phase: str
+    attempt: int
+    span_id: str
+    started_at: float
+    finished_at: float | None
+    duration_ms: float | None
+    method: str
+    url: str
+    request_headers: dict[str, str]
+    request_body: str | None
+    outcome: str | None
+    """`success`, `retryable`, `failure`, `in_doubt`, `interrupted`; None while in flight."""
+    status: int | None
+    error_class: str | None
+    error_message: str | None
+    response_headers: dict[str, str] | None
+    response_body: str | None
+
+
+def _clip(text: str | None) -> str | None:
+    if text is None or len(text.encode()) <= BODY_LIMIT:
+        return text
+    return text.encode()[:BODY_LIMIT].decode(errors="ignore") + "…[truncated]"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class Journal:
+    """One journal file, shared safely by the threads of one process and by several
+    processes (WAL, busy timeout)."""
+
+    def __init__(self, path: str | Path, durability: Durability = Durability.FULL,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._db = self._connect(durability)
+
+    # --- opening -----------------------------------------------------------------------------
+
+    def _refuse(self, why: str) -> JournalError:
+        return JournalError(f"{self.path}: {why}; it was left untouched")
+
+    def _connect(self, durability: Durability) -> sqlite3.Connection:
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        if new:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            except OSError as exc:
+                raise JournalError(f"{self.path}: cannot create the journal: "
+                                   f"{exc.strerror}") from None
+        else:
+            try:
+                with self.path.open("rb") as f:
+                    head = f.read(len(_SQLITE_MAGIC))
+            except OSError as exc:
+                raise JournalError(f"{self.path}: cannot read the journal: "
+                                   f"{exc.strerror}") from None
+            if head != _SQLITE_MAGIC:
+                raise self._refuse("not a sagactl journal (not an SQLite database)")
+        try:
+            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
+                                 check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise JournalError(f"{self.path}: cannot open the journal: {exc}") from None
+        try:
+            app_id = db.execute("PRAGMA application_id").fetchone()[0]
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise self._refuse(f"corrupt or not a journal ({exc})") from None
+        if tables and app_id != APPLICATION_ID:
+            db.close()
+            raise self._refuse("not a sagactl journal (an SQLite database of something else)")
+        if version > SCHEMA_VERSION:
+            db.close()
+            raise self._refuse(f"journal schema version {version} is newer than this sagactl "
+                               f"understands ({SCHEMA_VERSION}); upgrade sagactl")
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            sync = "FULL" if durability is Durability.FULL else "NORMAL"
+            db.execute(f"PRAGMA synchronous={sync}")
+            db.execute("PRAGMA foreign_keys=ON")
+            if version < SCHEMA_VERSION:
+                self._migrate(db, version)
+        except sqlite3.Error as exc:
+            db.close()
+            raise JournalError(f"{self.path}: cannot prepare the journal: {exc}") from None
+        return db
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection, version: int) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated while we waited for the lock.
+            current = db.execute("PRAGMA user_version").fetchone()[0]
+            for target in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target]:
+                    db.execute(statement)
+            db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction, committed (and fsynced, at full durability) before returning."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise JournalError(f"{self.path}: cannot write the journal: {exc}") from None
+
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                cursor = self._db.execute(sql, args)
+                cursor.row_factory = sqlite3.Row
+                return cursor.fetchall()
+            except sqlite3.Error as exc:
+                raise JournalError(f"{self.path}: cannot read the journal: {exc}") from None
+
+    # --- runs --------------------------------------------------------------------------------
+
+    def create_run(self, *, run_id: str, name: str, saga_path: str, saga_text: str,
+                   saga_hash: str, inputs: Mapping[str, Any], env: Mapping[str, str],
+                   trace_id: str, owner_host: str, owner_pid: int, lease_ttl: float) -> None:
+        now = self.clock()
+        with self._write() as db:
+            try:
+                db.execute(
+                    "INSERT INTO runs (id, name, saga_path, saga_text, saga_hash, inputs, env,"
+                    " status, phase, trace_id, created_at, updated_at, owner_host, owner_pid,"
+                    " lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'forward', ?, ?, ?, ?, ?, ?)",
+                    (run_id, name, saga_path, saga_text, saga_hash, _json(dict(inputs)),
+                     _json(dict(env)), RunStatus.RUNNING.value, trace_id, now, now, owner_host,
+                     owner_pid, now + lease_ttl))
+            except sqlite3.IntegrityError:
+                raise JournalError(f"a run with id {run_id} already exists") from None
+
+    @staticmethod
+    def _run(row: sqlite3.Row) -> RunRecord:
+        return RunRecord(
+            id=row["id"], name=row["name"], saga_path=row["saga_path"],
+            saga_text=row["saga_text"], saga_hash=row["saga_hash"],
+            inputs=json.loads(row["inputs"]), env=json.loads(row["env"]),
+            status=RunStatus(row["status"]), phase=row["phase"],
+            pivot_passed=bool(row["pivot_passed"]), trace_id=row["trace_id"], error=row["error"],
+            created_at=row["created_at"], updated_at=row["updated_at"],
+            finished_at=row["finished_at"], owner_host=row["owner_host"],
+            owner_pid=row["owner_pid"], lease_expires=row["lease_expires"])
+
+    def get_run(self, run_id: str) -> RunRecord:
+        rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            raise JournalError(f"no run {run_id} in {self.path}")
+        return self._run(rows[0])
+
+    def find_run(self, prefix: str) -> RunRecord:
+        """The run whose id is `prefix`, or starts with it (4 characters at least)."""
+        prefix = prefix.strip().upper()
+        if len(prefix) < 4:
+            raise JournalError(f"run id prefix '{prefix}' is too short: give 4 characters or "
+                               "more")
+        rows = self._read("SELECT * FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 11",
+                          (prefix, prefix + "\U0010ffff"))
+        if not rows:
+            raise JournalError(f"no run matches '{prefix}' in {self.path}")
+        if len(rows) > 1:
+            listed = "\n".join(f"  {r['id']}  {r['name']}  {r['status']}" for r in rows[:10])
+            more = "\n  …" if len(rows) > 10 else ""
+            raise JournalError(f"'{prefix}' matches several runs; give more characters:\n"
+                               f"{listed}{more}")
+        return self._run(rows[0])
+
+    def list_runs(self, *, status: str | None = None, name: str | None = None,
+                  limit: int = 20) -> list[RunRecord]:
+        where, args = [], []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if name:
+            where.append("name = ?")
+            args.append(name)
+        sql = "SELECT * FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        return [self._run(r) for r in self._read(sql, (*args, limit))]
+
+    def set_run(self, run_id: str, *, status: RunStatus | None = None, phase: str | None = None,
+                error: str | None = None, pivot_passed: bool | None = None) -> None:
+        now = self.clock()
+        sets: list[str] = ["updated_at = ?"]
+        args: list[Any] = [now]
+        if status is not None:
+            sets.append("status = ?")
+            args.append(status.value)
+            sets.append("finished_at = ?")
+            args.append(now if status.final else None)
+        if phase is not None:
+            sets.append("phase = ?")
+            args.append(phase)
+        if error is not None or status is not None:
+            sets.append("error = ?")
+            args.append(error)
+        if pivot_passed is not None:
+            sets.append("pivot_passed = ?")
+            args.append(int(pivot_passed))
+        with self._write() as db:
+            db.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*args, run_id))
+
+    # --- leases ------------------------------------------------------------------------------
+
+    def take_lease(self, run_id: str, host: str, pid: int, ttl: float,
+                   owner_alive: Callable[[str, int, float | None], bool]) -> None:
+        """Make (host, pid) the run's owner, unless another owner is alive."""
+        with self._write() as db:
+            row = db.execute("SELECT owner_host, owner_pid, lease_expires FROM runs WHERE id = ?",
+                             (run_id,)).fetchone()
+            if row is None:
+                raise JournalError(f"no run {run_id} in {self.path}")
+            owner_host, owner_pid, expires = row
+            if owner_pid is not None and (owner_host, owner_pid) != (host, pid) and \
+                    owner_alive(owner_host, owner_pid, expires):
+                raise JournalError(f"run {run_id} is being driven by process {owner_pid} on "
+                                   f"{owner_host}; wait for it to finish, or stop it first")
+            db.execute("UPDATE runs SET owner_host = ?, owner_pid = ?, lease_expires = ? "
+                       "WHERE id = ?", (host, pid, self.clock() + ttl, run_id))
+
+    def renew_lease(self, run_id: str, host: str, pid: int, ttl: float) -> None:
+        with self._write() as db:
+            db.execute("UPDATE runs SET lease_expires = ? WHERE id = ? AND owner_host = ? AND "
+                       "owner_pid = ?", (self.clock() + ttl, run_id, host, pid))
+
+    def release_lease(self, run_id: str, host: str, pid: int) -> None:
+        with self._write() as db:
+            db.execute("UPDATE runs SET owner_host = NULL, owner_pid = NULL, "
+                       "lease_expires = NULL WHERE id = ? AND owner_host = ? AND owner_pid = ?",
+                       (run_id, host, pid))
+
+    # --- steps and attempts ------------------------------------------------------------------
+
+    def steps(self, run_id: str) -> dict[tuple[str, str], StepRecord]:
+        rows = self._read("SELECT * FROM steps WHERE run_id = ?", (run_id,))
+        return {
+            (r["step_id"], r["phase"]): StepRecord(
+                step_id=r["step_id"], phase=r["phase"], state=StepState(r["state"]),
+                applied=bool(r["applied"]), outputs=json.loads(r["outputs"] or "{}"),
+                attempts=r["attempts"], status=r["status"], error=r["error"],
+                updated_at=r["updated_at"])
+            for r in rows
+        }
+
+    def begin_attempt(self, run_id: str, step_id: str, phase: str, attempt: int, *,
+                      span_id: str, method: str, url: str, headers: Mapping[str, str],
+                      body: str | None) -> int:
+        """Record an attempt about to be sent; its step is `running` until the result."""
+        now = self.clock()
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO attempts (run_id, step_id, phase, attempt, span_id, started_at,"
+                " method, url, request_headers, request_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?,"
+                " ?, ?)",
+                (run_id, step_id, phase, attempt, span_id, now, method, url,
+                 _json(dict(headers)), _clip(body)))
+            db.execute(
+                "INSERT INTO steps (run_id, step_id, phase, state, attempts, updated_at) VALUES"
+                " (?, ?, ?, 'running', 1, ?) ON CONFLICT (run_id, step_id, phase) DO UPDATE SET"
+                " state = 'running', attempts = attempts + 1, updated_at = excluded.updated_at",
+                (run_id, step_id, phase, now))
+            return int(cursor.lastrowid or 0)
+
+    def finish_attempt(self, attempt_id: int, *, outcome: str, duration_ms: float,
+                       status: int | None = None, error_class: str | None = None,
+                       error_message: str | None = None,
+                       response_headers: Mapping[str, str] | None = None,
+                       response_body: str | None = None,
+                       step_state: StepState | None = None, applied: bool = False,
+                       outputs: Mapping[str, Any] | None = None) -> None:
+        """Record an attempt's result, and the step's new state when this was its last."""
+        now = self.clock()
+        with self._write() as db:
+            db.execute(
+                "UPDATE attempts SET finished_at = ?, duration_ms = ?, outcome = ?, status = ?,"
+                " error_class = ?, error_message = ?, response_headers = ?, response_body = ?"
+                " WHERE id = ?",
+                (now, duration_ms, outcome, status, error_class, error_message,
+                 _json(dict(response_headers)) if response_headers is not None else None,
+                 _clip(response_body), attempt_id))
+            if step_state is not None:
+                db.execute(
+                    "UPDATE steps SET state = ?, applied = ?, outputs = ?, status = ?, error = ?,"
+                    " updated_at = ? WHERE (run_id, step_id, phase) = (SELECT run_id, step_id,"
+                    " phase FROM attempts WHERE id = ?)",
+                    (step_state.value, int(applied), _json(dict(outputs or {})), status,
+                     error_message, now, attempt_id))
+
+    def settle_interrupted(self, run_id: str) -> int:
+        """Mark every attempt of the run that has no result as interrupted, and its step as in
+        doubt: its request may have reached the service. Returns how many there were."""
+        now = self.clock()
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE attempts SET outcome = 'interrupted', finished_at = ?, error_class ="
+                " 'Interrupted', error_message = 'no result was recorded: the request may have"
+                " reached the service' WHERE run_id = ? AND outcome IS NULL", (now, run_id))
+            db.execute("UPDATE steps SET state = 'in_doubt', applied = 1, error = 'interrupted"
+                       " in flight', updated_at = ? WHERE run_id = ? AND state = 'running'",
+                       (now, run_id))
+            return cursor.rowcount
+
+    def attempts(self, run_id: str) -> list[AttemptRecord]:
+        rows = self._read("SELECT * FROM attempts WHERE run_id = ? ORDER BY id", (run_id,))
+        return [
+            AttemptRecord(
+                id=r["id"], step_id=r["step_id"], phase=r["phase"], attempt=r["attempt"],
+                span_id=r["span_id"], started_at=r["started_at"], finished_at=r["finished_at"],
+                duration_ms=r["duration_ms"], method=r["method"], url=r["url"],
+                request_headers=json.loads(r["request_headers"]), request_body=r["request_body"],
+                outcome=r["outcome"], status=r["status"], error_class=r["error_class"],
+                error_message=r["error_message"],
+                response_headers=json.loads(r["response_headers"])
+                if r["response_headers"] else None,
+                response_body=r["response_body"])
+            for r in rows
+        ]

@@ -1,0 +1,124 @@
+"""How runs look: one plain line per event, the summary with what to do next, and the `list`
+and `show` views. All terminal output of a run goes through a `PlainRenderer`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import IO
+
+from sagactl.events import (
+    AttemptFinished,
+    Event,
+    PhaseStarted,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+)
+from sagactl.journal import AttemptRecord, RunRecord, StepRecord
+
+__all__ = ["PlainRenderer", "format_list", "format_show", "next_commands"]
+
+
+def _clock(now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    return time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
+
+
+def next_commands(run_id: str, journal_flag: str = "") -> str:
+    return (f"  to carry it on:  sagactl resume {run_id}{journal_flag}\n"
+            f"  to roll it back: sagactl compensate {run_id}{journal_flag}")
+
+
+class PlainRenderer:
+    """One grep-able line per event on `out`; the run id alone on the first line."""
+
+    def __init__(self, out: IO[str] | None = None, *, journal_flag: str = "",
+                 quiet: bool = False) -> None:
+        self.out = out or sys.stdout
+        self.journal_flag = journal_flag
+        self.quiet = quiet
+        self.attempts: dict[tuple[str, str], int] = {}
+
+    def line(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.line(event.run_id)
+            if not self.quiet:
+                verb = "resuming" if event.resumed else "running"
+                self.line(f"{_clock()} {verb} saga {event.saga} (journal {event.journal})")
+        elif self.quiet and not isinstance(event, RunFinished):
+            return
+        elif isinstance(event, PhaseStarted):
+            if event.phase != "forward":
+                self.line(f"{_clock()} -- {event.phase}")
+        elif isinstance(event, AttemptFinished):
+            result = str(event.status) if event.status is not None else "no response"
+            if event.outcome != "success" and event.error:
+                result = f"{event.outcome}: {event.error}"
+            self.line(f"{_clock()} {event.step} {event.phase} attempt {event.attempt} "
+                      f"{result} ({event.duration_ms:.0f}ms)")
+        elif isinstance(event, StepFinished):
+            if event.state != "succeeded":
+                self.line(f"{_clock()} {event.step} {event.phase} {event.state}"
+                          + (f": {event.error}" if event.error else ""))
+        elif isinstance(event, RunFinished):
+            self.summary(event)
+
+    def summary(self, event: RunFinished) -> None:
+        text = f"run {event.run_id} {event.status} in {event.duration_s:.2f}s"
+        if event.error and event.status != "succeeded":
+            text += f"\n  cause: {event.error}"
+        if event.status == "stuck":
+            text += "\n" + next_commands(event.run_id, self.journal_flag)
+        self.line(text)
+
+
+def _age(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def format_list(runs: Sequence[tuple[RunRecord, str]]) -> str:
+    """Runs newest first: id, name, shown status, start time."""
+    if not runs:
+        return "no runs"
+    width = max(len(r.name) for r, _ in runs)
+    return "\n".join(f"{run.id}  {run.name.ljust(width)}  {status.ljust(12)}  "
+                     f"{_age(run.created_at)}" for run, status in runs)
+
+
+def format_show(run: RunRecord, shown_status: str, steps: dict[tuple[str, str], StepRecord],
+                attempts: Sequence[AttemptRecord], order: Sequence[str]) -> str:
+    lines = [f"run {run.id}", f"  saga      {run.name} ({run.saga_path}, sha256 "
+             f"{run.saga_hash[:12]})", f"  status    {shown_status} (phase {run.phase})",
+             f"  started   {_age(run.created_at)}"]
+    if run.finished_at:
+        lines.append(f"  finished  {_age(run.finished_at)} "
+                     f"({run.finished_at - run.created_at:.2f}s)")
+    if run.error:
+        lines.append(f"  cause     {run.error}")
+    lines.append(f"  inputs    {json.dumps(run.inputs, ensure_ascii=False)}")
+    lines += ["", "steps:"]
+    for step_id in order:
+        for phase in ("action", "confirm", "compensate"):
+            record = steps.get((step_id, phase))
+            if record is None:
+                continue
+            extra = f" outputs {json.dumps(record.outputs)}" if record.outputs else ""
+            error = f" error: {record.error}" if record.error else ""
+            lines.append(f"  {step_id} {phase}: {record.state.value}, {record.attempts} "
+                         f"attempt{'s' if record.attempts != 1 else ''}{extra}{error}")
+    lines += ["", "attempts:"]
+    start = run.created_at
+    for a in attempts:
+        took = f"{a.duration_ms:.0f}ms" if a.duration_ms is not None else "-"
+        status = a.status if a.status is not None else "-"
+        error = f" {a.error_class}: {a.error_message}" if a.error_class else ""
+        lines.append(f"  +{a.started_at - start:7.3f}s {a.step_id} {a.phase} #{a.attempt} "
+                     f"{a.method} {a.url} -> {status} {a.outcome or 'in flight'} {took}{error}")
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""Run, resume and compensate sagas, and look runs up: the library calls behind the commands.
+
+Each call opens what it needs (the journal, one HTTP client), drives an `Engine`, and returns the
+run's status; the command line only maps that to an exit code.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sagactl.engine import Engine, create_run, owner_alive, read_secrets
+from sagactl.events import Event
+from sagactl.journal import Durability, Journal, RunRecord, RunStatus, default_path
+from sagactl.model import Saga
+
+__all__ = ["compensate_run", "list_runs", "open_journal", "resume_run", "shown_status",
+           "start_run"]
+
+
+def open_journal(path: str | Path | None, durability: Durability = Durability.FULL) -> Journal:
+    return Journal(Path(path) if path else default_path(), durability)
+
+
+def shown_status(run: RunRecord) -> str:
+    """The status as users see it: a running run whose owner is gone is `interrupted`."""
+    if run.status in (RunStatus.RUNNING, RunStatus.COMPENSATING) and (
+            run.owner_pid is None or run.owner_host is None
+            or not owner_alive(run.owner_host, run.owner_pid, run.lease_expires)):
+        return "interrupted"
+    return run.status.value
+
+
+def _client(concurrency: int) -> Any:
+    import httpx
+
+    return httpx.Client(limits=httpx.Limits(max_connections=max(concurrency, 1) * 2,
+                                            max_keepalive_connections=max(concurrency, 1)))
+
+
+def _engine(saga: Saga, run: RunRecord, journal: Journal, client: Any, secrets: Mapping[str, str],
+            on_event: Callable[[Event], None], concurrency: int,
+            stop: threading.Event | None) -> Engine:
+    return Engine(saga, run, journal=journal, client=client, secrets=secrets, on_event=on_event,
+                  concurrency=concurrency, stop=stop)
+
+
+def start_run(saga: Saga, inputs: Mapping[str, Any], journal: Journal,
+              environ: Mapping[str, str], *, on_event: Callable[[Event], None],
+              concurrency: int = 8, run_id: str | None = None,
+              stop: threading.Event | None = None) -> tuple[str, RunStatus]:
+    """Journal a new run of `saga`, then drive it."""
+    secrets = read_secrets(saga, environ)  # before anything is written or sent
+    run = create_run(journal, saga, inputs, environ, run_id=run_id)
+    with _client(concurrency) as client:
+        engine = _engine(saga, run, journal, client, secrets, on_event, concurrency, stop)
+        return run.id, engine.resume()
+
+
+def _stored(journal: Journal, prefix: str, environ: Mapping[str, str]) -> tuple[
+        RunRecord, Saga, dict[str, str]]:
+    from sagactl.loader import load_text
+
+    run = journal.find_run(prefix)
+    # The journaled text, never the file on disk: the run goes on as it began.
+    saga = load_text(run.saga_text, run.saga_path)
+    return run, saga, read_secrets(saga, environ)
+
+
+def resume_run(journal: Journal, prefix: str, environ: Mapping[str, str], *,
+               on_event: Callable[[Event], None], concurrency: int = 8,
+               stop: threading.Event | None = None) -> tuple[str, RunStatus]:
+    run, saga, secrets = _stored(journal, prefix, environ)
+    with _client(concurrency) as client:
+        engine = _engine(saga, run, journal, client, secrets, on_event, concurrency, stop)
+        return run.id, engine.resume()
+
+
+def compensate_run(journal: Journal, prefix: str, environ: Mapping[str, str], *,
+                   on_event: Callable[[Event], None], concurrency: int = 8, yes: bool = False,
+                   stop: threading.Event | None = None) -> tuple[str, RunStatus]:
+    run, saga, secrets = _stored(journal, prefix, environ)
+    with _client(concurrency) as client:
+        engine = _engine(saga, run, journal, client, secrets, on_event, concurrency, stop)
+        return run.id, engine.compensate(allow_succeeded=yes)
+
+
+def list_runs(journal: Journal, *, status: str | None = None, name: str | None = None,
+              limit: int = 20) -> Sequence[tuple[RunRecord, str]]:
+    wanted = None if status in (None, "interrupted") else status
+    runs = [(r, shown_status(r)) for r in journal.list_runs(
+        status=wanted, name=name, limit=limit if status != "interrupted" else 10_000)]
+    if status == "interrupted":
+        runs = [(r, s) for r, s in runs if s == "interrupted"][:limit]
+    return runs

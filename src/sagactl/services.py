@@ -1,0 +1,206 @@
+"""A small resource service on 127.0.0.1 that honours `Idempotency-Key`, with fault injection:
+what the demo runs sagas against, and what the tests check sagactl's promises with.
+
+    PUT    /any/path   store the JSON body there          201 new, 200 replaced
+    POST   /any/path   create a child /any/path/ID        201
+    DELETE /any/path   remove it                          200, or 404 when absent
+    GET    /any/path   read it                            200, or 404
+
+A request whose `Idempotency-Key` was seen before gets the first response again and changes
+nothing: that is how a service makes retries and resumes safe. Every effect is recorded in
+`applied`, every request in `received`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["Fault", "Service"]
+
+
+@dataclass
+class Fault:
+    """Misbehaviour for requests matching `method` and a path starting with `path`.
+
+    kinds: `status` (answer `status` without applying), `delay_before` (wait `delay`, then
+    apply), `delay_after` (apply, then wait `delay` before answering), `drop_after` (apply, then
+    close the connection without answering), `drop_before` (close without applying).
+    `times` is how many matching requests misbehave (None: all).
+    """
+
+    method: str
+    path: str
+    kind: str = "status"
+    status: int = 503
+    delay: float = 0.0
+    times: int | None = 1
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method in ("*", method) and path.startswith(self.path)
+                and (self.times is None or self.times > 0))
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    at: float
+
+
+class Service:
+    """Runs in a thread; use as a context manager. `url` is its base URL."""
+
+    def __init__(self, extra: dict[str, dict[str, Any]] | None = None) -> None:
+        self.resources: dict[str, Any] = {}
+        self.applied: list[tuple[str, str, str]] = []
+        """(idempotency key, method, path) of every effect, in order."""
+        self.received: list[Received] = []
+        self.faults: list[Fault] = []
+        self.extra = extra or {}
+        """Path prefix -> fields added to responses under it (e.g. {"reserved": true})."""
+        self._replies: dict[str, tuple[int, bytes]] = {}
+        self._lock = threading.Lock()
+        self._counter = 0
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> Service:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self.faults.clear()
+
+    def requests(self, method: str | None = None, path: str | None = None) -> list[Received]:
+        return [r for r in self.received if (method is None or r.method == method)
+                and (path is None or r.path.startswith(path))]
+
+    # --- request handling ---------------------------------------------------------------------
+
+    def _fault(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.matches(method, path):
+                    if fault.times is not None:
+                        fault.times -= 1
+                    return fault
+        return None
+
+    def _extra(self, path: str) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        for prefix, values in self.extra.items():
+            if path.startswith(prefix):
+                fields.update(values)
+        return fields
+
+    def _apply(self, method: str, path: str, body: Any, key: str) -> tuple[int, Any]:
+        with self._lock:
+            if key and key in self._replies:
+                status, payload = self._replies[key]
+                return status, json.loads(payload)
+            if method == "GET":
+                if path in self.resources:
+                    return 200, self.resources[path]
+                return 404, {"error": "not found"}
+            if method == "PUT":
+                previous = self.resources.get(path)
+                self.resources[path] = body
+                status, reply = (200 if previous is not None else 201), {
+                    "id": path.rsplit("/", 1)[-1], "path": path,
+                    "previous": previous.get("version") if isinstance(previous, dict) else None,
+                    **(body if isinstance(body, dict) else {}), **self._extra(path)}
+            elif method == "POST":
+                self._counter += 1
+                child = f"{path.rstrip('/')}/{self._counter}"
+                self.resources[child] = body
+                status, reply = 201, {"id": str(self._counter), "path": child,
+                                      **(body if isinstance(body, dict) else {}),
+                                      **self._extra(path)}
+            elif method == "DELETE":
+                removed = [p for p in self.resources if p == path or p.startswith(path + "/")]
+                if not removed:
+                    return 404, {"error": "not found"}
+                for p in removed:
+                    del self.resources[p]
+                status, reply = 200, {"deleted": path}
+            else:
+                return 405, {"error": "method not allowed"}
+            self.applied.append((key, method, path))
+            if key:
+                self._replies[key] = (status, json.dumps(reply).encode())
+            return status, reply
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw.decode(errors="replace")
+                path = self.path.split("?", 1)[0]
+                with service._lock:
+                    service.received.append(Received(self.command, self.path,
+                                                     dict(self.headers.items()), body,
+                                                     time.monotonic()))
+                key = self.headers.get("Idempotency-Key", "")
+                fault = service._fault(self.command, path)
+                if fault and fault.kind == "status":
+                    self._reply(fault.status, {"error": "injected"}, fault.headers)
+                    return
+                if fault and fault.kind == "drop_before":
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if fault and fault.kind == "delay_before":
+                    time.sleep(fault.delay)
+                status, reply = service._apply(self.command, path, body, key)
+                if fault and fault.kind == "drop_after":
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if fault and fault.kind == "delay_after":
+                    time.sleep(fault.delay)
+                self._reply(status, reply)
+
+            def _reply(self, status: int, payload: Any,
+                       headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(payload).encode()
+                # One write for head and body: no Nagle delay on keep-alive connections.
+                head = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}",
+                        "Content-Type: application/json", f"Content-Length: {len(data)}",
+                        *(f"{k}: {v}" for k, v in (headers or {}).items())]
+                try:
+                    self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+                except OSError:
+                    self.close_connection = True
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _handle
+
+        return Handler
