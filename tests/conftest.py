@@ -15,3 +15,12 @@ def write(tmp_path: Path):  # type: ignore[no-untyped-def]
         return path
 
     return _write
+
+
+@pytest.fixture
+def service():  # type: ignore[no-untyped-def]
+    """A real idempotent HTTP service on 127.0.0.1, on a random port."""
+    from sagactl.services import Service
+
+    with Service() as svc:
+        yield svc

@@ -169,6 +169,10 @@ class Engine:
             self._load_states()
             self.emit(RunStarted(self.run_id, self.saga.name, str(self.journal.path),
                                  resumed=bool(self.states)))
+            if run.status is RunStatus.STUCK and not compensate:
+                self.journal.set_run(self.run_id, status=RunStatus.COMPENSATING
+                                     if run.phase == COMPENSATE else RunStatus.RUNNING,
+                                     error=run.error)
             if compensate:
                 status = self._compensate_command(run, allow_succeeded)
             elif run.status.final:
@@ -341,8 +345,9 @@ class Engine:
                      StepState.SUCCEEDED}
         running: dict[Future[_Result], str] = {}
         failed = False
-        with ThreadPoolExecutor(max_workers=self.concurrency,
-                                thread_name_prefix=f"sagactl-{phase.value}") as pool:
+        pool = ThreadPoolExecutor(max_workers=self.concurrency,
+                                  thread_name_prefix=f"sagactl-{phase.value}")
+        try:
             while True:
                 can_start = not self.stop.is_set() and not (stop_on_failure and failed) and \
                     (deadline is None or self.clock() < deadline)
@@ -359,7 +364,6 @@ class Engine:
                 if self.stop.is_set() and not finished:
                     # Leave what is in flight: its attempts stay journaled without a result,
                     # that is, in doubt, and the caller settles them.
-                    pool.shutdown(wait=False, cancel_futures=True)
                     return results
                 for future in finished:
                     step_id = running.pop(future)
@@ -369,6 +373,9 @@ class Engine:
                         succeeded.add(step_id)
                     else:
                         failed = True
+        finally:
+            # On a signal, do not wait for requests in flight.
+            pool.shutdown(wait=not self.stop.is_set(), cancel_futures=True)
         return results
 
     # --- one request ---------------------------------------------------------------------------

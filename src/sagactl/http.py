@@ -118,7 +118,8 @@ def attempt_once(client: httpx.Client, request: PreparedRequest, headers: Mappin
     started = clock()
     try:
         response = client.request(
-            request.method, request.url, headers={**extra.pop("headers", {}), **headers},
+            request.method, request.url,
+            headers={**extra.pop("headers", {}), **request.headers, **headers},
             timeout=request.timeout, **extra)
     except httpx.TransportError as exc:
         duration = (clock() - started) * 1000
@@ -142,6 +143,10 @@ def attempt_once(client: httpx.Client, request: PreparedRequest, headers: Mappin
         return AttemptResult(Outcome.FAILURE, number, duration, view, error_class="Expectation",
                              error_message=problem, applied=True)
     return AttemptResult(Outcome.SUCCESS, number, duration, view, applied=True, outputs=outputs)
+
+
+class _Stopped(Exception):
+    """Raised instead of sending a retry once a stop was asked for."""
 
 
 class _Wait(tenacity.wait.wait_base):
@@ -186,12 +191,17 @@ def send(
     """
     policy = request.retry
     numbers = itertools.count(1)
+    results: list[AttemptResult] = []
 
     def one_attempt() -> AttemptResult:
         number = next(numbers)
+        if results and should_stop():
+            # A signal arrived during the backoff: send nothing more.
+            raise _Stopped
         if before is not None:
             before(number)
         result = attempt_once(client, request, headers_for(number), number, check, clock)
+        results.append(result)
         if after is not None:
             after(number, result)
         return result
@@ -208,5 +218,8 @@ def send(
         # Out of retries: hand back the last result rather than raising.
         retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
     )
-    result: AttemptResult = retrying(one_attempt)
+    try:
+        result: AttemptResult = retrying(one_attempt)
+    except _Stopped:
+        return results[-1]
     return result

@@ -1,0 +1,90 @@
+"""Saga files for the run tests, written against the local test service (`env.BASE`)."""
+
+from __future__ import annotations
+
+FAST = "retry: {attempts: 3, backoff: 10ms, factor: 1, jitter: false}"
+
+THREE = f"""\
+version: 1
+name: three
+env: [BASE]
+secrets: [TOKEN]
+defaults:
+  base_url: "{{{{ env.BASE }}}}"
+  headers: {{Authorization: "Bearer {{{{ secrets.TOKEN }}}}"}}
+  timeout: 2s
+  {FAST}
+  compensation:
+    {FAST}
+    expect: {{status: [200, 404]}}
+steps:
+  - id: a
+    action: {{method: PUT, url: "/a/{{{{ run.id }}}}", json: {{v: 1}}}}
+    outputs: {{ident: "{{{{ response.json.id }}}}"}}
+    compensate: {{method: DELETE, url: "/a/{{{{ steps.a.outputs.ident }}}}"}}
+  - id: b
+    action: {{method: PUT, url: "/b/{{{{ run.id }}}}", json: {{from_a: "{{{{ steps.a.outputs.ident }}}}"}}}}
+    compensate: {{method: DELETE, url: "/b/{{{{ run.id }}}}"}}
+  - id: c
+    action: {{method: PUT, url: "/c/{{{{ run.id }}}}", json: {{v: 3}}}}
+    compensate: {{method: DELETE, url: "/c/{{{{ run.id }}}}"}}
+"""
+
+PIVOT = f"""\
+version: 1
+name: pivot
+env: [BASE]
+defaults:
+  base_url: "{{{{ env.BASE }}}}"
+  {FAST}
+steps:
+  - id: reserve
+    action: {{method: PUT, url: "/reserve/{{{{ run.id }}}}"}}
+    compensate: {{method: DELETE, url: "/reserve/{{{{ run.id }}}}"}}
+  - id: charge
+    action: {{method: PUT, url: "/charge/{{{{ run.id }}}}"}}
+  - id: ship
+    action: {{method: PUT, url: "/ship/{{{{ run.id }}}}"}}
+    compensate: {{method: DELETE, url: "/ship/{{{{ run.id }}}}"}}
+"""
+
+TCC = f"""\
+version: 1
+name: tcc
+env: [BASE]
+defaults:
+  base_url: "{{{{ env.BASE }}}}"
+  {FAST}
+steps:
+  - id: seat
+    needs: []
+    action: {{method: PUT, url: "/seat/{{{{ run.id }}}}"}}
+    compensate: {{method: DELETE, url: "/seat/{{{{ run.id }}}}"}}
+    confirm: {{method: PUT, url: "/seat/{{{{ run.id }}}}/confirmed"}}
+  - id: room
+    needs: []
+    action: {{method: PUT, url: "/room/{{{{ run.id }}}}"}}
+    compensate: {{method: DELETE, url: "/room/{{{{ run.id }}}}"}}
+    confirm: {{method: PUT, url: "/room/{{{{ run.id }}}}/confirmed"}}
+  - id: mail
+    action: {{method: PUT, url: "/mail/{{{{ run.id }}}}"}}
+    compensate: {{method: DELETE, url: "/mail/{{{{ run.id }}}}"}}
+    confirm: {{method: PUT, url: "/mail/{{{{ run.id }}}}/confirmed"}}
+"""
+
+
+def fan_out(width: int) -> str:
+    steps = "\n".join(
+        f"  - id: s{i}\n    needs: []\n"
+        f"    action: {{method: PUT, url: \"/fan/{i}/{{{{ run.id }}}}\"}}\n"
+        f"    compensate: {{method: DELETE, url: \"/fan/{i}/{{{{ run.id }}}}\"}}"
+        for i in range(width))
+    return f"""\
+version: 1
+name: fan
+env: [BASE]
+defaults:
+  base_url: "{{{{ env.BASE }}}}"
+steps:
+{steps}
+"""

@@ -1,0 +1,319 @@
+"""Running sagas end to end: the real command line against a real service on 127.0.0.1."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+import sagas
+from helpers import Result, cli
+from sagactl.journal import Journal, RunStatus
+from sagactl.services import Fault, Service
+
+TOKEN = "tok-5ecr3t/+=value"
+
+
+class Runs:
+    """The command line with a journal and the service's URL in its environment."""
+
+    def __init__(self, tmp_path: Path, service: Service) -> None:
+        self.journal = tmp_path / "journal.db"
+        self.service = service
+        self.tmp = tmp_path
+
+    def env(self, **extra: str | None) -> dict[str, str | None]:
+        return {"BASE": self.service.url, "TOKEN": TOKEN, "NO_COLOR": "1",
+                "SAGACTL_JOURNAL": str(self.journal), **extra}
+
+    def file(self, text: str, name: str = "saga.yaml") -> Path:
+        path = self.tmp / name
+        path.write_text(text)
+        return path
+
+    def __call__(self, *args: str, **env: str | None) -> Result:
+        return cli(*args, env=self.env(**env))
+
+    def run(self, text: str, *args: str) -> tuple[Result, str]:
+        result = self("run", str(self.file(text)), *args)
+        return result, result.stdout.splitlines()[0] if result.stdout else ""
+
+    def status(self, run_id: str) -> RunStatus:
+        with Journal(self.journal) as journal:
+            return journal.get_run(run_id).status
+
+
+@pytest.fixture
+def runs(tmp_path: Path, service: Service) -> Runs:
+    return Runs(tmp_path, service)
+
+
+def test_happy_path_sends_every_saga_header(runs: Runs, service: Service) -> None:
+    result, run_id = runs.run(sagas.THREE)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{26}", run_id)
+    assert result.stdout.splitlines()[-1].startswith(f"run {run_id} succeeded in ")
+    received = service.requests("PUT")
+    assert [r.path for r in received] == [f"/a/{run_id}", f"/b/{run_id}", f"/c/{run_id}"]
+    traces = set()
+    spans = set()
+    for request, step in zip(received, "abc", strict=True):
+        headers = request.headers
+        assert headers["Idempotency-Key"] == f"{run_id}.{step}.action"
+        assert (headers["Saga-Id"], headers["Saga-Step"], headers["Saga-Phase"],
+                headers["Saga-Attempt"]) == (run_id, step, "action", "1")
+        assert headers["Authorization"] == f"Bearer {TOKEN}"
+        version, trace, span, flags = headers["traceparent"].split("-")
+        assert (version, flags, len(trace), len(span)) == ("00", "01", 32, 16)
+        traces.add(trace)
+        spans.add(span)
+    assert len(traces) == 1 and len(spans) == 3
+    assert received[1].body == {"from_a": run_id}  # an output of a, read by b
+    assert runs.status(run_id) is RunStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize("failing", ["a", "b", "c"])
+def test_failure_at_each_position_compensates_exactly_the_steps_before(
+        runs: Runs, service: Service, failing: str) -> None:
+    service.faults.append(Fault("PUT", f"/{failing}/", status=400))
+    result, run_id = runs.run(sagas.THREE)
+    assert result.exit_code == 1, result.stdout
+    before = "abc"[: "abc".index(failing)]
+    deletes = [r.path for r in service.requests("DELETE")]
+    assert deletes == [f"/{s}/{run_id}" for s in reversed(before)]
+    assert service.resources == {}
+    assert runs.status(run_id) is RunStatus.COMPENSATED
+    assert f"cause: step {failing}: status 400, expected 2xx" in result.stdout
+
+
+def test_transient_503s_are_retried_with_the_same_key(runs: Runs, service: Service) -> None:
+    service.faults.append(Fault("PUT", "/b/", status=503, times=2))
+    result, run_id = runs.run(sagas.THREE)
+    assert result.exit_code == 0, result.stdout
+    tries = service.requests("PUT", "/b/")
+    assert [r.headers["Saga-Attempt"] for r in tries] == ["1", "2", "3"]
+    assert {r.headers["Idempotency-Key"] for r in tries} == {f"{run_id}.b.action"}
+    assert len({r.headers["traceparent"] for r in tries}) == 3
+    assert [k for k, _, _ in service.applied].count(f"{run_id}.b.action") == 1
+
+
+def test_a_compensation_is_retried(runs: Runs, service: Service) -> None:
+    service.faults += [Fault("PUT", "/c/", status=400), Fault("DELETE", "/b/", status=503)]
+    result, run_id = runs.run(sagas.THREE)
+    assert result.exit_code == 1, result.stdout
+    assert [r.headers["Saga-Attempt"] for r in service.requests("DELETE", "/b/")] == ["1", "2"]
+    assert service.resources == {}
+
+
+def test_exhausted_compensation_is_stuck_until_compensated_again(
+        runs: Runs, service: Service) -> None:
+    service.faults += [Fault("PUT", "/c/", status=400),
+                       Fault("DELETE", "/b/", status=503, times=None)]
+    result, run_id = runs.run(sagas.THREE)
+    assert result.exit_code == 3, result.stdout
+    assert f"sagactl resume {run_id}" in result.stdout
+    assert f"sagactl compensate {run_id}" in result.stdout
+    assert runs.status(run_id) is RunStatus.STUCK
+    # a was not undone: b, which depends on it, is not undone yet
+    assert service.requests("DELETE", "/a/") == []
+    service.clear_faults()
+    again = runs("compensate", run_id[:6])
+    assert again.exit_code == 0, again.stdout + again.stderr
+    assert service.resources == {}
+    assert runs.status(run_id) is RunStatus.COMPENSATED
+
+
+def test_timeout_after_the_service_applied_is_in_doubt_and_compensated(
+        runs: Runs, service: Service) -> None:
+    text = sagas.THREE.replace("  timeout: 2s", "  timeout: 150ms").replace(
+        "attempts: 3, backoff: 10ms, factor: 1, jitter: false}\n  compensation",
+        "attempts: 1}\n  compensation")
+    service.faults.append(Fault("PUT", "/c/", kind="delay_after", delay=0.4))
+    result, run_id = runs.run(text)
+    assert result.exit_code == 1, result.stdout
+    assert "c action in_doubt" in result.stdout
+    time.sleep(0.3)  # let the service finish the answer nobody waits for
+    deletes = [r.path for r in service.requests("DELETE")]
+    assert deletes == [f"/c/{run_id}", f"/b/{run_id}", f"/a/{run_id}"]
+    assert service.resources == {}
+
+
+def test_connect_error_is_never_in_doubt(runs: Runs) -> None:
+    result = runs("run", str(runs.file(sagas.THREE)), BASE="http://127.0.0.1:9")
+    assert result.exit_code == 1
+    assert "a action failed" in result.stdout
+    run_id = result.stdout.splitlines()[0]
+    with Journal(runs.journal) as journal:
+        assert journal.steps(run_id)[("a", "action")].applied is False
+        assert ("a", "compensate") not in journal.steps(run_id)
+
+
+def test_pivot_then_failure_is_stuck_then_resumed_forward(runs: Runs, service: Service) -> None:
+    service.faults.append(Fault("PUT", "/ship/", status=400))
+    result, run_id = runs.run(sagas.PIVOT)
+    assert result.exit_code == 3, result.stdout
+    assert "pivot charge succeeded" in result.stdout
+    assert service.requests("DELETE") == []
+    refused = runs("compensate", run_id)
+    assert refused.exit_code == 2
+    assert "pivot step charge succeeded" in refused.stderr
+    resumed = runs("resume", run_id)
+    assert resumed.exit_code == 0, resumed.stdout
+    assert [k for k, _, _ in service.applied] == [
+        f"{run_id}.reserve.action", f"{run_id}.charge.action", f"{run_id}.ship.action"]
+    assert len(service.requests("PUT", "/charge/")) == 1
+
+
+def test_confirms_run_only_after_every_action(runs: Runs, service: Service) -> None:
+    result, run_id = runs.run(sagas.TCC)
+    assert result.exit_code == 0, result.stdout
+    phases = [r.headers["Saga-Phase"] for r in service.received]
+    assert phases == ["action"] * 3 + ["confirm"] * 3
+    confirms = [r.headers["Saga-Step"] for r in service.received[3:]]
+    assert confirms.index("mail") == 2  # mail needs seat and room: confirmed after both
+
+
+def test_no_confirm_when_an_action_fails(runs: Runs, service: Service) -> None:
+    service.faults.append(Fault("PUT", "/mail/", status=409))
+    result, _ = runs.run(sagas.TCC)
+    assert result.exit_code == 1
+    assert [r for r in service.received if r.headers["Saga-Phase"] == "confirm"] == []
+    assert service.resources == {}
+
+
+def test_fan_out_runs_in_parallel_up_to_the_concurrency(runs: Runs, service: Service) -> None:
+    service.faults.append(Fault("PUT", "/fan/", kind="delay_before", delay=0.2, times=None))
+    started = time.monotonic()
+    result, _ = runs.run(sagas.fan_out(5), "--concurrency", "5")
+    parallel = time.monotonic() - started
+    assert result.exit_code == 0
+    started = time.monotonic()
+    result, _ = runs.run(sagas.fan_out(5), "--concurrency", "1")
+    serial = time.monotonic() - started
+    assert result.exit_code == 0
+    assert parallel < 0.8 < 1.0 <= serial
+
+
+def test_secrets_never_reach_the_journal_or_the_output(runs: Runs, service: Service) -> None:
+    text = sagas.THREE.replace('json: {v: 3}', 'json: {v: "{{ secrets.TOKEN }}"}').replace(
+        'url: "/c/{{ run.id }}",', 'url: "/c/{{ run.id }}?t={{ secrets.TOKEN }}",')
+    service.faults.append(Fault("DELETE", "/b/", status=500))  # an error message too
+    service.faults.append(Fault("PUT", "/c/", status=422))
+    result, run_id = runs.run(text)
+    assert result.exit_code == 1
+    assert service.requests("PUT", "/c/")[0].body == {"v": TOKEN}  # the service got it
+    import base64
+    from urllib.parse import quote
+
+    forms = [TOKEN, quote(TOKEN, safe=""), base64.b64encode(TOKEN.encode()).decode(),
+             "5ecr3t"]
+    stored = b"".join(p.read_bytes() for p in runs.journal.parent.glob("journal.db*"))
+    shown = runs("show", run_id).stdout + result.stdout + result.stderr
+    for form in forms:
+        assert form.encode() not in stored, form
+        assert form not in shown, form
+    with Journal(runs.journal) as journal:
+        headers = [a.request_headers for a in journal.attempts(run_id)]
+    assert headers and all(h["Authorization"] == "***" for h in headers)
+
+
+def test_missing_secret_is_refused_before_anything(runs: Runs, service: Service) -> None:
+    result = runs("run", str(runs.file(sagas.THREE)), TOKEN=None)
+    assert result.exit_code == 2
+    assert result.stderr == "missing secret TOKEN: set it in the environment\n"
+    assert service.received == []
+    assert runs("list").stdout == "no runs\n"
+
+
+def test_list_show_and_prefixes(runs: Runs, service: Service) -> None:
+    ok, first = runs.run(sagas.THREE, "--run-id", "01ABCDEFGHJKMNPQRSTVWXYZ00")
+    service.faults.append(Fault("PUT", "/c/", status=400))
+    bad, second = runs.run(sagas.THREE, "--run-id", "01ABCDEFGHJKMNPQRSTVWXYZ11")
+    assert (ok.exit_code, bad.exit_code) == (0, 1)
+    listed = runs("list").stdout.splitlines()
+    assert [line.split()[:3] for line in listed] == [
+        [second, "three", "compensated"], [first, "three", "succeeded"]]
+    assert runs("list", "--status", "succeeded").stdout.split()[0] == first
+    assert runs("list", "--limit", "1").stdout.count("\n") == 1
+    ambiguous = runs("show", "01ABCD")
+    assert ambiguous.exit_code == 4
+    assert first in ambiguous.stderr and second in ambiguous.stderr
+    assert runs("show", "ZZZZZZ").exit_code == 4
+    assert runs("show", "01A").exit_code == 4
+    shown = runs("show", second[:-1].lower()).stdout
+    assert f"run {second}" in shown
+    assert "status    compensated" in shown
+    assert "c action: failed, 1 attempt" in shown
+    assert "b compensate: succeeded" in shown
+    assert re.search(r"\+ *\d+\.\d{3}s c action #1 PUT http://127\.0\.0\.1:\d+/c/\S+ -> 400 "
+                     r"failure", shown)
+
+
+def test_resume_uses_the_journaled_saga_not_the_edited_file(
+        runs: Runs, service: Service) -> None:
+    service.faults.append(Fault("PUT", "/ship/", status=400))
+    path = runs.file(sagas.PIVOT, "pivot.yaml")
+    result = runs("run", str(path))
+    run_id = result.stdout.splitlines()[0]
+    assert result.exit_code == 3
+    path.write_text(sagas.PIVOT.replace("/ship/", "/elsewhere/"))
+    assert runs("resume", run_id).exit_code == 0
+    assert service.requests("PUT", "/elsewhere/") == []
+    assert len(service.requests("PUT", "/ship/")) == 2
+
+
+def test_resume_of_a_finished_run_sends_nothing(runs: Runs, service: Service) -> None:
+    _, run_id = runs.run(sagas.THREE)
+    count = len(service.received)
+    assert runs("resume", run_id).exit_code == 0
+    assert len(service.received) == count
+
+
+def test_compensate_a_succeeded_run_needs_yes(runs: Runs, service: Service) -> None:
+    _, run_id = runs.run(sagas.TCC)
+    refused = runs("compensate", run_id)
+    assert refused.exit_code == 2 and "--yes" in refused.stderr
+    done = runs("compensate", run_id, "--yes")
+    assert done.exit_code == 0
+    assert service.resources == {}
+
+
+@pytest.mark.parametrize("content", [b"not a database at all, just text\n" * 4, b"\x00" * 100])
+def test_a_file_that_is_not_a_journal_is_refused_untouched(runs: Runs, content: bytes) -> None:
+    runs.journal.write_bytes(content)
+    result = runs("list")
+    assert result.exit_code == 4
+    assert "left untouched" in result.stderr
+    assert runs.journal.read_bytes() == content
+
+
+def test_newer_and_foreign_journals_are_refused_untouched(runs: Runs, tmp_path: Path) -> None:
+    import sqlite3
+
+    newer = tmp_path / "newer.db"
+    db = sqlite3.connect(newer)
+    db.execute("PRAGMA application_id=1396787009")
+    db.execute("CREATE TABLE runs (id TEXT)")
+    db.execute("PRAGMA user_version=99")
+    db.commit()
+    db.close()
+    foreign = tmp_path / "foreign.db"
+    db = sqlite3.connect(foreign)
+    db.execute("CREATE TABLE notes (x TEXT)")
+    db.commit()
+    db.close()
+    for path, message in [(newer, "schema version 99 is newer"),
+                          (foreign, "not a sagactl journal")]:
+        before = path.read_bytes()
+        result = runs("run", str(runs.file(sagas.THREE)), SAGACTL_JOURNAL=str(path))
+        assert result.exit_code == 4, result.stderr
+        assert message in result.stderr
+        assert path.read_bytes() == before
+    assert runs.service.received == []
+
+
+def test_journal_is_private(runs: Runs) -> None:
+    runs.run(sagas.THREE)
+    assert runs.journal.stat().st_mode & 0o777 == 0o600
