@@ -23,7 +23,10 @@ steps:
     outputs: {{ident: "{{{{ response.json.id }}}}"}}
     compensate: {{method: DELETE, url: "/a/{{{{ steps.a.outputs.ident }}}}"}}
   - id: b
-    action: {{method: PUT, url: "/b/{{{{ run.id }}}}", json: {{from_a: "{{{{ steps.a.outputs.ident }}}}"}}}}
+    action:
+      method: PUT
+      url: "/b/{{{{ run.id }}}}"
+      json: {{from_a: "{{{{ steps.a.outputs.ident }}}}"}}
     compensate: {{method: DELETE, url: "/b/{{{{ run.id }}}}"}}
   - id: c
     action: {{method: PUT, url: "/c/{{{{ run.id }}}}", json: {{v: 3}}}}

@@ -101,7 +101,7 @@ def test_transient_503s_are_retried_with_the_same_key(runs: Runs, service: Servi
 
 def test_a_compensation_is_retried(runs: Runs, service: Service) -> None:
     service.faults += [Fault("PUT", "/c/", status=400), Fault("DELETE", "/b/", status=503)]
-    result, run_id = runs.run(sagas.THREE)
+    result, _ = runs.run(sagas.THREE)
     assert result.exit_code == 1, result.stdout
     assert [r.headers["Saga-Attempt"] for r in service.requests("DELETE", "/b/")] == ["1", "2"]
     assert service.resources == {}
@@ -167,7 +167,7 @@ def test_pivot_then_failure_is_stuck_then_resumed_forward(runs: Runs, service: S
 
 
 def test_confirms_run_only_after_every_action(runs: Runs, service: Service) -> None:
-    result, run_id = runs.run(sagas.TCC)
+    result, _ = runs.run(sagas.TCC)
     assert result.exit_code == 0, result.stdout
     phases = [r.headers["Saga-Phase"] for r in service.received]
     assert phases == ["action"] * 3 + ["confirm"] * 3
