@@ -1,0 +1,134 @@
+"""Crashes and signals: a real `sagactl` process is killed mid-request, then the run is resumed
+or compensated. The service's own record says whether anything was applied twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import sagas
+from helpers import ROOT, cli
+from sagactl.journal import Journal, RunStatus, StepState
+from sagactl.services import Fault, Service
+
+TOKEN = "crash-token"
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Wait for something another process does (nothing here can inject its clock)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.01)
+
+
+class Crash:
+    def __init__(self, tmp_path: Path, service: Service) -> None:
+        self.service = service
+        self.journal = tmp_path / "journal.db"
+        self.saga = tmp_path / "three.yaml"
+        self.saga.write_text(sagas.THREE)
+        self.env = {**os.environ, "BASE": service.url, "TOKEN": TOKEN,
+                    "SAGACTL_JOURNAL": str(self.journal)}
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "sagactl", *args], cwd=ROOT,
+                                env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+
+    def cli(self, *args: str) -> tuple[int, str, str]:
+        result = cli(*args, env={"BASE": self.service.url, "TOKEN": TOKEN,
+                                 "SAGACTL_JOURNAL": str(self.journal)})
+        return result.exit_code, result.stdout, result.stderr
+
+    def run_id(self) -> str:
+        with Journal(self.journal) as journal:
+            return journal.list_runs(limit=1)[0].id
+
+    def applied_keys(self) -> list[str]:
+        return [key for key, _, _ in self.service.applied]
+
+    def kill_during(self, path: str, sig: int = signal.SIGKILL) -> subprocess.Popen[str]:
+        """Run the saga; send `sig` while the request to `path` is held by the service."""
+        self.service.faults.append(Fault("PUT", path, kind="delay_before", delay=0.6))
+        proc = self.start("run", str(self.saga))
+        wait_for(lambda: bool(self.service.requests("PUT", path)))
+        proc.send_signal(sig)
+        proc.wait(timeout=20)
+        return proc
+
+
+@pytest.fixture
+def crash(tmp_path: Path, service: Service) -> Crash:
+    return Crash(tmp_path, service)
+
+
+def test_sigkill_in_flight_then_resume_applies_every_effect_once(crash: Crash) -> None:
+    proc = crash.kill_during("/b/")
+    assert proc.returncode == -signal.SIGKILL
+    run_id = crash.run_id()
+    with Journal(crash.journal) as journal:
+        assert journal.steps(run_id)[("b", "action")].state is StepState.RUNNING
+    wait_for(lambda: f"{run_id}.b.action" in crash.applied_keys())  # the held request lands anyway
+    code, listed, _ = crash.cli("list")
+    assert f"{run_id}  three  interrupted" in listed
+    code, out, err = crash.cli("resume", run_id)
+    assert code == 0, out + err
+    assert sorted(crash.applied_keys()) == sorted(f"{run_id}.{s}.action" for s in "abc")
+    b_requests = crash.service.requests("PUT", "/b/")
+    assert [r.headers["Idempotency-Key"] for r in b_requests] == [f"{run_id}.b.action"] * 2
+    assert len(crash.service.requests("PUT", "/a/")) == 1  # finished steps are not re-sent
+    with Journal(crash.journal) as journal:
+        outcomes = [(a.step_id, a.outcome) for a in journal.attempts(run_id)]
+    assert outcomes == [("a", "success"), ("b", "interrupted"), ("b", "success"),
+                        ("c", "success")]
+
+
+def test_sigkill_in_flight_then_compensate_undoes_the_step_in_doubt(crash: Crash) -> None:
+    crash.kill_during("/b/")
+    run_id = crash.run_id()
+    wait_for(lambda: f"{run_id}.b.action" in crash.applied_keys())
+    code, out, err = crash.cli("compensate", run_id)
+    assert code == 0, out + err
+    assert [r.path for r in crash.service.requests("DELETE")] == [f"/b/{run_id}",
+                                                                  f"/a/{run_id}"]
+    assert crash.service.resources == {}
+    assert crash.service.requests("PUT", "/c/") == []
+
+
+def test_a_second_driver_of_a_live_run_is_refused(crash: Crash) -> None:
+    crash.service.faults.append(Fault("PUT", "/c/", kind="delay_before", delay=1.5))
+    proc = crash.start("run", str(crash.saga))
+    wait_for(lambda: bool(crash.service.requests("PUT", "/c/")))
+    run_id = crash.run_id()
+    for command in ("resume", "compensate"):
+        code, _, err = crash.cli(command, run_id)
+        assert code == 4
+        assert f"being driven by process {proc.pid}" in err
+    assert proc.wait(timeout=20) == 0
+    assert sorted(crash.applied_keys()) == sorted(f"{run_id}.{s}.action" for s in "abc")
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_run_resumably(crash: Crash, sig: int, code: int) -> None:
+    proc = crash.kill_during("/b/", sig)
+    _, err = proc.communicate(timeout=20)
+    run_id = crash.run_id()
+    assert proc.returncode == code, err
+    assert f"sagactl resume {run_id}" in err and f"sagactl compensate {run_id}" in err
+    with Journal(crash.journal) as journal:
+        run = journal.get_run(run_id)
+        assert run.status is RunStatus.RUNNING and run.owner_pid is None  # lease released
+        assert journal.steps(run_id)[("b", "action")].state is StepState.IN_DOUBT
+    wait_for(lambda: f"{run_id}.b.action" in crash.applied_keys())
+    resumed, out, err = crash.cli("resume", run_id)
+    assert resumed == 0, out + err
+    assert sorted(crash.applied_keys()) == sorted(f"{run_id}.{s}.action" for s in "abc")
