@@ -85,6 +85,7 @@ def test_sigkill_in_flight_then_resume_applies_every_effect_once(crash: Crash) -
     assert sorted(crash.applied_keys()) == sorted(f"{run_id}.{s}.action" for s in "abc")
     b_requests = crash.service.requests("PUT", "/b/")
     assert [r.headers["Idempotency-Key"] for r in b_requests] == [f"{run_id}.b.action"] * 2
+    assert [r.headers["Saga-Attempt"] for r in b_requests] == ["1", "2"]
     assert len(crash.service.requests("PUT", "/a/")) == 1  # finished steps are not re-sent
     with Journal(crash.journal) as journal:
         outcomes = [(a.step_id, a.outcome) for a in journal.attempts(run_id)]
@@ -131,4 +132,19 @@ def test_a_signal_stops_the_run_resumably(crash: Crash, sig: int, code: int) -> 
     wait_for(lambda: f"{run_id}.b.action" in crash.applied_keys())
     resumed, out, err = crash.cli("resume", run_id)
     assert resumed == 0, out + err
+    assert sorted(crash.applied_keys()) == sorted(f"{run_id}.{s}.action" for s in "abc")
+
+
+def test_a_second_interrupt_exits_at_once_and_the_run_still_resumes(crash: Crash) -> None:
+    crash.service.faults.append(Fault("PUT", "/b/", kind="delay_before", delay=0.6))
+    proc = crash.start("run", str(crash.saga))
+    wait_for(lambda: bool(crash.service.requests("PUT", "/b/")))
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    run_id = crash.run_id()
+    wait_for(lambda: f"{run_id}.b.action" in crash.applied_keys())
+    code, out, err = crash.cli("resume", run_id)
+    assert code == 0, out + err
     assert sorted(crash.applied_keys()) == sorted(f"{run_id}.{s}.action" for s in "abc")

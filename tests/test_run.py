@@ -317,3 +317,38 @@ def test_newer_and_foreign_journals_are_refused_untouched(runs: Runs, tmp_path: 
 def test_journal_is_private(runs: Runs) -> None:
     runs.run(sagas.THREE)
     assert runs.journal.stat().st_mode & 0o777 == 0o600
+
+
+def test_chosen_run_ids_are_checked_and_found_as_typed(runs: Runs) -> None:
+    bad = runs("run", str(runs.file(sagas.THREE)), "--run-id", "no spaces")
+    assert bad.exit_code == 2 and "--run-id 'no spaces'" in bad.stderr
+    result, run_id = runs.run(sagas.THREE, "--run-id", "ci-build-42")
+    assert (result.exit_code, run_id) == (0, "ci-build-42")
+    assert runs("show", "ci-build").exit_code == 0
+    again, _ = runs.run(sagas.THREE, "--run-id", "ci-build-42")
+    assert again.exit_code == 4 and "already exists" in again.stderr
+
+
+def test_resume_without_its_secret_sends_nothing(runs: Runs, service: Service) -> None:
+    service.faults.append(Fault("PUT", "/ship/", status=400))
+    text = sagas.PIVOT.replace("env: [BASE]", "env: [BASE]\nsecrets: [TOKEN]")
+    _, run_id = runs.run(text)
+    count = len(service.received)
+    result = runs("resume", run_id, TOKEN=None)
+    assert result.exit_code == 2
+    assert result.stderr == "missing secret TOKEN: set it in the environment\n"
+    assert len(service.received) == count
+
+
+def test_compensation_of_an_in_doubt_step_that_reads_its_own_outputs_is_stuck(
+        runs: Runs, service: Service) -> None:
+    """`a` undoes itself with an id from its own response: in doubt, there is no response."""
+    text = sagas.THREE.replace("  timeout: 2s", "  timeout: 150ms").replace(
+        "attempts: 3, backoff: 10ms, factor: 1, jitter: false}\n  compensation",
+        "attempts: 1}\n  compensation")
+    service.faults.append(Fault("PUT", "/a/", kind="delay_after", delay=0.4))
+    result, run_id = runs.run(text)
+    assert result.exit_code == 3, result.stdout
+    assert "cannot render the compensate (the outputs of a are unknown: its action is in " \
+        "doubt)" in result.stdout
+    assert f"sagactl compensate {run_id}" in result.stdout

@@ -384,23 +384,33 @@ class Engine:
         try:
             prepared = prepare(self.saga, step, phase, self.context, self.outputs, self.renderer)
         except RenderError as exc:
-            return self._give_up(step, phase, f"cannot render the request: {exc.message}")
+            why = ""
+            if phase is not Phase.ACTION and step.id not in self.outputs and step.outputs:
+                why = f" (the outputs of {step.id} are unknown: its action is in doubt)"
+            return self._give_up(step, phase, f"cannot render the {phase.value}{why}: "
+                                              f"{exc.message}")
         journal, run_id = self.journal, self.run_id
+        # Attempt numbers go on from earlier processes' attempts, so that a resumed request
+        # says `Saga-Attempt: 3` rather than starting again at 1.
+        earlier = self.states.get((step.id, phase.value))
+        offset = earlier.attempts if earlier else 0
         attempt_ids: dict[int, int] = {}
         spans: dict[int, str] = {}
         _, body_text = http.encode_body(prepared)
         body_text = self.redactor.text(body_text) if body_text is not None else None
 
         def headers_for(number: int) -> dict[str, str]:
-            return {**prepared.headers, **self._saga_headers(prepared, number, spans[number])}
+            return {**prepared.headers,
+                    **self._saga_headers(prepared, offset + number, spans[number])}
 
         def before(number: int) -> None:
             spans[number] = new_span_id()
             attempt_ids[number] = journal.begin_attempt(
-                run_id, step.id, phase.value, number, span_id=spans[number],
+                run_id, step.id, phase.value, offset + number, span_id=spans[number],
                 method=prepared.method, url=self.redactor.text(prepared.url),
                 headers=self.redactor.headers(headers_for(number)), body=body_text)
-            self.emit(AttemptStarted(step.id, phase.value, number, prepared.retry.attempts,
+            self.emit(AttemptStarted(step.id, phase.value, offset + number,
+                                     offset + prepared.retry.attempts,
                                      prepared.method, self.redactor.text(prepared.url)))
 
         def after(number: int, result: http.AttemptResult) -> None:
@@ -415,7 +425,8 @@ class Engine:
                 response_headers=self.redactor.headers(response.headers) if response else None,
                 response_body=self.redactor.text(response.text) if response else None,
                 step_state=final, applied=result.applied, outputs=outputs)
-            self.emit(AttemptFinished(step.id, phase.value, number, result.outcome.value,
+            self.emit(AttemptFinished(step.id, phase.value, offset + number,
+                                      result.outcome.value,
                                       result.status, error, result.duration_ms))
 
         result = http.send(
@@ -433,7 +444,7 @@ class Engine:
                 error_class=result.error_class, error_message=error, step_state=state,
                 applied=result.in_doubt)
         record = StepRecord(step.id, phase.value, state, result.applied or
-                            state is StepState.IN_DOUBT, result.outputs, result.number,
+                            state is StepState.IN_DOUBT, result.outputs, offset + result.number,
                             result.status, error, time.time())
         self.states[(step.id, phase.value)] = record
         if state is StepState.SUCCEEDED and phase is Phase.ACTION:

@@ -371,12 +371,18 @@ class Journal:
 
     def find_run(self, prefix: str) -> RunRecord:
         """The run whose id is `prefix`, or starts with it (4 characters at least)."""
-        prefix = prefix.strip().upper()
+        prefix = prefix.strip()
         if len(prefix) < 4:
             raise JournalError(f"run id prefix '{prefix}' is too short: give 4 characters or "
                                "more")
-        rows = self._read("SELECT * FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 11",
-                          (prefix, prefix + "\U0010ffff"))
+        exact = self._read("SELECT * FROM runs WHERE id = ?", (prefix,))
+        if exact:
+            return self._run(exact[0])
+        # Generated ids are upper case; ids given with --run-id are kept as they were typed.
+        rows = self._read(
+            "SELECT * FROM runs WHERE (id >= ?1 AND id < ?1 || char(1114111)) OR "
+            "(id >= ?2 AND id < ?2 || char(1114111)) ORDER BY id LIMIT 11",
+            (prefix, prefix.upper()))
         if not rows:
             raise JournalError(f"no run matches '{prefix}' in {self.path}")
         if len(rows) > 1:

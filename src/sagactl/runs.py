@@ -6,15 +6,19 @@ run's status; the command line only maps that to an exit code.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from sagactl.engine import Engine, create_run, owner_alive, read_secrets
+from sagactl.errors import UsageError
 from sagactl.events import Event
 from sagactl.journal import Durability, Journal, RunRecord, RunStatus, default_path
 from sagactl.model import Saga
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{3,63}$")
 
 __all__ = ["compensate_run", "list_runs", "open_journal", "resume_run", "shown_status",
            "start_run"]
@@ -52,6 +56,9 @@ def start_run(saga: Saga, inputs: Mapping[str, Any], journal: Journal,
               concurrency: int = 8, run_id: str | None = None,
               stop: threading.Event | None = None) -> tuple[str, RunStatus]:
     """Journal a new run of `saga`, then drive it."""
+    if run_id is not None and not _RUN_ID.match(run_id):
+        raise UsageError(f"--run-id '{run_id}': use 4 to 64 letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit")
     secrets = read_secrets(saga, environ)  # before anything is written or sent
     run = create_run(journal, saga, inputs, environ, run_id=run_id)
     with _client(concurrency) as client:
