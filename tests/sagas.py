@@ -33,6 +33,12 @@ steps:
     compensate: {{method: DELETE, url: "/c/{{{{ run.id }}}}"}}
 """
 
+# Actions get one attempt of 150ms: a slow answer leaves the step in doubt.
+THREE_IMPATIENT = THREE.replace("  timeout: 2s", "  timeout: 150ms").replace(
+    "attempts: 3, backoff: 10ms, factor: 1, jitter: false}\n  compensation",
+    "attempts: 1}\n  compensation")
+assert THREE_IMPATIENT.count("attempts: 1}") == 1
+
 PIVOT = f"""\
 version: 1
 name: pivot

@@ -127,9 +127,7 @@ def test_exhausted_compensation_is_stuck_until_compensated_again(
 
 def test_timeout_after_the_service_applied_is_in_doubt_and_compensated(
         runs: Runs, service: Service) -> None:
-    text = sagas.THREE.replace("  timeout: 2s", "  timeout: 150ms").replace(
-        "attempts: 3, backoff: 10ms, factor: 1, jitter: false}\n  compensation",
-        "attempts: 1}\n  compensation")
+    text = sagas.THREE_IMPATIENT
     service.faults.append(Fault("PUT", "/c/", kind="delay_after", delay=0.4))
     result, run_id = runs.run(text)
     assert result.exit_code == 1, result.stdout
@@ -343,9 +341,7 @@ def test_resume_without_its_secret_sends_nothing(runs: Runs, service: Service) -
 def test_compensation_of_an_in_doubt_step_that_reads_its_own_outputs_is_stuck(
         runs: Runs, service: Service) -> None:
     """`a` undoes itself with an id from its own response: in doubt, there is no response."""
-    text = sagas.THREE.replace("  timeout: 2s", "  timeout: 150ms").replace(
-        "attempts: 3, backoff: 10ms, factor: 1, jitter: false}\n  compensation",
-        "attempts: 1}\n  compensation")
+    text = sagas.THREE_IMPATIENT
     service.faults.append(Fault("PUT", "/a/", kind="delay_after", delay=0.4))
     result, run_id = runs.run(text)
     assert result.exit_code == 3, result.stdout
