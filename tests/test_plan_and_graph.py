@@ -37,10 +37,10 @@ inputs: sku="ABC-1" price=9.5 qty=2
                timeout 5s, 10 attempts, backoff 500ms x2 up to 30s, jitter
 
 3. index (compensatable; needs reserve)
-   action      POST http://127.0.0.1:9003/index
+   action      PUT http://127.0.0.1:9003/index/ABC-1
                Authorization: ***
                json {"sku": "ABC-1", "in_stock": "<steps.reserve.outputs.available>"}
-               expect status 201
+               expect status 200, 201
                timeout 5s, 3 attempts, backoff 200ms x2 up to 5s, jitter
    compensate  DELETE http://127.0.0.1:9003/index/ABC-1
                Authorization: ***

@@ -334,6 +334,56 @@ def show(
                                    store.attempts(record.id), order))
 
 
+class ServiceName(StrEnum):
+    INVENTORY = "inventory"
+    PRICING = "pricing"
+    SEARCH = "search"
+
+
+
+
+@app.command()
+def demo(
+    journal: Annotated[Path | None, typer.Option(
+        "--journal", metavar="PATH", help="Journal to use (default: a new one in a temporary "
+                                          "directory, kept so that the runs can be shown).")]
+    = None,
+    serve: Annotated[bool, typer.Option("--serve", help="Keep the services up and print how "
+                                                        "to run sagas against them.")] = False,
+    fail: Annotated[list[ServiceName] | None, typer.Option(
+        "--fail", metavar="SERVICE", help="This service rejects every action (repeatable).")]
+    = None,
+    flaky: Annotated[list[ServiceName] | None, typer.Option(
+        "--flaky", metavar="SERVICE", help="This service answers 503 twice, then works.")]
+    = None,
+    slow: Annotated[list[ServiceName] | None, typer.Option(
+        "--slow", metavar="SERVICE", help="This service answers once after the 5s attempt "
+                                          "timeout, having done the work.")] = None,
+) -> None:
+    """Start demo services (inventory, pricing, search) on 127.0.0.1 and run the bundled
+    add-product saga against them: once succeeding, once with search rejecting the product."""
+    import tempfile
+
+    from sagactl.demo import DemoFaults, demo_services, run_demo, serve_instructions
+    from sagactl.render import PlainRenderer
+
+    faults = DemoFaults(fail=[s.value for s in fail or []], flaky=[s.value for s in flaky or []],
+                        slow=[s.value for s in slow or []])
+    if serve:
+        with demo_services(faults) as started, _signals() as stop:
+            typer.echo(serve_instructions(started, str(journal) if journal else None))
+            stop.wait()
+        raise typer.Exit(0)
+    path = journal or Path(tempfile.mkdtemp(prefix="sagactl-demo-")) / "journal.db"
+    with _reported(), _signals() as stop:
+        from sagactl.runs import open_journal
+
+        with open_journal(path) as store:
+            code = run_demo(store, faults, sys.stdout, PlainRenderer(
+                journal_flag=f" --journal {path}"), stop=stop)
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Entry point of the `sagactl` console script."""
     app(prog_name="sagactl")
