@@ -14,7 +14,8 @@ import re
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pytest
 
 from helpers import ROOT
 from sagactl.demo import DemoFaults, demo_environment, demo_services
+from sagactl.services import Service
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _MARKER = re.compile(r"^<!-- doctest((?:\s+\w+=\S+)*)\s*-->$")
@@ -94,27 +96,41 @@ def test_the_docs_have_runnable_examples() -> None:
     assert len([e for e in ALL if e.doc.name == "README.md"]) >= 5
 
 
+@dataclass
+class Demo:
+    env: dict[str, str]
+    services: dict[str, Service]
+
+
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    with demo_services() as started:
-        env = {**os.environ, **demo_environment(started), "NO_COLOR": "1", "COLUMNS": "80",
-               "SAGACTL_JOURNAL": str(tmp_path_factory.mktemp("docs") / "journal.db"),
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-        yield env | {"_services": started}  # type: ignore[dict-item]
+def demos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[Path], Demo]]:
+    """Each document gets its own demo services and journal, as a reader starting it would."""
+    started: dict[Path, Demo] = {}
+    with ExitStack() as stack:
+        def get(doc: Path) -> Demo:
+            if doc not in started:
+                services = stack.enter_context(demo_services())
+                env = {**os.environ, **demo_environment(services), "NO_COLOR": "1",
+                       "COLUMNS": "80",
+                       "SAGACTL_JOURNAL": str(tmp_path_factory.mktemp("docs") / "journal.db"),
+                       "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+                started[doc] = Demo(env, services)
+            return started[doc]
+
+        yield get
 
 
 @pytest.mark.parametrize("example", ALL, ids=str)
-def test_example(example: Example, demo: dict[str, object]) -> None:
-    started = demo["_services"]
-    env = {k: v for k, v in demo.items() if isinstance(v, str)}
+def test_example(example: Example, demos: Callable[[Path], Demo]) -> None:
+    demo = demos(example.doc)
     faults = DemoFaults(**{kind: example.options[kind].split(",")
                            for kind in ("fail", "flaky") if kind in example.options})
-    for name, service in started.items():  # type: ignore[attr-defined]
+    for name, service in demo.services.items():
         service.clear_faults()
         faults.apply(name, service)
     expected_exit = int(example.options.get("exit", "0"))
     for command, expected in commands(example):
-        proc = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, text=True,
+        proc = subprocess.run(["bash", "-c", command], cwd=ROOT, env=demo.env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
         assert proc.returncode == expected_exit, f"{example}: {command}\n{proc.stdout}"
         if expected is not None:
@@ -122,5 +138,5 @@ def test_example(example: Example, demo: dict[str, object]) -> None:
             # Steps that run side by side may finish in either order.
             assert actual == wanted or Counter(actual) == Counter(wanted), \
                 f"{example}: {command}\n" + "\n".join(actual)
-    for service in started.values():  # type: ignore[attr-defined]
+    for service in demo.services.values():
         service.clear_faults()
