@@ -17,7 +17,8 @@ from sagactl.prepare import PreparedRequest
 def request(retry: RetryPolicy | None = None, expect: Expect | None = None) -> PreparedRequest:
     return PreparedRequest(
         step="a", phase=Phase.ACTION, method="POST", url="http://127.0.0.1:9/x",
-        headers={"X-A": "1"}, body_kind=None, body=None, timeout=1.0,
+        headers={"X-A": "1"}, body_kind=None, body=None, body_text=None, content_type=None,
+        timeout=1.0,
         retry=retry or RetryPolicy(attempts=4, backoff=0.1, factor=2, max_backoff=1.0,
                                    jitter=False),
         expect=expect or Expect(), idempotency_key="run.a.action")

@@ -176,17 +176,17 @@ def _signals() -> Iterator[Any]:
     """SIGINT and SIGTERM ask the engine to stop; a second one exits at once. Either way the
     journal stays consistent: every attempt was recorded before it was sent."""
     import signal
-    import threading
 
-    stop = threading.Event()
+    from sagactl.stopping import StopSignal
+
+    stop = StopSignal()
 
     def handler(signum: int, frame: object) -> None:
         if stop.is_set():
             sys.stderr.write("interrupted again: exiting now\n")
             sys.stderr.flush()
             os._exit(128 + signum)
-        stop.exit_code = 128 + signum  # type: ignore[attr-defined]
-        stop.set()
+        stop.request(128 + signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -198,7 +198,7 @@ def _signals() -> Iterator[Any]:
 
 def _drive(journal: Path | None, durability: DurabilityChoice, quiet: bool,
            call: Callable[..., tuple[str, Any]], compensating: bool = False) -> None:
-    from sagactl.engine import Interrupted
+    from sagactl.errors import Interrupted
     from sagactl.journal import Durability
     from sagactl.render import PlainRenderer, next_commands
     from sagactl.runs import open_journal

@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
 import os
+import queue
 import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from sagactl import http
-from sagactl.errors import RenderError, SagactlError, UsageError
+from sagactl.errors import Interrupted, RenderError, SagactlError, UsageError
 from sagactl.events import (
     AttemptFinished,
     AttemptStarted,
@@ -40,22 +42,12 @@ from sagactl.journal import Journal, RunRecord, RunStatus, StepRecord, StepState
 from sagactl.model import Phase, Saga, Step, StepKind
 from sagactl.prepare import PreparedRequest, prepare, run_context
 from sagactl.redact import Redactor
+from sagactl.stopping import StopSignal
 from sagactl.templating import Renderer, TemplateProblem
 
-__all__ = ["Engine", "Interrupted", "create_run", "owner_alive", "read_secrets"]
+__all__ = ["Engine", "create_run", "owner_alive", "read_secrets"]
 
 FORWARD, CONFIRM, COMPENSATE = "forward", "confirm", "compensate"
-
-
-class Interrupted(SagactlError):
-    """The run was stopped by a signal; it can be resumed or compensated."""
-
-    exit_code = 130
-
-    def __init__(self, run_id: str, signal_exit: int = 130) -> None:
-        super().__init__(f"run {run_id} interrupted")
-        self.run_id = run_id
-        self.exit_code = signal_exit
 
 
 @dataclass
@@ -141,6 +133,8 @@ class Engine:
                                    secrets=secrets, renderer=self.renderer)
         self.states: dict[tuple[str, str], StepRecord] = {}
         self.outputs: dict[str, dict[str, Any]] = {}
+        """The outputs of the steps whose action succeeded, as templates read them:
+        `{"reserve": {"outputs": {...}}}`."""
         self._started = clock()
         self._deadline: float | None = None
         if saga.timeout is not None:
@@ -183,9 +177,9 @@ class Engine:
                 status = self._confirm()
             else:
                 status = self._forward()
-        except Interrupted:
+        except Interrupted as exc:
             self.journal.settle_interrupted(self.run_id)
-            raise
+            raise Interrupted(self.run_id, exc.exit_code) from None
         finally:
             done.set()
             self.journal.release_lease(self.run_id, self.host, self.pid)
@@ -210,7 +204,7 @@ class Engine:
         self.states = self.journal.steps(self.run_id)
         for (step_id, phase), record in self.states.items():
             if phase == Phase.ACTION.value and record.state is StepState.SUCCEEDED:
-                self.outputs[step_id] = record.outputs
+                self.outputs[step_id] = {"outputs": record.outputs}
 
     def _state(self, step_id: str, phase: Phase) -> StepState | None:
         record = self.states.get((step_id, phase.value))
@@ -334,49 +328,86 @@ class Engine:
 
     def _wave(self, steps: list[Step], deps: Mapping[str, set[str]], phase: Phase, *,
               stop_on_failure: bool, deadline: float | None = None) -> dict[str, _Result]:
-        """Run `phase` of each step once its `deps` succeeded, at most `concurrency` at once.
+        """Run `phase` of each step once its `deps` succeeded, at most `concurrency` at once,
+        earlier steps of `steps` first among those free to go.
 
         Stops starting work on a signal, past `deadline`, or (with `stop_on_failure`) once one
         fails; what is in flight finishes. Returns the results of the steps that ran.
         """
-        pending = list(steps)
         results: dict[str, _Result] = {}
-        succeeded = {s.id for s in self.saga.steps if self._state(s.id, phase) is
-                     StepState.SUCCEEDED}
-        running: dict[Future[_Result], str] = {}
+        done = {s.id for s in self.saga.steps if self._state(s.id, phase) is
+                StepState.SUCCEEDED}
+        by_id = {s.id: s for s in steps}
+        position = {s.id: i for i, s in enumerate(steps)}
+        waiting = {s.id: len(deps[s.id] - done) for s in steps}
+        users: dict[str, list[str]] = {s.id: [] for s in steps}
+        for step in steps:
+            for dep in deps[step.id] - done:
+                users.setdefault(dep, []).append(step.id)
+        ready = [(position[sid], sid) for sid, count in waiting.items() if count == 0]
+        heapq.heapify(ready)
+        finished: queue.SimpleQueue[tuple[str, _Result | BaseException]] = queue.SimpleQueue()
+
+        def work(step: Step) -> None:
+            try:
+                finished.put((step.id, self._execute(step, phase)))
+            except BaseException as exc:  # handed to the scheduling thread, raised there
+                finished.put((step.id, exc))
+
+        running = 0
         failed = False
         pool = ThreadPoolExecutor(max_workers=self.concurrency,
                                   thread_name_prefix=f"sagactl-{phase.value}")
         try:
             while True:
-                can_start = not self.stop.is_set() and not (stop_on_failure and failed) and \
-                    (deadline is None or self.clock() < deadline)
-                if can_start:
-                    for step in list(pending):
-                        if len(running) >= self.concurrency:
-                            break
-                        if deps[step.id] <= succeeded:
-                            pending.remove(step)
-                            running[pool.submit(self._execute, step, phase)] = step.id
+                if not self.stop.is_set() and not (stop_on_failure and failed) and \
+                        (deadline is None or self.clock() < deadline):
+                    if len(ready) == 1 and not running:
+                        # One step alone: sending it from this thread saves two thread
+                        # switches a step, a good part of a fast request's cost.
+                        step = by_id[heapq.heappop(ready)[1]]
+                        finished.put((step.id, self._inline(step, phase)))
+                        running += 1
+                    while ready and running < self.concurrency:
+                        pool.submit(work, by_id[heapq.heappop(ready)[1]])
+                        running += 1
                 if not running:
                     break
-                finished, _ = wait(running, timeout=0.25, return_when=FIRST_COMPLETED)
-                if self.stop.is_set() and not finished:
-                    # Leave what is in flight: its attempts stay journaled without a result,
-                    # that is, in doubt, and the caller settles them.
-                    return results
-                for future in finished:
-                    step_id = running.pop(future)
-                    result = future.result()
-                    results[step_id] = result
-                    if result.state is StepState.SUCCEEDED:
-                        succeeded.add(step_id)
-                    else:
-                        failed = True
+                try:
+                    step_id, result = finished.get(timeout=0.25)
+                except queue.Empty:
+                    if self.stop.is_set():
+                        # Leave what is in flight: its attempts stay journaled without a
+                        # result, that is, in doubt, and the caller settles them.
+                        return results
+                    continue
+                running -= 1
+                if isinstance(result, BaseException):
+                    raise result
+                results[step_id] = result
+                if result.state is not StepState.SUCCEEDED:
+                    failed = True
+                    continue
+                for user in users.get(step_id, ()):
+                    waiting[user] -= 1
+                    if waiting[user] == 0:
+                        heapq.heappush(ready, (position[user], user))
         finally:
             # On a signal, do not wait for requests in flight.
             pool.shutdown(wait=not self.stop.is_set(), cancel_futures=True)
         return results
+
+    def _inline(self, step: Step, phase: Phase) -> _Result:
+        """`_execute` on this thread; a signal arriving meanwhile interrupts the request."""
+        stop = self.stop
+        if not isinstance(stop, StopSignal) or \
+                threading.current_thread() is not threading.main_thread():
+            return self._execute(step, phase)
+        stop.interruptible = True
+        try:
+            return self._execute(step, phase)
+        finally:
+            stop.interruptible = False
 
     # --- one request ---------------------------------------------------------------------------
 
@@ -396,8 +427,8 @@ class Engine:
         offset = earlier.attempts if earlier else 0
         attempt_ids: dict[int, int] = {}
         spans: dict[int, str] = {}
-        _, body_text = http.encode_body(prepared)
-        body_text = self.redactor.text(body_text) if body_text is not None else None
+        body_text = self.redactor.text(prepared.body_text) if prepared.body_text is not None \
+            else None
 
         def headers_for(number: int) -> dict[str, str]:
             return {**prepared.headers,
@@ -448,7 +479,7 @@ class Engine:
                             result.status, error, time.time())
         self.states[(step.id, phase.value)] = record
         if state is StepState.SUCCEEDED and phase is Phase.ACTION:
-            self.outputs[step.id] = result.outputs
+            self.outputs[step.id] = {"outputs": result.outputs}
         self.emit(StepFinished(step.id, phase.value, state.value, error))
         return _Result(state, record.applied, result.outputs, error)
 
@@ -487,7 +518,7 @@ class Engine:
         scope = {**self.context, "response": view.context(),
                  "step": {"id": step.id, "idempotency_key": f"{self.run_id}.{step.id}."
                                                             f"{phase.value}"},
-                 "steps": {sid: {"outputs": values} for sid, values in self.outputs.items()}}
+                 "steps": self.outputs}
         for i, expression in enumerate(request.expect.that):
             try:
                 value = self.renderer.evaluate(expression, scope)

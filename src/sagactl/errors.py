@@ -8,7 +8,8 @@
     │   └── RenderError               2  a template that cannot be rendered (an unset env value…)
     ├── DefinitionErrors              2  every problem found in one saga file
     ├── InputError(problems)          2  inputs that are missing, undeclared or ill-typed
-    └── JournalError                  4  run not found, ambiguous prefix, locked, unreadable
+    ├── JournalError                  4  run not found, ambiguous prefix, locked, unreadable
+    └── Interrupted               130/143  stopped by SIGINT / SIGTERM; resumable
 
 This module imports nothing from sagactl, so every other module may raise these.
 """
@@ -21,6 +22,7 @@ __all__ = [
     "DefinitionError",
     "DefinitionErrors",
     "InputError",
+    "Interrupted",
     "JournalError",
     "LocatedError",
     "Location",
@@ -96,6 +98,17 @@ class InputError(SagactlError):
 
 class RenderError(LocatedError):
     """A template that cannot be rendered with the values at hand (say, an unset env value)."""
+
+
+class Interrupted(SagactlError):
+    """The run was stopped by a signal; it can be resumed or compensated."""
+
+    exit_code = 130
+
+    def __init__(self, run_id: str, signal_exit: int = 130) -> None:
+        super().__init__(f"run {run_id} interrupted")
+        self.run_id = run_id
+        self.exit_code = signal_exit
 
 
 class JournalError(SagactlError):

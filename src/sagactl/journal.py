@@ -508,12 +508,14 @@ class Journal:
                  _json(dict(response_headers)) if response_headers is not None else None,
                  _clip(response_body), attempt_id))
             if step_state is not None:
+                run_id, step_id, phase = db.execute(
+                    "SELECT run_id, step_id, phase FROM attempts WHERE id = ?",
+                    (attempt_id,)).fetchone()
                 db.execute(
                     "UPDATE steps SET state = ?, applied = ?, outputs = ?, status = ?, error = ?,"
-                    " updated_at = ? WHERE (run_id, step_id, phase) = (SELECT run_id, step_id,"
-                    " phase FROM attempts WHERE id = ?)",
+                    " updated_at = ? WHERE run_id = ? AND step_id = ? AND phase = ?",
                     (step_state.value, int(applied), _json(dict(outputs or {})), status,
-                     error_message, now, attempt_id))
+                     error_message, now, run_id, step_id, phase))
 
     def settle_interrupted(self, run_id: str) -> int:
         """Mark every attempt of the run that has no result as interrupted, and its step as in

@@ -6,6 +6,7 @@ No IO here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,10 @@ class PreparedRequest:
     headers: dict[str, str]
     body_kind: BodyKind | None
     body: Any
+    """The rendered body: a JSON value, a form's fields, or text."""
+    body_text: str | None
+    """The body as sent."""
+    content_type: str | None
     timeout: float
     retry: RetryPolicy
     expect: Expect
@@ -89,10 +94,11 @@ def prepare(
     step: Step,
     phase: Phase,
     context: Mapping[str, Any],
-    outputs: Mapping[str, Mapping[str, Any]],
+    steps: Mapping[str, Mapping[str, Any]],
     renderer: Renderer,
 ) -> PreparedRequest:
-    """`step`'s request for `phase`, rendered with the run's context and the outputs known."""
+    """`step`'s request for `phase`, rendered with the run's context and `steps`, the
+    namespace of the outputs known so far (`{"reserve": {"outputs": {...}}}`)."""
     request = step.request(phase)
     if request is None:
         raise ValueError(f"step {step.id} has no {phase.value}")
@@ -100,7 +106,7 @@ def prepare(
     scope = {
         **context,
         "step": {"id": step.id, "idempotency_key": key},
-        "steps": {sid: {"outputs": values} for sid, values in outputs.items()},
+        "steps": steps,
     }
     where = f"steps[{step.index}].{phase.value}"
 
@@ -124,15 +130,20 @@ def prepare(
         url += ("&" if "?" in url else "?") + urlencode(pairs)
     headers = {k: _text(v) for k, v in render(request.headers, "headers").items()}
     body: Any = None
+    body_text: str | None = None
+    content_type: str | None = None
     if request.body_kind is BodyKind.JSON:
         body = render(request.body, "json")
+        body_text, content_type = json.dumps(body, ensure_ascii=False), "application/json"
     elif request.body_kind is BodyKind.FORM:
         body = {k: _text(v) for k, v in render(request.body, "form").items()}
+        body_text, content_type = urlencode(body), "application/x-www-form-urlencoded"
     elif request.body_kind is BodyKind.TEXT:
-        body = _text(render(request.body, "body"))
+        body = body_text = _text(render(request.body, "body"))
     return PreparedRequest(
         step=step.id, phase=phase, method=request.method, url=url, headers=headers,
-        body_kind=request.body_kind, body=body, timeout=request.timeout, retry=request.retry,
+        body_kind=request.body_kind, body=body, body_text=body_text,
+        content_type=content_type, timeout=request.timeout, retry=request.retry,
         expect=request.expect, idempotency_key=key,
     )
 
@@ -148,10 +159,10 @@ def plan(saga: Saga, inputs: Mapping[str, Any], env: Mapping[str, str],
 
     context = run_context(saga, run_id="<run.id>", inputs=inputs, env=env,
                           secrets=dict.fromkeys(saga.secrets, MASK), renderer=renderer)
-    outputs = {s.id: {name: f"<steps.{s.id}.outputs.{name}>" for name in s.outputs}
-               for s in saga.steps}
+    steps = {s.id: {"outputs": {name: f"<steps.{s.id}.outputs.{name}>" for name in s.outputs}}
+             for s in saga.steps}
     return [
-        [prepare(saga, step, phase, context, outputs, renderer)
+        [prepare(saga, step, phase, context, steps, renderer)
          for phase in Phase if step.request(phase) is not None]
         for step in saga.ordered_steps()
     ]

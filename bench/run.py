@@ -1,0 +1,312 @@
+"""sagactl against the floor of this machine, measured in the same run, interleaved.
+
+    python bench/run.py            # the full run (a few minutes)
+    python bench/run.py --quick    # a smoke run (seconds)
+
+Prints one table: the cost of a step against a bare httpx loop of the same requests (both
+durabilities), a 50-step fan-out against one step's latency, start-up against `python -c pass`,
+and `list` / `show` on a large journal. Every figure is printed beside its target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from startup import saga_text as validate_saga_text  # noqa: E402
+from startup import sagactl_command  # noqa: E402
+
+
+def start_server(delay: float = 0.2) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, str(HERE / "server.py"), "--delay", str(delay)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def chain_saga(steps: int, *, prefix: str = "/items") -> str:
+    lines = ["version: 1", "name: bench", "env: [BASE]", "defaults:",
+             '  base_url: "{{ env.BASE }}"', "steps:"]
+    for i in range(steps):
+        lines += [f"  - id: s{i}",
+                  f'    action: {{method: PUT, url: "{prefix}/{i}/{{{{ run.id }}}}", '
+                  f'json: {{n: {i}, run: "{{{{ run.id }}}}"}}}}',
+                  f'    compensate: {{method: DELETE, url: "{prefix}/{i}/{{{{ run.id }}}}"}}']
+    return "\n".join(lines) + "\n"
+
+
+def fan_saga(steps: int) -> str:
+    return chain_saga(steps, prefix="/slow").replace("    action:", "    needs: []\n    action:")
+
+
+# --- the floor --------------------------------------------------------------------------------
+
+def bare_loop(url: str, n: int) -> float:
+    with httpx.Client() as client:
+        start = time.perf_counter()
+        for i in range(n):
+            client.put(f"{url}/items/{i}/bench", json={"n": i, "run": "bench"})
+        return time.perf_counter() - start
+
+
+def bare_loop_with_commits(url: str, n: int, synchronous: str) -> float:
+    """The bare loop plus what write-ahead needs at least: a commit before, one after."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = sqlite3.connect(Path(tmp) / "floor.db", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        db.execute("CREATE TABLE a (id INTEGER PRIMARY KEY, step TEXT, status INTEGER)")
+        with httpx.Client() as client:
+            start = time.perf_counter()
+            for i in range(n):
+                db.execute("BEGIN IMMEDIATE")
+                row = db.execute("INSERT INTO a (step) VALUES (?)", (str(i),)).lastrowid
+                db.execute("COMMIT")
+                response = client.put(f"{url}/items/{i}/bench", json={"n": i, "run": "bench"})
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("UPDATE a SET status = ? WHERE id = ?", (response.status_code, row))
+                db.execute("COMMIT")
+            elapsed = time.perf_counter() - start
+        db.close()
+        return elapsed
+
+
+def saga_run(url: str, text: str, durability: str, concurrency: int = 8) -> float:
+    from sagactl.journal import Durability, Journal
+    from sagactl.loader import load_text
+    from sagactl.runs import start_run
+
+    saga = load_text(text, "bench.yaml")
+    with tempfile.TemporaryDirectory() as tmp, \
+            Journal(Path(tmp) / "j.db", Durability(durability)) as journal:
+        start = time.perf_counter()
+        _, status = start_run(saga, {}, journal, {"BASE": url}, on_event=lambda e: None,
+                              concurrency=concurrency)
+        elapsed = time.perf_counter() - start
+    assert status.value == "succeeded", status
+    return elapsed
+
+
+def interleaved(rounds: int, cases: dict[str, Callable[[], float]]) -> dict[str, float]:
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, case in cases.items():
+            samples[name].append(case())
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+# --- fan-out: how to run 50 requests at once --------------------------------------------------
+
+def threads_one_client(url: str, n: int) -> float:
+    with httpx.Client(limits=httpx.Limits(max_connections=n)) as client, \
+            ThreadPoolExecutor(n) as pool:
+        start = time.perf_counter()
+        list(pool.map(lambda i: client.put(f"{url}/slow/{i}/x"), range(n)))
+        return time.perf_counter() - start
+
+
+def asyncio_one_client(url: str, n: int) -> float:
+    async def main() -> float:
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=n)) as client:
+            start = time.perf_counter()
+            await asyncio.gather(*(client.put(f"{url}/slow/{i}/x") for i in range(n)))
+            return time.perf_counter() - start
+    return asyncio.run(main())
+
+
+def fast_async_vs_sync(url: str, n: int) -> tuple[float, float]:
+    """Sequential per-request cost of the sync and the async client, for the record."""
+    with httpx.Client() as client:
+        start = time.perf_counter()
+        for i in range(n):
+            client.put(f"{url}/items/{i}/x")
+        sync = (time.perf_counter() - start) / n
+
+    async def main() -> float:
+        async with httpx.AsyncClient() as client:
+            start = time.perf_counter()
+            for i in range(n):
+                await client.put(f"{url}/items/{i}/x")
+            return (time.perf_counter() - start) / n
+    return sync, asyncio.run(main())
+
+
+# --- start-up and large journals --------------------------------------------------------------
+
+def timed(command: list[str], runs: int, env: dict[str, str] | None = None) -> float:
+    values = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
+        values.append(time.perf_counter() - start)
+    return statistics.median(values)
+
+
+def build_journal(path: Path, runs: int) -> str:
+    """A journal of `runs` three-step runs, written in bulk; returns a run id from the middle."""
+    from sagactl.ids import new_run_id
+    from sagactl.journal import Durability, Journal
+
+    text = chain_saga(3)
+    Journal(path, Durability.NORMAL).close()  # creates the schema
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute("BEGIN")
+    base = time.time() - runs
+    middle = ""
+    for r in range(runs):
+        run_id = new_run_id(base + r)
+        if r == runs // 2:
+            middle = run_id
+        db.execute("INSERT INTO runs (id, name, saga_path, saga_text, saga_hash, inputs, env, "
+                   "status, phase, trace_id, created_at, updated_at, finished_at) VALUES "
+                   "(?, 'bench', 'bench.yaml', ?, 'h', '{}', '{}', 'succeeded', 'confirm', "
+                   "'t', ?, ?, ?)", (run_id, text, base + r, base + r, base + r + 0.01))
+        for s in range(3):
+            db.execute("INSERT INTO steps (run_id, step_id, phase, state, applied, outputs, "
+                       "attempts, status, updated_at) VALUES (?, ?, 'action', 'succeeded', 1, "
+                       "'{}', 1, 200, ?)", (run_id, f"s{s}", base + r))
+            db.execute("INSERT INTO attempts (run_id, step_id, phase, attempt, span_id, "
+                       "started_at, finished_at, duration_ms, method, url, request_headers, "
+                       "request_body, outcome, status, response_headers, response_body) VALUES "
+                       "(?, ?, 'action', 1, 'abcdef0123456789', ?, ?, 0.5, 'PUT', ?, ?, ?, "
+                       "'success', 200, ?, '{}')",
+                       (run_id, f"s{s}", base + r, base + r,
+                        f"http://127.0.0.1:1/items/{s}/{run_id}",
+                        json.dumps({"Idempotency-Key": f"{run_id}.s{s}.action",
+                                    "Saga-Id": run_id}),
+                        json.dumps({"n": s, "run": run_id}),
+                        '{"content-type":"application/json","content-length":"2"}'))
+    db.execute("COMMIT")
+    db.close()
+    return middle
+
+
+# --- the report -------------------------------------------------------------------------------
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run: fewer, smaller")
+    args = parser.parse_args()
+    steps = 50 if args.quick else 200
+    rounds = 3 if args.quick else 9
+    big = 5_000 if args.quick else 100_000
+    rows: list[tuple[str, str, str, str]] = []
+
+    def row(name: str, value: str, ratio: str = "", target: str = "") -> None:
+        rows.append((name, value, ratio, target))
+
+    server, url = start_server(delay=0.2)
+    try:
+        bare_loop(url, 50)  # warm up both sides
+        chain = chain_saga(steps)
+        saga_run(url, chain, "normal")
+        medians = interleaved(rounds, {
+            "bare": lambda: bare_loop(url, steps),
+            "bare+2 commits (fsync)": lambda: bare_loop_with_commits(url, steps, "FULL"),
+            "bare+2 commits (no fsync)": lambda: bare_loop_with_commits(url, steps, "NORMAL"),
+            "saga full": lambda: saga_run(url, chain, "full"),
+            "saga normal": lambda: saga_run(url, chain, "normal"),
+        })
+        floor = medians["bare"] / steps
+        row(f"bare httpx loop, {steps} PUTs", f"{floor * 1e6:.0f} µs/req", "1.00x")
+        for name in ("bare+2 commits (fsync)", "bare+2 commits (no fsync)"):
+            per = medians[name] / steps
+            row(f"  {name}", f"{per * 1e6:.0f} µs/req", f"{per / floor:.2f}x")
+        for name, target in (("saga full", 2.3), ("saga normal", 1.35)):
+            per = medians[name] / steps
+            ok = "ok" if per / floor <= target else "MISSED"
+            row(f"{steps}-step saga, durability {name.split()[1]}", f"{per * 1e6:.0f} µs/step",
+                f"{per / floor:.2f}x", f"<= {target}x {ok}")
+
+        width = 50
+        fan = fan_saga(width)
+        saga_run(url, fan, "normal", concurrency=width)
+        fan_medians = interleaved(max(3, rounds // 3), {
+            "saga": lambda: saga_run(url, fan, "normal", concurrency=width),
+            "threads": lambda: threads_one_client(url, width),
+            "asyncio": lambda: asyncio_one_client(url, width),
+        })
+        latency = 0.2
+        ok = "ok" if fan_medians["saga"] <= 1.5 * latency else "MISSED"
+        row(f"fan-out: {width} steps x 200 ms, --concurrency {width}",
+            f"{fan_medians['saga'] * 1000:.0f} ms", f"{fan_medians['saga'] / latency:.2f}x",
+            f"<= 1.5x {ok}")
+        row(f"  {width} threads, one httpx.Client", f"{fan_medians['threads'] * 1000:.0f} ms",
+            f"{fan_medians['threads'] / latency:.2f}x")
+        row("  asyncio, one httpx.AsyncClient", f"{fan_medians['asyncio'] * 1000:.0f} ms",
+            f"{fan_medians['asyncio'] / latency:.2f}x")
+        sync, asynchronous = fast_async_vs_sync(url, steps)
+        row("  sequential request, sync client", f"{sync * 1e6:.0f} µs")
+        row("  sequential request, async client", f"{asynchronous * 1e6:.0f} µs",
+            f"{asynchronous / sync:.2f}x")
+
+        with tempfile.TemporaryDirectory() as tmp:
+            one = Path(tmp) / "one.yaml"
+            one.write_text(chain_saga(1))
+            hundred = Path(tmp) / "hundred.yaml"
+            hundred.write_text(validate_saga_text(100))
+            env = {**os.environ, "BASE": url, "SAGACTL_JOURNAL": str(Path(tmp) / "j.db")}
+            sagactl = sagactl_command()
+            n = 5 if args.quick else 15
+            python = timed([sys.executable, "-c", "pass"], n)
+            bare = timed([sys.executable, "-c", f"import httpx; httpx.put('{url}/items/0/x')"],
+                         n)
+            startup = {
+                "sagactl --help": (timed([*sagactl, "--help"], n), 8.0),
+                "sagactl validate (100 steps)": (timed([*sagactl, "validate", str(hundred)], n),
+                                                 15.0),
+            }
+            run_one = timed([*sagactl, "run", str(one), "-q"], n, env)
+            row("python -c pass", f"{python * 1000:.0f} ms", "1.00x")
+            for name, (seconds, target) in startup.items():
+                ok = "ok" if seconds / python <= target else "MISSED"
+                row(name, f"{seconds * 1000:.0f} ms", f"{seconds / python:.2f}x",
+                    f"<= {target:g}x {ok}")
+            row("python: import httpx, one PUT", f"{bare * 1000:.0f} ms")
+            ok = "ok" if run_one <= 0.150 else "MISSED"
+            row("sagactl run, 1-step saga", f"{run_one * 1000:.0f} ms",
+                f"{run_one / bare:.2f}x bare", f"<= 150 ms {ok}")
+
+            journal = Path(tmp) / "big.db"
+            middle = build_journal(journal, big)
+            env = {**os.environ, "SAGACTL_JOURNAL": str(journal)}
+            listing = timed([*sagactl, "list", "--limit", "20"], n, env)
+            showing = timed([*sagactl, "show", middle], n, env)
+            size = journal.stat().st_size
+            for name, seconds in ((f"list --limit 20, {big:,} runs", listing),
+                                  (f"show RUN, {big:,} runs", showing)):
+                ok = "ok" if seconds <= 0.200 else "MISSED"
+                row(name, f"{seconds * 1000:.0f} ms", "", f"<= 200 ms {ok}")
+            row("journal size per step", f"{size / (big * 3):.0f} bytes")
+    finally:
+        server.terminate()
+        server.wait()
+
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for name, value, ratio, target in rows:
+        print(f"{name:<{widths[0]}}  {value:>{widths[1]}}  {ratio:>{widths[2]}}  {target}")
+    print(f"({'quick, ' if args.quick else ''}medians; {os.cpu_count()} cores, Python "
+          f"{sys.version.split()[0]}, {threading.active_count()} threads at the end)")
+
+
+if __name__ == "__main__":
+    main()
