@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer
@@ -53,18 +55,24 @@ def test_python_dash_m_runs_the_cli() -> None:
     assert "ok: saga add-product" in result.stdout
 
 
-@pytest.mark.parametrize("args", [["--help"], ["validate", str(SAGAS / "add-product.yaml")]])
-def test_start_up_does_not_import_http_or_terminal_libraries(args: list[str]) -> None:
-    """`--help` and `validate` send nothing, so they must not pay for httpx (or rich)."""
+@pytest.mark.parametrize(("args", "unwanted"), [
+    (["--help"], ("httpx", "rich", "tenacity", "sqlite3", "jinja2", "jsonschema", "yaml")),
+    (["validate", str(SAGAS / "add-product.yaml")], ("httpx", "rich", "tenacity", "sqlite3")),
+    (["list"], ("httpx", "rich", "tenacity", "jinja2", "jsonschema")),
+])
+def test_start_up_imports_only_what_the_command_needs(
+        args: list[str], unwanted: tuple[str, ...], tmp_path: Path) -> None:
+    """Commands that send nothing must not pay for httpx and the rest at start-up."""
     code = (
         "import sys\n"
         "from sagactl.cli import main\n"
         f"sys.argv = ['sagactl', *{args!r}]\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('httpx', 'rich', 'tenacity', 'sqlite3') if m in sys.modules))\n"
+        f"print(sorted(m for m in {unwanted!r} if m in sys.modules))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, timeout=60)
+                          cwd=ROOT, timeout=60,
+                          env={**os.environ, "SAGACTL_JOURNAL": str(tmp_path / "j.db")})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "[]"
 

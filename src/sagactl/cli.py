@@ -323,13 +323,12 @@ def show(
     """Show one run: its saga, every step's state and outputs, and every attempt with its
     status, duration and error, on a time line from the run's start."""
     with _reported():
-        from sagactl.loader import load_text
         from sagactl.render import format_show
-        from sagactl.runs import open_journal, shown_status
+        from sagactl.runs import open_journal, shown_status, step_order
 
         with open_journal(journal) as store:
             record = store.find_run(run_id)
-            order = load_text(record.saga_text, record.saga_path).order
+            order = step_order(record)
             typer.echo(format_show(record, shown_status(record), store.steps(record.id),
                                    store.attempts(record.id), order))
 

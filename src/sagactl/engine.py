@@ -38,14 +38,14 @@ from sagactl.events import (
     StepFinished,
 )
 from sagactl.ids import new_run_id, new_span_id, new_trace_id
-from sagactl.journal import Journal, RunRecord, RunStatus, StepRecord, StepState
+from sagactl.journal import Journal, RunRecord, RunStatus, StepRecord, StepState, owner_alive
 from sagactl.model import Phase, Saga, Step, StepKind
 from sagactl.prepare import PreparedRequest, prepare, run_context
 from sagactl.redact import Redactor
 from sagactl.stopping import StopSignal
 from sagactl.templating import Renderer, TemplateProblem
 
-__all__ = ["Engine", "create_run", "owner_alive", "read_secrets"]
+__all__ = ["Engine", "create_run", "read_secrets"]
 
 FORWARD, CONFIRM, COMPENSATE = "forward", "confirm", "compensate"
 
@@ -67,18 +67,6 @@ def read_secrets(saga: Saga, environ: Mapping[str, str]) -> dict[str, str]:
                          f"{', '.join(missing)}: set {'them' if len(missing) > 1 else 'it'} in "
                          "the environment")
     return {name: environ[name] for name in saga.secrets}
-
-
-def owner_alive(host: str, pid: int, expires: float | None) -> bool:
-    if host == socket.gethostname():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return expires is not None and expires > time.time()
 
 
 def create_run(journal: Journal, saga: Saga, inputs: Mapping[str, Any],

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -39,6 +40,7 @@ __all__ = [
     "StepRecord",
     "StepState",
     "default_path",
+    "owner_alive",
 ]
 
 SCHEMA_VERSION = 1
@@ -135,6 +137,18 @@ _MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX attempts_run ON attempts (run_id, id)",
     ],
 }
+
+
+def owner_alive(host: str, pid: int, expires: float | None) -> bool:
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return expires is not None and expires > time.time()
 
 
 def default_path(environ: Mapping[str, str] | None = None) -> Path:

@@ -10,18 +10,27 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sagactl.engine import Engine, create_run, owner_alive, read_secrets
 from sagactl.errors import UsageError
 from sagactl.events import Event
-from sagactl.journal import Durability, Journal, RunRecord, RunStatus, default_path
+from sagactl.journal import (
+    Durability,
+    Journal,
+    RunRecord,
+    RunStatus,
+    default_path,
+    owner_alive,
+)
 from sagactl.model import Saga
+
+if TYPE_CHECKING:
+    from sagactl.engine import Engine
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{3,63}$")
 
 __all__ = ["compensate_run", "list_runs", "open_journal", "resume_run", "shown_status",
-           "start_run"]
+           "start_run", "step_order"]
 
 
 def open_journal(path: str | Path | None, durability: Durability = Durability.FULL) -> Journal:
@@ -69,6 +78,8 @@ def _client(concurrency: int) -> Any:
 def _engine(saga: Saga, run: RunRecord, journal: Journal, client: Any, secrets: Mapping[str, str],
             on_event: Callable[[Event], None], concurrency: int,
             stop: threading.Event | None) -> Engine:
+    from sagactl.engine import Engine  # with httpx: only the commands that send need it
+
     return Engine(saga, run, journal=journal, client=client, secrets=secrets, on_event=on_event,
                   concurrency=concurrency, stop=stop)
 
@@ -81,6 +92,8 @@ def start_run(saga: Saga, inputs: Mapping[str, Any], journal: Journal,
     if run_id is not None and not _RUN_ID.match(run_id):
         raise UsageError(f"--run-id '{run_id}': use 4 to 64 letters, digits, '.', '_' or '-', "
                          "starting with a letter or digit")
+    from sagactl.engine import create_run, read_secrets
+
     secrets = read_secrets(saga, environ)  # before anything is written or sent
     run = create_run(journal, saga, inputs, environ, run_id=run_id)
     with _client(concurrency) as client:
@@ -90,6 +103,7 @@ def start_run(saga: Saga, inputs: Mapping[str, Any], journal: Journal,
 
 def _stored(journal: Journal, prefix: str, environ: Mapping[str, str]) -> tuple[
         RunRecord, Saga, dict[str, str]]:
+    from sagactl.engine import read_secrets
     from sagactl.loader import load_text
 
     run = journal.find_run(prefix)
@@ -124,3 +138,12 @@ def list_runs(journal: Journal, *, status: str | None = None, name: str | None =
     if status == "interrupted":
         runs = [(r, s) for r, s in runs if s == "interrupted"][:limit]
     return runs
+
+
+def step_order(run: RunRecord) -> list[str]:
+    """The run's step ids in file order, read from its journaled saga text without checking
+    it again (that needs the schema and templates: `show` must start fast)."""
+    from sagactl.loader import parse_data
+
+    data = parse_data(run.saga_text)
+    return [s["id"] for s in data.get("steps", []) if isinstance(s, dict) and "id" in s]
