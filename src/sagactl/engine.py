@@ -134,21 +134,31 @@ class Engine:
         """Carry the run on from where the journal says it stopped."""
         return self._drive(compensate=False)
 
+    def start(self) -> RunStatus:
+        """Drive a run this process has just created (and holds the lease of): there is
+        nothing to take over or settle, which saves journal commits."""
+        return self._drive(compensate=False, fresh=True)
+
     def compensate(self, *, allow_succeeded: bool = False) -> RunStatus:
         """Roll the run back: every step whose action may have taken effect is compensated."""
         return self._drive(compensate=True, allow_succeeded=allow_succeeded)
 
-    def _drive(self, *, compensate: bool, allow_succeeded: bool = False) -> RunStatus:
+    def _drive(self, *, compensate: bool, allow_succeeded: bool = False,
+               fresh: bool = False) -> RunStatus:
         run = self.journal.get_run(self.run_id)
-        self.journal.take_lease(self.run_id, self.host, self.pid, self.lease_ttl, owner_alive)
+        if not fresh:
+            self.journal.take_lease(self.run_id, self.host, self.pid, self.lease_ttl,
+                                    owner_alive)
         heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
         done = threading.Event()
         self._done = done
         heartbeat.start()
         try:
-            # Attempts left without a result by a killed process may have reached the service.
-            self.journal.settle_interrupted(self.run_id)
-            self._load_states()
+            if not fresh:
+                # Attempts left without a result by a killed process may have reached the
+                # service.
+                self.journal.settle_interrupted(self.run_id)
+                self._load_states()
             self.emit(RunStarted(self.run_id, self.saga.name, str(self.journal.path),
                                  resumed=bool(self.states)))
             if run.status is RunStatus.STUCK and not compensate:
@@ -258,8 +268,8 @@ class Engine:
     def _confirm(self) -> RunStatus:
         confirming = [s for s in self.saga.ordered_steps() if s.confirm is not None
                       and self._state(s.id, Phase.CONFIRM) is not StepState.SUCCEEDED]
-        self.journal.set_run(self.run_id, phase=CONFIRM)
         if confirming:
+            self.journal.set_run(self.run_id, phase=CONFIRM)
             self.emit(PhaseStarted(CONFIRM))
             ids = {s.id for s in confirming}
             deps = {s.id: {a for a in self.saga.ancestors[s.id] if a in ids} for s in confirming}

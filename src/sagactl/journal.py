@@ -535,6 +535,9 @@ class Journal:
         """Mark every attempt of the run that has no result as interrupted, and its step as in
         doubt: its request may have reached the service. Returns how many there were."""
         now = self.clock()
+        if not self._read("SELECT 1 FROM attempts WHERE run_id = ? AND outcome IS NULL LIMIT 1",
+                          (run_id,)):
+            return 0  # nothing to settle: spare the commit
         with self._write() as db:
             cursor = db.execute(
                 "UPDATE attempts SET outcome = 'interrupted', finished_at = ?, error_class ="

@@ -98,7 +98,7 @@ def start_run(saga: Saga, inputs: Mapping[str, Any], journal: Journal,
     run = create_run(journal, saga, inputs, environ, run_id=run_id)
     with _client(concurrency) as client:
         engine = _engine(saga, run, journal, client, secrets, on_event, concurrency, stop)
-        return run.id, engine.resume()
+        return run.id, engine.start()
 
 
 def _stored(journal: Journal, prefix: str, environ: Mapping[str, str]) -> tuple[
