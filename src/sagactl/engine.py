@@ -424,23 +424,26 @@ class Engine:
         earlier = self.states.get((step.id, phase.value))
         offset = earlier.attempts if earlier else 0
         attempt_ids: dict[int, int] = {}
-        spans: dict[int, str] = {}
         body_text = self.redactor.text(prepared.body_text) if prepared.body_text is not None \
             else None
 
+        shown_url = self.redactor.text(prepared.url)
+        sent_headers: dict[int, dict[str, str]] = {}
+
         def headers_for(number: int) -> dict[str, str]:
-            return {**prepared.headers,
-                    **self._saga_headers(prepared, offset + number, spans[number])}
+            return sent_headers[number]
 
         def before(number: int) -> None:
-            spans[number] = new_span_id()
+            span = new_span_id()
+            headers = sent_headers[number] = {
+                **prepared.headers, **self._saga_headers(prepared, offset + number, span)}
             attempt_ids[number] = journal.begin_attempt(
-                run_id, step.id, phase.value, offset + number, span_id=spans[number],
-                method=prepared.method, url=self.redactor.text(prepared.url),
-                headers=self.redactor.headers(headers_for(number)), body=body_text)
+                run_id, step.id, phase.value, offset + number, span_id=span,
+                method=prepared.method, url=shown_url, headers=self.redactor.headers(headers),
+                body=body_text)
             self.emit(AttemptStarted(step.id, phase.value, offset + number,
-                                     offset + prepared.retry.attempts,
-                                     prepared.method, self.redactor.text(prepared.url)))
+                                     offset + prepared.retry.attempts, prepared.method,
+                                     shown_url))
 
         def after(number: int, result: http.AttemptResult) -> None:
             final = self._final_state(result)
