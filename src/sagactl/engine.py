@@ -234,7 +234,7 @@ class Engine:
             return self._fail_forward(failed[0], self.states[(failed[0], "action")].error)
         todo = [s for s in self.saga.ordered_steps()
                 if self._state(s.id, Phase.ACTION) is not StepState.SUCCEEDED]
-        deps = {s.id: set(s.needs) for s in todo}
+        deps = {s.id: set(self.saga.waits_on.get(s.id, s.needs)) for s in todo}
         results = self._wave(todo, deps, Phase.ACTION, stop_on_failure=True,
                              deadline=self._deadline)
         self._check_stop()

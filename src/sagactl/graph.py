@@ -63,25 +63,38 @@ def topological_order(needs: Edges, order: Sequence[str]) -> list[str]:
     return result
 
 
+def _bits(needs: Edges, topo: Sequence[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """Each node's bit, and the bits of all its ancestors. Sets of nodes as integers keep
+    this linear-ish where a step without `needs` depends on every step above it."""
+    bit = {node: 1 << i for i, node in enumerate(topo)}
+    above: dict[str, int] = {}
+    for node in topo:
+        mask = 0
+        for dep in needs.get(node, ()):
+            mask |= bit[dep] | above[dep]
+        above[node] = mask
+    return bit, above
+
+
 def ancestors(needs: Edges, topo: Sequence[str]) -> dict[str, frozenset[str]]:
     """For each node, every node it depends on, directly or not."""
-    result: dict[str, frozenset[str]] = {}
-    for node in topo:
-        above: set[str] = set()
-        for dep in needs.get(node, ()):
-            above.add(dep)
-            above |= result[dep]
-        result[node] = frozenset(above)
-    return result
+    bit, above = _bits(needs, topo)
+    return {node: frozenset(n for n in topo if above[node] & bit[n]) for node in topo}
 
 
 def reduce(needs: Edges, above: Mapping[str, frozenset[str]]) -> dict[str, list[str]]:
     """The transitive reduction: only the edges no longer path already implies.
 
-    A step without `needs` depends on every step above it; drawing all those edges would
-    hide the shape of the saga.
+    A step without `needs` depends on every step above it; drawing, or waiting on, all those
+    edges would hide the shape of the saga and cost time.
     """
-    return {
-        node: [d for d in deps if not any(d in above[o] for o in deps if o != d)]
-        for node, deps in needs.items()
-    }
+    order = list(needs)
+    bit = {node: 1 << i for i, node in enumerate(order)}
+    masks = {node: sum(bit[a] for a in above.get(node, ()) if a in bit) for node in order}
+    result: dict[str, list[str]] = {}
+    for node, deps in needs.items():
+        implied = 0
+        for dep in deps:
+            implied |= masks[dep]
+        result[node] = [d for d in deps if not implied & bit[d]]
+    return result

@@ -642,7 +642,9 @@ def _build(data: dict[str, Any], positions: _Positions, file: str, text: str,
         ))
     return Saga(
         name=data["name"], steps=tuple(steps), order=tuple(graph.topological_order(needs, ids)),
-        ancestors=above, path=file, source=text, version=data["version"],
+        ancestors=above, waits_on={k: tuple(v) for k, v in graph.reduce(needs, above).items()},
+        descendants={sid: frozenset(s for s in ids if sid in above[s]) for sid in ids},
+        path=file, source=text, version=data["version"],
         description=data.get("description", ""), inputs=data.get("inputs", {}),
         env=tuple(data.get("env", ())), secrets=tuple(data.get("secrets", ())),
         vars=tuple((data.get("vars") or {}).items()),

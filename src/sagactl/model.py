@@ -199,6 +199,10 @@ class Saga:
     """Step ids in dependency order, file order among independent steps."""
     ancestors: Mapping[str, frozenset[str]]
     """For each step, every step guaranteed to have finished before it starts."""
+    waits_on: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """For each step, the needs that are not implied by others: what it waits on directly."""
+    descendants: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """For each step, every step that cannot start before it has finished."""
     path: str = ""
     source: str = ""
     """The file's text, as journaled."""
@@ -219,7 +223,7 @@ class Saga:
 
     def dependents(self, step_id: str) -> frozenset[str]:
         """Every step that cannot start before `step_id` has finished."""
-        return frozenset(s for s, above in self.ancestors.items() if step_id in above)
+        return self.descendants.get(step_id, frozenset())
 
     def ordered_steps(self) -> list[Step]:
         by_id = {s.id: s for s in self.steps}
