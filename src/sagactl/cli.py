@@ -196,33 +196,87 @@ def _signals() -> Iterator[Any]:
             signal.signal(sig, old)
 
 
+class OutputChoice(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+OutputOption = Annotated[OutputChoice, typer.Option(
+    "--output", "-o", help="text: one line per event; json: one JSON object per line, events "
+                           "then a summary per run (docs/events.md).")]
+JunitOption = Annotated[Path | None, typer.Option(
+    "--junit", metavar="FILE", help="Write a JUnit XML report, even when a run fails or is "
+                                    "interrupted.")]
+EnvFileOption = Annotated[Path | None, typer.Option(
+    "--env-file", metavar="FILE", help="Env and secret values in dotenv syntax; the "
+                                       "environment wins over the file.")]
+
+Call = Callable[[Any, Any, Any], tuple[str, Any]]
+
+
 def _drive(journal: Path | None, durability: DurabilityChoice, quiet: bool,
-           call: Callable[..., tuple[str, Any]], compensating: bool = False) -> None:
+           calls: list[Call], *, output: OutputChoice = OutputChoice.TEXT,
+           junit: Path | None = None, cleanup: Callable[..., tuple[str, Any]] | None = None,
+           compensating: bool = False) -> None:
+    """Drive each call's run in turn; report, and exit with the worst code (3 > 1 > 0)."""
     from sagactl.errors import Interrupted
     from sagactl.journal import Durability
-    from sagactl.render import PlainRenderer, next_commands
-    from sagactl.runs import open_journal
+    from sagactl.junit import RunReport, write_junit
+    from sagactl.render import JsonRenderer, PlainRenderer, next_commands, summary_record
+    from sagactl.runs import open_journal, step_order
 
-    renderer = PlainRenderer(journal_flag=_journal_flag(journal), quiet=quiet)
+    flag = _journal_flag(journal)
+    renderer: Any = JsonRenderer() if output is OutputChoice.JSON else \
+        PlainRenderer(journal_flag=flag, quiet=quiet)
+    reports: list[RunReport] = []
+    worst = 0
+
+    def report(store: Any, run_id: str, code: int, cleanup_from: int | None = None,
+               cleanup_status: str | None = None) -> None:
+        run = store.get_run(run_id)
+        steps, attempts, order = store.steps(run_id), store.attempts(run_id), step_order(run)
+        reports.append(RunReport(run, steps, attempts, order, cleanup_from))
+        if output is OutputChoice.JSON:
+            renderer.write(summary_record(run, steps, attempts, order, code, cleanup_status))
+
     with _reported(), _signals() as stop, \
             open_journal(journal, Durability(durability.value)) as store:
         try:
-            _, status = call(store, renderer, stop)
+            for call in calls:
+                run_id, status = call(store, renderer, stop)
+                code = _EXIT[status.value]
+                if compensating and status.value == "compensated":
+                    code = 0
+                cleanup_from = cleanup_status = None
+                if cleanup is not None and status.value == "succeeded":
+                    # Undo everything, confirmed steps included: a smoke test leaves nothing.
+                    attempts = store.attempts(run_id)
+                    cleanup_from = attempts[-1].id + 1 if attempts else 0
+                    _, undone = cleanup(store, run_id, renderer, stop)
+                    cleanup_status = undone.value
+                    code = 0 if undone.value == "compensated" else 3
+                report(store, run_id, code, cleanup_from, cleanup_status)
+                worst = max(worst, code)
         except Interrupted as exc:
+            if exc.run_id:
+                report(store, exc.run_id, exc.exit_code)
+            if junit:
+                write_junit(junit, reports)
             typer.echo(f"run {exc.run_id} interrupted; it can be carried on or undone:\n"
-                       f"{next_commands(exc.run_id, _journal_flag(journal))}", err=True)
+                       f"{next_commands(exc.run_id, flag)}", err=True)
             sys.stdout.flush()
             # Worker threads may still wait on a slow response: do not wait for them.
             os._exit(exc.exit_code)
-    code = _EXIT[status.value]
-    if compensating and status.value == "compensated":
-        code = 0
-    raise typer.Exit(code)
+        finally:
+            if junit and reports:
+                write_junit(junit, reports)
+    raise typer.Exit(worst)
 
 
 @app.command()
 def run(
-    file: Annotated[Path, typer.Argument(help="The saga file.", show_default=False)],
+    files: Annotated[list[Path], typer.Argument(help="Saga files, each run in turn.",
+                                                show_default=False)],
     input_values: InputOption = None,
     inputs_file: InputsFileOption = None,
     journal: JournalOption = None,
@@ -230,21 +284,47 @@ def run(
     concurrency: ConcurrencyOption = 8,
     run_id: Annotated[str | None, typer.Option("--run-id", help="Use this run id instead of "
                                                                 "a new one.")] = None,
+    cleanup: Annotated[bool, typer.Option("--cleanup", help="After a run succeeds, "
+                                                            "compensate every step: a smoke "
+                                                            "test that leaves nothing.")]
+    = False,
+    junit: JunitOption = None,
+    output: OutputOption = OutputChoice.TEXT,
+    env_file: EnvFileOption = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Validate the saga, then run it: print the run id, one line per event, then a summary.
-    Exit 0 succeeded, 1 failed and compensated, 2 bad input (nothing sent), 3 stuck."""
+    """Validate the sagas, then run each in turn: print the run id, one line per event, then a
+    summary. Exit 0 succeeded, 1 failed and compensated, 2 bad input (nothing sent), 3 stuck;
+    with several files, the worst."""
     with _reported():
-        from sagactl.inputs import read_inputs_file, resolve_inputs
-        from sagactl.loader import load
-        from sagactl.runs import start_run
+        from sagactl.envfile import with_env_file
+        from sagactl.inputs import read_inputs_file, resolve_many
+        from sagactl.runs import compensate_run, load_all, start_run
 
-        saga = load(file)
+        environ = with_env_file(os.environ, env_file)
+        sagas = load_all(files, cleanup=cleanup)
+        if run_id and len(sagas) > 1:
+            raise _usage("--run-id names one run: give one saga file with it")
         from_file = read_inputs_file(inputs_file) if inputs_file else None
-        inputs = resolve_inputs(saga, input_values or [], from_file)
-    _drive(journal, durability, quiet, lambda store, renderer, stop: start_run(
-        saga, inputs, store, os.environ, on_event=renderer, concurrency=concurrency,
-        run_id=run_id, stop=stop))
+        inputs = resolve_many(sagas, input_values or [], from_file)
+
+    def starter(saga: Any, values: Any) -> Call:
+        return lambda store, renderer, stop: start_run(
+            saga, values, store, environ, on_event=renderer, concurrency=concurrency,
+            run_id=run_id, stop=stop)
+
+    _drive(journal, durability, quiet,
+           [starter(saga, values) for saga, values in zip(sagas, inputs, strict=True)],
+           output=output, junit=junit,
+           cleanup=(lambda store, rid, renderer, stop: compensate_run(
+               store, rid, environ, on_event=renderer, concurrency=concurrency, yes=True,
+               stop=stop)) if cleanup else None)
+
+
+def _usage(message: str) -> Exception:
+    from sagactl.errors import UsageError
+
+    return UsageError(message)
 
 
 RunArgument = Annotated[str, typer.Argument(metavar="RUN", show_default=False,
@@ -258,14 +338,21 @@ def resume(
     journal: JournalOption = None,
     durability: DurabilityOption = DurabilityChoice.FULL,
     concurrency: ConcurrencyOption = 8,
+    junit: JunitOption = None,
+    output: OutputOption = OutputChoice.TEXT,
+    env_file: EnvFileOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Carry a run on from where it stopped (forward, confirm or compensation), with the saga
     text stored in the journal. Secrets are read from the environment again."""
-    from sagactl.runs import resume_run
+    with _reported():
+        from sagactl.envfile import with_env_file
+        from sagactl.runs import resume_run
 
-    _drive(journal, durability, quiet, lambda store, renderer, stop: resume_run(
-        store, run_id, os.environ, on_event=renderer, concurrency=concurrency, stop=stop))
+        environ = with_env_file(os.environ, env_file)
+    _drive(journal, durability, quiet, [lambda store, renderer, stop: resume_run(
+        store, run_id, environ, on_event=renderer, concurrency=concurrency, stop=stop)],
+        output=output, junit=junit)
 
 
 @app.command()
@@ -276,15 +363,21 @@ def compensate(
     concurrency: ConcurrencyOption = 8,
     yes: Annotated[bool, typer.Option("--yes", help="Also undo a run that succeeded (when no "
                                                     "pivot step ran).")] = False,
+    junit: JunitOption = None,
+    output: OutputOption = OutputChoice.TEXT,
+    env_file: EnvFileOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Roll a run back: compensate every step whose action may have taken effect, each after
     the steps that depend on it. Exit 0 when fully compensated, 3 when stuck."""
-    from sagactl.runs import compensate_run
+    with _reported():
+        from sagactl.envfile import with_env_file
+        from sagactl.runs import compensate_run
 
-    _drive(journal, durability, quiet, lambda store, renderer, stop: compensate_run(
-        store, run_id, os.environ, on_event=renderer, concurrency=concurrency, yes=yes,
-        stop=stop), compensating=True)
+        environ = with_env_file(os.environ, env_file)
+    _drive(journal, durability, quiet, [lambda store, renderer, stop: compensate_run(
+        store, run_id, environ, on_event=renderer, concurrency=concurrency, yes=yes,
+        stop=stop)], output=output, junit=junit, compensating=True)
 
 
 class StatusChoice(StrEnum):
@@ -303,34 +396,45 @@ def list_command(
     name: Annotated[str | None, typer.Option("--name", help="Only runs of this saga.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 20,
     journal: JournalOption = None,
+    output: OutputOption = OutputChoice.TEXT,
 ) -> None:
     """List runs, newest first: id, saga, status (a run whose process is gone shows as
     interrupted), start time."""
     with _reported():
-        from sagactl.render import format_list
+        from sagactl.render import JsonRenderer, format_list, list_records
         from sagactl.runs import list_runs, open_journal
 
         with open_journal(journal) as store:
-            typer.echo(format_list(list_runs(store, status=status.value if status else None,
-                                             name=name, limit=limit)))
+            runs = list_runs(store, status=status.value if status else None, name=name,
+                             limit=limit)
+        if output is OutputChoice.JSON:
+            for record in list_records(runs):
+                JsonRenderer().write(record)
+        else:
+            typer.echo(format_list(runs))
 
 
 @app.command()
 def show(
     run_id: RunArgument,
     journal: JournalOption = None,
+    output: OutputOption = OutputChoice.TEXT,
 ) -> None:
     """Show one run: its saga, every step's state and outputs, and every attempt with its
     status, duration and error, on a time line from the run's start."""
     with _reported():
-        from sagactl.render import format_show
+        from sagactl.render import JsonRenderer, format_show, show_record
         from sagactl.runs import open_journal, shown_status, step_order
 
         with open_journal(journal) as store:
             record = store.find_run(run_id)
             order = step_order(record)
-            typer.echo(format_show(record, shown_status(record), store.steps(record.id),
-                                   store.attempts(record.id), order))
+            steps, attempts = store.steps(record.id), store.attempts(record.id)
+        if output is OutputChoice.JSON:
+            JsonRenderer().write(show_record(record, shown_status(record), steps, attempts,
+                                             order))
+        else:
+            typer.echo(format_show(record, shown_status(record), steps, attempts, order))
 
 
 class ServiceName(StrEnum):

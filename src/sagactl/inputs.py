@@ -17,7 +17,7 @@ from typing import Any
 from sagactl.errors import InputError, UsageError
 from sagactl.model import Saga
 
-__all__ = ["describe_schema", "read_inputs_file", "resolve_inputs"]
+__all__ = ["describe_schema", "read_inputs_file", "resolve_inputs", "resolve_many"]
 
 _INTEGER = re.compile(r"^[+-]?[0-9]+$")
 _TRUE = {"true", "yes", "on", "1"}
@@ -167,4 +167,28 @@ def resolve_inputs(
         result[name] = value
     if problems:
         raise InputError(problems)
+    return result
+
+
+def resolve_many(sagas: Sequence[Saga], assignments: Sequence[str],
+                 file_values: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Inputs for each of several sagas run in one call: each saga takes the values it
+    declares; a value that no saga declares is an error."""
+    if len(sagas) == 1:
+        return [resolve_inputs(sagas[0], assignments, file_values)]
+    declared = {name for saga in sagas for name in saga.inputs}
+    named = [(item.partition("=")[0].strip(), item) for item in assignments]
+    unknown = sorted({n for n, _ in named if n not in declared} |
+                     {n for n in (file_values or {}) if n not in declared})
+    if unknown:
+        raise InputError([(n, "not declared by any of the sagas given") for n in unknown])
+    result = []
+    for saga in sagas:
+        mine = [item for n, item in named if n in saga.inputs]
+        values = {k: v for k, v in (file_values or {}).items() if k in saga.inputs}
+        try:
+            result.append(resolve_inputs(saga, mine, values))
+        except InputError as exc:
+            raise InputError([(f"{n}' of saga '{saga.name}", m) for n, m in exc.problems]) \
+                from None
     return result

@@ -19,7 +19,8 @@ from sagactl.events import (
 )
 from sagactl.journal import AttemptRecord, RunRecord, StepRecord
 
-__all__ = ["PlainRenderer", "format_list", "format_show", "next_commands"]
+__all__ = ["JsonRenderer", "PlainRenderer", "format_list", "format_show", "list_records",
+           "next_commands", "show_record", "summary_record"]
 
 
 def _clock(now: float | None = None) -> str:
@@ -122,3 +123,76 @@ def format_show(run: RunRecord, shown_status: str, steps: dict[tuple[str, str], 
         lines.append(f"  +{a.started_at - start:7.3f}s {a.step_id} {a.phase} #{a.attempt} "
                      f"{a.method} {a.url} -> {status} {a.outcome or 'in flight'} {took}{error}")
     return "\n".join(lines)
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def _iso(seconds: float) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{stamp}.{int(seconds % 1 * 1000):03d}Z"
+
+
+class JsonRenderer:
+    """JSON Lines on `out`: one object per event (docs/events.md), versioned by `"v": 1`."""
+
+    def __init__(self, out: IO[str] | None = None) -> None:
+        self.out = out or sys.stdout
+
+    def write(self, record: dict[str, object]) -> None:
+        self.out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self.out.flush()
+
+    def __call__(self, event: Event) -> None:
+        import dataclasses
+
+        self.write({"v": 1, "event": _snake(type(event).__name__), "time": _iso(time.time()),
+                    **dataclasses.asdict(event)})
+
+
+def summary_record(run: RunRecord, steps: dict[tuple[str, str], StepRecord],
+                   attempts: Sequence[AttemptRecord], order: Sequence[str], exit_code: int,
+                   cleanup: str | None = None) -> dict[str, object]:
+    """The last JSON line of a run: its outcome and every step's state."""
+    per_step = []
+    for step_id in order:
+        entry: dict[str, object] = {"id": step_id}
+        for phase in ("action", "compensate", "confirm"):
+            record = steps.get((step_id, phase))
+            entry[phase] = record.state.value if record else None
+        mine = [a for a in attempts if a.step_id == step_id]
+        entry["attempts"] = len(mine)
+        entry["duration_ms"] = round(sum(a.duration_ms or 0 for a in mine), 3)
+        per_step.append(entry)
+    return {"v": 1, "event": "summary", "run": run.id, "saga": run.name, "file": run.saga_path,
+            "status": run.status.value, "cleanup": cleanup, "exit_code": exit_code,
+            "error": run.error,
+            "duration_s": round((run.finished_at or run.updated_at) - run.created_at, 3),
+            "steps": per_step}
+
+
+def list_records(runs: Sequence[tuple[RunRecord, str]]) -> list[dict[str, object]]:
+    return [{"v": 1, "run": run.id, "saga": run.name, "status": status,
+             "created": _iso(run.created_at),
+             "finished": _iso(run.finished_at) if run.finished_at else None,
+             "error": run.error} for run, status in runs]
+
+
+def show_record(run: RunRecord, shown: str, steps: dict[tuple[str, str], StepRecord],
+                attempts: Sequence[AttemptRecord], order: Sequence[str]) -> dict[str, object]:
+    """`show --output json`: the run, its steps and every attempt."""
+    record = summary_record(run, steps, attempts, order, exit_code=0)
+    del record["exit_code"]
+    record.update(event="run", status=shown, inputs=run.inputs, created=_iso(run.created_at))
+    for entry in record["steps"]:  # type: ignore[attr-defined]
+        action = steps.get((entry["id"], "action"))
+        entry["outputs"] = action.outputs if action else {}
+    record["attempts"] = [
+        {"step": a.step_id, "phase": a.phase, "attempt": a.attempt, "started": _iso(a.started_at),
+         "duration_ms": a.duration_ms, "method": a.method, "url": a.url,
+         "status": a.status, "outcome": a.outcome, "error": a.error_message,
+         "request_headers": a.request_headers, "request_body": a.request_body,
+         "response_headers": a.response_headers, "response_body": a.response_body}
+        for a in attempts]
+    return record

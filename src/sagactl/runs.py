@@ -29,8 +29,16 @@ if TYPE_CHECKING:
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{3,63}$")
 
-__all__ = ["compensate_run", "list_runs", "open_journal", "resume_run", "shown_status",
-           "start_run", "step_order"]
+__all__ = [
+    "compensate_run",
+    "list_runs",
+    "load_all",
+    "open_journal",
+    "resume_run",
+    "shown_status",
+    "start_run",
+    "step_order",
+]
 
 
 def open_journal(path: str | Path | None, durability: Durability = Durability.FULL) -> Journal:
@@ -147,3 +155,29 @@ def step_order(run: RunRecord) -> list[str]:
 
     data = parse_data(run.saga_text)
     return [s["id"] for s in data.get("steps", []) if isinstance(s, dict) and "id" in s]
+
+
+def load_all(files: Sequence[str | Path], *, cleanup: bool = False) -> list[Saga]:
+    """Every saga file, checked before any is run: all their problems at once."""
+    from sagactl.errors import DefinitionError, DefinitionErrors
+    from sagactl.loader import load
+    from sagactl.model import StepKind
+
+    sagas: list[Saga] = []
+    problems: list[DefinitionError] = []
+    for file in files:
+        try:
+            sagas.append(load(file))
+        except DefinitionErrors as exc:
+            problems.extend(exc.errors)
+    if problems:
+        # File by file, in the order given; each file's already sorted by position.
+        raise DefinitionErrors(problems, by_position=False)
+    if cleanup:
+        for saga in sagas:
+            pivots = [s.id for s in saga.steps if s.kind is StepKind.PIVOT]
+            if pivots:
+                raise UsageError(f"{saga.path}: --cleanup cannot undo pivot step"
+                                 f"{'s' if len(pivots) > 1 else ''} {', '.join(pivots)}: "
+                                 "give them a compensate request, or run without --cleanup")
+    return sagas

@@ -1,0 +1,99 @@
+"""JUnit XML reports (`--junit FILE`): one <testsuite> per run, one <testcase> per step action,
+and one per compensation and confirm that ran, each with its own classname, so that CI
+consumers (GitHub, GitLab, Jenkins) show every step.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sagactl.journal import AttemptRecord, RunRecord, StepRecord
+
+__all__ = ["RunReport", "write_junit"]
+
+SNIPPET = 2048
+_PHASES = ("action", "confirm", "compensate")
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What the report needs of one run, read from the journal once it ended."""
+
+    run: RunRecord
+    steps: dict[tuple[str, str], StepRecord]
+    attempts: Sequence[AttemptRecord]
+    order: Sequence[str]
+    cleanup_from: int | None = None
+    """Attempts with an id at or above this one belong to `--cleanup`."""
+
+
+def _classname(report: RunReport, phase: str, cleanup: bool) -> str:
+    return f"{report.run.name}.{'cleanup' if cleanup else phase}"
+
+
+def _suite(report: RunReport) -> ET.Element:
+    run = report.run
+    suite = ET.Element("testsuite", name=f"{run.name} {run.id}", timestamp=time.strftime(
+        "%Y-%m-%dT%H:%M:%S", time.gmtime(run.created_at)), hostname=socket.gethostname())
+    props = ET.SubElement(suite, "properties")
+    for name, value in (("run", run.id), ("file", run.saga_path), ("status", run.status.value)):
+        ET.SubElement(props, "property", name=name, value=value)
+    counts = {"tests": 0, "failures": 0, "skipped": 0}
+    total = 0.0
+    for step_id in report.order:
+        for phase in _PHASES:
+            mine = [a for a in report.attempts if a.step_id == step_id and a.phase == phase]
+            groups = [(False, [a for a in mine if report.cleanup_from is None
+                               or a.id < report.cleanup_from]),
+                      (True, [a for a in mine if report.cleanup_from is not None
+                              and a.id >= report.cleanup_from])]
+            for cleanup, attempts in groups:
+                record = report.steps.get((step_id, phase))
+                if not attempts and not (phase == "action" and not cleanup):
+                    continue
+                seconds = sum(a.duration_ms or 0 for a in attempts) / 1000
+                total += seconds
+                case = ET.SubElement(suite, "testcase", name=step_id,
+                                     classname=_classname(report, phase, cleanup),
+                                     time=f"{seconds:.3f}")
+                counts["tests"] += 1
+                if not attempts:
+                    ET.SubElement(case, "skipped", message="never started")
+                    counts["skipped"] += 1
+                    continue
+                last = attempts[-1]
+                state = record.state.value if record else "running"
+                if last.outcome != "success" or state not in ("succeeded",):
+                    counts["failures"] += 1
+                    message = f"{phase} {state}: {last.error_message or last.outcome}"
+                    failure = ET.SubElement(case, "failure", message=message,
+                                            type=last.error_class or "Error")
+                    lines = [f"{last.method} {last.url}",
+                             f"status: {last.status if last.status is not None else '-'}",
+                             f"attempts: {len(attempts)}"]
+                    if last.response_body:
+                        lines.append(last.response_body[:SNIPPET])
+                    failure.text = "\n".join(lines)
+    suite.set("tests", str(counts["tests"]))
+    suite.set("failures", str(counts["failures"]))
+    suite.set("errors", "0")
+    suite.set("skipped", str(counts["skipped"]))
+    suite.set("time", f"{total:.3f}")
+    return suite
+
+
+def write_junit(path: str | Path, reports: Sequence[RunReport]) -> None:
+    """Write the report of every run, one <testsuite> each, in order."""
+    root = ET.Element("testsuites", name="sagactl")
+    for report in reports:
+        root.append(_suite(report))
+    for attr in ("tests", "failures", "errors", "skipped"):
+        root.set(attr, str(sum(int(s.get(attr, "0")) for s in root)))
+    root.set("time", f"{sum(float(s.get('time', '0')) for s in root):.3f}")
+    ET.indent(root)
+    Path(path).write_bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
