@@ -133,7 +133,7 @@ def test_unmet_expectation_after_the_service_applied_is_compensated(tmp_path: Pa
     run_id = h.journal.list_runs()[0].id
     step = h.journal.steps(run_id)[("c", "action")]
     assert step.applied and step.error == \
-        "expect.that[0] response.json.id == \"other\": is False"
+        'expect.that[0] response.json.id == "other": actual "r-9" (str)'
 
 
 def test_journal_keeps_request_and_response(tmp_path: Path) -> None:

@@ -162,6 +162,9 @@ DurabilityOption = Annotated[
 ConcurrencyOption = Annotated[
     int, typer.Option("--concurrency", min=1, max=256, help="Steps in flight at most.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")]
+VerboseOption = Annotated[bool, typer.Option(
+    "--verbose", "-v", help="Also print each request and response, curl-style, secrets "
+                            "masked.")]
 
 # Exit codes of SPEC §5.1, for `run` and `resume`; `compensate` maps compensated to 0.
 _EXIT = {"succeeded": 0, "compensated": 1, "stuck": 3}
@@ -215,7 +218,8 @@ Call = Callable[[Any, Any, Any], tuple[str, Any]]
 
 
 def _drive(journal: Path | None, durability: DurabilityChoice, quiet: bool,
-           calls: list[Call], *, output: OutputChoice = OutputChoice.TEXT,
+           calls: list[Call], *, verbose: bool = False,
+           output: OutputChoice = OutputChoice.TEXT,
            junit: Path | None = None, cleanup: Callable[..., tuple[str, Any]] | None = None,
            compensating: bool = False) -> None:
     """Drive each call's run in turn; report, and exit with the worst code (3 > 1 > 0)."""
@@ -227,7 +231,7 @@ def _drive(journal: Path | None, durability: DurabilityChoice, quiet: bool,
 
     flag = _journal_flag(journal)
     renderer: Any = JsonRenderer() if output is OutputChoice.JSON else \
-        PlainRenderer(journal_flag=flag, quiet=quiet)
+        PlainRenderer(journal_flag=flag, quiet=quiet, verbose=verbose)
     reports: list[RunReport] = []
     worst = 0
 
@@ -292,6 +296,7 @@ def run(
     output: OutputOption = OutputChoice.TEXT,
     env_file: EnvFileOption = None,
     quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Validate the sagas, then run each in turn: print the run id, one line per event, then a
     summary. Exit 0 succeeded, 1 failed and compensated, 2 bad input (nothing sent), 3 stuck;
@@ -315,7 +320,7 @@ def run(
 
     _drive(journal, durability, quiet,
            [starter(saga, values) for saga, values in zip(sagas, inputs, strict=True)],
-           output=output, junit=junit,
+           verbose=verbose, output=output, junit=junit,
            cleanup=(lambda store, rid, renderer, stop: compensate_run(
                store, rid, environ, on_event=renderer, concurrency=concurrency, yes=True,
                stop=stop)) if cleanup else None)
@@ -342,6 +347,7 @@ def resume(
     output: OutputOption = OutputChoice.TEXT,
     env_file: EnvFileOption = None,
     quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Carry a run on from where it stopped (forward, confirm or compensation), with the saga
     text stored in the journal. Secrets are read from the environment again."""
@@ -352,7 +358,7 @@ def resume(
         environ = with_env_file(os.environ, env_file)
     _drive(journal, durability, quiet, [lambda store, renderer, stop: resume_run(
         store, run_id, environ, on_event=renderer, concurrency=concurrency, stop=stop)],
-        output=output, junit=junit)
+        verbose=verbose, output=output, junit=junit)
 
 
 @app.command()
@@ -367,6 +373,7 @@ def compensate(
     output: OutputOption = OutputChoice.TEXT,
     env_file: EnvFileOption = None,
     quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Roll a run back: compensate every step whose action may have taken effect, each after
     the steps that depend on it. Exit 0 when fully compensated, 3 when stuck."""
@@ -377,7 +384,7 @@ def compensate(
         environ = with_env_file(os.environ, env_file)
     _drive(journal, durability, quiet, [lambda store, renderer, stop: compensate_run(
         store, run_id, environ, on_event=renderer, concurrency=concurrency, yes=yes,
-        stop=stop)], output=output, junit=junit, compensating=True)
+        stop=stop)], verbose=verbose, output=output, junit=junit, compensating=True)
 
 
 class StatusChoice(StrEnum):

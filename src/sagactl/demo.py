@@ -46,9 +46,11 @@ class DemoFaults:
     def apply(self, name: str, service: Service) -> None:
         path = _PATHS[name]
         if name in self.fail:
-            service.faults.append(Fault("PUT", path, status=422, times=None))
+            service.faults.append(Fault("PUT", path, status=422, times=None, body={
+                "error": f"{name} rejects this request"}))
         if name in self.flaky:
-            service.faults.append(Fault("PUT", path, status=503, times=2))
+            service.faults.append(Fault("PUT", path, status=503, times=2, body={
+                "error": f"{name} is busy, try again"}))
         if name in self.slow:
             service.faults.append(Fault("PUT", path, kind="delay_after", delay=6.0, times=1))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import heapq
+import json
 import os
 import queue
 import socket
@@ -56,6 +57,23 @@ class _Result:
     applied: bool = False
     outputs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+
+
+def _clip(text: str | None, limit: int = 2048) -> str | None:
+    return text if text is None or len(text) <= limit else text[:limit] + "…"
+
+
+def _shown(value: Any) -> str:
+    """A value with its type, as a failed expectation reports it: `false (bool)`."""
+    kind = {bool: "bool", int: "int", float: "float", str: "str", list: "list",
+            dict: "dict", type(None): "null"}.get(type(value), type(value).__name__)
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    if len(text) > 200:
+        text = text[:200] + "…"
+    return f"{text} ({kind})"
 
 
 def read_secrets(saga: Saga, environ: Mapping[str, str]) -> dict[str, str]:
@@ -429,6 +447,7 @@ class Engine:
 
         shown_url = self.redactor.text(prepared.url)
         sent_headers: dict[int, dict[str, str]] = {}
+        last_body: list[str | None] = [None]
 
         def headers_for(number: int) -> dict[str, str]:
             return sent_headers[number]
@@ -443,23 +462,26 @@ class Engine:
                 body=body_text)
             self.emit(AttemptStarted(step.id, phase.value, offset + number,
                                      offset + prepared.retry.attempts, prepared.method,
-                                     shown_url))
+                                     shown_url, self.redactor.headers(headers),
+                                     _clip(body_text)))
 
         def after(number: int, result: http.AttemptResult) -> None:
             final = self._final_state(result)
             response = result.response
             error = self.redactor.text(result.error_message) if result.error_message else None
             outputs = self.redactor.value(result.outputs) if final else None
+            shown_headers = self.redactor.headers(response.headers) if response else None
+            shown_body = self.redactor.text(response.text) if response else None
             journal.finish_attempt(
                 attempt_ids[number], outcome=result.outcome.value,
                 duration_ms=result.duration_ms, status=result.status,
                 error_class=result.error_class, error_message=error,
-                response_headers=self.redactor.headers(response.headers) if response else None,
-                response_body=self.redactor.text(response.text) if response else None,
+                response_headers=shown_headers, response_body=shown_body,
                 step_state=final, applied=result.applied, outputs=outputs)
+            last_body[0] = shown_body
             self.emit(AttemptFinished(step.id, phase.value, offset + number,
-                                      result.outcome.value,
-                                      result.status, error, result.duration_ms))
+                                      result.outcome.value, result.status, error,
+                                      result.duration_ms, shown_headers, _clip(shown_body)))
 
         result = http.send(
             self.client, prepared, headers_for, lambda view: self._check(step, phase, view),
@@ -481,8 +503,14 @@ class Engine:
         self.states[(step.id, phase.value)] = record
         if state is StepState.SUCCEEDED and phase is Phase.ACTION:
             self.outputs[step.id] = {"outputs": result.outputs}
-        self.emit(StepFinished(step.id, phase.value, state.value, error))
+        self.emit(StepFinished(step.id, phase.value, state.value, error,
+                               self._where(step, phase), f"{prepared.method} {shown_url}",
+                               _clip(last_body[0], 300)))
         return _Result(state, record.applied, result.outputs, error)
+
+    def _where(self, step: Step, phase: Phase) -> str:
+        request = step.request(phase)
+        return f"{self.saga.path}:{request.line if request else step.line}"
 
     @staticmethod
     def _final_state(result: http.AttemptResult) -> StepState | None:
@@ -498,7 +526,8 @@ class Engine:
         record = StepRecord(step.id, phase.value, StepState.FAILED, False, {}, 0, None, error,
                             time.time())
         self.states[(step.id, phase.value)] = record
-        self.emit(StepFinished(step.id, phase.value, StepState.FAILED.value, error))
+        self.emit(StepFinished(step.id, phase.value, StepState.FAILED.value, error,
+                               self._where(step, phase)))
         return _Result(StepState.FAILED, error=error)
 
     def _saga_headers(self, prepared: PreparedRequest, number: int,
@@ -526,7 +555,10 @@ class Engine:
             except TemplateProblem as exc:
                 return {}, f"expect.that[{i}] {expression}: {exc}"
             if not value:
-                return {}, f"expect.that[{i}] {expression}: is {value!r}"
+                known, actual = self.renderer.actual(expression, scope)
+                if known:
+                    return {}, f"expect.that[{i}] {expression}: actual {_shown(actual)}"
+                return {}, f"expect.that[{i}] {expression}: is {_shown(value)}"
         if phase is not Phase.ACTION or not step.outputs:
             return {}, None
         outputs: dict[str, Any] = {}

@@ -3,7 +3,7 @@ prints."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["AttemptFinished", "AttemptStarted", "Event", "PhaseStarted", "RunFinished",
            "RunStarted", "StepFinished"]
@@ -33,6 +33,10 @@ class AttemptStarted:
     attempts: int
     method: str
     url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    """As sent, with secrets and credentials masked."""
+    body: str | None = None
+    """As sent, masked, at most 2 KiB."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,9 @@ class AttemptFinished:
     status: int | None
     error: str | None
     duration_ms: float
+    response_headers: dict[str, str] | None = None
+    response_body: str | None = None
+    """Masked, at most 2 KiB."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,12 @@ class StepFinished:
     phase: str
     state: str
     error: str | None = None
+    where: str = ""
+    """`FILE:LINE` of the request in the saga file."""
+    request: str | None = None
+    """`METHOD URL` of the last attempt, when one was sent."""
+    response: str | None = None
+    """The start of the last response's body, when there was one."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import IO
 
 from sagactl.events import (
     AttemptFinished,
+    AttemptStarted,
     Event,
     PhaseStarted,
     RunFinished,
@@ -34,21 +35,27 @@ def next_commands(run_id: str, journal_flag: str = "") -> str:
 
 
 class PlainRenderer:
-    """One grep-able line per event on `out`; the run id alone on the first line."""
+    """One grep-able line per event on `out`; the run id alone on the first line; with
+    `verbose`, each request and response curl-style (`>` sent, `<` received)."""
 
     def __init__(self, out: IO[str] | None = None, *, journal_flag: str = "",
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, verbose: bool = False) -> None:
         self.out = out or sys.stdout
         self.journal_flag = journal_flag
         self.quiet = quiet
-        self.attempts: dict[tuple[str, str], int] = {}
+        self.verbose = verbose and not quiet
+        self.failure: StepFinished | None = None
 
     def line(self, text: str) -> None:
         self.out.write(text + "\n")
         self.out.flush()
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, StepFinished) and event.state != "succeeded" and \
+                self.failure is None:
+            self.failure = event  # the first failure is the cause the summary explains
         if isinstance(event, RunStarted):
+            self.failure = None
             self.line(event.run_id)
             if not self.quiet:
                 verb = "resuming" if event.resumed else "running"
@@ -58,7 +65,13 @@ class PlainRenderer:
         elif isinstance(event, PhaseStarted):
             if event.phase != "forward":
                 self.line(f"{_clock()} -- {event.phase}")
+        elif isinstance(event, AttemptStarted):
+            if self.verbose:
+                self.exchange(">", f"{event.method} {event.url}", event.headers, event.body)
         elif isinstance(event, AttemptFinished):
+            if self.verbose and event.status is not None:
+                self.exchange("<", str(event.status), event.response_headers or {},
+                              event.response_body)
             result = str(event.status) if event.status is not None else "no response"
             if event.outcome != "success" and event.error:
                 result = f"{event.outcome}: {event.error}"
@@ -71,10 +84,25 @@ class PlainRenderer:
         elif isinstance(event, RunFinished):
             self.summary(event)
 
+    def exchange(self, mark: str, first: str, headers: dict[str, str],
+                 body: str | None) -> None:
+        lines = [f"{mark} {first}", *(f"{mark} {k}: {v}" for k, v in headers.items())]
+        if body:
+            lines += [f"{mark}", *(f"{mark} {part}" for part in body.splitlines())]
+        self.out.write("\n".join(lines) + "\n")
+
     def summary(self, event: RunFinished) -> None:
         text = f"run {event.run_id} {event.status} in {event.duration_s:.2f}s"
+        failure = self.failure
         if event.error and event.status != "succeeded":
             text += f"\n  cause: {event.error}"
+            if failure is not None:
+                # Where to look, as a compiler would say it: file and line, then the request.
+                text += f"\n    --> {failure.where} ({failure.step} {failure.phase})"
+                if failure.request:
+                    text += f"\n    {failure.request}"
+                if failure.response:
+                    text += f"\n    response: {' '.join(failure.response.split())}"
         if event.status == "stuck":
             text += "\n" + next_commands(event.run_id, self.journal_flag)
         self.line(text)

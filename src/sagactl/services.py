@@ -40,6 +40,8 @@ class Fault:
     delay: float = 0.0
     times: int | None = 1
     headers: dict[str, str] = field(default_factory=dict)
+    body: Any = field(default_factory=lambda: {"error": "injected"})
+    """The answer's JSON body, for `status` faults."""
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method in ("*", method) and path.startswith(self.path)
@@ -172,7 +174,7 @@ class Service:
                 key = self.headers.get("Idempotency-Key", "")
                 fault = service._fault(self.command, path)
                 if fault and fault.kind == "status":
-                    self._reply(fault.status, {"error": "injected"}, fault.headers)
+                    self._reply(fault.status, fault.body, fault.headers)
                     return
                 if fault and fault.kind == "drop_before":
                     self.close_connection = True

@@ -291,3 +291,25 @@ class Renderer:
     def evaluate(self, expression: str, context: Mapping[str, Any]) -> Any:
         """The value of a bare expression. Raises TemplateProblem."""
         return self.render("{{ " + expression + " }}", context)
+
+    def actual(self, expression: str, context: Mapping[str, Any]) -> tuple[bool, Any]:
+        """For a comparison `A == B`, (True, the value of A): what a failed expectation
+        reports as the actual value. (False, None) for any other expression."""
+        import copy
+
+        from jinja2.environment import TemplateExpression
+
+        try:
+            body = _parse("{{ " + expression + " }}").body
+        except TemplateProblem:
+            return False, None
+        node = body[0].nodes[0] if body and isinstance(body[0], nodes.Output) else None
+        if not isinstance(node, nodes.Compare) or len(node.ops) != 1:
+            return False, None
+        assign = nodes.Assign(nodes.Name("result", "store"), copy.deepcopy(node.expr),
+                              lineno=1)
+        try:
+            template = self._env.from_string(nodes.Template([assign], lineno=1))
+            return True, TemplateExpression(template, False)(**context)
+        except (jinja2.TemplateError, TypeError, ValueError, LookupError):
+            return False, None

@@ -1,0 +1,135 @@
+"""What users see in plain mode (exactly), in JSON (as documented), with -v (curl-style), and
+that no secret reaches any of it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+import sagas
+from helpers import ROOT
+from sagactl.services import Fault, Service
+from test_run import TOKEN, Runs
+
+MASKS = [(re.compile(r"\b[0-9A-HJKMNP-TV-Z]{26}\b"), "<RUN>"),
+         (re.compile(r"\b\d{2}:\d{2}:\d{2}\.\d{3}\b"), "<TIME>"),
+         (re.compile(r"\(\d+ms\)"), "(<MS>)"), (re.compile(r"\bin \d+\.\d+s\b"), "in <S>s"),
+         (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:<PORT>"),
+         (re.compile(r"\(journal [^)]+\)"), "(journal <JOURNAL>)")]
+
+
+def masked(text: str) -> str:
+    for pattern, replacement in MASKS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+@pytest.fixture
+def runs(tmp_path: Path, service: Service) -> Runs:
+    return Runs(tmp_path, service)
+
+
+def test_plain_output_of_a_succeeding_run(runs: Runs) -> None:
+    result = runs("run", str(runs.file(sagas.THREE)), COLUMNS="80")
+    assert result.exit_code == 0
+    assert masked(result.stdout) == """\
+<RUN>
+<TIME> running saga three (journal <JOURNAL>)
+<TIME> a action attempt 1 201 (<MS>)
+<TIME> b action attempt 1 201 (<MS>)
+<TIME> c action attempt 1 201 (<MS>)
+run <RUN> succeeded in <S>s
+"""
+
+
+def test_plain_output_of_a_compensated_run(runs: Runs, service: Service) -> None:
+    service.faults += [Fault("PUT", "/b/", status=503, times=1),
+                       Fault("PUT", "/c/", status=409, body={"error": "taken"})]
+    path = runs.file(sagas.THREE)
+    line = next(i for i, text in enumerate(sagas.THREE.splitlines(), start=1)
+                if text == "  - id: c") + 1
+    result = runs("run", str(path), COLUMNS="80")
+    assert result.exit_code == 1
+    assert masked(result.stdout) == f"""\
+<RUN>
+<TIME> running saga three (journal <JOURNAL>)
+<TIME> a action attempt 1 201 (<MS>)
+<TIME> b action attempt 1 retryable: status 503, retried (<MS>)
+<TIME> b action attempt 2 201 (<MS>)
+<TIME> c action attempt 1 failure: status 409, expected 2xx (<MS>)
+<TIME> c action failed: status 409, expected 2xx
+<TIME> -- compensate
+<TIME> b compensate attempt 1 200 (<MS>)
+<TIME> a compensate attempt 1 200 (<MS>)
+run <RUN> compensated in <S>s
+  cause: step c: status 409, expected 2xx
+    --> {path}:{line} (c action)
+    PUT http://127.0.0.1:<PORT>/c/<RUN>
+    response: {{"error": "taken"}}
+"""
+
+
+def test_an_unmet_expectation_shows_the_actual_value_and_type(runs: Runs,
+                                                              service: Service) -> None:
+    text = sagas.THREE.replace('json: {v: 3}}', 'json: {v: 3}, '
+                               'expect: {that: ["response.json.v == 4"]}}')
+    result = runs("run", str(runs.file(text)))
+    assert result.exit_code == 1
+    assert "cause: step c: expect.that[0] response.json.v == 4: actual 3 (int)" in result.stdout
+
+
+def _documented_fields() -> dict[str, set[str]]:
+    """The fields column of docs/events.md's table, without the parenthesised notes."""
+    table = (ROOT / "docs" / "events.md").read_text().split("## The summary")[0]
+    return {kind: set(re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", fields)))
+            for kind, fields in re.findall(r"^\| `(\w+)` \| (.*?) \|", table, re.M)
+            if kind != "event"}
+
+
+def test_every_json_event_has_exactly_the_documented_fields(runs: Runs,
+                                                             service: Service) -> None:
+    service.faults.append(Fault("PUT", "/c/", status=400))
+    result = runs("run", str(runs.file(sagas.THREE)), "--output", "json")
+    documented = _documented_fields()
+    assert set(documented) == {"run_started", "phase_started", "attempt_started",
+                               "attempt_finished", "step_finished", "run_finished"}
+    seen = set()
+    for record in map(json.loads, result.stdout.splitlines()):
+        kind = record["event"]
+        seen.add(kind)
+        if kind == "summary":
+            assert record["exit_code"] == result.exit_code == 1
+            continue
+        assert set(record) - {"v", "event", "time"} == documented[kind], kind
+    assert seen == set(documented) | {"summary"}
+
+
+def test_verbose_shows_requests_and_responses_curl_style(runs: Runs) -> None:
+    result = runs("run", str(runs.file(sagas.THREE)), "-v")
+    lines = result.stdout.splitlines()
+    first = lines.index(next(line for line in lines if line.startswith("> PUT ")))
+    assert "> Authorization: ***" in lines[first:first + 10]
+    assert any(line.startswith("> Idempotency-Key: ") for line in lines[first:first + 10])
+    assert "< 201" in lines
+    assert any(line.startswith('< {"id": ') for line in lines)
+
+
+def test_no_secret_in_verbose_json_or_junit(runs: Runs, service: Service) -> None:
+    text = sagas.THREE.replace('json: {v: 3}', 'json: {v: "{{ secrets.TOKEN }}"}').replace(
+        'url: "/c/{{ run.id }}",', 'url: "/c/{{ run.id }}?t={{ secrets.TOKEN }}",')
+    service.faults.append(Fault("PUT", "/c/", status=422, body={"echo": TOKEN}))
+    path = runs.file(text)
+    report = runs.tmp / "r.xml"
+    outputs = [runs("run", str(path), "-v", "--junit", str(report)),
+               runs("run", str(path), "--output", "json")]
+    assert service.requests("PUT", "/c/")[0].body == {"v": TOKEN}
+    shown = "".join(r.stdout + r.stderr for r in outputs) + report.read_text()
+    for form in [TOKEN, quote(TOKEN, safe=""), json.dumps(TOKEN)[1:-1],
+                 base64.b64encode(TOKEN.encode()).decode(), "5ecr3t"]:
+        assert form not in shown, form
+    assert "***" in shown
