@@ -133,3 +133,22 @@ def test_no_secret_in_verbose_json_or_junit(runs: Runs, service: Service) -> Non
                  base64.b64encode(TOKEN.encode()).decode(), "5ecr3t"]:
         assert form not in shown, form
     assert "***" in shown
+
+
+def test_show_draws_a_timeline_and_the_failing_exchange(runs: Runs, service: Service) -> None:
+    service.faults += [Fault("PUT", "/b/", status=503, times=2),
+                       Fault("PUT", "/c/", status=409, body={"error": "taken"})]
+    _, run_id = runs.run(sagas.THREE)
+    shown = runs("show", run_id).stdout.splitlines()
+    start = shown.index("timeline:")
+    bars = shown[start + 1:start + 9]
+    assert [line.split("|")[0].strip() for line in bars[:7]] == [
+        "a action #1", "b action #1", "b action #2", "b action #3", "c action #1",
+        "b compensate #1", "a compensate #1"]
+    assert bars[7].strip().startswith("0 ") and bars[7].endswith("s")  # the time axis
+    b_retry = bars[2].split("|")[1]
+    assert "·" in b_retry and "█" in b_retry  # the backoff wait, then the attempt
+    assert all(len(line.split("|")[1]) == 40 for line in bars[:7])
+    failing = shown[shown.index("failing attempt: c action #1"):]
+    assert failing[1].startswith("  > PUT http://127.0.0.1:")
+    assert "  < 409" in failing and '  < {"error": "taken"}' in failing

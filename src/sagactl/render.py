@@ -121,6 +121,38 @@ def format_list(runs: Sequence[tuple[RunRecord, str]]) -> str:
                      f"{_age(run.created_at)}" for run, status in runs)
 
 
+def timeline(attempts: Sequence[AttemptRecord], width: int = 40) -> list[str]:
+    """A bar per attempt on one time axis: `█` while the request was out, `·` the backoff
+    wait before a retry, as in a step-functions console."""
+    if not attempts:
+        return ["  (no attempt yet)"]
+    start = min(a.started_at for a in attempts)
+    end = max(a.finished_at or a.started_at for a in attempts)
+    span = max(end - start, 1e-3)
+
+    def column(at: float) -> int:
+        return min(width - 1, int((at - start) / span * width))
+
+    labels = [f"{a.step_id} {a.phase} #{a.attempt}" for a in attempts]
+    pad = max(len(label) for label in labels)
+    previous: dict[tuple[str, str], float] = {}
+    lines = []
+    for label, a in zip(labels, attempts, strict=True):
+        bar = [" "] * width
+        waited_from = previous.get((a.step_id, a.phase))
+        if waited_from is not None:
+            for i in range(column(waited_from), column(a.started_at)):
+                bar[i] = "·"
+        finish = a.finished_at or a.started_at
+        for i in range(column(a.started_at), max(column(finish), column(a.started_at)) + 1):
+            bar[i] = "█"
+        previous[(a.step_id, a.phase)] = finish
+        status = a.status if a.status is not None else (a.outcome or "in flight")
+        lines.append(f"  {label.ljust(pad)} |{''.join(bar)}| {status}")
+    lines.append(f"  {' ' * pad}  0{f'{span:.3f}s'.rjust(width)}")
+    return lines
+
+
 def format_show(run: RunRecord, shown_status: str, steps: dict[tuple[str, str], StepRecord],
                 attempts: Sequence[AttemptRecord], order: Sequence[str]) -> str:
     lines = [f"run {run.id}", f"  saga      {run.name} ({run.saga_path}, sha256 "
@@ -142,7 +174,7 @@ def format_show(run: RunRecord, shown_status: str, steps: dict[tuple[str, str], 
             error = f" error: {record.error}" if record.error else ""
             lines.append(f"  {step_id} {phase}: {record.state.value}, {record.attempts} "
                          f"attempt{'s' if record.attempts != 1 else ''}{extra}{error}")
-    lines += ["", "attempts:"]
+    lines += ["", "timeline:", *timeline(attempts), "", "attempts:"]
     start = run.created_at
     for a in attempts:
         took = f"{a.duration_ms:.0f}ms" if a.duration_ms is not None else "-"
@@ -150,6 +182,21 @@ def format_show(run: RunRecord, shown_status: str, steps: dict[tuple[str, str], 
         error = f" {a.error_class}: {a.error_message}" if a.error_class else ""
         lines.append(f"  +{a.started_at - start:7.3f}s {a.step_id} {a.phase} #{a.attempt} "
                      f"{a.method} {a.url} -> {status} {a.outcome or 'in flight'} {took}{error}")
+    failing = next((a for a in reversed(attempts) if a.outcome not in ("success", "retryable")),
+                   None)
+    if failing is not None:
+        lines += ["", f"failing attempt: {failing.step_id} {failing.phase} #{failing.attempt}",
+                  f"  > {failing.method} {failing.url}",
+                  *(f"  > {k}: {v}" for k, v in failing.request_headers.items())]
+        if failing.request_body:
+            lines += [f"  > {part}" for part in failing.request_body[:2048].splitlines()]
+        if failing.status is not None:
+            lines.append(f"  < {failing.status}")
+            lines += [f"  < {k}: {v}" for k, v in (failing.response_headers or {}).items()]
+            if failing.response_body:
+                lines += [f"  < {part}" for part in failing.response_body[:2048].splitlines()]
+        else:
+            lines.append(f"  * {failing.error_class}: {failing.error_message}")
     return "\n".join(lines)
 
 
