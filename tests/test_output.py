@@ -93,11 +93,12 @@ def _documented_fields() -> dict[str, set[str]]:
 
 def test_every_json_event_has_exactly_the_documented_fields(runs: Runs,
                                                              service: Service) -> None:
-    service.faults.append(Fault("PUT", "/c/", status=400))
+    service.faults += [Fault("PUT", "/b/", status=503), Fault("PUT", "/c/", status=400)]
     result = runs("run", str(runs.file(sagas.THREE)), "--output", "json")
     documented = _documented_fields()
     assert set(documented) == {"run_started", "phase_started", "attempt_started",
-                               "attempt_finished", "step_finished", "run_finished"}
+                               "attempt_finished", "retry_scheduled", "step_finished",
+                               "run_finished"}
     seen = set()
     for record in map(json.loads, result.stdout.splitlines()):
         kind = record["event"]

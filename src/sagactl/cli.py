@@ -230,8 +230,15 @@ def _drive(journal: Path | None, durability: DurabilityChoice, quiet: bool,
     from sagactl.runs import open_journal, step_order
 
     flag = _journal_flag(journal)
-    renderer: Any = JsonRenderer() if output is OutputChoice.JSON else \
-        PlainRenderer(journal_flag=flag, quiet=quiet, verbose=verbose)
+    renderer: Any
+    if output is OutputChoice.JSON:
+        renderer = JsonRenderer()
+    elif sys.stdout.isatty() and not (quiet or verbose) and os.environ.get("TERM") != "dumb":
+        from sagactl.live import LiveRenderer
+
+        renderer = LiveRenderer(journal_flag=flag)
+    else:
+        renderer = PlainRenderer(journal_flag=flag, quiet=quiet, verbose=verbose)
     reports: list[RunReport] = []
     worst = 0
 

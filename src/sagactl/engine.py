@@ -34,6 +34,7 @@ from sagactl.events import (
     AttemptStarted,
     Event,
     PhaseStarted,
+    RetryScheduled,
     RunFinished,
     RunStarted,
     StepFinished,
@@ -486,7 +487,9 @@ class Engine:
         result = http.send(
             self.client, prepared, headers_for, lambda view: self._check(step, phase, view),
             before=before, after=after, sleep=self.sleep, should_stop=self.stop.is_set,
-            deadline=self._deadline if phase is Phase.ACTION else None, clock=self.clock)
+            deadline=self._deadline if phase is Phase.ACTION else None, clock=self.clock,
+            on_wait=lambda number, wait: self.emit(RetryScheduled(
+                step.id, phase.value, offset + number, round(wait, 3))))
         state = self._final_state(result)
         error = self.redactor.text(result.error_message) if result.error_message else None
         if state is None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["AttemptFinished", "AttemptStarted", "Event", "PhaseStarted", "RunFinished",
-           "RunStarted", "StepFinished"]
+__all__ = ["AttemptFinished", "AttemptStarted", "Event", "PhaseStarted", "RetryScheduled",
+           "RunFinished", "RunStarted", "StepFinished"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,16 @@ class AttemptFinished:
 
 
 @dataclass(frozen=True)
+class RetryScheduled:
+    """A retry of `step` will be sent in `wait_s` seconds, as attempt `attempt`."""
+
+    step: str
+    phase: str
+    attempt: int
+    wait_s: float
+
+
+@dataclass(frozen=True)
 class StepFinished:
     step: str
     phase: str
@@ -75,4 +85,5 @@ class RunFinished:
     duration_s: float
 
 
-Event = RunStarted | PhaseStarted | AttemptStarted | AttemptFinished | StepFinished | RunFinished
+Event = (RunStarted | PhaseStarted | AttemptStarted | AttemptFinished | RetryScheduled
+         | StepFinished | RunFinished)

@@ -170,12 +170,14 @@ def send(
     should_stop: Callable[[], bool] = lambda: False,
     deadline: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    on_wait: Callable[[int, float], None] | None = None,
 ) -> AttemptResult:
     """Try `request` until it succeeds, fails for good, or its retries are used up; return the
     last attempt's result.
 
     `headers_for(n)` gives the headers of attempt n; `before(n)` runs just before it is sent and
-    `after(n, result)` as soon as its result is known (this is where the caller journals).
+    `after(n, result)` as soon as its result is known (this is where the caller journals);
+    `on_wait(n, seconds)` when attempt n is due after a backoff.
     No retry starts once `should_stop()` is true, nor when its wait would end past `deadline`
     (on `clock`).
     """
@@ -217,6 +219,8 @@ def send(
         retry=tenacity.retry_if_result(lambda r: r.outcome is Outcome.RETRYABLE),
         # Out of retries: hand back the last result rather than raising.
         retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+        before_sleep=(lambda state: on_wait(state.attempt_number + 1, state.upcoming_sleep))
+        if on_wait else None,
     )
     try:
         result: AttemptResult = retrying(one_attempt)

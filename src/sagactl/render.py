@@ -51,9 +51,8 @@ class PlainRenderer:
         self.out.flush()
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, StepFinished) and event.state != "succeeded" and \
-                self.failure is None:
-            self.failure = event  # the first failure is the cause the summary explains
+        if isinstance(event, StepFinished) and event.state != "succeeded":
+            self.failure = event  # the latest failure is the one that ended the run
         if isinstance(event, RunStarted):
             self.failure = None
             self.line(event.run_id)
