@@ -72,6 +72,7 @@ def test_live_view_renders_at_80_columns() -> None:
     assert all(len(line) <= 80 for line in text.splitlines())
     assert "running add-product" in frames[0] and RUN in frames[0]
     assert "retry in 0.2s" in frames[4]
+    assert text.startswith("running add-product  run " + RUN)
     assert "stuck" in text and RUN in text
     assert f"sagactl resume {RUN}" in text and f"sagactl compensate {RUN}" in text
     assert "cause: compensation not finished for reserve: status 500" in text

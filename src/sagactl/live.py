@@ -79,6 +79,7 @@ class LiveRenderer:
             if self.live is not None:
                 self.live.stop()
                 self.live = None
+            self.console.print(self.header)
             self.console.print(self.table())
             self.console.print(self.summary(event))
             return
