@@ -217,6 +217,17 @@ EnvFileOption = Annotated[Path | None, typer.Option(
 Call = Callable[[Any, Any, Any], tuple[str, Any]]
 
 
+def _screen(journal_flag: str, *, quiet: bool = False, verbose: bool = False) -> Any:
+    """The live view on a terminal; plain lines when piped, quiet, verbose or TERM=dumb."""
+    if sys.stdout.isatty() and not (quiet or verbose) and os.environ.get("TERM") != "dumb":
+        from sagactl.live import LiveRenderer
+
+        return LiveRenderer(journal_flag=journal_flag)
+    from sagactl.render import PlainRenderer
+
+    return PlainRenderer(journal_flag=journal_flag, quiet=quiet, verbose=verbose)
+
+
 def _drive(journal: Path | None, durability: DurabilityChoice, quiet: bool,
            calls: list[Call], *, verbose: bool = False,
            output: OutputChoice = OutputChoice.TEXT,
@@ -226,19 +237,12 @@ def _drive(journal: Path | None, durability: DurabilityChoice, quiet: bool,
     from sagactl.errors import Interrupted
     from sagactl.journal import Durability
     from sagactl.junit import RunReport, write_junit
-    from sagactl.render import JsonRenderer, PlainRenderer, next_commands, summary_record
+    from sagactl.render import JsonRenderer, next_commands, summary_record
     from sagactl.runs import open_journal, step_order
 
     flag = _journal_flag(journal)
-    renderer: Any
-    if output is OutputChoice.JSON:
-        renderer = JsonRenderer()
-    elif sys.stdout.isatty() and not (quiet or verbose) and os.environ.get("TERM") != "dumb":
-        from sagactl.live import LiveRenderer
-
-        renderer = LiveRenderer(journal_flag=flag)
-    else:
-        renderer = PlainRenderer(journal_flag=flag, quiet=quiet, verbose=verbose)
+    renderer = JsonRenderer() if output is OutputChoice.JSON else \
+        _screen(flag, quiet=quiet, verbose=verbose)
     reports: list[RunReport] = []
     worst = 0
 
@@ -482,7 +486,6 @@ def demo(
     import tempfile
 
     from sagactl.demo import DemoFaults, demo_services, run_demo, serve_instructions
-    from sagactl.render import PlainRenderer
 
     faults = DemoFaults(fail=[s.value for s in fail or []], flaky=[s.value for s in flaky or []],
                         slow=[s.value for s in slow or []])
@@ -496,8 +499,8 @@ def demo(
         from sagactl.runs import open_journal
 
         with open_journal(path) as store:
-            code = run_demo(store, faults, sys.stdout, PlainRenderer(
-                journal_flag=f" --journal {path}"), stop=stop)
+            code = run_demo(store, faults, sys.stdout, _screen(f" --journal {path}"),
+                            stop=stop)
     raise typer.Exit(code)
 
 
