@@ -105,8 +105,8 @@ def run_demo(journal: Journal, faults: DemoFaults, out: IO[str],
     plan: list[tuple[str, Sequence[str], DemoFaults]] = [
         (title, ["sku=ABC-1", "price=9.5"], faults)]
     if not faults.any():
-        plan.append(("A run where search rejects the product: the steps already done are "
-                     "undone, newest first.", ["sku=XYZ-2", "price=12"],
+        plan.append(("A run where search rejects the product: what was done is undone.",
+                     ["sku=XYZ-2", "price=12"],
                      DemoFaults(fail=["search"])))
     with demo_services() as started:
         out.write("Demo services on 127.0.0.1: " + ", ".join(
@@ -127,12 +127,10 @@ def run_demo(journal: Journal, faults: DemoFaults, out: IO[str],
               f"  sagactl show {runs[0][0].id}{flag}\n"
               "      every request and response of the last run\n"
               "  sagactl demo --flaky search\n"
-              "      search answers 503 twice: the step is retried with the same "
-              "Idempotency-Key\n"
+              "      search answers 503 twice: retried with the same Idempotency-Key\n"
               "  sagactl demo --slow inventory\n"
-              "      inventory answers after the 5s timeout, having done the work: the step is "
-              "in doubt,\n      and the retry is answered from the service's idempotency "
-              "table\n"
+              "      inventory answers after the 5s timeout, having done the work: in doubt;\n"
+              "      the retry is answered from the service's idempotency table\n"
               "  sagactl demo --fail pricing\n"
               "      pricing rejects the price: the reservation is released\n"
               "  sagactl demo --serve\n"
