@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from sagactl.errors import UsageError
+from sagactl.inputs import read_user_file
 
 __all__ = ["read_env_file", "with_env_file"]
 
@@ -40,12 +41,7 @@ def _value(raw: str, where: str) -> str:
 
 def read_env_file(path: str | Path) -> dict[str, str]:
     """The values of a dotenv file. Raises UsageError naming the file and line."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such env file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read the env file: {exc}") from None
+    text = read_user_file(path, "env file")
     values: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()

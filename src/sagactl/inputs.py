@@ -93,16 +93,23 @@ def _coerce(raw: str, spec: Mapping[str, Any]) -> Any:
     raise ValueError
 
 
+def read_user_file(path: str | Path, what: str) -> str:
+    """The text of a file named on the command line (`what`: "inputs file", "env file").
+
+    Raises UsageError naming the file and what went wrong."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such {what}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read the {what}: {exc}") from None
+
+
 def read_inputs_file(path: str | Path) -> dict[str, Any]:
     """Inputs from a JSON or YAML file holding one mapping. Raises UsageError."""
     from sagactl.loader import parse_data
 
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such inputs file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read the inputs file: {exc}") from None
+    text = read_user_file(path, "inputs file")
     try:
         data = parse_data(text)
     except Exception as exc:  # yaml.YAMLError, kept lazy: yaml is imported by the loader
