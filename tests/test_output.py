@@ -110,9 +110,12 @@ def test_every_json_event_has_exactly_the_documented_fields(runs: Runs,
     assert seen == set(documented) | {"summary"}
 
 
-def test_verbose_shows_requests_and_responses_curl_style(runs: Runs) -> None:
+def test_verbose_shows_requests_and_responses_curl_style(runs: Runs,
+                                                         service: Service) -> None:
+    service.faults.append(Fault("PUT", "/b/", status=503))
     result = runs("run", str(runs.file(sagas.THREE)), "-v")
     lines = result.stdout.splitlines()
+    assert "* attempt 2 in 0.010s" in lines
     first = lines.index(next(line for line in lines if line.startswith("> PUT ")))
     assert "> Authorization: ***" in lines[first:first + 10]
     assert any(line.startswith("> Idempotency-Key: ") for line in lines[first:first + 10])

@@ -14,6 +14,7 @@ from sagactl.events import (
     AttemptStarted,
     Event,
     PhaseStarted,
+    RetryScheduled,
     RunFinished,
     RunStarted,
     StepFinished,
@@ -71,11 +72,16 @@ class PlainRenderer:
             if self.verbose and event.status is not None:
                 self.exchange("<", str(event.status), event.response_headers or {},
                               event.response_body)
+            elif self.verbose:
+                self.line(f"* no response: {event.error}")
             result = str(event.status) if event.status is not None else "no response"
             if event.outcome != "success" and event.error:
                 result = f"{event.outcome}: {event.error}"
             self.line(f"{_clock()} {event.step} {event.phase} attempt {event.attempt} "
                       f"{result} ({event.duration_ms:.0f}ms)")
+        elif isinstance(event, RetryScheduled):
+            if self.verbose:
+                self.line(f"* attempt {event.attempt} in {event.wait_s:.3f}s")
         elif isinstance(event, StepFinished):
             if event.state != "succeeded":
                 self.line(f"{_clock()} {event.step} {event.phase} {event.state}"
