@@ -187,3 +187,19 @@ def test_schema_command_prints_the_shipped_schema() -> None:
     assert result.exit_code == 0
     assert json.loads(result.stdout) == json.loads(
         (SAGAS.parent / "schemas" / "saga.schema.json").read_text())
+
+
+def test_a_body_that_is_not_json_is_a_clear_error(write) -> None:  # type: ignore[no-untyped-def]
+    path = write("""\
+version: 1
+name: q
+inputs:
+  m: {type: object, default: {a: 1}}
+steps:
+  - id: a
+    action: {method: POST, url: "http://127.0.0.1:1/x", json: {v: "{{ inputs.m.items }}"}}
+""")
+    result = cli("plan", str(path))
+    assert result.exit_code == 2
+    assert f"{path}:7: steps[0].action.json: cannot be sent as JSON: Object of type " \
+        "builtin_function_or_method is not JSON serializable" in result.stderr

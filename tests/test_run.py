@@ -348,3 +348,28 @@ def test_compensation_of_an_in_doubt_step_that_reads_its_own_outputs_is_stuck(
     assert "cannot render the compensate (the outputs of a are unknown: its action is in " \
         "doubt)" in result.stdout
     assert f"sagactl compensate {run_id}" in result.stdout
+
+
+def test_an_output_holding_a_secret_is_withheld_not_garbled(runs: Runs,
+                                                            service: Service) -> None:
+    """A masked value must never be sent as if it were the real one after a resume."""
+    text = sagas.PIVOT.replace("env: [BASE]", "env: [BASE]\nsecrets: [TOKEN]").replace(
+        '''    action: {method: PUT, url: "/reserve/{{ run.id }}"}''',
+        '''    action: {method: PUT, url: "/reserve/{{ run.id }}", json: {k: "{{ secrets.TOKEN }}"}}
+    outputs: {copy: "{{ response.json.k }}"}''').replace(
+        '''    action: {method: PUT, url: "/ship/{{ run.id }}"}''',
+        '''    action:
+      method: PUT
+      url: "/ship/{{ run.id }}"
+      json: {k: "{{ steps.reserve.outputs.copy }}"}''')
+    service.faults.append(Fault("PUT", "/ship/", status=400))
+    result, run_id = runs.run(text)
+    assert result.exit_code == 3
+    assert service.requests("PUT", "/ship/")[0].body == {"k": TOKEN}  # in-process: the real one
+    resumed = runs("resume", run_id)
+    assert resumed.exit_code == 3
+    assert "steps.reserve.outputs.copy held a secret, so the journal did not keep it" in \
+        resumed.stdout
+    assert len(service.requests("PUT", "/ship/")) == 1  # nothing garbled was sent
+    assert TOKEN.encode() not in b"".join(p.read_bytes() for p in runs.journal.parent.glob(
+        "journal.db*"))

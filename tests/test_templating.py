@@ -67,6 +67,16 @@ def test_json_keys_win_over_dict_methods() -> None:
     assert Renderer().render("{{ response.json.items }}", CONTEXT) == [1, 2]
 
 
+def test_a_missing_key_is_undefined_even_if_a_dict_method_has_its_name() -> None:
+    renderer = Renderer()
+    for source in ("{{ outputs.copy }}", "x{{ outputs.copy }}", "{{ outputs.pop | string }}"):
+        with pytest.raises(TemplateProblem, match="no key"):
+            renderer.render(source, {"outputs": {"a": 1}})
+    items = "{% for k, v in h.items() %}{{ k }}={{ v }};{% endfor %}"
+    assert renderer.render(items, {"h": {"a": 1}}) == "a=1;"
+    assert renderer.render("{{ h.get('a') }}", {"h": {"a": 1}}) == 1
+
+
 @pytest.mark.parametrize("source", [
     "{{ inputs.missing }}", "x{{ inputs.missing }}", "{{ nothing }}", "{{ inputs.none.k }}",
 ])

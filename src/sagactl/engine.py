@@ -50,6 +50,8 @@ from sagactl.templating import Renderer, TemplateProblem
 __all__ = ["Engine", "create_run", "read_secrets"]
 
 FORWARD, CONFIRM, COMPENSATE = "forward", "confirm", "compensate"
+# What the journal keeps in place of an output that held a secret.
+WITHHELD = {"withheld": "held a secret"}
 
 
 @dataclass
@@ -140,6 +142,8 @@ class Engine:
                                    secrets=secrets, renderer=self.renderer)
         self.states: dict[tuple[str, str], StepRecord] = {}
         self.outputs: dict[str, dict[str, Any]] = {}
+        self.withheld: set[str] = set()
+        """Outputs of earlier processes that held a secret and were not journaled."""
         """The outputs of the steps whose action succeeded, as templates read them:
         `{"reserve": {"outputs": {...}}}`."""
         self._started = clock()
@@ -217,11 +221,20 @@ class Engine:
 
     # --- state ---------------------------------------------------------------------------------
 
+    def _journaled_outputs(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Outputs as the journal keeps them: one that holds a secret is not kept at all (a
+        masked value would be sent as if it were the real one after a resume), only marked."""
+        return {name: value if self.redactor.value(value) == value else WITHHELD
+                for name, value in outputs.items()}
+
     def _load_states(self) -> None:
         self.states = self.journal.steps(self.run_id)
         for (step_id, phase), record in self.states.items():
             if phase == Phase.ACTION.value and record.state is StepState.SUCCEEDED:
-                self.outputs[step_id] = {"outputs": record.outputs}
+                kept = {k: v for k, v in record.outputs.items() if v != WITHHELD}
+                self.withheld.update(f"steps.{step_id}.outputs.{k}" for k in record.outputs
+                                     if k not in kept)
+                self.outputs[step_id] = {"outputs": kept}
 
     def _state(self, step_id: str, phase: Phase) -> StepState | None:
         record = self.states.get((step_id, phase.value))
@@ -435,6 +448,9 @@ class Engine:
             why = ""
             if phase is not Phase.ACTION and step.id not in self.outputs and step.outputs:
                 why = f" (the outputs of {step.id} are unknown: its action is in doubt)"
+            elif self.withheld:
+                why = f" ({', '.join(sorted(self.withheld))} held a secret, so the journal " \
+                    "did not keep it)"
             return self._give_up(step, phase, f"cannot render the {phase.value}{why}: "
                                               f"{exc.message}")
         journal, run_id = self.journal, self.run_id
@@ -470,7 +486,7 @@ class Engine:
             final = self._final_state(result)
             response = result.response
             error = self.redactor.text(result.error_message) if result.error_message else None
-            outputs = self.redactor.value(result.outputs) if final else None
+            outputs = self._journaled_outputs(result.outputs) if final else None
             shown_headers = self.redactor.headers(response.headers) if response else None
             shown_body = self.redactor.text(response.text) if response else None
             journal.finish_attempt(

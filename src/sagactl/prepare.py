@@ -134,7 +134,12 @@ def prepare(
     content_type: str | None = None
     if request.body_kind is BodyKind.JSON:
         body = render(request.body, "json")
-        body_text, content_type = json.dumps(body, ensure_ascii=False), "application/json"
+        try:
+            body_text = json.dumps(body, ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise RenderError(Location(saga.path, request.line, 0, f"{where}.json"),
+                              f"cannot be sent as JSON: {exc}") from None
+        content_type = "application/json"
     elif request.body_kind is BodyKind.FORM:
         body = {k: _text(v) for k, v in render(request.body, "form").items()}
         body_text, content_type = urlencode(body), "application/x-www-form-urlencoded"

@@ -65,6 +65,9 @@ class _Lookup:
     path: tuple[tuple[bool, Any], ...]
 
 
+_MAPPING_METHODS = frozenset({"items", "keys", "values", "get"})
+
+
 class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
     def getattr(self, obj: Any, attribute: str) -> Any:
         # A key of a JSON object wins over a dict method of the same name, so that
@@ -74,7 +77,10 @@ class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
                 return obj[attribute]
             except (KeyError, TypeError):
                 pass
-            value = super().getattr(obj, attribute)
+            # Without such a key, only the methods templates iterate with: any other (say
+            # `outputs.copy` when there is no output `copy`) must be undefined, not dict.copy.
+            value = super().getattr(obj, attribute) if attribute in _MAPPING_METHODS \
+                else self.undefined(obj=obj, name=attribute)
             if isinstance(value, jinja2.Undefined):
                 label = getattr(obj, "label", None)
                 keys = ", ".join(map(str, obj)) or "none"

@@ -1,0 +1,89 @@
+"""The journal under stress: many processes at once, a read-only file, a copy taken mid-run
+(what a power cut leaves on disk)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import sagas
+from helpers import ROOT, cli
+from sagactl.journal import Journal, RunStatus
+from sagactl.services import Fault, Service
+from test_crash import wait_for
+
+
+def start(saga: Path, journal: Path, service: Service, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "BASE": service.url, "TOKEN": "t", "SAGACTL_JOURNAL": str(journal)}
+    return subprocess.Popen([sys.executable, "-m", "sagactl", "run", str(saga), *args],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_ten_processes_share_one_journal(tmp_path: Path, service: Service) -> None:
+    saga = tmp_path / "three.yaml"
+    saga.write_text(sagas.THREE)
+    journal = tmp_path / "journal.db"
+    procs = [start(saga, journal, service) for _ in range(10)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    for proc, err in zip(procs, errors, strict=True):
+        assert proc.returncode == 0, err
+        assert "locked" not in err
+    with Journal(journal) as store:
+        runs = store.list_runs(limit=100)
+        assert len(runs) == 10 and {r.status for r in runs} == {RunStatus.SUCCEEDED}
+        assert all(len(store.attempts(r.id)) == 3 for r in runs)
+    assert len(service.applied) == 30 == len({key for key, _, _ in service.applied})
+
+
+
+
+def test_journal_that_cannot_be_written_is_refused_and_nothing_is_sent(
+        tmp_path: Path, service: Service) -> None:
+    """A journal on a read-only filesystem: SQLite opened with immutable=0 on a file it may not
+    write. Simulated with a directory in place of the journal's WAL file, which no user (root
+    included) can open as a file."""
+    saga = tmp_path / "three.yaml"
+    saga.write_text(sagas.THREE)
+    journal = tmp_path / "journal.db"
+    assert cli("list", "--journal", str(journal)).exit_code == 0  # a valid, empty journal
+    before = journal.read_bytes()
+    (tmp_path / "journal.db-wal").unlink(missing_ok=True)
+    (tmp_path / "journal.db-wal").mkdir()
+    result = cli("run", str(saga), "--journal", str(journal),
+                 env={"BASE": service.url, "TOKEN": "t"})
+    assert result.exit_code == 4, result.stderr
+    assert "cannot" in result.stderr and str(journal) in result.stderr
+    assert service.received == []
+    assert journal.read_bytes() == before
+    assert not stat.S_ISREG(os.stat(tmp_path / "journal.db-wal").st_mode)
+
+
+def test_a_copy_taken_mid_run_resumes_to_the_same_end(tmp_path: Path,
+                                                       service: Service) -> None:
+    """Copy the database and its WAL while a step is in flight, as a power cut would leave
+    them; the copy opens, and `resume` from it applies nothing twice."""
+    saga = tmp_path / "three.yaml"
+    saga.write_text(sagas.THREE)
+    journal = tmp_path / "journal.db"
+    service.faults.append(Fault("PUT", "/b/", kind="delay_before", delay=0.8))
+    proc = start(saga, journal, service)
+    wait_for(lambda: bool(service.requests("PUT", "/b/")))
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("journal.db", "journal.db-wal"):
+        if (tmp_path / name).exists():
+            shutil.copy(tmp_path / name, copy / name)
+    assert proc.wait(timeout=60) == 0
+    with Journal(copy / "journal.db") as store:
+        run = store.list_runs()[0]
+        assert run.status is RunStatus.RUNNING
+    result = cli("resume", run.id, "--journal", str(copy / "journal.db"),
+                 env={"BASE": service.url, "TOKEN": "t"})
+    assert result.exit_code == 0, result.stdout + result.stderr
+    keys = [key for key, _, _ in service.applied]
+    assert sorted(keys) == sorted(f"{run.id}.{s}.action" for s in "abc")
