@@ -245,11 +245,18 @@ class Engine:
         return bool(record and (record.applied or record.state in (StepState.SUCCEEDED,
                                                                     StepState.IN_DOUBT)))
 
-    def _pivot_passed(self) -> str | None:
+    def _pivot_block(self) -> tuple[str, str] | None:
+        """(step, why) of a pivot that forbids rolling back: one that succeeded, or one whose
+        outcome is in doubt (it may have taken effect, and nothing can undo it)."""
         for step in self.saga.steps:
-            if step.kind is StepKind.PIVOT and \
-                    self._state(step.id, Phase.ACTION) is StepState.SUCCEEDED:
-                return step.id
+            if step.kind is not StepKind.PIVOT:
+                continue
+            state = self._state(step.id, Phase.ACTION)
+            if state is StepState.SUCCEEDED:
+                return step.id, f"pivot {step.id} succeeded, so the saga can only go forward"
+            if state is StepState.IN_DOUBT:
+                return step.id, (f"pivot {step.id} is in doubt: it can be neither compensated "
+                                 "nor assumed undone")
         return None
 
     def _check_stop(self) -> None:
@@ -262,7 +269,7 @@ class Engine:
         self.emit(PhaseStarted(FORWARD))
         failed = [s.id for s in self.saga.steps
                   if self._state(s.id, Phase.ACTION) is StepState.FAILED]
-        if failed and not self._pivot_passed():
+        if failed and not self._pivot_block():
             return self._fail_forward(failed[0], self.states[(failed[0], "action")].error)
         todo = [s for s in self.saga.ordered_steps()
                 if self._state(s.id, Phase.ACTION) is not StepState.SUCCEEDED]
@@ -283,14 +290,10 @@ class Engine:
 
     def _fail_forward(self, step_id: str | None, error: str | None) -> RunStatus:
         where = f"step {step_id}: {error}" if step_id else (error or "failed")
-        pivot = self._pivot_passed()
-        doubtful_pivot = step_id is not None and self.saga.step(step_id).kind is \
-            StepKind.PIVOT and self._state(step_id, Phase.ACTION) is StepState.IN_DOUBT
-        if pivot or doubtful_pivot:
-            why = f"pivot {pivot} succeeded, so the saga can only go forward" if pivot else \
-                f"pivot {step_id} is in doubt: it can be neither compensated nor assumed undone"
+        block = self._pivot_block()
+        if block:
             self.journal.set_run(self.run_id, status=RunStatus.STUCK, phase=FORWARD,
-                                 error=f"{where}; {why}")
+                                 error=f"{where}; {block[1]}")
             return RunStatus.STUCK
         # The decision to roll back is journaled before any compensation is sent.
         self.journal.set_run(self.run_id, status=RunStatus.COMPENSATING, phase=COMPENSATE,
@@ -318,10 +321,10 @@ class Engine:
         return RunStatus.SUCCEEDED
 
     def _compensate_command(self, run: RunRecord, allow_succeeded: bool) -> RunStatus:
-        pivot = self._pivot_passed()
-        if pivot:
-            raise UsageError(f"run {run.id} cannot be compensated: its pivot step {pivot} "
-                             f"succeeded, so it can only go forward (sagactl resume {run.id})")
+        block = self._pivot_block()
+        if block:
+            raise UsageError(f"run {run.id} cannot be compensated: {block[1]}; resume it "
+                             f"instead (sagactl resume {run.id})")
         if run.status is RunStatus.COMPENSATED:
             return RunStatus.COMPENSATED
         if run.status is RunStatus.SUCCEEDED and not allow_succeeded:

@@ -532,11 +532,14 @@ class Journal:
                      error_message, now, run_id, step_id, phase))
 
     def settle_interrupted(self, run_id: str) -> int:
-        """Mark every attempt of the run that has no result as interrupted, and its step as in
-        doubt: its request may have reached the service. Returns how many there were."""
+        """Mark every attempt of the run that has no result as interrupted, and every step
+        still running as in doubt: its request may have reached the service (a process that
+        died between two attempts leaves a step running with every attempt finished).
+        Returns how many attempts there were."""
         now = self.clock()
-        if not self._read("SELECT 1 FROM attempts WHERE run_id = ? AND outcome IS NULL LIMIT 1",
-                          (run_id,)):
+        if not self._read("SELECT 1 FROM attempts WHERE run_id = ? AND outcome IS NULL UNION "
+                          "ALL SELECT 1 FROM steps WHERE run_id = ? AND state = 'running' "
+                          "LIMIT 1", (run_id, run_id)):
             return 0  # nothing to settle: spare the commit
         with self._write() as db:
             cursor = db.execute(
