@@ -1,0 +1,59 @@
+"""Bugs found by the randomized and stress tests, each kept as a named test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sagas
+from sagactl.engine import Engine, create_run
+from sagactl.journal import Journal, StepState
+from sagactl.loader import load_text
+from sagactl.services import Fault, Service
+from test_run import Runs
+
+
+def test_compensate_refuses_while_a_pivot_is_in_doubt(tmp_path: Path, service: Service) -> None:
+    """Found by the model-based test: a crash after a pivot's request was sent, then
+    `compensate`, undid the other steps and called the run compensated, though the pivot's
+    effect remained."""
+    runs = Runs(tmp_path, service)
+    text = sagas.PIVOT.replace("  retry: {attempts: 3", "  timeout: 100ms\n  retry: {attempts: 1")
+    service.faults.append(Fault("PUT", "/charge/", kind="delay_after", delay=0.3))
+    result, run_id = runs.run(text)
+    assert result.exit_code == 3
+    assert "pivot charge is in doubt" in result.stdout
+    refused = runs("compensate", run_id)
+    assert refused.exit_code == 2
+    assert "pivot charge is in doubt: it can be neither compensated nor assumed undone" in \
+        refused.stderr
+    assert service.requests("DELETE") == []
+
+
+def test_a_step_left_running_between_attempts_is_settled_in_doubt(tmp_path: Path) -> None:
+    """Found by the model-based test: a process that died during a backoff left its step
+    `running` with every attempt finished, and nothing settled it; compensation skipped it."""
+    with Journal(tmp_path / "j.db") as journal:
+        journal.create_run(run_id="R0001", name="n", saga_path="p", saga_text="t",
+                           saga_hash="h", inputs={}, env={}, trace_id="t", owner_host="h",
+                           owner_pid=1, lease_ttl=30)
+        attempt = journal.begin_attempt("R0001", "a", "action", 1, span_id="s", method="PUT",
+                                        url="u", headers={}, body=None)
+        journal.finish_attempt(attempt, outcome="retryable", duration_ms=1.0,
+                               error_class="ReadTimeout")
+        assert journal.steps("R0001")[("a", "action")].state is StepState.RUNNING
+        journal.settle_interrupted("R0001")
+        step = journal.steps("R0001")[("a", "action")]
+        assert step.state is StepState.IN_DOUBT and step.applied
+
+
+def test_a_short_secret_does_not_mask_output_names(tmp_path: Path, service: Service) -> None:
+    """Found by the journal stress test: with a one-letter secret, output names were masked
+    in the journal (`iden***`), and a resumed run could not find its outputs."""
+    saga = load_text(sagas.THREE, "three.yaml")
+    with Journal(tmp_path / "j.db") as journal:
+        run = create_run(journal, saga, {}, {"BASE": service.url})
+        import httpx
+
+        with httpx.Client() as client:
+            Engine(saga, run, journal=journal, client=client, secrets={"TOKEN": "t"}).start()
+        assert journal.steps(run.id)[("a", "action")].outputs == {"ident": run.id}
