@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from sagactl.engine import Engine, create_run
@@ -51,7 +51,7 @@ class StepPlan:
     kind: str  # compensatable, pivot, read
     needs: list[int] | None
     confirm: bool
-    action_fault: str  # ok, 4xx, 5xx1, 5xx2, late, drop
+    action_fault: str  # ok, 4xx, 5xx1, 5xx2, early, late, drop
     undo_fault: str  # ok, 5xx1, 5xx5
 
 
@@ -72,7 +72,8 @@ def cases(draw: st.DrawFn) -> Case:
                                                    max_size=i) if i else st.just([])))
         steps.append(StepPlan(
             kind, needs, kind == "compensatable" and draw(st.booleans()) and draw(st.booleans()),
-            draw(st.sampled_from(["ok"] * 5 + ["4xx", "5xx1", "5xx2", "late", "drop"])),
+            draw(st.sampled_from(["ok"] * 5 + ["4xx", "5xx1", "5xx2", "early", "late",
+                                               "drop"])),
             draw(st.sampled_from(["ok"] * 4 + ["5xx1", "5xx5"]))))
     crash_at = draw(st.one_of(st.none(), st.integers(1, 4 * count + 4)))
     choices = draw(st.lists(st.sampled_from(["resume", "compensate"]), min_size=6, max_size=6))
@@ -109,7 +110,9 @@ def faults(case: Case) -> list[Fault]:
             result.append(Fault("PUT", path, status=422))
         elif kind.startswith("5xx"):
             result.append(Fault("PUT", path, status=503, times=int(kind[3:])))
-        elif kind == "late":
+        elif kind == "early":  # the attempt times out before the service applies it
+            result.append(Fault("PUT", path, kind="delay_before", delay=0.15))
+        elif kind == "late":  # the attempt times out after the service applied it
             result.append(Fault("PUT", path, kind="delay_after", delay=0.15))
         elif kind == "drop":
             result.append(Fault("PUT", path, kind="drop_after"))
@@ -202,3 +205,12 @@ def test_no_schedule_of_faults_and_crashes_breaks_the_promise(case: Case, tmp_pa
         service.faults = faults(case)
         run_id, status, saga = drive(case, service, tmp_path)
         check(case, service, run_id, status, saga)
+        # Figures for docs/reliability.md (pytest --hypothesis-show-statistics).
+        crashed = case.crash_at is not None and CrashingJournal.writes >= case.crash_at
+        injected = sum(1 for s in case.steps for f in (s.action_fault, s.undo_fault)
+                       if f != "ok")
+        repeated = len(service.received) > len({(r.method, r.path) for r in service.received})
+        event(f"crash injected: {crashed}")
+        event(f"outcome: {status.value}")
+        event(f"faults injected: {injected}")
+        event(f"a request was sent again (retry or resume): {repeated}")
