@@ -27,7 +27,7 @@ from sagactl.events import (
     RunStarted,
     StepFinished,
 )
-from sagactl.render import next_commands
+from sagactl.render import next_commands, where_to_look
 
 __all__ = ["LiveRenderer"]
 
@@ -140,15 +140,7 @@ class LiveRenderer:
                                f" in {event.duration_s:.2f}s  run {event.run_id}")]
         if event.error and event.status != "succeeded":
             lines.append(Text(f"cause: {event.error}"))
-            failure = self.failure
-            if failure is not None:
-                lines.append(Text(f"  --> {failure.where} ({failure.step} {failure.phase})",
-                                  style="dim"))
-                if failure.request:
-                    lines.append(Text(f"  {failure.request}", style="dim"))
-                if failure.response:
-                    lines.append(Text(f"  response: {' '.join(failure.response.split())}",
-                                      style="dim"))
+            lines += [Text(f"  {line}", style="dim") for line in where_to_look(self.failure)]
         if event.status == "stuck":
             lines.append(Text(next_commands(event.run_id, self.journal_flag)))
         return Panel(Group(*lines), border_style=style, expand=False)

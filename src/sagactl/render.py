@@ -21,13 +21,35 @@ from sagactl.events import (
 )
 from sagactl.journal import AttemptRecord, RunRecord, StepRecord
 
-__all__ = ["JsonRenderer", "PlainRenderer", "format_list", "format_show", "list_records",
-           "next_commands", "show_record", "summary_record"]
+__all__ = [
+    "JsonRenderer",
+    "PlainRenderer",
+    "format_list",
+    "format_show",
+    "list_records",
+    "next_commands",
+    "show_record",
+    "summary_record",
+    "where_to_look",
+]
 
 
 def _clock(now: float | None = None) -> str:
     now = time.time() if now is None else now
     return time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
+
+
+def where_to_look(failure: StepFinished | None) -> list[str]:
+    """Where a failure happened, as a compiler says it: file and line, the request, the start
+    of the answer."""
+    if failure is None:
+        return []
+    lines = [f"--> {failure.where} ({failure.step} {failure.phase})"]
+    if failure.request:
+        lines.append(failure.request)
+    if failure.response:
+        lines.append(f"response: {' '.join(failure.response.split())}")
+    return lines
 
 
 def next_commands(run_id: str, journal_flag: str = "") -> str:
@@ -101,13 +123,7 @@ class PlainRenderer:
         failure = self.failure
         if event.error and event.status != "succeeded":
             text += f"\n  cause: {event.error}"
-            if failure is not None:
-                # Where to look, as a compiler would say it: file and line, then the request.
-                text += f"\n    --> {failure.where} ({failure.step} {failure.phase})"
-                if failure.request:
-                    text += f"\n    {failure.request}"
-                if failure.response:
-                    text += f"\n    response: {' '.join(failure.response.split())}"
+            text += "".join(f"\n    {line}" for line in where_to_look(failure))
         if event.status == "stuck":
             text += "\n" + next_commands(event.run_id, self.journal_flag)
         self.line(text)
