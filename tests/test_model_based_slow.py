@@ -56,7 +56,10 @@ def test_sigkill_at_random_moments_breaks_no_promise(case: Case, kill_after: flo
             proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
         event(f"killed mid-run: {killed}")
-        runs = Journal(journal).list_runs() if journal.exists() else []
+        runs = []
+        if journal.exists():
+            with Journal(journal) as store:
+                runs = store.list_runs()
         if not runs:
             # Killed before the run was journaled: it must not have sent anything.
             assert service.received == []

@@ -57,3 +57,28 @@ def test_a_short_secret_does_not_mask_output_names(tmp_path: Path, service: Serv
         with httpx.Client() as client:
             Engine(saga, run, journal=journal, client=client, secrets={"TOKEN": "t"}).start()
         assert journal.steps(run.id)[("a", "action")].outputs == {"ident": run.id}
+
+
+def test_two_journals_on_one_file_in_one_process_stay_consistent(tmp_path: Path) -> None:
+    """Found by the slow randomized test ("database disk image is malformed"): opening the
+    journal file directly to set its mode, or to read its header, then closing it, dropped the
+    SQLite locks another connection of the same process held on it (POSIX locks belong to the
+    process). The file is now created with O_EXCL only when absent, and otherwise read only
+    through SQLite."""
+    import sqlite3
+
+    path = tmp_path / "j.db"
+    first = Journal(path)
+    first.create_run(run_id="R0001", name="n", saga_path="p", saga_text="t", saga_hash="h",
+                     inputs={}, env={}, trace_id="t", owner_host="h", owner_pid=1, lease_ttl=30)
+    for i in range(20):
+        with Journal(path) as second:
+            second.create_run(run_id=f"S{i:04d}", name="n", saga_path="p", saga_text="t",
+                              saga_hash="h", inputs={}, env={}, trace_id="t", owner_host="h",
+                              owner_pid=1, lease_ttl=30)
+        first.set_run("R0001", error=f"round {i}")
+    assert len(first.list_runs(limit=100)) == 21
+    first.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.close()

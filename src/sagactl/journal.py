@@ -46,7 +46,6 @@ __all__ = [
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x53414741  # "SAGA": tells a sagactl journal from any other SQLite file
 BODY_LIMIT = 64 * 1024
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 class Durability(StrEnum):
@@ -249,23 +248,20 @@ class Journal:
         return JournalError(f"{self.path}: {why}; it was left untouched")
 
     def _connect(self, durability: Durability) -> sqlite3.Connection:
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        if new:
+        if not self.path.exists():
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+                # Created here only to set its mode; O_EXCL because opening and closing a
+                # database file that this process already has open would drop SQLite's locks
+                # on it (POSIX locks belong to the process, not to the descriptor).
+                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except FileExistsError:
+                pass  # another process created it meanwhile
             except OSError as exc:
                 raise JournalError(f"{self.path}: cannot create the journal: "
                                    f"{exc.strerror}") from None
-        else:
-            try:
-                with self.path.open("rb") as f:
-                    head = f.read(len(_SQLITE_MAGIC))
-            except OSError as exc:
-                raise JournalError(f"{self.path}: cannot read the journal: "
-                                   f"{exc.strerror}") from None
-            if head != _SQLITE_MAGIC:
-                raise self._refuse("not a sagactl journal (not an SQLite database)")
+        # An existing file is only read through SQLite (reading pragmas writes nothing), never
+        # opened directly: closing a descriptor of it would drop this process's SQLite locks.
         try:
             db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
                                  check_same_thread=False)
@@ -277,6 +273,8 @@ class Journal:
             tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             db.close()
+            if "not a database" in str(exc):
+                raise self._refuse("not a sagactl journal (not an SQLite database)") from None
             raise self._refuse(f"corrupt or not a journal ({exc})") from None
         if tables and app_id != APPLICATION_ID:
             db.close()
