@@ -312,8 +312,10 @@ class Engine:
             self._check_stop()
             bad = next(((sid, r) for sid, r in results.items()
                         if r.state is not StepState.SUCCEEDED), None)
-            if bad or len(results) < len(confirming):
-                sid, result = bad if bad else (confirming[0].id, _Result(StepState.FAILED))
+            # Confirms do not stop on failure, so every confirm that did not run waits on one
+            # that failed: `bad` names it.
+            if bad is not None:
+                sid, result = bad
                 self.journal.set_run(self.run_id, status=RunStatus.STUCK, phase=CONFIRM,
                                      error=f"confirm of step {sid}: {result.error}")
                 return RunStatus.STUCK
