@@ -156,3 +156,21 @@ def test_no_retry_after_a_stop_or_past_the_deadline() -> None:
         result = send(client, request(), lambda n: {}, ok, sleep=lambda s: None,
                       deadline=100.05, clock=lambda: now[0])
         assert result.number == 1  # the first wait (0.1s) would end past the deadline
+
+
+@pytest.mark.parametrize(("content_type", "body", "text"), [
+    ("application/json", "{\"name\": \"café\"}".encode(), "{\"name\": \"café\"}"),
+    ("text/plain; charset=ISO-8859-1", "café".encode("latin-1"), "café"),
+    ("text/plain;charset=\"utf-16\"", "café".encode("utf-16"), "café"),
+    ("text/plain; charset=no-such-charset", "café".encode(), "café"),
+    ("text/plain", b"caf\xe9", "caf\ufffd"),
+    (None, b"", ""),
+])
+def test_the_body_is_read_in_the_charset_its_content_type_names(
+        content_type: str | None, body: bytes, text: str) -> None:
+    """As httpx's Response.text reads it: the charset parameter, else UTF-8 (also for an
+    unknown charset), undecodable bytes replaced."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    result, _, _ = run(lambda req: httpx.Response(200, headers=headers, content=body))
+    assert result.response is not None and result.response.text == text
+    assert httpx.Response(200, headers=headers, content=body).text == text

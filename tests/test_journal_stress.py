@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -61,6 +63,57 @@ def test_journal_that_cannot_be_written_is_refused_and_nothing_is_sent(
     assert service.received == []
     assert journal.read_bytes() == before
     assert not stat.S_ISREG(os.stat(tmp_path / "journal.db-wal").st_mode)
+
+
+def test_a_full_disk_stops_the_run_resumably_at_any_point(tmp_path: Path) -> None:
+    """The kernel refuses the journal's writes past a size, as on a full disk (RLIMIT_FSIZE,
+    with SIGXFSZ ignored: writes fail with EFBIG). Swept over sizes so that the disk fills at
+    every point of a run: opening the journal, creating the run, before and after each
+    request. Every time: exit 4 with a clear message and no traceback, and either nothing was
+    sent, or the run is left as far as it got and `resume` on a disk with room finishes it,
+    each effect applied once."""
+    saga = tmp_path / "three.yaml"
+    saga.write_text(sagas.THREE)
+    seen: dict[str, int] = {}  # outcome: the first size that gave it
+    for limit in range(0, 400_000, 8_192):
+        journal = tmp_path / f"j{limit}.db"
+        assert cli("list", "--journal", str(journal)).exit_code == 0
+
+        def disk_fills_at(limit: int = limit) -> None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+        with Service() as service:
+            env = {**os.environ, "BASE": service.url, "TOKEN": "t",
+                   "SAGACTL_JOURNAL": str(journal)}
+            proc = subprocess.run([sys.executable, "-m", "sagactl", "run", str(saga)],
+                                  cwd=ROOT, env=env, capture_output=True, text=True,
+                                  timeout=60, preexec_fn=disk_fills_at)
+            assert proc.returncode in (0, 4), proc.stderr
+            assert "Traceback" not in proc.stderr
+            with Journal(journal) as store:
+                runs = store.list_runs()
+            if proc.returncode == 0:
+                outcome = "succeeded"
+            elif not runs:
+                assert f"{journal}: cannot" in proc.stderr
+                outcome = "not started"
+            else:
+                run_id = runs[0].id
+                assert f"{journal}: cannot write the journal" in proc.stderr
+                assert f"sagactl resume {run_id}" in proc.stderr
+                assert not runs[0].status.final
+                outcome = f"stopped after {len(service.applied)} of 3"
+                result = cli("resume", run_id, "--journal", str(journal),
+                             env={"BASE": service.url, "TOKEN": "t"})
+                assert result.exit_code == 0, result.stdout + result.stderr
+            keys = [key for key, _, _ in service.applied]
+            assert len(keys) == len(set(keys)) == (0 if outcome == "not started" else 3)
+            seen[outcome] = seen.get(outcome, limit)
+            if outcome == "succeeded":
+                break  # room enough for the whole run: larger sizes change nothing
+    assert {"not started", "stopped after 0 of 3", "stopped after 1 of 3",
+            "stopped after 2 of 3", "stopped after 3 of 3", "succeeded"} <= set(seen), seen
 
 
 def test_a_copy_taken_mid_run_resumes_to_the_same_end(tmp_path: Path,

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from sagactl import http
-from sagactl.errors import Interrupted, RenderError, SagactlError, UsageError
+from sagactl.errors import Interrupted, JournalError, RenderError, SagactlError, UsageError
 from sagactl.events import (
     AttemptFinished,
     AttemptStarted,
@@ -40,7 +40,15 @@ from sagactl.events import (
     StepFinished,
 )
 from sagactl.ids import new_run_id, new_span_id, new_trace_id
-from sagactl.journal import Journal, RunRecord, RunStatus, StepRecord, StepState, owner_alive
+from sagactl.journal import (
+    AttemptHandle,
+    Journal,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepState,
+    owner_alive,
+)
 from sagactl.model import Phase, Saga, Step, StepKind
 from sagactl.prepare import PreparedRequest, prepare, run_context
 from sagactl.redact import Redactor
@@ -201,9 +209,16 @@ class Engine:
         except Interrupted as exc:
             self.journal.settle_interrupted(self.run_id)
             raise Interrupted(self.run_id, exc.exit_code) from None
+        except JournalError as exc:
+            # The journal stopped taking writes (a full disk, say): nothing more is sent, and
+            # what was journaled stays, so the run can be carried on once it is writable.
+            raise JournalError(str(exc), run_id=self.run_id) from None
         finally:
             done.set()
-            self.journal.release_lease(self.run_id, self.host, self.pid)
+            # When the journal cannot be written, the lease cannot be released either: it
+            # lapses, and a later resume takes over from this (then dead) process.
+            with contextlib.suppress(JournalError):
+                self.journal.release_lease(self.run_id, self.host, self.pid)
         final = self.journal.get_run(self.run_id)
         self.emit(RunFinished(self.run_id, status.value, final.error,
                               self.clock() - self._started))
@@ -463,7 +478,7 @@ class Engine:
         # says `Saga-Attempt: 3` rather than starting again at 1.
         earlier = self.states.get((step.id, phase.value))
         offset = earlier.attempts if earlier else 0
-        attempt_ids: dict[int, int] = {}
+        attempt_ids: dict[int, AttemptHandle] = {}
         body_text = self.redactor.text(prepared.body_text) if prepared.body_text is not None \
             else None
 

@@ -116,3 +116,8 @@ class JournalError(SagactlError):
     """The journal cannot answer: unknown run, ambiguous prefix, live owner, unreadable file."""
 
     exit_code = 4
+
+    def __init__(self, message: str, run_id: str | None = None) -> None:
+        super().__init__(message)
+        # Set when a run was under way: it stays journaled as far as it got, to be resumed.
+        self.run_id = run_id

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sagactl.errors import JournalError
 
@@ -221,14 +221,23 @@ class AttemptRecord:
     response_body: str | None
 
 
+class AttemptHandle(NamedTuple):
+    """An attempt begun and not yet finished: its row, and the step it belongs to."""
+
+    id: int
+    run_id: str
+    step_id: str
+    phase: str
+
+
 def _clip(text: str | None) -> str | None:
     if text is None or len(text.encode()) <= BODY_LIMIT:
         return text
     return text.encode()[:BODY_LIMIT].decode(errors="ignore") + "…[truncated]"
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+# One encoder for every write: json.dumps with options builds a new one per call.
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class Journal:
@@ -271,6 +280,11 @@ class Journal:
             app_id = db.execute("PRAGMA application_id").fetchone()[0]
             version = db.execute("PRAGMA user_version").fetchone()[0]
             tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            # Not the file's fault: it cannot be read or its shared-memory index cannot be
+            # written (a full disk, a read-only directory).
+            db.close()
+            raise JournalError(f"{self.path}: cannot open the journal: {exc}") from None
         except sqlite3.DatabaseError as exc:
             db.close()
             if "not a database" in str(exc):
@@ -331,7 +345,10 @@ class Journal:
                     yield self._db
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    # SQLite has already rolled back after some errors (a full disk): a second
+                    # rollback would fail and hide the first error.
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
                 raise JournalError(f"{self.path}: cannot write the journal: {exc}") from None
@@ -485,7 +502,7 @@ class Journal:
 
     def begin_attempt(self, run_id: str, step_id: str, phase: str, attempt: int, *,
                       span_id: str, method: str, url: str, headers: Mapping[str, str],
-                      body: str | None) -> int:
+                      body: str | None) -> AttemptHandle:
         """Record an attempt about to be sent; its step is `running` until the result."""
         now = self.clock()
         with self._write() as db:
@@ -500,9 +517,9 @@ class Journal:
                 " (?, ?, ?, 'running', 1, ?) ON CONFLICT (run_id, step_id, phase) DO UPDATE SET"
                 " state = 'running', attempts = attempts + 1, updated_at = excluded.updated_at",
                 (run_id, step_id, phase, now))
-            return int(cursor.lastrowid or 0)
+            return AttemptHandle(int(cursor.lastrowid or 0), run_id, step_id, phase)
 
-    def finish_attempt(self, attempt_id: int, *, outcome: str, duration_ms: float,
+    def finish_attempt(self, attempt: AttemptHandle, *, outcome: str, duration_ms: float,
                        status: int | None = None, error_class: str | None = None,
                        error_message: str | None = None,
                        response_headers: Mapping[str, str] | None = None,
@@ -518,16 +535,13 @@ class Journal:
                 " WHERE id = ?",
                 (now, duration_ms, outcome, status, error_class, error_message,
                  _json(dict(response_headers)) if response_headers is not None else None,
-                 _clip(response_body), attempt_id))
+                 _clip(response_body), attempt.id))
             if step_state is not None:
-                run_id, step_id, phase = db.execute(
-                    "SELECT run_id, step_id, phase FROM attempts WHERE id = ?",
-                    (attempt_id,)).fetchone()
                 db.execute(
                     "UPDATE steps SET state = ?, applied = ?, outputs = ?, status = ?, error = ?,"
                     " updated_at = ? WHERE run_id = ? AND step_id = ? AND phase = ?",
                     (step_state.value, int(applied), _json(dict(outputs or {})), status,
-                     error_message, now, run_id, step_id, phase))
+                     error_message, now, attempt.run_id, attempt.step_id, attempt.phase))
 
     def settle_interrupted(self, run_id: str) -> int:
         """Mark every attempt of the run that has no result as interrupted, and every step

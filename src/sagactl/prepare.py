@@ -89,6 +89,10 @@ def run_context(
     return context
 
 
+# One encoder for every body: json.dumps with options builds a new one per call.
+_JSON = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def prepare(
     saga: Saga,
     step: Step,
@@ -135,7 +139,7 @@ def prepare(
     if request.body_kind is BodyKind.JSON:
         body = render(request.body, "json")
         try:
-            body_text = json.dumps(body, ensure_ascii=False)
+            body_text = _JSON(body)
         except (TypeError, ValueError) as exc:
             raise RenderError(Location(saga.path, request.line, 0, f"{where}.json"),
                               f"cannot be sent as JSON: {exc}") from None

@@ -1,0 +1,94 @@
+"""Instructions per step, counted by valgrind's callgrind: repeatable where wall-clock time is
+not (the same count run after run, whatever else the machine is doing).
+
+    python bench/instructions.py
+
+Each case runs twice in its own process under callgrind, with 20 and with 120 steps; the
+difference divided by 100 is the cost of one step, with start-up, imports and loading cancelled
+out. Counts cover the client's own code in user space: not the kernel (socket calls, fsync) and
+not the server, which is why the wall-clock ratios of bench/run.py are lower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from run import bare_loop, bare_loop_with_commits, chain_saga, start_server  # noqa: E402
+
+SIZES = (20, 120)
+CASES = {
+    "bare": "bare httpx loop, the same PUTs",
+    "commits": "  bare + 2 commits (no fsync)",
+    "normal": "saga, durability normal",
+    "full": "saga, durability full",
+}
+
+
+def one(case: str, url: str, steps: int) -> None:
+    """What runs under callgrind. Both saga sizes are loaded in every case, so that loading
+    cancels out of the difference."""
+    from sagactl.journal import Durability, Journal
+    from sagactl.loader import load_text
+    from sagactl.runs import start_run
+
+    sagas = {n: load_text(chain_saga(n), "bench.yaml") for n in SIZES}
+    if case == "bare":
+        bare_loop(url, steps)
+    elif case == "commits":
+        bare_loop_with_commits(url, steps, "NORMAL")
+    else:
+        with tempfile.TemporaryDirectory() as tmp, \
+                Journal(Path(tmp) / "j.db", Durability(case)) as journal:
+            _, status = start_run(sagas[steps], {}, journal, {"BASE": url},
+                                  on_event=lambda e: None)
+        assert status.value == "succeeded", status
+
+
+def count(case: str, url: str, steps: int) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        result = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out",
+             sys.executable, __file__, "--one", case, url, str(steps)],
+            capture_output=True, text=True, check=True)
+    match = re.search(r"Collected : (\d+)", result.stderr)
+    assert match, result.stderr
+    return int(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--one", nargs=3, metavar=("CASE", "URL", "STEPS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        one(args.one[0], args.one[1], int(args.one[2]))
+        return
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind is not installed: apt-get install valgrind")
+    server, url = start_server()
+    try:
+        jobs = [(case, n) for case in CASES for n in SIZES]
+        with ThreadPoolExecutor(2) as pool:  # one valgrind per core
+            counts = dict(zip(jobs, pool.map(lambda job: count(job[0], url, job[1]), jobs)))
+    finally:
+        server.terminate()
+        server.wait()
+    per = {case: (counts[case, SIZES[1]] - counts[case, SIZES[0]]) / (SIZES[1] - SIZES[0])
+           for case in CASES}
+    for case, name in CASES.items():
+        print(f"{name:<32} {per[case] / 1e6:6.2f} M instructions/step  "
+              f"{per[case] / per['bare']:5.2f}x")
+    print(f"(callgrind, client side, user space; Python {sys.version.split()[0]})")
+
+
+if __name__ == "__main__":
+    main()
