@@ -78,7 +78,8 @@ def main() -> None:
     try:
         jobs = [(case, n) for case in CASES for n in SIZES]
         with ThreadPoolExecutor(2) as pool:  # one valgrind per core
-            counts = dict(zip(jobs, pool.map(lambda job: count(job[0], url, job[1]), jobs)))
+            counts = dict(zip(jobs, pool.map(lambda job: count(job[0], url, job[1]), jobs),
+                              strict=True))
     finally:
         server.terminate()
         server.wait()
