@@ -116,12 +116,24 @@ def saga_run(url: str, text: str, durability: str, concurrency: int = 8) -> floa
     return elapsed
 
 
-def interleaved(rounds: int, cases: dict[str, Callable[[], float]]) -> dict[str, float]:
-    samples: dict[str, list[float]] = {name: [] for name in cases}
+def samples(rounds: int, cases: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """Every case once per round, in turn, so that a slow spell of the machine hits them all."""
+    taken: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(rounds):
         for name, case in cases.items():
-            samples[name].append(case())
-    return {name: statistics.median(values) for name, values in samples.items()}
+            taken[name].append(case())
+    return taken
+
+
+def interleaved(rounds: int, cases: dict[str, Callable[[], float]]) -> dict[str, float]:
+    return {name: statistics.median(values) for name, values in samples(rounds, cases).items()}
+
+
+def paired(taken: dict[str, list[float]], name: str, floor: str) -> tuple[float, float, float]:
+    """The ratio of `name` to `floor` in each round (measured a moment apart), as median, lowest
+    and highest: steadier than a ratio of medians on a machine whose speed drifts."""
+    ratios = sorted(a / b for a, b in zip(taken[name], taken[floor], strict=True))
+    return statistics.median(ratios), ratios[0], ratios[-1]
 
 
 # --- fan-out: how to run 50 requests at once --------------------------------------------------
@@ -218,7 +230,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer, smaller")
     args = parser.parse_args()
     steps = 50 if args.quick else 200
-    rounds = 3 if args.quick else 9
+    rounds = 3 if args.quick else 15
     big = 5_000 if args.quick else 100_000
     rows: list[tuple[str, str, str, str]] = []
 
@@ -230,25 +242,29 @@ def main() -> None:
         bare_loop(url, 50)  # warm up both sides
         chain = chain_saga(steps)
         saga_run(url, chain, "normal")
-        medians = interleaved(rounds, {
+        # Each saga right after the bare loop it is compared with, in every round.
+        taken = samples(rounds, {
             "bare": lambda: bare_loop(url, steps),
-            "bare, no saga headers": lambda: bare_loop(url, steps, headers=False),
-            "bare+2 commits (fsync)": lambda: bare_loop_with_commits(url, steps, "FULL"),
+            "saga normal": lambda: saga_run(url, chain, "normal"),
             "bare+2 commits (no fsync)": lambda: bare_loop_with_commits(url, steps, "NORMAL"),
             "saga full": lambda: saga_run(url, chain, "full"),
-            "saga normal": lambda: saga_run(url, chain, "normal"),
+            "bare+2 commits (fsync)": lambda: bare_loop_with_commits(url, steps, "FULL"),
+            "bare, no saga headers": lambda: bare_loop(url, steps, headers=False),
         })
-        floor = medians["bare"] / steps
+        floor = statistics.median(taken["bare"]) / steps
         row(f"bare httpx loop, the same {steps} PUTs", f"{floor * 1e6:.0f} µs/req", "1.00x")
         for name in ("bare, no saga headers", "bare+2 commits (fsync)",
                      "bare+2 commits (no fsync)"):
-            per = medians[name] / steps
-            row(f"  {name}", f"{per * 1e6:.0f} µs/req", f"{per / floor:.2f}x")
+            per = statistics.median(taken[name]) / steps
+            ratio, low, high = paired(taken, name, "bare")
+            row(f"  {name}", f"{per * 1e6:.0f} µs/req", f"{ratio:.2f}x",
+                f"({low:.2f}-{high:.2f})")
         for name, target in (("saga full", 2.3), ("saga normal", 1.35)):
-            per = medians[name] / steps
-            ok = "ok" if per / floor <= target else "MISSED"
+            per = statistics.median(taken[name]) / steps
+            ratio, low, high = paired(taken, name, "bare")
+            ok = "ok" if ratio <= target else "MISSED"
             row(f"{steps}-step saga, durability {name.split()[1]}", f"{per * 1e6:.0f} µs/step",
-                f"{per / floor:.2f}x", f"<= {target}x {ok}")
+                f"{ratio:.2f}x", f"<= {target}x {ok}  ({low:.2f}-{high:.2f})")
 
         width = 50
         fan = fan_saga(width)

@@ -473,7 +473,7 @@ class Engine:
                     "did not keep it)"
             return self._give_up(step, phase, f"cannot render the {phase.value}{why}: "
                                               f"{exc.message}")
-        journal, run_id = self.journal, self.run_id
+        journal, run_id, phase_name = self.journal, self.run_id, phase.value
         # Attempt numbers go on from earlier processes' attempts, so that a resumed request
         # says `Saga-Attempt: 3` rather than starting again at 1.
         earlier = self.states.get((step.id, phase.value))
@@ -493,14 +493,13 @@ class Engine:
             span = new_span_id()
             headers = sent_headers[number] = {
                 **prepared.headers, **self._saga_headers(prepared, offset + number, span)}
+            shown_headers = self.redactor.headers(headers)
             attempt_ids[number] = journal.begin_attempt(
-                run_id, step.id, phase.value, offset + number, span_id=span,
-                method=prepared.method, url=shown_url, headers=self.redactor.headers(headers),
-                body=body_text)
-            self.emit(AttemptStarted(step.id, phase.value, offset + number,
+                run_id, step.id, phase_name, offset + number, span_id=span,
+                method=prepared.method, url=shown_url, headers=shown_headers, body=body_text)
+            self.emit(AttemptStarted(step.id, phase_name, offset + number,
                                      offset + prepared.retry.attempts, prepared.method,
-                                     shown_url, self.redactor.headers(headers),
-                                     _clip(body_text)))
+                                     shown_url, shown_headers, _clip(body_text)))
 
         def after(number: int, result: http.AttemptResult) -> None:
             final = self._final_state(result)
@@ -516,7 +515,7 @@ class Engine:
                 response_headers=shown_headers, response_body=shown_body,
                 step_state=final, applied=result.applied, outputs=outputs)
             last_body[0] = shown_body
-            self.emit(AttemptFinished(step.id, phase.value, offset + number,
+            self.emit(AttemptFinished(step.id, phase_name, offset + number,
                                       result.outcome.value, result.status, error,
                                       result.duration_ms, shown_headers, _clip(shown_body)))
 

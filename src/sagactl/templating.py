@@ -96,6 +96,9 @@ def _environment() -> _Environment:
     return _Environment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
 def is_template(text: str) -> bool:
     return "{{" in text or "{%" in text
 
@@ -272,6 +275,12 @@ class Renderer:
 
     def render(self, value: Any, context: Mapping[str, Any]) -> Any:
         """`value` with every template string in it rendered. Raises TemplateProblem."""
+        kind = type(value)
+        # Exact types first: the ABC checks below cost more than the rendering of most values.
+        if kind is dict:
+            return {k: self.render(v, context) for k, v in value.items()}
+        if kind is not str and kind in _SCALARS:
+            return value
         if isinstance(value, str):
             if not is_template(value):
                 return value
