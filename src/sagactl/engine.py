@@ -583,6 +583,8 @@ class Engine:
                view: http.ResponseView) -> tuple[dict[str, Any], str | None]:
         request = step.request(phase)
         assert request is not None
+        if not request.expect.that and (phase is not Phase.ACTION or not step.outputs):
+            return {}, None  # nothing reads the response: spare parsing it
         scope = {**self.context, "response": view.context(),
                  "step": {"id": step.id, "idempotency_key": f"{self.run_id}.{step.id}."
                                                             f"{phase.value}"},

@@ -112,27 +112,28 @@ def prepare(
         "step": {"id": step.id, "idempotency_key": key},
         "steps": steps,
     }
-    where = f"steps[{step.index}].{phase.value}"
+
+    def at(field: str) -> Location:  # built only for an error: most requests need none
+        return Location(saga.path, request.line, 0, f"steps[{step.index}].{phase.value}.{field}")
 
     def render(value: Any, field: str) -> Any:
         try:
             return renderer.render(value, scope)
         except TemplateProblem as exc:
-            raise RenderError(Location(saga.path, request.line, 0, f"{where}.{field}"),
-                              str(exc)) from None
+            raise RenderError(at(field), str(exc)) from None
 
     url = _text(render(request.url, "url"))
     base = render(request.base_url, "base_url") if request.base_url is not None else None
     url = join_url(_text(base) if base is not None else None, url)
     if "://" not in url:
-        raise RenderError(Location(saga.path, request.line, 0, f"{where}.url"),
-                          f"'{url}' is relative and no base_url is set")
-    query = render(request.query, "query")
+        raise RenderError(at("url"), f"'{url}' is relative and no base_url is set")
+    query = render(request.query, "query") if request.query else None
     if query:
         pairs = [(k, _text(v)) for k, vs in query.items()
                  for v in (vs if isinstance(vs, list) else [vs])]
         url += ("&" if "?" in url else "?") + urlencode(pairs)
-    headers = {k: _text(v) for k, v in render(request.headers, "headers").items()}
+    headers = {k: _text(v) for k, v in render(request.headers, "headers").items()} \
+        if request.headers else {}
     body: Any = None
     body_text: str | None = None
     content_type: str | None = None
@@ -141,8 +142,7 @@ def prepare(
         try:
             body_text = _JSON(body)
         except (TypeError, ValueError) as exc:
-            raise RenderError(Location(saga.path, request.line, 0, f"{where}.json"),
-                              f"cannot be sent as JSON: {exc}") from None
+            raise RenderError(at("json"), f"cannot be sent as JSON: {exc}") from None
         content_type = "application/json"
     elif request.body_kind is BodyKind.FORM:
         body = {k: _text(v) for k, v in render(request.body, "form").items()}
