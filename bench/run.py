@@ -200,9 +200,10 @@ def build_journal(path: Path, runs: int) -> str:
         if r == runs // 2:
             middle = run_id
         db.execute("INSERT INTO runs (id, name, saga_path, saga_text, saga_hash, inputs, env, "
-                   "status, phase, trace_id, created_at, updated_at, finished_at) VALUES "
-                   "(?, 'bench', 'bench.yaml', ?, 'h', '{}', '{}', 'succeeded', 'confirm', "
-                   "'t', ?, ?, ?)", (run_id, text, base + r, base + r, base + r + 0.01))
+                   "status, phase, trace_id, created_at, updated_at, finished_at, step_ids) "
+                   "VALUES (?, 'bench', 'bench.yaml', ?, 'h', '{}', '{}', 'succeeded', "
+                   "'confirm', 't', ?, ?, ?, '[\"s0\",\"s1\",\"s2\"]')",
+                   (run_id, text, base + r, base + r, base + r + 0.01))
         for s in range(3):
             db.execute("INSERT INTO steps (run_id, step_id, phase, state, applied, outputs, "
                        "attempts, status, updated_at) VALUES (?, ?, 'action', 'succeeded', 1, "

@@ -58,7 +58,10 @@ def test_python_dash_m_runs_the_cli() -> None:
 @pytest.mark.parametrize(("args", "unwanted"), [
     (["--help"], ("httpx", "rich", "tenacity", "sqlite3", "jinja2", "jsonschema", "yaml")),
     (["validate", str(SAGAS / "add-product.yaml")], ("httpx", "rich", "tenacity", "sqlite3")),
-    (["list"], ("httpx", "rich", "tenacity", "jinja2", "jsonschema")),
+    (["list"], ("httpx", "rich", "tenacity", "jinja2", "jsonschema", "yaml", "sagactl.events",
+                "sagactl.model", "sagactl.engine")),
+    (["show", "NOSUCHRUN"], ("httpx", "rich", "tenacity", "jinja2", "jsonschema",
+                             "sagactl.events", "sagactl.model", "sagactl.engine")),
 ])
 def test_start_up_imports_only_what_the_command_needs(
         args: list[str], unwanted: tuple[str, ...], tmp_path: Path) -> None:

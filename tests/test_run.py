@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -310,6 +311,30 @@ def test_newer_and_foreign_journals_are_refused_untouched(runs: Runs, tmp_path: 
         assert message in result.stderr
         assert path.read_bytes() == before
     assert runs.service.received == []
+
+
+def test_a_journal_of_schema_version_1_is_migrated_and_its_runs_still_show(runs: Runs) -> None:
+    """Version 2 added the runs' step ids; runs journaled before have none, and `show` reads
+    their order from the journaled saga text instead."""
+    import sqlite3
+
+    _, old_run = runs.run(sagas.THREE)
+    db = sqlite3.connect(runs.journal)
+    db.execute("ALTER TABLE runs DROP COLUMN step_ids")  # the journal as version 1 left it
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    _, new_run = runs.run(sagas.THREE)
+    with Journal(runs.journal) as journal:
+        assert journal.get_run(old_run).step_ids is None
+        assert journal.get_run(new_run).step_ids == ("a", "b", "c")
+    db = sqlite3.connect(runs.journal)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    db.close()
+    shown = [runs("show", run_id, "--output", "json") for run_id in (old_run, new_run)]
+    for result in shown:
+        assert result.exit_code == 0, result.stderr
+        assert [s["id"] for s in json.loads(result.stdout)["steps"]] == ["a", "b", "c"]
 
 
 def test_journal_is_private(runs: Runs) -> None:

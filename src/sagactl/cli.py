@@ -235,9 +235,10 @@ def _drive(journal: Path | None, durability: DurabilityChoice, quiet: bool,
            compensating: bool = False) -> None:
     """Drive each call's run in turn; report, and exit with the worst code (3 > 1 > 0)."""
     from sagactl.errors import Interrupted, JournalError
+    from sagactl.history import summary_record
     from sagactl.journal import Durability
     from sagactl.junit import RunReport, write_junit
-    from sagactl.render import JsonRenderer, next_commands, summary_record
+    from sagactl.render import JsonRenderer, next_commands
     from sagactl.runs import open_journal, step_order
 
     flag = _journal_flag(journal)
@@ -426,7 +427,7 @@ def list_command(
     """List runs, newest first: id, saga, status (a run whose process is gone shows as
     interrupted), start time."""
     with _reported():
-        from sagactl.render import JsonRenderer, format_list, list_records
+        from sagactl.history import format_list, json_line, list_records
         from sagactl.runs import list_runs, open_journal
 
         with open_journal(journal) as store:
@@ -434,7 +435,7 @@ def list_command(
                              limit=limit)
         if output is OutputChoice.JSON:
             for record in list_records(runs):
-                JsonRenderer().write(record)
+                typer.echo(json_line(record))
         else:
             typer.echo(format_list(runs))
 
@@ -448,7 +449,7 @@ def show(
     """Show one run: its saga, every step's state and outputs, and every attempt with its
     status, duration and error, on a time line from the run's start."""
     with _reported():
-        from sagactl.render import JsonRenderer, format_show, show_record
+        from sagactl.history import format_show, json_line, show_record
         from sagactl.runs import open_journal, shown_status, step_order
 
         with open_journal(journal) as store:
@@ -456,8 +457,8 @@ def show(
             order = step_order(record)
             steps, attempts = store.steps(record.id), store.attempts(record.id)
         if output is OutputChoice.JSON:
-            JsonRenderer().write(show_record(record, shown_status(record), steps, attempts,
-                                             order))
+            typer.echo(json_line(show_record(record, shown_status(record), steps, attempts,
+                                             order)))
         else:
             typer.echo(format_show(record, shown_status(record), steps, attempts, order))
 

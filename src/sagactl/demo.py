@@ -88,9 +88,9 @@ def demo_environment(started: Mapping[str, Service]) -> dict[str, str]:
 def run_demo(journal: Journal, faults: DemoFaults, out: IO[str],
              on_event: Callable[[Event], None], stop: threading.Event | None = None) -> int:
     """Run the bundled saga against the demo services; print what happened and what to try."""
+    from sagactl.history import format_list
     from sagactl.inputs import resolve_inputs
     from sagactl.loader import load
-    from sagactl.render import format_list
     from sagactl.runs import list_runs, start_run
 
     saga = load(bundled_saga())

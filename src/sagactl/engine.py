@@ -109,7 +109,7 @@ def create_run(journal: Journal, saga: Saga, inputs: Mapping[str, Any],
         run_id=run_id, name=saga.name, saga_path=saga.path, saga_text=saga.source,
         saga_hash=hashlib.sha256(saga.source.encode()).hexdigest(), inputs=inputs, env=env,
         trace_id=new_trace_id(), owner_host=socket.gethostname(), owner_pid=os.getpid(),
-        lease_ttl=lease_ttl)
+        lease_ttl=lease_ttl, step_ids=[s.id for s in saga.steps])
     return journal.get_run(run_id)
 
 

@@ -21,7 +21,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -43,7 +43,7 @@ __all__ = [
     "owner_alive",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x53414741  # "SAGA": tells a sagactl journal from any other SQLite file
 BODY_LIMIT = 64 * 1024
 
@@ -140,6 +140,9 @@ _MIGRATIONS: dict[int, list[str]] = {
         )""",
         "CREATE INDEX attempts_run ON attempts (run_id, id)",
     ],
+    # The saga's step ids in file order (a JSON list), so that `show` need not parse the
+    # journaled YAML again; NULL for runs journaled before.
+    2: ["ALTER TABLE runs ADD COLUMN step_ids TEXT"],
 }
 
 
@@ -186,6 +189,8 @@ class RunRecord:
     owner_host: str | None
     owner_pid: int | None
     lease_expires: float | None
+    step_ids: tuple[str, ...] | None = None
+    """The saga's step ids in file order; None for runs journaled with schema version 1."""
 
 
 @dataclass(frozen=True)
@@ -371,17 +376,20 @@ class Journal:
 
     def create_run(self, *, run_id: str, name: str, saga_path: str, saga_text: str,
                    saga_hash: str, inputs: Mapping[str, Any], env: Mapping[str, str],
-                   trace_id: str, owner_host: str, owner_pid: int, lease_ttl: float) -> None:
+                   trace_id: str, owner_host: str, owner_pid: int, lease_ttl: float,
+                   step_ids: Sequence[str] | None = None) -> None:
         now = self.clock()
         with self._write() as db:
             try:
                 db.execute(
                     "INSERT INTO runs (id, name, saga_path, saga_text, saga_hash, inputs, env,"
                     " status, phase, trace_id, created_at, updated_at, owner_host, owner_pid,"
-                    " lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'forward', ?, ?, ?, ?, ?, ?)",
+                    " lease_expires, step_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'forward', ?, ?, ?,"
+                    " ?, ?, ?, ?)",
                     (run_id, name, saga_path, saga_text, saga_hash, _json(dict(inputs)),
                      _json(dict(env)), RunStatus.RUNNING.value, trace_id, now, now, owner_host,
-                     owner_pid, now + lease_ttl))
+                     owner_pid, now + lease_ttl,
+                     _json(list(step_ids)) if step_ids is not None else None))
             except sqlite3.IntegrityError:
                 raise JournalError(f"a run with id {run_id} already exists") from None
 
@@ -395,7 +403,8 @@ class Journal:
             pivot_passed=bool(row["pivot_passed"]), trace_id=row["trace_id"], error=row["error"],
             created_at=row["created_at"], updated_at=row["updated_at"],
             finished_at=row["finished_at"], owner_host=row["owner_host"],
-            owner_pid=row["owner_pid"], lease_expires=row["lease_expires"])
+            owner_pid=row["owner_pid"], lease_expires=row["lease_expires"],
+            step_ids=tuple(json.loads(row["step_ids"])) if row["step_ids"] else None)
 
     def get_run(self, run_id: str) -> RunRecord:
         rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sagactl.errors import UsageError
-from sagactl.events import Event
 from sagactl.journal import (
     Durability,
     Journal,
@@ -22,10 +21,11 @@ from sagactl.journal import (
     default_path,
     owner_alive,
 )
-from sagactl.model import Saga
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # `list` and `show` import this module, and need neither
     from sagactl.engine import Engine
+    from sagactl.events import Event
+    from sagactl.model import Saga
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{3,63}$")
 
@@ -149,8 +149,11 @@ def list_runs(journal: Journal, *, status: str | None = None, name: str | None =
 
 
 def step_order(run: RunRecord) -> list[str]:
-    """The run's step ids in file order, read from its journaled saga text without checking
-    it again (that needs the schema and templates: `show` must start fast)."""
+    """The run's step ids in file order: journaled with the run, or for runs journaled before
+    they were, read from its journaled saga text without checking it again (that needs the
+    schema and templates: `show` must start fast)."""
+    if run.step_ids is not None:
+        return list(run.step_ids)
     from sagactl.loader import parse_data
 
     data = parse_data(run.saga_text)
