@@ -424,7 +424,14 @@ class Engine:
                 if not running:
                     break
                 try:
-                    step_id, result = finished.get(timeout=0.25)
+                    try:
+                        step_id, result = finished.get_nowait()
+                    except queue.Empty:
+                        # Nothing to start until a request in flight ends: write the results
+                        # held back so far rather than keep them waiting (one commit for all
+                        # that ended meanwhile).
+                        self.journal.flush()
+                        step_id, result = finished.get(timeout=0.25)
                 except queue.Empty:
                     if self.stop.is_set():
                         # Leave what is in flight: its attempts stay journaled without a
@@ -508,12 +515,15 @@ class Engine:
             outputs = self._journaled_outputs(result.outputs) if final else None
             shown_headers = self.redactor.headers(response.headers) if response else None
             shown_body = self.redactor.text(response.text) if response else None
+            # A final result goes in with the next write (the next step's intent, most often):
+            # one commit a step. A retryable one is written now, before the backoff.
             journal.finish_attempt(
                 attempt_ids[number], outcome=result.outcome.value,
                 duration_ms=result.duration_ms, status=result.status,
                 error_class=result.error_class, error_message=error,
                 response_headers=shown_headers, response_body=shown_body,
-                step_state=final, applied=result.applied, outputs=outputs)
+                step_state=final, applied=result.applied, outputs=outputs,
+                defer=final is not None)
             last_body[0] = shown_body
             self.emit(AttemptFinished(step.id, phase_name, offset + number,
                                       result.outcome.value, result.status, error,

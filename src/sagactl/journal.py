@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -259,6 +259,8 @@ class Journal:
         self.path = Path(path)
         self.clock = clock
         self._lock = threading.RLock()
+        # Results recorded with `defer`: written by the next transaction, whatever it is.
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []
         self._db = self._connect(durability)
 
     # --- opening -----------------------------------------------------------------------------
@@ -337,7 +339,18 @@ class Journal:
 
     def close(self) -> None:
         with self._lock:
+            # A deferred result that cannot be written leaves its attempt in doubt, which a
+            # resume settles safely: not worth an error while closing.
+            with suppress(JournalError):
+                self.flush()
             self._db.close()
+
+    def flush(self) -> None:
+        """Commit the results recorded with `defer`, if any."""
+        with self._lock:
+            if self._pending:
+                with self._write():
+                    pass
 
     def __enter__(self) -> Journal:
         return self
@@ -352,8 +365,11 @@ class Journal:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
+                    for sql, args in self._pending:
+                        self._db.execute(sql, args)
                     yield self._db
                     self._db.execute("COMMIT")
+                    self._pending.clear()
                 except BaseException:
                     # SQLite has already rolled back after some errors (a full disk): a second
                     # rollback would fail and hide the first error.
@@ -365,6 +381,7 @@ class Journal:
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
+            self.flush()  # what was recorded is what is read
             try:
                 cursor = self._db.execute(sql, args)
                 cursor.row_factory = sqlite3.Row
@@ -539,23 +556,31 @@ class Journal:
                        response_headers: Mapping[str, str] | None = None,
                        response_body: str | None = None,
                        step_state: StepState | None = None, applied: bool = False,
-                       outputs: Mapping[str, Any] | None = None) -> None:
-        """Record an attempt's result, and the step's new state when this was its last."""
+                       outputs: Mapping[str, Any] | None = None, defer: bool = False) -> None:
+        """Record an attempt's result, and the step's new state when this was its last.
+
+        With `defer`, the result is written by the next transaction (the next attempt's
+        intent, most often: one commit a step instead of two) or by `flush`. Until then a
+        crash leaves the attempt in doubt, which is safe: a resume sends it again under its
+        idempotency key. Use it only when nothing but another journal write comes next."""
         now = self.clock()
-        with self._write() as db:
-            db.execute(
-                "UPDATE attempts SET finished_at = ?, duration_ms = ?, outcome = ?, status = ?,"
-                " error_class = ?, error_message = ?, response_headers = ?, response_body = ?"
-                " WHERE id = ?",
-                (now, duration_ms, outcome, status, error_class, error_message,
-                 _json(dict(response_headers)) if response_headers is not None else None,
-                 _clip(response_body), attempt.id))
-            if step_state is not None:
-                db.execute(
-                    "UPDATE steps SET state = ?, applied = ?, outputs = ?, status = ?, error = ?,"
-                    " updated_at = ? WHERE run_id = ? AND step_id = ? AND phase = ?",
-                    (step_state.value, int(applied), _json(dict(outputs or {})), status,
-                     error_message, now, attempt.run_id, attempt.step_id, attempt.phase))
+        statements: list[tuple[str, tuple[Any, ...]]] = [(
+            "UPDATE attempts SET finished_at = ?, duration_ms = ?, outcome = ?, status = ?,"
+            " error_class = ?, error_message = ?, response_headers = ?, response_body = ?"
+            " WHERE id = ?",
+            (now, duration_ms, outcome, status, error_class, error_message,
+             _json(dict(response_headers)) if response_headers is not None else None,
+             _clip(response_body), attempt.id))]
+        if step_state is not None:
+            statements.append((
+                "UPDATE steps SET state = ?, applied = ?, outputs = ?, status = ?, error = ?,"
+                " updated_at = ? WHERE run_id = ? AND step_id = ? AND phase = ?",
+                (step_state.value, int(applied), _json(dict(outputs or {})), status,
+                 error_message, now, attempt.run_id, attempt.step_id, attempt.phase)))
+        with self._lock:
+            self._pending += statements
+            if not defer:
+                self.flush()
 
     def settle_interrupted(self, run_id: str) -> int:
         """Mark every attempt of the run that has no result as interrupted, and every step
