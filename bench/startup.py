@@ -52,6 +52,16 @@ def saga_text(steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compile_sagactl() -> None:
+    """Compile sagactl's modules to bytecode first, as a normal install does: an editable install
+    run with PYTHONDONTWRITEBYTECODE set would otherwise compile every module on every start."""
+    import compileall
+
+    import sagactl
+
+    compileall.compile_dir(Path(sagactl.__file__).parent, quiet=1)
+
+
 def sagactl_command() -> list[str]:
     script = Path(sys.executable).parent / "sagactl"
     if script.exists():
@@ -74,6 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=21)
     args = parser.parse_args()
+    compile_sagactl()
     with tempfile.TemporaryDirectory() as tmp:
         saga = Path(tmp) / "big.yaml"
         saga.write_text(saga_text(100))
