@@ -3,6 +3,8 @@ idempotent service on 127.0.0.1, a crash injected at a random journal write, the
 `compensate` (chosen at random) until the run is final. The service's own record of applied
 effects is checked against what the run's outcome promises.
 
+A run left stuck is checked to name exactly its unfinished work before the faults are cleared.
+
 The crash is injected in process, at a journal write: every write after it fails, as after a
 SIGKILL, while requests already sent still reach the service. tests/test_crash.py kills real
 processes; this test covers many more shapes and crash points in the time CI allows.
@@ -11,6 +13,7 @@ processes; this test covers many more shapes and crash points in the time CI all
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ from hypothesis import strategies as st
 
 from sagactl.engine import Engine, create_run
 from sagactl.errors import UsageError
-from sagactl.journal import Durability, Journal, RunStatus
+from sagactl.journal import Durability, Journal, RunStatus, StepState
 from sagactl.loader import load_text
 from sagactl.model import StepKind
 from sagactl.services import Fault, Service
@@ -53,6 +56,7 @@ class StepPlan:
     confirm: bool
     action_fault: str  # ok, 4xx, 5xx1, 5xx2, early, late, drop
     undo_fault: str  # ok, 5xx1, 5xx5
+    confirm_fault: str = "ok"  # ok, 5xx1, 5xx5
 
 
 @dataclass
@@ -64,7 +68,7 @@ class Case:
 
 @st.composite
 def cases(draw: st.DrawFn) -> Case:
-    count = draw(st.integers(2, 6))
+    count = draw(st.integers(2, 8))
     steps = []
     for i in range(count):
         kind = draw(st.sampled_from(["compensatable"] * 6 + ["pivot", "read"]))
@@ -74,6 +78,7 @@ def cases(draw: st.DrawFn) -> Case:
             kind, needs, kind == "compensatable" and draw(st.booleans()) and draw(st.booleans()),
             draw(st.sampled_from(["ok"] * 5 + ["4xx", "5xx1", "5xx2", "early", "late",
                                                "drop"])),
+            draw(st.sampled_from(["ok"] * 4 + ["5xx1", "5xx5"])),
             draw(st.sampled_from(["ok"] * 4 + ["5xx1", "5xx5"]))))
     crash_at = draw(st.one_of(st.none(), st.integers(1, 4 * count + 4)))
     choices = draw(st.lists(st.sampled_from(["resume", "compensate"]), min_size=6, max_size=6))
@@ -118,6 +123,9 @@ def faults(case: Case) -> list[Fault]:
             result.append(Fault("PUT", path, kind="drop_after"))
         if step.undo_fault.startswith("5xx"):
             result.append(Fault("DELETE", path, status=503, times=int(step.undo_fault[3:])))
+        if step.confirm and step.confirm_fault.startswith("5xx"):
+            result.append(Fault("PUT", path, suffix="/ok", status=503,
+                                times=int(step.confirm_fault[3:])))
     return result
 
 
@@ -148,6 +156,7 @@ def drive(case: Case, service: Service, tmp: Path) -> tuple[str, RunStatus, Any]
         if status in (RunStatus.SUCCEEDED, RunStatus.COMPENSATED):
             break
         if status is RunStatus.STUCK:
+            check_stuck(path, run_id, saga, case)
             service.clear_faults()
         with Journal(path, Durability.NORMAL) as store:
             engine = Engine(saga, store.get_run(run_id), journal=store, client=client,
@@ -163,6 +172,38 @@ def drive(case: Case, service: Service, tmp: Path) -> tuple[str, RunStatus, Any]
                             secrets={}, sleep=lambda s: None).resume()
     client.close()
     return run_id, status, saga
+
+
+def check_stuck(path: Path, run_id: str, saga: Any, case: Case) -> None:
+    """A stuck run's journal names exactly the unfinished work: the compensations left, the
+    confirm that failed, or the action a pivot holds the run on."""
+    with Journal(path, Durability.NORMAL) as store:
+        run = store.get_run(run_id)
+        steps = store.steps(run_id)
+    assert run.status is RunStatus.STUCK and run.error, (run, case)
+
+    def state(step_id: str, phase: str) -> StepState | None:
+        record = steps.get((step_id, phase))
+        return record.state if record else None
+
+    unfinished = (StepState.FAILED, StepState.IN_DOUBT)
+    event(f"stuck on the way, in phase {run.phase}")
+    if run.phase == "compensate":
+        named = re.match(r"compensation not finished for ([^:]+):", run.error)
+        assert named, (run.error, case)
+        applied = {s.id for s in saga.steps if s.compensate is not None
+                   and (record := steps.get((s.id, "action"))) is not None
+                   and (record.applied or record.state in (StepState.SUCCEEDED,
+                                                           StepState.IN_DOUBT))}
+        left = {sid for sid in applied if state(sid, "compensate") is not StepState.SUCCEEDED}
+        assert set(named.group(1).split(", ")) == left, (run.error, steps, case)
+    elif run.phase == "confirm":
+        named = re.match(r"confirm of step (\S+):", run.error)
+        assert named and state(named.group(1), "confirm") in unfinished, (run.error, case)
+        assert all(state(s.id, "action") is StepState.SUCCEEDED for s in saga.steps), case
+    else:  # held going forward by a pivot that succeeded or is in doubt
+        named = re.match(r"step (\S+):", run.error)
+        assert named and state(named.group(1), "action") in unfinished, (run.error, case)
 
 
 def check(case: Case, service: Service, run_id: str, status: RunStatus, saga: Any) -> None:
@@ -207,8 +248,8 @@ def test_no_schedule_of_faults_and_crashes_breaks_the_promise(case: Case, tmp_pa
         check(case, service, run_id, status, saga)
         # Figures for docs/reliability.md (pytest --hypothesis-show-statistics).
         crashed = case.crash_at is not None and CrashingJournal.writes >= case.crash_at
-        injected = sum(1 for s in case.steps for f in (s.action_fault, s.undo_fault)
-                       if f != "ok")
+        injected = sum(1 for s in case.steps
+                       for f in (s.action_fault, s.undo_fault, s.confirm_fault) if f != "ok")
         repeated = len(service.received) > len({(r.method, r.path) for r in service.received})
         event(f"crash injected: {crashed}")
         event(f"outcome: {status.value}")

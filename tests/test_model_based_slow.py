@@ -20,7 +20,7 @@ from helpers import ROOT
 from sagactl.journal import Journal, RunStatus
 from sagactl.loader import load_text
 from sagactl.services import Service
-from test_model_based import Case, cases, check, faults, saga_text
+from test_model_based import Case, cases, check, check_stuck, faults, saga_text
 
 CASES = int(os.environ.get("SAGACTL_SLOW_CASES", "2000"))
 
@@ -39,6 +39,7 @@ def test_sigkill_at_random_moments_breaks_no_promise(case: Case, kill_after: flo
     journal = tmp_path / f"j{os.urandom(4).hex()}.db"
     saga_file = tmp_path / "model.yaml"
     saga_file.write_text(saga_text(case))
+    saga = load_text(saga_text(case), "model.yaml")
     with Service() as service:
         service.faults = faults(case)
         env = {**os.environ, "BASE": service.url, "SAGACTL_JOURNAL": str(journal)}
@@ -69,6 +70,8 @@ def test_sigkill_at_random_moments_breaks_no_promise(case: Case, kill_after: flo
         for round_, choice in enumerate(case.choices):
             if status in (RunStatus.SUCCEEDED, RunStatus.COMPENSATED):
                 break
+            if status is RunStatus.STUCK:
+                check_stuck(journal, run_id, saga, case)
             if status is RunStatus.STUCK or round_ >= 3:
                 service.clear_faults()
             result = sagactl(choice, run_id, "--durability", "normal", env=env)
@@ -82,4 +85,4 @@ def test_sigkill_at_random_moments_breaks_no_promise(case: Case, kill_after: flo
             with Journal(journal) as store:
                 status = store.get_run(run_id).status
         event(f"outcome: {status.value}")
-        check(case, service, run_id, status, load_text(saga_text(case), "model.yaml"))
+        check(case, service, run_id, status, saga)

@@ -25,7 +25,8 @@ __all__ = ["Fault", "Service"]
 
 @dataclass
 class Fault:
-    """Misbehaviour for requests matching `method` and a path starting with `path`.
+    """Misbehaviour for requests matching `method` and a path starting with `path` (and ending
+    with `suffix`).
 
     kinds: `status` (answer `status` without applying), `delay_before` (wait `delay`, then
     apply), `delay_after` (apply, then wait `delay` before answering), `drop_after` (apply, then
@@ -42,10 +43,11 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = field(default_factory=lambda: {"error": "injected"})
     """The answer's JSON body, for `status` faults."""
+    suffix: str = ""
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method in ("*", method) and path.startswith(self.path)
-                and (self.times is None or self.times > 0))
+                and path.endswith(self.suffix) and (self.times is None or self.times > 0))
 
 
 @dataclass
