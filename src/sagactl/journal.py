@@ -74,11 +74,11 @@ class StepState(StrEnum):
     IN_DOUBT = "in_doubt"
 
 
-# Each attempt commits twice, so every B-tree page a write touches is a page appended to the WAL
-# (and fsynced at full durability): `steps` is clustered on its key (no separate index to update)
-# and attempt ids need no AUTOINCREMENT (no rows are ever deleted, so plain rowids never repeat;
-# AUTOINCREMENT would write its counter table on every insert). Journals created before these
-# two choices keep their tables; every statement works on both.
+# Each attempt writes its intent and its result, and every B-tree page a write touches is a page
+# appended to the WAL (and fsynced at full durability). So `steps` is clustered on its key (no
+# separate index to update) and attempt ids use plain row ids: no rows are ever deleted, so they
+# never repeat, and AUTOINCREMENT would write its counter table on every insert. Journals created
+# before these two choices keep their tables; every statement works on both.
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
         """CREATE TABLE runs (
