@@ -1,0 +1,124 @@
+"""The journal's write-ahead rule with one commit a step: an attempt's intent is committed before
+it is sent; its final result rides with the next write. Checked from a second connection, as
+another process (or a resume after a crash) would read the file."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sagactl.engine import Engine, create_run
+from sagactl.journal import Durability, Journal, RunStatus, StepState
+from sagactl.loader import load_text
+from sagactl.services import Service
+
+TWO = """\
+version: 1
+name: two
+env: [BASE]
+defaults:
+  base_url: "{{ env.BASE }}"
+steps:
+  - id: a
+    action: {method: PUT, url: "/a/{{ run.id }}"}
+    compensate: {method: DELETE, url: "/a/{{ run.id }}"}
+  - id: b
+    action: {method: PUT, url: "/b/{{ run.id }}"}
+    compensate: {method: DELETE, url: "/b/{{ run.id }}"}
+"""
+
+
+def outcomes(path: Path) -> list[tuple[str, str | None]]:
+    """What another process sees: each attempt's step and outcome."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT step_id, outcome FROM attempts ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+def begin(journal: Journal, step: str) -> Any:
+    return journal.begin_attempt("R0001", step, "action", 1, span_id="s", method="PUT",
+                                 url=f"http://127.0.0.1:9/{step}", headers={}, body=None)
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    store = Journal(tmp_path / "j.db", Durability.NORMAL)
+    store.create_run(run_id="R0001", name="two", saga_path="p", saga_text="t", saga_hash="h",
+                     inputs={}, env={}, trace_id="t", owner_host="h", owner_pid=1, lease_ttl=30)
+    return store
+
+
+def test_an_intent_is_committed_before_the_call_returns(journal: Journal) -> None:
+    begin(journal, "a")
+    assert outcomes(journal.path) == [("a", None)]
+
+
+def test_a_deferred_result_is_committed_with_the_next_intent(journal: Journal) -> None:
+    first = begin(journal, "a")
+    journal.finish_attempt(first, outcome="success", duration_ms=1.0, status=200,
+                           step_state=StepState.SUCCEEDED, applied=True, defer=True)
+    assert outcomes(journal.path) == [("a", None)]  # not yet: no commit of its own
+    begin(journal, "b")
+    assert outcomes(journal.path) == [("a", "success"), ("b", None)]
+
+
+def test_reads_flush_and_close_see_deferred_results_written(journal: Journal) -> None:
+    first = begin(journal, "a")
+    journal.finish_attempt(first, outcome="success", duration_ms=1.0, status=200,
+                           step_state=StepState.SUCCEEDED, applied=True, defer=True)
+    assert journal.steps("R0001")[("a", "action")].state is StepState.SUCCEEDED
+    second = begin(journal, "b")
+    journal.finish_attempt(second, outcome="failure", duration_ms=1.0, status=422,
+                           step_state=StepState.FAILED, defer=True)
+    journal.close()
+    assert outcomes(journal.path) == [("a", "success"), ("b", "failure")]
+
+
+def test_a_result_not_yet_committed_when_the_process_dies_is_sent_again_once(
+        tmp_path: Path) -> None:
+    """The process dies when it journals b's intent, the write that carries a's result. The
+    resume finds a in doubt and sends it again under the same key: the service answers from its
+    record, and applies a once."""
+
+    class Died(BaseException):
+        pass
+
+    class DiesBeforeB(Journal):
+        """Dies as b's intent is journaled: that write and every later one never happen."""
+
+        dead = False
+
+        def begin_attempt(self, run_id: str, step_id: str, *args: Any, **kwargs: Any) -> Any:
+            self.dead = self.dead or step_id == "b"
+            return super().begin_attempt(run_id, step_id, *args, **kwargs)
+
+        def _write(self) -> Any:  # type: ignore[override]
+            if self.dead:
+                raise Died
+            return super()._write()
+
+    saga = load_text(TWO, "two.yaml")
+    path = tmp_path / "j.db"
+    with Service() as service, httpx.Client() as client:
+        environ = {"BASE": service.url}
+        dying = DiesBeforeB(path, Durability.NORMAL)
+        run = create_run(dying, saga, {}, environ)
+        with pytest.raises(Died):
+            Engine(saga, run, journal=dying, client=client, secrets={}).start()
+        dying._db.close()  # as the dead process's descriptors would be
+        assert outcomes(path) == [("a", None)]
+        with Journal(path, Durability.NORMAL) as store:
+            status = Engine(saga, store.get_run(run.id), journal=store, client=client,
+                            secrets={}).resume()
+        assert status is RunStatus.SUCCEEDED
+        keys = [key for key, _, _ in service.applied]
+        assert sorted(keys) == [f"{run.id}.a.action", f"{run.id}.b.action"]
+        sent = [r.headers["Idempotency-Key"] for r in service.received]
+        assert sent.count(f"{run.id}.a.action") == 2
+        assert outcomes(path) == [("a", "interrupted"), ("a", "success"), ("b", "success")]
