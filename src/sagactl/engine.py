@@ -150,10 +150,10 @@ class Engine:
                                    secrets=secrets, renderer=self.renderer)
         self.states: dict[tuple[str, str], StepRecord] = {}
         self.outputs: dict[str, dict[str, Any]] = {}
-        self.withheld: set[str] = set()
-        """Outputs of earlier processes that held a secret and were not journaled."""
         """The outputs of the steps whose action succeeded, as templates read them:
         `{"reserve": {"outputs": {...}}}`."""
+        self.withheld: set[str] = set()
+        """Outputs of earlier processes that held a secret and were not journaled."""
         self._started = clock()
         self._deadline: float | None = None
         if saga.timeout is not None:
@@ -483,7 +483,7 @@ class Engine:
         journal, run_id, phase_name = self.journal, self.run_id, phase.value
         # Attempt numbers go on from earlier processes' attempts, so that a resumed request
         # says `Saga-Attempt: 3` rather than starting again at 1.
-        earlier = self.states.get((step.id, phase.value))
+        earlier = self.states.get((step.id, phase_name))
         offset = earlier.attempts if earlier else 0
         attempt_ids: dict[int, AttemptHandle] = {}
         body_text = self.redactor.text(prepared.body_text) if prepared.body_text is not None \
@@ -534,7 +534,7 @@ class Engine:
             before=before, after=after, sleep=self.sleep, should_stop=self.stop.is_set,
             deadline=self._deadline if phase is Phase.ACTION else None, clock=self.clock,
             on_wait=lambda number, wait: self.emit(RetryScheduled(
-                step.id, phase.value, offset + number, round(wait, 3))))
+                step.id, phase_name, offset + number, round(wait, 3))))
         state = self._final_state(result)
         error = self.redactor.text(result.error_message) if result.error_message else None
         if state is None:
@@ -545,13 +545,13 @@ class Engine:
                 duration_ms=result.duration_ms, status=result.status,
                 error_class=result.error_class, error_message=error, step_state=state,
                 applied=result.in_doubt)
-        record = StepRecord(step.id, phase.value, state, result.applied or
+        record = StepRecord(step.id, phase_name, state, result.applied or
                             state is StepState.IN_DOUBT, result.outputs, offset + result.number,
                             result.status, error, time.time())
-        self.states[(step.id, phase.value)] = record
+        self.states[(step.id, phase_name)] = record
         if state is StepState.SUCCEEDED and phase is Phase.ACTION:
             self.outputs[step.id] = {"outputs": result.outputs}
-        self.emit(StepFinished(step.id, phase.value, state.value, error,
+        self.emit(StepFinished(step.id, phase_name, state.value, error,
                                self._where(step, phase), f"{prepared.method} {shown_url}",
                                _clip(last_body[0], 300)))
         return _Result(state, record.applied, result.outputs, error)

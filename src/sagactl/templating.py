@@ -279,7 +279,7 @@ class Renderer:
         # Exact types first: the ABC checks below cost more than the rendering of most values.
         if kind is dict:
             return {k: self.render(v, context) for k, v in value.items()}
-        if kind is not str and kind in _SCALARS:
+        if kind in _SCALARS:
             return value
         if isinstance(value, str):
             if not is_template(value):
