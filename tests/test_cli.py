@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -55,6 +57,24 @@ def test_python_dash_m_runs_the_cli() -> None:
     assert "ok: saga add-product" in result.stdout
 
 
+def imported(args: list[str], modules: tuple[str, ...], env: dict[str, str]) -> tuple[
+        str, list[str]]:
+    """Run the CLI with `args` in a fresh interpreter: its exit code, and which of `modules`
+    it imported."""
+    code = (
+        "import json, sys\n"
+        "from sagactl.cli import main\n"
+        f"sys.argv = ['sagactl', *{args!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    print(exc.code)\n"
+        f"print(json.dumps(sorted(m for m in {modules!r} if m in sys.modules)))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60, env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stderr
+    code_line, modules_line = proc.stdout.splitlines()[-2:]
+    return code_line, json.loads(modules_line)
+
+
 @pytest.mark.parametrize(("args", "unwanted"), [
     (["--help"], ("httpx", "rich", "tenacity", "sqlite3", "jinja2", "jsonschema", "yaml")),
     (["validate", str(SAGAS / "add-product.yaml")], ("httpx", "rich", "tenacity", "sqlite3")),
@@ -66,18 +86,21 @@ def test_python_dash_m_runs_the_cli() -> None:
 def test_start_up_imports_only_what_the_command_needs(
         args: list[str], unwanted: tuple[str, ...], tmp_path: Path) -> None:
     """Commands that send nothing must not pay for httpx and the rest at start-up."""
-    code = (
-        "import sys\n"
-        "from sagactl.cli import main\n"
-        f"sys.argv = ['sagactl', *{args!r}]\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        f"print(sorted(m for m in {unwanted!r} if m in sys.modules))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, timeout=60,
-                          env={**os.environ, "SAGACTL_JOURNAL": str(tmp_path / "j.db")})
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[-1] == "[]"
+    _, loaded = imported(args, unwanted, {"SAGACTL_JOURNAL": str(tmp_path / "j.db")})
+    assert loaded == []
+
+
+def test_a_run_whose_requests_succeed_at_once_imports_no_retry_or_report_library(
+        tmp_path: Path, service: Any, write: Any) -> None:
+    """tenacity is needed only once a request must be retried, the XML library only for
+    --junit: a plain run does not pay for either at start-up."""
+    saga = write("version: 1\nname: one\nenv: [BASE]\nsteps:\n  - id: a\n"
+                 "    action: {method: PUT, url: \"{{ env.BASE }}/a/{{ run.id }}\"}\n"
+                 "    compensate: {method: DELETE, url: \"{{ env.BASE }}/a/{{ run.id }}\"}\n")
+    code, loaded = imported(["run", str(saga), "-q"], ("tenacity", "xml.etree.ElementTree"),
+                            {"SAGACTL_JOURNAL": str(tmp_path / "j.db"), "BASE": service.url})
+    assert (code, loaded) == ("0", [])
+    assert len(service.requests("PUT", "/a/")) == 1
 
 
 def test_public_surface() -> None:

@@ -5,6 +5,8 @@ another process (or a resume after a crash) would read the file."""
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import httpx
 import pytest
 
 from sagactl.engine import Engine, create_run
+from sagactl.errors import JournalError
 from sagactl.journal import Durability, Journal, RunStatus, StepState
 from sagactl.loader import load_text
 from sagactl.services import Service
@@ -122,3 +125,58 @@ def test_a_result_not_yet_committed_when_the_process_dies_is_sent_again_once(
         sent = [r.headers["Idempotency-Key"] for r in service.received]
         assert sent.count(f"{run.id}.a.action") == 2
         assert outcomes(path) == [("a", "interrupted"), ("a", "success"), ("b", "success")]
+
+
+def queue_while_locked(journal: Journal, steps: list[str],
+                       run_ids: dict[str, str] | None = None) -> list[Any]:
+    """Begin one attempt a thread while a commit is under way (the journal's lock is held), so
+    that every intent is queued before any is written; returns each thread's handle or error."""
+    outcome: list[Any] = [None] * len(steps)
+
+    def one(i: int) -> None:
+        try:
+            outcome[i] = journal.begin_attempt(
+                (run_ids or {}).get(steps[i], "R0001"), steps[i], "action", 1, span_id="s",
+                method="PUT", url="http://127.0.0.1:9/x", headers={}, body=None)
+        except JournalError as exc:
+            outcome[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(steps))]
+    with journal._lock:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while len(journal._intents) < len(steps) and time.monotonic() < deadline:
+            time.sleep(0.001)  # waiting for the threads to queue, not for time to pass
+        assert len(journal._intents) == len(steps)
+    for thread in threads:
+        thread.join()
+    return outcome
+
+
+def test_intents_queued_during_a_commit_are_committed_together(journal: Journal) -> None:
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
+    handles = queue_while_locked(journal, [f"s{i}" for i in range(6)])
+    assert statements.count("COMMIT") == 1
+    assert sorted(h.step_id for h in handles) == [f"s{i}" for i in range(6)]
+    assert len({h.id for h in handles}) == 6
+    db = sqlite3.connect(journal.path)
+    try:
+        rows = dict(db.execute("SELECT id, step_id FROM attempts").fetchall())
+        running = db.execute("SELECT count(*) FROM steps WHERE state = 'running'").fetchone()
+    finally:
+        db.close()
+    assert rows == {h.id: h.step_id for h in handles}  # each thread got its own row's id
+    assert running == (6,)
+
+
+def test_a_group_commit_that_fails_fails_every_intent_in_it(journal: Journal) -> None:
+    # An attempt of a run the journal does not hold breaks the foreign key: the transaction
+    # fails, and with it every intent it carried; none was written, so none may be sent.
+    outcome = queue_while_locked(journal, ["a", "b", "c"], run_ids={"b": "NOPE"})
+    assert all(isinstance(o, JournalError) for o in outcome)
+    assert all("FOREIGN KEY" in str(o) for o in outcome)
+    assert outcomes(journal.path) == []
+    begin(journal, "d")  # the journal is still usable
+    assert outcomes(journal.path) == [("d", None)]

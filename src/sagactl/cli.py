@@ -237,10 +237,11 @@ def _drive(journal: Path | None, durability: DurabilityChoice, quiet: bool,
     from sagactl.errors import Interrupted, JournalError
     from sagactl.history import summary_record
     from sagactl.journal import Durability
-    from sagactl.junit import RunReport, write_junit
     from sagactl.render import JsonRenderer, next_commands
     from sagactl.runs import open_journal, step_order
 
+    if junit:
+        from sagactl.junit import RunReport, write_junit
     flag = _journal_flag(journal)
     renderer = JsonRenderer() if output is OutputChoice.JSON else \
         _screen(flag, quiet=quiet, verbose=verbose)
@@ -249,9 +250,12 @@ def _drive(journal: Path | None, durability: DurabilityChoice, quiet: bool,
 
     def report(store: Any, run_id: str, code: int, cleanup_from: int | None = None,
                cleanup_status: str | None = None) -> None:
+        if not junit and output is not OutputChoice.JSON:
+            return
         run = store.get_run(run_id)
         steps, attempts, order = store.steps(run_id), store.attempts(run_id), step_order(run)
-        reports.append(RunReport(run, steps, attempts, order, cleanup_from))
+        if junit:
+            reports.append(RunReport(run, steps, attempts, order, cleanup_from))
         if output is OutputChoice.JSON:
             renderer.write(summary_record(run, steps, attempts, order, code, cleanup_status))
 

@@ -16,13 +16,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import tenacity
 
 from sagactl.model import RetryPolicy
 from sagactl.prepare import PreparedRequest
+
+if TYPE_CHECKING:
+    import tenacity
 
 __all__ = ["AttemptResult", "Outcome", "ResponseView", "send"]
 
@@ -157,23 +159,23 @@ class _Stopped(Exception):
     """Raised instead of sending a retry once a stop was asked for."""
 
 
-class _Wait(tenacity.wait.wait_base):
+def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
     """Exponential backoff with full jitter, raised to `Retry-After`, capped at max_backoff."""
+    import tenacity
 
-    def __init__(self, policy: RetryPolicy) -> None:
-        base = dict(multiplier=policy.backoff, exp_base=policy.factor, max=policy.max_backoff)
-        self.backoff: tenacity.wait.wait_base = (
-            tenacity.wait_random_exponential(**base) if policy.jitter
-            else tenacity.wait_exponential(**base))
-        self.cap = policy.max_backoff
+    base = dict(multiplier=policy.backoff, exp_base=policy.factor, max=policy.max_backoff)
+    backoff = tenacity.wait_random_exponential(**base) if policy.jitter \
+        else tenacity.wait_exponential(**base)
 
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        wait = self.backoff(retry_state)
+    def wait(retry_state: tenacity.RetryCallState) -> float:
+        seconds = backoff(retry_state)
         outcome = retry_state.outcome
         result = outcome.result() if outcome is not None and not outcome.failed else None
         if isinstance(result, AttemptResult) and result.retry_after is not None:
-            wait = max(wait, result.retry_after)
-        return min(wait, self.cap)
+            seconds = max(seconds, result.retry_after)
+        return min(seconds, policy.max_backoff)
+
+    return wait
 
 
 def send(
@@ -230,10 +232,12 @@ def send(
     if first.outcome is not Outcome.RETRYABLE or policy.attempts == 1:
         return first
     replay.append(first)
+    import tenacity  # only now: most runs never retry, and importing it costs milliseconds
+
     retrying = tenacity.Retrying(
         sleep=sleep,
         stop=stop,
-        wait=_Wait(policy),
+        wait=_wait(policy),
         retry=tenacity.retry_if_result(lambda r: r.outcome is Outcome.RETRYABLE),
         # Out of retries: hand back the last result rather than raising.
         retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,

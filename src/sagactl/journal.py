@@ -246,6 +246,17 @@ def _clip(text: str | None) -> str | None:
     return text.encode()[:BODY_LIMIT].decode(errors="ignore") + "…[truncated]"
 
 
+class _Intent:
+    """An attempt's row waiting to be committed, and what became of it."""
+
+    __slots__ = ("error", "id", "row")
+
+    def __init__(self, row: tuple[Any, ...]) -> None:
+        self.row = row
+        self.id: int | None = None
+        self.error: str | None = None
+
+
 # One encoder for every write: json.dumps with options builds a new one per call.
 _json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -261,6 +272,9 @@ class Journal:
         self._lock = threading.RLock()
         # Results recorded with `defer`: written by the next transaction, whatever it is.
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        # Intents queued by `begin_attempt`, written together by whichever thread commits next.
+        self._queue_lock = threading.Lock()
+        self._intents: list[_Intent] = []
         self._db = self._connect(durability)
 
     # --- opening -----------------------------------------------------------------------------
@@ -534,21 +548,49 @@ class Journal:
     def begin_attempt(self, run_id: str, step_id: str, phase: str, attempt: int, *,
                       span_id: str, method: str, url: str, headers: Mapping[str, str],
                       body: str | None) -> AttemptHandle:
-        """Record an attempt about to be sent; its step is `running` until the result."""
-        now = self.clock()
-        with self._write() as db:
-            cursor = db.execute(
-                "INSERT INTO attempts (run_id, step_id, phase, attempt, span_id, started_at,"
-                " method, url, request_headers, request_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?,"
-                " ?, ?)",
-                (run_id, step_id, phase, attempt, span_id, now, method, url,
-                 _json(dict(headers)), _clip(body)))
-            db.execute(
-                "INSERT INTO steps (run_id, step_id, phase, state, attempts, updated_at) VALUES"
-                " (?, ?, ?, 'running', 1, ?) ON CONFLICT (run_id, step_id, phase) DO UPDATE SET"
-                " state = 'running', attempts = attempts + 1, updated_at = excluded.updated_at",
-                (run_id, step_id, phase, now))
-            return AttemptHandle(int(cursor.lastrowid or 0), run_id, step_id, phase)
+        """Record an attempt about to be sent; its step is `running` until the result.
+
+        Returns once the intent is committed. Intents of several threads that arrive while
+        another commit is under way are committed together (group commit): the first thread
+        to get the lock writes every intent queued by then, so steps started together cost
+        one commit rather than one each."""
+        intent = _Intent((run_id, step_id, phase, attempt, span_id, self.clock(), method, url,
+                          _json(dict(headers)), _clip(body)))
+        with self._queue_lock:
+            self._intents.append(intent)
+        with self._lock:
+            if intent.error is None and intent.id is None:
+                self._write_intents()
+        if intent.error is not None:
+            # Each thread raises its own error object: tracebacks are not shared.
+            raise JournalError(intent.error) from None
+        assert intent.id is not None
+        return AttemptHandle(intent.id, run_id, step_id, phase)
+
+    def _write_intents(self) -> None:
+        with self._queue_lock:
+            batch, self._intents = self._intents, []
+        try:
+            with self._write() as db:
+                ids = []
+                for intent in batch:
+                    cursor = db.execute(
+                        "INSERT INTO attempts (run_id, step_id, phase, attempt, span_id,"
+                        " started_at, method, url, request_headers, request_body) VALUES"
+                        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", intent.row)
+                    ids.append(int(cursor.lastrowid or 0))
+                    run_id, step_id, phase, _, _, now = intent.row[:6]
+                    db.execute(
+                        "INSERT INTO steps (run_id, step_id, phase, state, attempts, updated_at)"
+                        " VALUES (?, ?, ?, 'running', 1, ?) ON CONFLICT (run_id, step_id, phase)"
+                        " DO UPDATE SET state = 'running', attempts = attempts + 1,"
+                        " updated_at = excluded.updated_at", (run_id, step_id, phase, now))
+        except JournalError as exc:
+            for intent in batch:
+                intent.error = str(exc)
+            return
+        for intent, attempt_id in zip(batch, ids, strict=True):
+            intent.id = attempt_id
 
     def finish_attempt(self, attempt: AttemptHandle, *, outcome: str, duration_ms: float,
                        status: int | None = None, error_class: str | None = None,
