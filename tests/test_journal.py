@@ -138,7 +138,7 @@ def queue_while_locked(journal: Journal, steps: list[str],
             outcome[i] = journal.begin_attempt(
                 (run_ids or {}).get(steps[i], "R0001"), steps[i], "action", 1, span_id="s",
                 method="PUT", url="http://127.0.0.1:9/x", headers={}, body=None)
-        except JournalError as exc:
+        except BaseException as exc:  # handed to the test, raised or not there
             outcome[i] = exc
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(steps))]
@@ -180,3 +180,24 @@ def test_a_group_commit_that_fails_fails_every_intent_in_it(journal: Journal) ->
     assert outcomes(journal.path) == []
     begin(journal, "d")  # the journal is still usable
     assert outcomes(journal.path) == [("d", None)]
+
+
+def test_intents_of_an_interrupted_group_commit_go_to_their_own_threads(
+        journal: Journal, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A signal interrupts the thread writing the batch before its commit: that thread's own
+    # intent is dropped (it will send nothing), the others are written by their threads.
+    write = journal._write
+    calls: list[int] = []
+
+    def interrupted_once() -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return write()
+
+    monkeypatch.setattr(journal, "_write", interrupted_once)
+    outcome = queue_while_locked(journal, ["a", "b", "c"])
+    interrupted = [o for o in outcome if isinstance(o, KeyboardInterrupt)]
+    handles = [o for o in outcome if not isinstance(o, BaseException)]
+    assert len(interrupted) == 1 and len(handles) == 2
+    assert sorted(outcomes(journal.path)) == sorted((h.step_id, None) for h in handles)

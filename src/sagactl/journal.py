@@ -560,14 +560,14 @@ class Journal:
             self._intents.append(intent)
         with self._lock:
             if intent.error is None and intent.id is None:
-                self._write_intents()
+                self._write_intents(intent)
         if intent.error is not None:
             # Each thread raises its own error object: tracebacks are not shared.
             raise JournalError(intent.error) from None
         assert intent.id is not None
         return AttemptHandle(intent.id, run_id, step_id, phase)
 
-    def _write_intents(self) -> None:
+    def _write_intents(self, mine: _Intent) -> None:
         with self._queue_lock:
             batch, self._intents = self._intents, []
         try:
@@ -589,6 +589,12 @@ class Journal:
             for intent in batch:
                 intent.error = str(exc)
             return
+        except BaseException:
+            # Interrupted (a signal) before the commit: nothing was written. The other
+            # threads' intents go back to the queue, for them to write; this one's is dropped.
+            with self._queue_lock:
+                self._intents[:0] = [intent for intent in batch if intent is not mine]
+            raise
         for intent, attempt_id in zip(batch, ids, strict=True):
             intent.id = attempt_id
 
