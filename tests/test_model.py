@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from sagactl.graph import ancestors, find_cycle, reduce, topological_order
+from sagactl.graph import ancestors, closure, find_cycle, reduce, topological_order
 from sagactl.loader import load_text
 from sagactl.model import (
     COMPENSATION_RETRY,
@@ -145,3 +147,41 @@ def test_graph_functions() -> None:
     assert reduce(needs, above) == {"a": [], "b": ["a"], "c": ["b"], "d": []}
     assert find_cycle(needs, order) is None
     assert find_cycle({"a": ["c"], "b": ["a"], "c": ["b"]}, ["a", "b", "c"]) == ["a", "c", "b", "a"]
+
+
+@st.composite
+def dags(draw: st.DrawFn) -> tuple[dict[str, list[str]], list[str]]:
+    """A random acyclic graph in a shuffled file order: a node needs only nodes made before it,
+    as densely as a saga whose steps have no `needs`."""
+    size = draw(st.integers(1, 14))
+    made = [f"n{i}" for i in range(size)]
+    needs = {node: draw(st.lists(st.sampled_from(made[:i]), unique=True)) if i else []
+             for i, node in enumerate(made)}
+    return needs, draw(st.permutations(made))
+
+
+@given(dags())
+def test_the_closure_agrees_with_walking_the_graph(graph: tuple[dict[str, list[str]],
+                                                                list[str]]) -> None:
+    needs, order = graph
+    topo = topological_order(needs, order)
+    assert all(topo.index(dep) < topo.index(node) for node in needs for dep in needs[node])
+
+    def reach(node: str) -> set[str]:
+        found: set[str] = set()
+        todo = list(needs[node])
+        while todo:
+            dep = todo.pop()
+            if dep not in found:
+                found.add(dep)
+                todo += needs[dep]
+        return found
+
+    result = closure(needs, topo)
+    assert result.order == topo
+    assert result.ancestors == {node: reach(node) for node in needs}
+    assert result.descendants == {node: {n for n in needs if node in reach(n)} for node in needs}
+    # A need stays unless another need of the same node depends on it.
+    assert result.reduced == {node: [d for d in deps if not any(d in reach(o) for o in deps)]
+                              for node, deps in needs.items()}
+    assert reduce(needs, result.ancestors) == result.reduced

@@ -5,9 +5,12 @@ Pure functions over `{step: [steps it needs]}`; nothing here knows the rest of t
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping, Sequence
+from itertools import compress
+from typing import NamedTuple
 
-__all__ = ["ancestors", "find_cycle", "reduce", "topological_order"]
+__all__ = ["Closure", "ancestors", "closure", "find_cycle", "reduce", "topological_order"]
 
 Edges = Mapping[str, Sequence[str]]
 
@@ -50,36 +53,82 @@ def topological_order(needs: Edges, order: Sequence[str]) -> list[str]:
     for node in order:
         for dep in needs.get(node, ()):
             users[dep].append(node)
-    ready = sorted((n for n, count in waiting.items() if count == 0), key=position.__getitem__)
+    ready = [position[node] for node, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
     result: list[str] = []
     while ready:
-        node = ready.pop(0)
+        node = order[heapq.heappop(ready)]
         result.append(node)
         for user in users[node]:
             waiting[user] -= 1
             if waiting[user] == 0:
-                ready.append(user)
-        ready.sort(key=position.__getitem__)
+                heapq.heappush(ready, position[user])
     return result
 
 
-def _bits(needs: Edges, topo: Sequence[str]) -> tuple[dict[str, int], dict[str, int]]:
-    """Each node's bit, and the bits of all its ancestors. Sets of nodes as integers keep
-    this linear-ish where a step without `needs` depends on every step above it."""
-    bit = {node: 1 << i for i, node in enumerate(topo)}
+class Closure(NamedTuple):
+    """What depends on what, all the way down, for an acyclic graph."""
+
+    order: list[str]
+    """The nodes in the topological order the closure was computed in."""
+    ancestors: dict[str, frozenset[str]]
+    """For each node, every node it depends on, directly or not."""
+    descendants: dict[str, frozenset[str]]
+    """For each node, every node that depends on it, directly or not."""
+    reduced: dict[str, list[str]]
+    """For each node, the needs that no other need of it implies (transitive reduction)."""
+
+
+# bin() digits as bytes of 0 and 1, for itertools.compress.
+_DIGITS = bytes.maketrans(b"01", b"\x00\x01")
+
+
+def _members(mask: int, topo: Sequence[str]) -> frozenset[str]:
+    """The nodes whose bits (positions in `topo`) are set in `mask`."""
+    return frozenset(compress(topo, bin(mask)[:1:-1].encode().translate(_DIGITS)))
+
+
+def closure(needs: Edges, topo: Sequence[str]) -> Closure:
+    """Ancestors, descendants and the transitive reduction together, on bit masks.
+
+    A step without `needs` depends on every step above it, so a long saga has a number of
+    edges that grows with the square of its steps: each edge costs here one string lookup,
+    not a set operation on sets of that size.
+    """
+    position = {node: i for i, node in enumerate(topo)}
+    with_self: dict[str, int] = {}
     above: dict[str, int] = {}
+    reduced: dict[str, list[str]] = {}
+    users: dict[str, list[str]] = {node: [] for node in topo}
     for node in topo:
-        mask = 0
-        for dep in needs.get(node, ()):
-            mask |= bit[dep] | above[dep]
+        deps = needs.get(node, ())
+        mask, digits, kept = 0, "", set()
+        # Latest first: a need that an earlier-taken one already implies is left out.
+        for at in sorted({position[dep] for dep in deps}, reverse=True):
+            if at < len(digits) and digits[at] == "1":
+                continue
+            dep = topo[at]
+            mask |= with_self[dep]
+            digits = bin(mask)[:1:-1]
+            kept.add(dep)
         above[node] = mask
-    return bit, above
+        with_self[node] = mask | 1 << position[node]
+        reduced[node] = [dep for dep in deps if dep in kept]
+        for dep in reduced[node]:
+            users[dep].append(node)
+    below: dict[str, int] = {}
+    for node in reversed(topo):
+        mask = 0
+        for user in users[node]:
+            mask |= below[user] | 1 << position[user]
+        below[node] = mask
+    return Closure(list(topo), {node: _members(above[node], topo) for node in topo},
+                   {node: _members(below[node], topo) for node in topo}, reduced)
 
 
 def ancestors(needs: Edges, topo: Sequence[str]) -> dict[str, frozenset[str]]:
     """For each node, every node it depends on, directly or not."""
-    bit, above = _bits(needs, topo)
-    return {node: frozenset(n for n in topo if above[node] & bit[n]) for node in topo}
+    return closure(needs, topo).ancestors
 
 
 def reduce(needs: Edges, above: Mapping[str, frozenset[str]]) -> dict[str, list[str]]:
@@ -88,13 +137,15 @@ def reduce(needs: Edges, above: Mapping[str, frozenset[str]]) -> dict[str, list[
     A step without `needs` depends on every step above it; drawing, or waiting on, all those
     edges would hide the shape of the saga and cost time.
     """
-    order = list(needs)
-    bit = {node: 1 << i for i, node in enumerate(order)}
-    masks = {node: sum(bit[a] for a in above.get(node, ()) if a in bit) for node in order}
     result: dict[str, list[str]] = {}
     for node, deps in needs.items():
-        implied = 0
-        for dep in deps:
-            implied |= masks[dep]
-        result[node] = [d for d in deps if not implied & bit[d]]
+        # A node has more ancestors than any of its ancestors: taking the needs with the most
+        # first, a need that is an ancestor of another is met once that one is taken.
+        covered: set[str] = set()
+        kept: set[str] = set()
+        for dep in sorted(deps, key=lambda d: len(above.get(d, ())), reverse=True):
+            if dep not in covered:
+                kept.add(dep)
+                covered |= above.get(dep, frozenset())
+        result[node] = [dep for dep in deps if dep in kept]
     return result

@@ -490,11 +490,12 @@ def _dependencies(checker: _Checker) -> tuple[dict[str, list[str]], list[str]]:
     return needs, ids
 
 
-def _check(checker: _Checker) -> tuple[dict[str, list[str]], list[str], dict[str, frozenset[str]]]:
+def _check(checker: _Checker) -> tuple[dict[str, list[str]], list[str], graph.Closure | None]:
     data = checker.data
     needs, ids = _dependencies(checker)
     cycle = graph.find_cycle(needs, ids)
     above: dict[str, frozenset[str]] | None = None
+    closure: graph.Closure | None = None
     if cycle:
         first = cycle[0]
         index = next(i for i, s in enumerate(checker.steps()) if s.get("id") == first)
@@ -506,7 +507,8 @@ def _check(checker: _Checker) -> tuple[dict[str, list[str]], list[str], dict[str
             "on every step above)" if implied else ""
         checker.error(where, f"steps depend on each other in a cycle: {' -> '.join(cycle)}{why}")
     else:
-        above = graph.ancestors(needs, graph.topological_order(needs, ids))
+        closure = graph.closure(needs, graph.topological_order(needs, ids))
+        above = closure.ancestors
 
     var_names: list[str] = []
     if isinstance(data.get("vars"), dict):
@@ -555,7 +557,7 @@ def _check(checker: _Checker) -> tuple[dict[str, list[str]], list[str], dict[str
             except jsonschema.ValidationError as exc:
                 checker.error(("inputs", name, "default"),
                               f"the default does not fit the input's schema: {exc.message}")
-    return needs, ids, above or {}
+    return needs, ids, closure
 
 
 # --- building the model -----------------------------------------------------------------------
@@ -618,8 +620,7 @@ def _request(raw: dict[str, Any], phase: Phase, line: int) -> Request:
 
 
 def _build(data: dict[str, Any], positions: _Positions, file: str, text: str,
-           needs: dict[str, list[str]], ids: list[str],
-           above: dict[str, frozenset[str]]) -> Saga:
+           needs: dict[str, list[str]], closure: graph.Closure) -> Saga:
     defaults = data.get("defaults") or {}
     compensation = defaults.get("compensation") or {}
     steps = []
@@ -641,9 +642,10 @@ def _build(data: dict[str, Any], positions: _Positions, file: str, text: str,
             explicit_needs="needs" in raw, line=positions.value(("steps", i))[0],
         ))
     return Saga(
-        name=data["name"], steps=tuple(steps), order=tuple(graph.topological_order(needs, ids)),
-        ancestors=above, waits_on={k: tuple(v) for k, v in graph.reduce(needs, above).items()},
-        descendants={sid: frozenset(s for s in ids if sid in above[s]) for sid in ids},
+        name=data["name"], steps=tuple(steps), order=tuple(closure.order),
+        ancestors=closure.ancestors,
+        waits_on={k: tuple(v) for k, v in closure.reduced.items()},
+        descendants=closure.descendants,
         path=file, source=text, version=data["version"],
         description=data.get("description", ""), inputs=data.get("inputs", {}),
         env=tuple(data.get("env", ())), secrets=tuple(data.get("secrets", ())),
@@ -670,13 +672,13 @@ def load_text(text: str, file: str = "<saga>") -> Saga:
         for path, message, at_key in _explain(error):
             checker.error(path, message, at_key=at_key)
     schema_ok = not checker.errors
-    needs, ids, above = _check(checker)
+    needs, _, closure = _check(checker)
     if checker.errors:
         # Identical messages can come from several schema branches; keep each once.
         unique = {str(e): e for e in checker.errors}
         raise DefinitionErrors(list(unique.values()))
-    assert schema_ok
-    return _build(data, positions, file, text, needs, ids, above)
+    assert schema_ok and closure is not None  # no cycle, or there would be an error
+    return _build(data, positions, file, text, needs, closure)
 
 
 def load(path: str | Path) -> Saga:

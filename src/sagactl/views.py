@@ -111,8 +111,8 @@ def _order_among(saga: Saga, subset: list[str]) -> list[tuple[str, str]]:
 def _drawing(saga: Saga) -> _Drawing:
     drawing = _Drawing()
     drawing.nodes = [(s.id, f"{s.id} ({s.kind.value})", False) for s in saga.steps]
-    reduced = graph.reduce({s.id: list(s.needs) for s in saga.steps}, saga.ancestors)
-    drawing.edges = [(dep, node, False) for node, deps in reduced.items() for dep in deps]
+    drawing.edges = [(dep, s.id, False) for s in saga.steps
+                     for dep in saga.waits_on.get(s.id, s.needs)]
     confirming = [s.id for s in saga.steps if s.confirm is not None]
     if confirming:
         drawing.groups.append(("confirms", "confirms, once every action succeeded",
