@@ -137,15 +137,6 @@ def reduce(needs: Edges, above: Mapping[str, frozenset[str]]) -> dict[str, list[
     A step without `needs` depends on every step above it; drawing, or waiting on, all those
     edges would hide the shape of the saga and cost time.
     """
-    result: dict[str, list[str]] = {}
-    for node, deps in needs.items():
-        # A node has more ancestors than any of its ancestors: taking the needs with the most
-        # first, a need that is an ancestor of another is met once that one is taken.
-        covered: set[str] = set()
-        kept: set[str] = set()
-        for dep in sorted(deps, key=lambda d: len(above.get(d, ())), reverse=True):
-            if dep not in covered:
-                kept.add(dep)
-                covered |= above.get(dep, frozenset())
-        result[node] = [dep for dep in deps if dep in kept]
-    return result
+    # A node has more ancestors than any of its ancestors: in that order, every node comes
+    # after all it needs.
+    return closure(needs, sorted(needs, key=lambda node: len(above.get(node, ())))).reduced

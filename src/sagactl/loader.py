@@ -490,7 +490,7 @@ def _dependencies(checker: _Checker) -> tuple[dict[str, list[str]], list[str]]:
     return needs, ids
 
 
-def _check(checker: _Checker) -> tuple[dict[str, list[str]], list[str], graph.Closure | None]:
+def _check(checker: _Checker) -> tuple[dict[str, list[str]], graph.Closure | None]:
     data = checker.data
     needs, ids = _dependencies(checker)
     cycle = graph.find_cycle(needs, ids)
@@ -557,7 +557,7 @@ def _check(checker: _Checker) -> tuple[dict[str, list[str]], list[str], graph.Cl
             except jsonschema.ValidationError as exc:
                 checker.error(("inputs", name, "default"),
                               f"the default does not fit the input's schema: {exc.message}")
-    return needs, ids, closure
+    return needs, closure
 
 
 # --- building the model -----------------------------------------------------------------------
@@ -672,7 +672,7 @@ def load_text(text: str, file: str = "<saga>") -> Saga:
         for path, message, at_key in _explain(error):
             checker.error(path, message, at_key=at_key)
     schema_ok = not checker.errors
-    needs, _, closure = _check(checker)
+    needs, closure = _check(checker)
     if checker.errors:
         # Identical messages can come from several schema branches; keep each once.
         unique = {str(e): e for e in checker.errors}
