@@ -1,5 +1,6 @@
-"""One request under its retry policy: how each attempt is classified, how long the waits are,
-what is and is not retried. httpx.MockTransport, an injected sleep: nothing is sent or waited."""
+"""One attempt of a request: how it is classified, what is read of the answer; and the wait
+before a retry. httpx.MockTransport: nothing is sent or waited. The retry loop itself is the
+engine's (tests/test_engine.py)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,21 @@ from typing import Any
 import httpx
 import pytest
 
-from sagactl.http import AttemptResult, Outcome, ResponseView, send
+from sagactl.http import AttemptResult, Outcome, ResponseView, attempt, wait_before
 from sagactl.model import Expect, Phase, RetryPolicy
 from sagactl.prepare import PreparedRequest
 
 
-def request(retry: RetryPolicy | None = None, expect: Expect | None = None) -> PreparedRequest:
+def request(retry: RetryPolicy | None = None, expect: Expect | None = None,
+            **fields: Any) -> PreparedRequest:
     return PreparedRequest(
         step="a", phase=Phase.ACTION, method="POST", url="http://127.0.0.1:9/x",
         headers={"X-A": "1"}, body_kind=None, body=None, body_text=None, content_type=None,
         timeout=1.0,
         retry=retry or RetryPolicy(attempts=4, backoff=0.1, factor=2, max_backoff=1.0,
                                    jitter=False),
-        expect=expect or Expect(), idempotency_key="run.a.action")
+        expect=expect or Expect(), idempotency_key="run.a.action",
+        **{"header_bytes": ((b"X-A", b"1"),), **fields})
 
 
 def ok(view: ResponseView) -> tuple[dict[str, Any], str | None]:
@@ -29,13 +32,9 @@ def ok(view: ResponseView) -> tuple[dict[str, Any], str | None]:
 
 
 def run(handler: Callable[[httpx.Request], httpx.Response], req: PreparedRequest | None = None,
-        check: Any = ok) -> tuple[AttemptResult, list[float], list[AttemptResult]]:
-    sleeps: list[float] = []
-    seen: list[AttemptResult] = []
+        check: Any = ok) -> AttemptResult:
     with httpx.Client(transport=httpx.MockTransport(handler)) as client:
-        result = send(client, req or request(), lambda n: {"Saga-Attempt": str(n)}, check,
-                      after=lambda n, r: seen.append(r), sleep=sleeps.append)
-    return result, sleeps, seen
+        return attempt(client, req or request(), {"Saga-Attempt": "1"}, check)
 
 
 def statuses(*codes: int, headers: dict[str, str] | None = None) -> Callable[..., httpx.Response]:
@@ -68,94 +67,96 @@ def raising(exc: Exception) -> Callable[[httpx.Request], httpx.Response]:
     (raising(httpx.RemoteProtocolError("reset")), Outcome.RETRYABLE, True, False),
     (raising(httpx.ReadError("reset")), Outcome.RETRYABLE, True, False),
     (raising(httpx.WriteError("broken pipe")), Outcome.RETRYABLE, True, False),
+    (raising(httpx.WriteTimeout("slow reader")), Outcome.RETRYABLE, True, False),
+    (raising(httpx.PoolTimeout("no connection free")), Outcome.RETRYABLE, False, False),
+    (raising(httpx.UnsupportedProtocol("ftp")), Outcome.FAILURE, False, False),
+    (raising(httpx.LocalProtocolError("bad header")), Outcome.FAILURE, False, False),
+    (raising(httpx.DecodingError("bad gzip")), Outcome.RETRYABLE, True, False),
+    (raising(RuntimeError("anything at all")), Outcome.RETRYABLE, True, False),
 ])
 def test_classification(handler: Any, outcome: Outcome, in_doubt: bool, applied: bool) -> None:
-    result, _, _ = run(handler, request(RetryPolicy(attempts=1)))
+    result = run(handler, request(RetryPolicy(attempts=1)))
     assert (result.outcome, result.in_doubt, result.applied) == (outcome, in_doubt, applied)
+    assert (result.error_message is None) == (outcome is Outcome.SUCCESS)
 
 
 def test_a_status_the_saga_expects_is_success_even_if_retryable_by_default() -> None:
-    result, _, _ = run(statuses(503), request(RetryPolicy(attempts=3),
-                                              Expect(status=(200, 503))))
+    result = run(statuses(503), request(RetryPolicy(attempts=3), Expect(status=(200, 503))))
     assert result.outcome is Outcome.SUCCESS
 
 
 def test_unmet_expectation_is_a_failure_that_took_effect() -> None:
-    result, sleeps, _ = run(statuses(200), check=lambda view: ({}, "expect.that[0] no"))
+    result = run(statuses(200), check=lambda view: ({}, "expect.that[0] no"))
     assert (result.outcome, result.applied, result.error_message) == (
         Outcome.FAILURE, True, "expect.that[0] no")
-    assert sleeps == []
 
 
-def test_4xx_is_not_retried() -> None:
-    result, sleeps, seen = run(statuses(422))
-    assert result.outcome is Outcome.FAILURE
+def test_4xx_is_a_failure_that_did_not_take_effect() -> None:
+    result = run(statuses(422))
+    assert (result.outcome, result.applied, result.in_doubt) == (Outcome.FAILURE, False, False)
     assert result.error_message == "status 422, expected 2xx"
-    assert sleeps == [] and len(seen) == 1
-
-
-def test_backoff_sequence_grows_by_factor_and_is_capped() -> None:
-    result, sleeps, seen = run(statuses(503), request(RetryPolicy(
-        attempts=6, backoff=0.1, factor=3, max_backoff=1.0, jitter=False)))
-    assert sleeps == pytest.approx([0.1, 0.3, 0.9, 1.0, 1.0])
-    assert [r.number for r in seen] == [1, 2, 3, 4, 5, 6]
-    assert result.outcome is Outcome.RETRYABLE and not result.in_doubt
-
-
-def test_full_jitter_stays_between_zero_and_the_backoff() -> None:
-    _, sleeps, _ = run(statuses(503), request(RetryPolicy(
-        attempts=30, backoff=0.1, factor=2, max_backoff=0.4, jitter=True)))
-    caps = [min(0.1 * 2 ** i, 0.4) for i in range(29)]
-    assert all(0 <= s <= cap for s, cap in zip(sleeps, caps, strict=True))
-    assert len(set(sleeps)) > 1
-
-
-def test_retry_after_is_honoured_up_to_max_backoff() -> None:
-    _, sleeps, _ = run(statuses(429, 429, 200, headers={"Retry-After": "0.7"}),
-                       request(RetryPolicy(attempts=4, backoff=0.1, max_backoff=1.0,
-                                           jitter=False)))
-    assert sleeps == pytest.approx([0.7, 0.7])
-    _, capped, _ = run(statuses(503, 200, headers={"Retry-After": "120"}),
-                       request(RetryPolicy(attempts=4, backoff=0.1, max_backoff=2.0,
-                                           jitter=False)))
-    assert capped == pytest.approx([2.0])
 
 
 def test_retry_on_is_configurable() -> None:
-    result, sleeps, _ = run(statuses(409, 201), request(RetryPolicy(
-        attempts=3, backoff=0.05, jitter=False, on=(409,))))
-    assert result.outcome is Outcome.SUCCESS and sleeps == [0.05]
-    result, sleeps, _ = run(statuses(503), request(RetryPolicy(attempts=3, on=(409,))))
-    assert result.outcome is Outcome.FAILURE and sleeps == []
+    assert run(statuses(409), request(RetryPolicy(on=(409,)))).outcome is Outcome.RETRYABLE
+    assert run(statuses(503), request(RetryPolicy(on=(409,)))).outcome is Outcome.FAILURE
 
 
-def test_headers_carry_the_attempt_number_and_body_is_sent() -> None:
+def test_backoff_grows_by_factor_and_is_capped() -> None:
+    policy = RetryPolicy(attempts=6, backoff=0.1, factor=3, max_backoff=1.0, jitter=False)
+    assert [wait_before(policy, n) for n in range(1, 6)] == \
+        pytest.approx([0.1, 0.3, 0.9, 1.0, 1.0])
+
+
+def test_full_jitter_stays_between_zero_and_the_backoff() -> None:
+    policy = RetryPolicy(attempts=30, backoff=0.1, factor=2, max_backoff=0.4, jitter=True)
+    waits = [wait_before(policy, n) for n in range(1, 30)]
+    caps = [min(0.1 * 2 ** i, 0.4) for i in range(29)]
+    assert all(0 <= w <= cap for w, cap in zip(waits, caps, strict=True))
+    assert len(set(waits)) > 1
+
+
+@pytest.mark.parametrize(("header", "wait"), [
+    ("0.7", 0.7), ("120", 2.0), ("0", 0.1), ("-5", 0.1), ("nan", 0.1), ("inf", 2.0),
+    ("1e400", 2.0), ("soon", 0.1), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.1),
+    ("Fri, 31 Dec 9999 23:59:59 GMT", 2.0), ("Mon, 99 Foo 0 99:99:99 XYZ", 0.1), ("", 0.1),
+])
+def test_retry_after_is_honoured_up_to_max_backoff(header: str, wait: float) -> None:
+    result = run(statuses(429, headers={"Retry-After": header}))
+    policy = RetryPolicy(backoff=0.1, max_backoff=2.0, jitter=False)
+    assert wait_before(policy, 1, result.retry_after) == pytest.approx(wait)
+
+
+def test_headers_and_body_are_sent_as_prepared() -> None:
     seen: list[httpx.Request] = []
 
     def handler(req: httpx.Request) -> httpx.Response:
         seen.append(req)
-        return httpx.Response(503 if len(seen) < 3 else 200)
+        return httpx.Response(200)
 
-    run(handler)
-    assert [r.headers["Saga-Attempt"] for r in seen] == ["1", "2", "3"]
-    assert all(r.headers["X-A"] == "1" for r in seen)
+    run(handler, request(header_bytes=((b"X-A", b"caf\xe9"),), body_bytes=b"{}"))
+    assert (b"X-A", b"caf\xe9") in seen[0].headers.raw
+    assert seen[0].headers["Saga-Attempt"] == "1" and seen[0].content == b"{}"
 
 
-def test_no_retry_after_a_stop_or_past_the_deadline() -> None:
-    calls: list[int] = []
+def test_a_body_nothing_reads_is_read_and_dropped_past_what_the_journal_keeps() -> None:
+    body = b"x" * (3 * 2**20)
+    result = run(lambda req: httpx.Response(200, content=body),
+                 request(reads_body=False, max_response=1024))
+    assert result.outcome is Outcome.SUCCESS
+    assert result.response is not None and len(result.response.text) == 64 * 1024
 
-    def handler(req: httpx.Request) -> httpx.Response:
-        calls.append(1)
-        return httpx.Response(503)
 
-    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
-        result = send(client, request(), lambda n: {}, ok, sleep=lambda s: None,
-                      should_stop=lambda: True)
-        assert result.number == 1 and len(calls) == 1
-        now = [100.0]
-        result = send(client, request(), lambda n: {}, ok, sleep=lambda s: None,
-                      deadline=100.05, clock=lambda: now[0])
-        assert result.number == 1  # the first wait (0.1s) would end past the deadline
+def test_a_body_past_max_response_fails_when_something_reads_it() -> None:
+    body = b"x" * 5000
+    result = run(lambda req: httpx.Response(200, content=body),
+                 request(reads_body=True, max_response=4096))
+    assert (result.outcome, result.applied, result.error_class) == (
+        Outcome.FAILURE, True, "ResponseTooLarge")
+    assert "max_response (4KiB)" in (result.error_message or "")
+    refused = run(lambda req: httpx.Response(503, content=body),
+                  request(reads_body=True, max_response=4096))
+    assert refused.outcome is Outcome.RETRYABLE  # a status not accepted: the body is not read
 
 
 @pytest.mark.parametrize(("content_type", "body", "text"), [
@@ -171,6 +172,6 @@ def test_the_body_is_read_in_the_charset_its_content_type_names(
     """As httpx's Response.text reads it: the charset parameter, else UTF-8 (also for an
     unknown charset), undecodable bytes replaced."""
     headers = {"Content-Type": content_type} if content_type else {}
-    result, _, _ = run(lambda req: httpx.Response(200, headers=headers, content=body))
+    result = run(lambda req: httpx.Response(200, headers=headers, content=body))
     assert result.response is not None and result.response.text == text
     assert httpx.Response(200, headers=headers, content=body).text == text

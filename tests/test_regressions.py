@@ -39,11 +39,19 @@ def test_a_step_left_running_between_attempts_is_settled_in_doubt(tmp_path: Path
         attempt = journal.begin_attempt("R0001", "a", "action", 1, span_id="s", method="PUT",
                                         url="u", headers={}, body=None)
         journal.finish_attempt(attempt, outcome="retryable", duration_ms=1.0,
-                               error_class="ReadTimeout")
+                               error_class="ReadTimeout", in_doubt=True)
+        second = journal.begin_attempt("R0001", "b", "action", 1, span_id="s", method="PUT",
+                                       url="u", headers={}, body=None)
+        journal.finish_attempt(second, outcome="retryable", duration_ms=1.0, status=503,
+                               error_class="HTTPStatus")
         assert journal.steps("R0001")[("a", "action")].state is StepState.RUNNING
         journal.settle_interrupted("R0001")
         step = journal.steps("R0001")[("a", "action")]
         assert step.state is StepState.IN_DOUBT and step.applied
+        # A step whose every attempt had a definite answer (503) is not in doubt: it is
+        # simply unfinished, and a resume tries it again rather than compensating it.
+        other = journal.steps("R0001")[("b", "action")]
+        assert other.state is StepState.RUNNING and not other.applied
 
 
 def test_a_short_secret_does_not_mask_output_names(tmp_path: Path, service: Service) -> None:

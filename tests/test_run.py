@@ -315,12 +315,13 @@ def test_newer_and_foreign_journals_are_refused_untouched(runs: Runs, tmp_path: 
 
 def test_a_journal_of_schema_version_1_is_migrated_and_its_runs_still_show(runs: Runs) -> None:
     """Version 2 added the runs' step ids; runs journaled before have none, and `show` reads
-    their order from the journaled saga text instead."""
+    their order from the journaled saga text instead. Version 3 added each attempt's doubt."""
     import sqlite3
 
     _, old_run = runs.run(sagas.THREE)
     db = sqlite3.connect(runs.journal)
     db.execute("ALTER TABLE runs DROP COLUMN step_ids")  # the journal as version 1 left it
+    db.execute("ALTER TABLE attempts DROP COLUMN in_doubt")
     db.execute("PRAGMA user_version=1")
     db.commit()
     db.close()
@@ -329,7 +330,7 @@ def test_a_journal_of_schema_version_1_is_migrated_and_its_runs_still_show(runs:
         assert journal.get_run(old_run).step_ids is None
         assert journal.get_run(new_run).step_ids == ("a", "b", "c")
     db = sqlite3.connect(runs.journal)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
     db.close()
     shown = [runs("show", run_id, "--output", "json") for run_id in (old_run, new_run)]
     for result in shown:

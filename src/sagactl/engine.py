@@ -41,7 +41,6 @@ from sagactl.events import (
 )
 from sagactl.ids import new_run_id, new_span_id, new_trace_id
 from sagactl.journal import (
-    AttemptHandle,
     Journal,
     RunRecord,
     RunStatus,
@@ -261,16 +260,22 @@ class Engine:
                                                                     StepState.IN_DOUBT)))
 
     def _pivot_block(self) -> tuple[str, str] | None:
-        """(step, why) of a pivot that forbids rolling back: one that succeeded, or one whose
-        outcome is in doubt (it may have taken effect, and nothing can undo it)."""
+        """(step, why) of a pivot that forbids rolling back: one that succeeded, one whose
+        outcome is in doubt, or one that took effect and then failed a check (it may have
+        taken effect, and nothing can undo it)."""
         for step in self.saga.steps:
             if step.kind is not StepKind.PIVOT:
                 continue
-            state = self._state(step.id, Phase.ACTION)
-            if state is StepState.SUCCEEDED:
+            record = self.states.get((step.id, Phase.ACTION.value))
+            if record is None:
+                continue
+            if record.state is StepState.SUCCEEDED:
                 return step.id, f"pivot {step.id} succeeded, so the saga can only go forward"
-            if state is StepState.IN_DOUBT:
-                return step.id, (f"pivot {step.id} is in doubt: it can be neither compensated "
+            if record.state is StepState.IN_DOUBT or (record.state is StepState.FAILED
+                                                       and record.applied):
+                what = "is in doubt" if record.state is StepState.IN_DOUBT else \
+                    "took effect (the service accepted it) but failed its checks"
+                return step.id, (f"pivot {step.id} {what}: it can be neither compensated "
                                  "nor assumed undone")
         return None
 
@@ -480,93 +485,115 @@ class Engine:
                     "did not keep it)"
             return self._give_up(step, phase, f"cannot render the {phase.value}{why}: "
                                               f"{exc.message}")
+        return self._attempts(step, phase, prepared)
+
+    def _attempts(self, step: Step, phase: Phase, prepared: PreparedRequest) -> _Result:
+        """Send `prepared` until an attempt succeeds or fails for good, its retries are used
+        up, a signal arrives, or (for an action) the next retry would start past the saga's
+        deadline. Each attempt is journaled before it is sent, and its result after.
+
+        The request is in doubt when any of its attempts — of this process or of an earlier
+        one — may have reached the service and none succeeded: a later 503, 4xx or refused
+        connection proves nothing about an earlier attempt (SPEC §3.1)."""
         journal, run_id, phase_name = self.journal, self.run_id, phase.value
+        policy = prepared.retry
         # Attempt numbers go on from earlier processes' attempts, so that a resumed request
         # says `Saga-Attempt: 3` rather than starting again at 1.
         earlier = self.states.get((step.id, phase_name))
         offset = earlier.attempts if earlier else 0
-        attempt_ids: dict[int, AttemptHandle] = {}
+        doubt: str | None = None
+        """Why the request may have taken effect without a success: the first such attempt."""
+        if earlier is not None and earlier.applied:
+            doubt = "an earlier attempt may have reached the service"
+        applied = False
         body_text = self.redactor.text(prepared.body_text) if prepared.body_text is not None \
             else None
-
         shown_url = self.redactor.text(prepared.url)
-        sent_headers: dict[int, dict[str, str]] = {}
-        last_body: list[str | None] = [None]
+        deadline = self._deadline if phase is Phase.ACTION else None
 
-        def headers_for(number: int) -> dict[str, str]:
-            return sent_headers[number]
+        def check(view: http.ResponseView) -> tuple[dict[str, Any], str | None]:
+            return self._check(step, phase, view)
 
-        def before(number: int) -> None:
+        number = 0
+        while True:
+            number += 1
             span = new_span_id()
-            headers = sent_headers[number] = {
-                **prepared.headers, **self._saga_headers(prepared, offset + number, span)}
-            shown_headers = self.redactor.headers(headers)
-            attempt_ids[number] = journal.begin_attempt(
+            headers = self._saga_headers(prepared, offset + number, span)
+            shown_headers = self.redactor.headers({**prepared.headers, **headers})
+            handle = journal.begin_attempt(
                 run_id, step.id, phase_name, offset + number, span_id=span,
                 method=prepared.method, url=shown_url, headers=shown_headers, body=body_text)
             self.emit(AttemptStarted(step.id, phase_name, offset + number,
-                                     offset + prepared.retry.attempts, prepared.method,
-                                     shown_url, shown_headers, _clip(body_text)))
-
-        def after(number: int, result: http.AttemptResult) -> None:
-            final = self._final_state(result)
+                                     offset + policy.attempts, prepared.method, shown_url,
+                                     shown_headers, _clip(body_text)))
+            result = http.attempt(self.client, prepared, headers, check, self.clock)
+            if result.in_doubt and doubt is None:
+                doubt = f"attempt {offset + number} may have reached the service " \
+                        f"({self.redactor.text(result.error_message or 'no answer')})"
+            applied = applied or result.applied
+            wait: float | None = None
+            if result.outcome is http.Outcome.RETRYABLE and number < policy.attempts \
+                    and not self.stop.is_set():
+                wait = http.wait_before(policy, number, result.retry_after)
+                if deadline is not None and self.clock() + wait > deadline:
+                    wait = None  # the retry would start past the saga's deadline
+            state: StepState | None = None
+            if wait is None:
+                state = StepState.SUCCEEDED if result.outcome is http.Outcome.SUCCESS else \
+                    StepState.IN_DOUBT if doubt is not None and not applied else \
+                    StepState.FAILED
             response = result.response
             error = self.redactor.text(result.error_message) if result.error_message else None
-            outputs = self._journaled_outputs(result.outputs) if final else None
-            shown_headers = self.redactor.headers(response.headers) if response else None
+            shown_response_headers = self.redactor.headers(response.headers) if response \
+                else None
             shown_body = self.redactor.text(response.text) if response else None
             # A final result goes in with the next write (the next step's intent, most often):
             # one commit a step. A retryable one is written now, before the backoff.
             journal.finish_attempt(
-                attempt_ids[number], outcome=result.outcome.value,
-                duration_ms=result.duration_ms, status=result.status,
-                error_class=result.error_class, error_message=error,
-                response_headers=shown_headers, response_body=shown_body,
-                step_state=final, applied=result.applied, outputs=outputs,
-                defer=final is not None)
-            last_body[0] = shown_body
+                handle, outcome=result.outcome.value, duration_ms=result.duration_ms,
+                status=result.status, error_class=result.error_class, error_message=error,
+                in_doubt=result.in_doubt, response_headers=shown_response_headers,
+                response_body=shown_body, step_state=state,
+                applied=doubt is not None or applied,
+                outputs=self._journaled_outputs(result.outputs) if state else None,
+                step_error=self._step_error(error, doubt) if state else None,
+                defer=state is not None)
             self.emit(AttemptFinished(step.id, phase_name, offset + number,
                                       result.outcome.value, result.status, error,
-                                      result.duration_ms, shown_headers, _clip(shown_body)))
-
-        result = http.send(
-            self.client, prepared, headers_for, lambda view: self._check(step, phase, view),
-            before=before, after=after, sleep=self.sleep, should_stop=self.stop.is_set,
-            deadline=self._deadline if phase is Phase.ACTION else None, clock=self.clock,
-            on_wait=lambda number, wait: self.emit(RetryScheduled(
-                step.id, phase_name, offset + number, round(wait, 3))))
-        state = self._final_state(result)
-        error = self.redactor.text(result.error_message) if result.error_message else None
-        if state is None:
-            # Retries used up (or stopped) on a retryable outcome: decide now.
-            state = StepState.IN_DOUBT if result.in_doubt else StepState.FAILED
-            journal.finish_attempt(attempt_ids[result.number], outcome=(
-                "in_doubt" if result.in_doubt else result.outcome.value),
-                duration_ms=result.duration_ms, status=result.status,
-                error_class=result.error_class, error_message=error, step_state=state,
-                applied=result.in_doubt)
-        record = StepRecord(step.id, phase_name, state, result.applied or
-                            state is StepState.IN_DOUBT, result.outputs, offset + result.number,
-                            result.status, error, time.time())
+                                      result.duration_ms, shown_response_headers,
+                                      _clip(shown_body), in_doubt=result.in_doubt))
+            if state is not None:
+                break
+            assert wait is not None
+            self.emit(RetryScheduled(step.id, phase_name, offset + number + 1, round(wait, 3)))
+            self.sleep(wait)
+            if self.stop.is_set():
+                # A signal during the backoff: nothing more is sent. The step is left running;
+                # settling the interrupted run says whether it is in doubt.
+                return _Result(StepState.RUNNING, error="interrupted")
+        step_error = self._step_error(error, doubt) if state is not StepState.SUCCEEDED \
+            else None
+        record = StepRecord(step.id, phase_name, state, doubt is not None or applied,
+                            result.outputs, offset + number, result.status, step_error,
+                            time.time())
         self.states[(step.id, phase_name)] = record
         if state is StepState.SUCCEEDED and phase is Phase.ACTION:
             self.outputs[step.id] = {"outputs": result.outputs}
-        self.emit(StepFinished(step.id, phase_name, state.value, error,
+        self.emit(StepFinished(step.id, phase_name, state.value, step_error,
                                self._where(step, phase), f"{prepared.method} {shown_url}",
-                               _clip(last_body[0], 300)))
-        return _Result(state, record.applied, result.outputs, error)
+                               _clip(shown_body, 300)))
+        return _Result(state, record.applied, result.outputs, step_error)
+
+    @staticmethod
+    def _step_error(error: str | None, doubt: str | None) -> str | None:
+        """A failed request's error, and why it is in doubt when it is."""
+        if doubt is None:
+            return error
+        return f"{error}; in doubt: {doubt}" if error else f"in doubt: {doubt}"
 
     def _where(self, step: Step, phase: Phase) -> str:
         request = step.request(phase)
         return f"{self.saga.path}:{request.line if request else step.line}"
-
-    @staticmethod
-    def _final_state(result: http.AttemptResult) -> StepState | None:
-        if result.outcome is http.Outcome.SUCCESS:
-            return StepState.SUCCEEDED
-        if result.outcome is http.Outcome.FAILURE:
-            return StepState.FAILED
-        return None
 
     def _give_up(self, step: Step, phase: Phase, error: str) -> _Result:
         """A request that cannot even be rendered fails without being sent."""

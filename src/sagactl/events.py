@@ -51,6 +51,8 @@ class AttemptFinished:
     response_headers: dict[str, str] | None = None
     response_body: str | None = None
     """Masked, at most 2 KiB."""
+    in_doubt: bool = False
+    """The request may have reached the service, and no answer was read."""
 
 
 @dataclass(frozen=True)

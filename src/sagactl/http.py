@@ -1,32 +1,37 @@
-"""Send one prepared request under its retry policy, and classify each attempt (SPEC §3.1).
+"""One attempt of a prepared request, and what it came to (SPEC §3.1).
 
-Attempts are tried through tenacity; what happens around each attempt (journaling it before it
-is sent and after its result) is the caller's, through hooks. Nothing here writes the journal or
-prints.
+`attempt` sends the request once, reads the answer within the attempt's deadline and at most
+`max_response` bytes of it, and classifies it: success, retryable or failure, and whether the
+request may have reached the service without an answer being read (in doubt). It never raises
+for anything the network, the service or the request can do. The retry loop, journaling and
+events are the engine's.
 """
 
 from __future__ import annotations
 
 import codecs
 import email.utils
-import itertools
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
-from sagactl.model import RetryPolicy
+from sagactl.errors import Interrupted
+from sagactl.model import RetryPolicy, format_size
 from sagactl.prepare import PreparedRequest
+from sagactl.transport import deadline
 
-if TYPE_CHECKING:
-    import tenacity
+__all__ = ["JOURNALED_BODY", "AttemptResult", "Outcome", "ResponseView", "attempt",
+           "wait_before"]
 
-__all__ = ["AttemptResult", "Outcome", "ResponseView", "send"]
+JOURNALED_BODY = 64 * 1024
+"""Bytes of a body kept when nothing reads it: what the journal keeps of it."""
 
 
 class Outcome(StrEnum):
@@ -61,13 +66,13 @@ class AttemptResult:
     """What one attempt came to."""
 
     outcome: Outcome
-    number: int
     duration_ms: float
     response: ResponseView | None = None
     error_class: str | None = None
     error_message: str | None = None
     in_doubt: bool = False
-    """For an error without a response: the request may have reached the service."""
+    """The request may have reached the service, and no answer was read: its effect is
+    unknown. Later attempts prove nothing about this one."""
     applied: bool = False
     """The service answered with an accepted status: the request took effect."""
     outputs: dict[str, Any] = field(default_factory=dict)
@@ -83,16 +88,19 @@ Check = Callable[[ResponseView], tuple[dict[str, Any], str | None]]
 
 
 def _retry_after(value: str | None) -> float | None:
+    """Seconds a `Retry-After` header asks for (a number or an HTTP date); None when it says
+    nothing usable. The caller caps it."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+            seconds = when.timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
-        return max(0.0, when.timestamp() - time.time())
+    return max(0.0, seconds) if math.isfinite(seconds) or seconds > 0 else None
 
 
 _CHARSET = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.IGNORECASE)
@@ -113,139 +121,141 @@ def _text(content: bytes, headers: Mapping[str, str]) -> str:
 
 
 # Errors raised before any byte of the request left: the service cannot have seen it.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
-             httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError)
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
+# Errors that no retry can cure: the request cannot be sent as it is.
+_UNSENDABLE = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL)
 
 
-def attempt_once(client: httpx.Client, request: PreparedRequest, headers: Mapping[str, str],
-                 number: int, check: Check, clock: Callable[[], float] = time.monotonic,
-                 ) -> AttemptResult:
-    """Send the request once and classify what came back."""
-    base = {"Content-Type": request.content_type} if request.content_type else {}
-    content = request.body_text.encode() if request.body_text is not None else None
+def _error(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def attempt(client: httpx.Client, request: PreparedRequest, headers: Mapping[str, str],
+            check: Check, clock: Callable[[], float] = time.monotonic) -> AttemptResult:
+    """Send the request once and classify what came back. `headers` are this attempt's own
+    (`Saga-Attempt`, `traceparent`…), sent after the request's."""
     started = clock()
+
+    def took() -> float:
+        return (clock() - started) * 1000
+
     try:
-        response = client.request(
-            request.method, request.url, headers={**base, **request.headers, **headers},
-            content=content, timeout=request.timeout)
+        built = client.build_request(
+            request.method, request.target if request.target is not None else request.url,
+            content=request.body_bytes,
+            headers=[*request.header_bytes, *((k.encode(), v.encode()) for k, v in
+                                               headers.items())],
+            timeout=request.timeout)
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError, TypeError) as exc:
+        return AttemptResult(Outcome.FAILURE, took(), error_class="InvalidRequest",
+                             error_message=f"the request cannot be sent: {_error(exc)}")
+    status: int | None = None
+    try:
+        with deadline(request.timeout):
+            response = client.send(built, stream=True)
+            try:
+                status = response.status_code
+                return _answered(request, response, check, started, clock)
+            finally:
+                response.close()
+    except Interrupted:
+        raise
+    except _UNSENDABLE as exc:
+        return AttemptResult(Outcome.FAILURE, took(), error_class=type(exc).__name__,
+                             error_message=f"the request cannot be sent: {_error(exc)}")
+    except httpx.TimeoutException as exc:
+        # A read or write that ran out of the attempt's time: the request may have arrived.
+        sent = not isinstance(exc, _NOT_SENT)
+        what = "no answer" if status is None else f"status {status}, but the body did not end"
+        return AttemptResult(Outcome.RETRYABLE, took(), error_class=type(exc).__name__,
+                             error_message=f"{what} within the timeout "
+                                           f"({request.timeout:g}s)" if sent else _error(exc),
+                             in_doubt=sent)
     except httpx.TransportError as exc:
-        duration = (clock() - started) * 1000
-        return AttemptResult(Outcome.RETRYABLE, number, duration,
-                             error_class=type(exc).__name__, error_message=str(exc) or repr(exc),
-                             in_doubt=not isinstance(exc, _NOT_SENT))
+        return AttemptResult(Outcome.RETRYABLE, took(), error_class=type(exc).__name__,
+                             error_message=_error(exc), in_doubt=not isinstance(exc, _NOT_SENT))
+    except Exception as exc:
+        return AttemptResult(Outcome.RETRYABLE, took(), error_class=type(exc).__name__,
+                             error_message=f"unexpected error while sending: {_error(exc)}",
+                             in_doubt=True)
+
+
+def _answered(request: PreparedRequest, response: httpx.Response, check: Check,
+              started: float, clock: Callable[[], float]) -> AttemptResult:
+    """Read and judge a response whose head has arrived."""
+    status = response.status_code
+    accepted = request.expect.status_ok(status)
+    # Keep the whole body only when something reads it; otherwise what the journal keeps,
+    # and the rest is read and dropped (the connection stays usable).
+    wanted = accepted and request.reads_body
+    keep = request.max_response if wanted else JOURNALED_BODY
+    chunks: list[bytes] = []
+    size = 0
+    too_large = False
+    undecodable: str | None = None
+    try:
+        for chunk in response.iter_bytes():
+            if size < keep:
+                chunks.append(chunk[:keep - size + 1])
+            size += len(chunk)
+            if wanted and size > keep:
+                too_large = True
+                break  # nothing more is needed: closing drops the rest
+    except httpx.DecodingError as exc:
+        undecodable = _error(exc)
     duration = (clock() - started) * 1000
+    content = b"".join(chunks)
     # The raw header list decodes far faster than httpx.Headers' item by item view.
     received = {k.decode("latin-1"): v.decode("latin-1") for k, v in response.headers.raw}
-    view = ResponseView(response.status_code, received, _text(response.content, received),
-                        duration)
+    text = _text(content[:keep], received)
+    if undecodable is not None:
+        text = f"(the body cannot be decoded: {undecodable})"
+    view = ResponseView(status, received, text, duration)
     retry = request.retry
-    if retry.retries_status(view.status) and not request.expect.status_ok(view.status):
-        return AttemptResult(Outcome.RETRYABLE, number, duration, view,
-                             error_class="HTTPStatus",
-                             error_message=f"status {view.status}, retried",
-                             retry_after=_retry_after(response.headers.get("Retry-After")))
-    if not request.expect.status_ok(view.status):
+    if retry.retries_status(status) and not accepted:
+        return AttemptResult(Outcome.RETRYABLE, duration, view, error_class="HTTPStatus",
+                             error_message=f"status {status}, retried",
+                             retry_after=_retry_after(received_header(received, "retry-after")))
+    if not accepted:
         expected = ", ".join(str(s) for s in request.expect.status)
-        return AttemptResult(Outcome.FAILURE, number, duration, view, error_class="HTTPStatus",
-                             error_message=f"status {view.status}, expected {expected}")
+        return AttemptResult(Outcome.FAILURE, duration, view, error_class="HTTPStatus",
+                             error_message=f"status {status}, expected {expected}")
+    if too_large:
+        return AttemptResult(Outcome.FAILURE, duration, view, error_class="ResponseTooLarge",
+                             error_message=f"status {status}, but the body is larger than "
+                                           f"max_response ({format_size(keep)}), and outputs "
+                                           "or expect.that read it",
+                             applied=True)
+    if undecodable is not None and wanted:
+        return AttemptResult(Outcome.FAILURE, duration, view, error_class="DecodingError",
+                             error_message=f"status {status}, but {text[1:-1]}", applied=True)
     outputs, problem = check(view)
     if problem is not None:
-        return AttemptResult(Outcome.FAILURE, number, duration, view, error_class="Expectation",
+        return AttemptResult(Outcome.FAILURE, duration, view, error_class="Expectation",
                              error_message=problem, applied=True)
-    return AttemptResult(Outcome.SUCCESS, number, duration, view, applied=True, outputs=outputs)
+    return AttemptResult(Outcome.SUCCESS, duration, view, applied=True, outputs=outputs)
 
 
-class _Stopped(Exception):
-    """Raised instead of sending a retry once a stop was asked for."""
+def received_header(headers: Mapping[str, str], name: str) -> str | None:
+    """A response header by name, whatever its case."""
+    return next((v for k, v in headers.items() if k.lower() == name), None)
 
 
-def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
-    """Exponential backoff with full jitter, raised to `Retry-After`, capped at max_backoff."""
-    import tenacity
+def wait_before(policy: RetryPolicy, number: int, retry_after: float | None = None) -> float:
+    """Seconds to wait before attempt `number + 1`: exponential backoff (with full jitter
+    when the policy says so), raised to `Retry-After`, never past `max_backoff`."""
+    import tenacity  # only now: most runs never retry, and importing it costs milliseconds
 
     base = dict(multiplier=policy.backoff, exp_base=policy.factor, max=policy.max_backoff)
     backoff = tenacity.wait_random_exponential(**base) if policy.jitter \
         else tenacity.wait_exponential(**base)
-
-    def wait(retry_state: tenacity.RetryCallState) -> float:
-        seconds = backoff(retry_state)
-        outcome = retry_state.outcome
-        result = outcome.result() if outcome is not None and not outcome.failed else None
-        if isinstance(result, AttemptResult) and result.retry_after is not None:
-            seconds = max(seconds, result.retry_after)
-        return min(seconds, policy.max_backoff)
-
-    return wait
+    # tenacity's waits read only the number of the attempt that just ended.
+    seconds = float(backoff(_AttemptNumber(number)))  # type: ignore[arg-type]
+    if retry_after is not None:
+        seconds = max(seconds, retry_after)
+    return min(seconds, policy.max_backoff)
 
 
-def send(
-    client: httpx.Client,
-    request: PreparedRequest,
-    headers_for: Callable[[int], Mapping[str, str]],
-    check: Check,
-    *,
-    before: Callable[[int], None] | None = None,
-    after: Callable[[int, AttemptResult], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    should_stop: Callable[[], bool] = lambda: False,
-    deadline: float | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    on_wait: Callable[[int, float], None] | None = None,
-) -> AttemptResult:
-    """Try `request` until it succeeds, fails for good, or its retries are used up; return the
-    last attempt's result.
-
-    `headers_for(n)` gives the headers of attempt n; `before(n)` runs just before it is sent and
-    `after(n, result)` as soon as its result is known (this is where the caller journals);
-    `on_wait(n, seconds)` when attempt n is due after a backoff.
-    No retry starts once `should_stop()` is true, nor when its wait would end past `deadline`
-    (on `clock`).
-    """
-    policy = request.retry
-    numbers = itertools.count(1)
-    results: list[AttemptResult] = []
-    replay: list[AttemptResult] = []
-
-    def one_attempt() -> AttemptResult:
-        if replay:
-            return replay.pop()
-        number = next(numbers)
-        if results and should_stop():
-            # A signal arrived during the backoff: send nothing more.
-            raise _Stopped
-        if before is not None:
-            before(number)
-        result = attempt_once(client, request, headers_for(number), number, check, clock)
-        results.append(result)
-        if after is not None:
-            after(number, result)
-        return result
-
-    def stop(state: tenacity.RetryCallState) -> bool:
-        return (state.attempt_number >= policy.attempts or should_stop()
-                or (deadline is not None and clock() + state.upcoming_sleep > deadline))
-
-    # Most requests succeed at once: try the first attempt directly, and hand it to tenacity
-    # (which then waits and retries) only when it is retryable. This saves tenacity's
-    # per-call bookkeeping on every request.
-    first = one_attempt()
-    if first.outcome is not Outcome.RETRYABLE or policy.attempts == 1:
-        return first
-    replay.append(first)
-    import tenacity  # only now: most runs never retry, and importing it costs milliseconds
-
-    retrying = tenacity.Retrying(
-        sleep=sleep,
-        stop=stop,
-        wait=_wait(policy),
-        retry=tenacity.retry_if_result(lambda r: r.outcome is Outcome.RETRYABLE),
-        # Out of retries: hand back the last result rather than raising.
-        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
-        before_sleep=(lambda state: on_wait(state.attempt_number + 1, state.upcoming_sleep))
-        if on_wait else None,
-    )
-    try:
-        result: AttemptResult = retrying(one_attempt)
-    except _Stopped:
-        return results[-1]
-    return result
+@dataclass(frozen=True)
+class _AttemptNumber:
+    attempt_number: int

@@ -43,7 +43,7 @@ __all__ = [
     "owner_alive",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x53414741  # "SAGA": tells a sagactl journal from any other SQLite file
 BODY_LIMIT = 64 * 1024
 
@@ -143,6 +143,13 @@ _MIGRATIONS: dict[int, list[str]] = {
     # The saga's step ids in file order (a JSON list), so that `show` need not parse the
     # journaled YAML again; NULL for runs journaled before.
     2: ["ALTER TABLE runs ADD COLUMN step_ids TEXT"],
+    # Whether each attempt may have reached the service without an answer being read: a step
+    # is in doubt when any of its attempts is, whatever later ones answered. Attempts journaled
+    # before kept only the last attempt's doubt, in its outcome or error class.
+    3: ["ALTER TABLE attempts ADD COLUMN in_doubt INTEGER NOT NULL DEFAULT 0",
+        "UPDATE attempts SET in_doubt = 1 WHERE outcome IN ('in_doubt', 'interrupted') OR"
+        " error_class IN ('ReadTimeout', 'WriteTimeout', 'ReadError', 'WriteError',"
+        " 'RemoteProtocolError')"],
 }
 
 
@@ -223,12 +230,15 @@ class AttemptRecord:
     request_headers: dict[str, str]
     request_body: str | None
     outcome: str | None
-    """`success`, `retryable`, `failure`, `in_doubt`, `interrupted`; None while in flight."""
+    """`success`, `retryable`, `failure`, `interrupted` (`in_doubt` in journals of sagactl
+    0.1's first schemas); None while in flight."""
     status: int | None
     error_class: str | None
     error_message: str | None
     response_headers: dict[str, str] | None
     response_body: str | None
+    in_doubt: bool = False
+    """The request may have reached the service, and no answer was read."""
 
 
 class AttemptHandle(NamedTuple):
@@ -600,12 +610,14 @@ class Journal:
 
     def finish_attempt(self, attempt: AttemptHandle, *, outcome: str, duration_ms: float,
                        status: int | None = None, error_class: str | None = None,
-                       error_message: str | None = None,
+                       error_message: str | None = None, in_doubt: bool = False,
                        response_headers: Mapping[str, str] | None = None,
                        response_body: str | None = None,
                        step_state: StepState | None = None, applied: bool = False,
-                       outputs: Mapping[str, Any] | None = None, defer: bool = False) -> None:
-        """Record an attempt's result, and the step's new state when this was its last.
+                       outputs: Mapping[str, Any] | None = None,
+                       step_error: str | None = None, defer: bool = False) -> None:
+        """Record an attempt's result, and the step's new state when this was its last
+        (`applied`: whether it may have taken effect; `step_error`: why it did not succeed).
 
         With `defer`, the result is written by the next transaction (the next attempt's
         intent, most often: one commit a step instead of two) or by `flush`. Until then a
@@ -614,27 +626,29 @@ class Journal:
         now = self.clock()
         statements: list[tuple[str, tuple[Any, ...]]] = [(
             "UPDATE attempts SET finished_at = ?, duration_ms = ?, outcome = ?, status = ?,"
-            " error_class = ?, error_message = ?, response_headers = ?, response_body = ?"
-            " WHERE id = ?",
+            " error_class = ?, error_message = ?, response_headers = ?, response_body = ?,"
+            " in_doubt = ? WHERE id = ?",
             (now, duration_ms, outcome, status, error_class, error_message,
              _json(dict(response_headers)) if response_headers is not None else None,
-             _clip(response_body), attempt.id))]
+             _clip(response_body), int(in_doubt), attempt.id))]
         if step_state is not None:
             statements.append((
                 "UPDATE steps SET state = ?, applied = ?, outputs = ?, status = ?, error = ?,"
                 " updated_at = ? WHERE run_id = ? AND step_id = ? AND phase = ?",
                 (step_state.value, int(applied), _json(dict(outputs or {})), status,
-                 error_message, now, attempt.run_id, attempt.step_id, attempt.phase)))
+                 step_error if step_error is not None else error_message, now,
+                 attempt.run_id, attempt.step_id, attempt.phase)))
         with self._lock:
             self._pending += statements
             if not defer:
                 self.flush()
 
     def settle_interrupted(self, run_id: str) -> int:
-        """Mark every attempt of the run that has no result as interrupted, and every step
-        still running as in doubt: its request may have reached the service (a process that
-        died between two attempts leaves a step running with every attempt finished).
-        Returns how many attempts there were."""
+        """Mark every attempt of the run that has no result as interrupted (and in doubt: its
+        request may have reached the service), and every step still running as in doubt when
+        any of its attempts is, or an earlier process found it so. A step left running between
+        attempts that all had a definite answer stays running: it is simply not finished.
+        Returns how many attempts had no result."""
         now = self.clock()
         if not self._read("SELECT 1 FROM attempts WHERE run_id = ? AND outcome IS NULL UNION "
                           "ALL SELECT 1 FROM steps WHERE run_id = ? AND state = 'running' "
@@ -642,12 +656,16 @@ class Journal:
             return 0  # nothing to settle: spare the commit
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE attempts SET outcome = 'interrupted', finished_at = ?, error_class ="
-                " 'Interrupted', error_message = 'no result was recorded: the request may have"
-                " reached the service' WHERE run_id = ? AND outcome IS NULL", (now, run_id))
-            db.execute("UPDATE steps SET state = 'in_doubt', applied = 1, error = 'interrupted"
-                       " in flight', updated_at = ? WHERE run_id = ? AND state = 'running'",
-                       (now, run_id))
+                "UPDATE attempts SET outcome = 'interrupted', in_doubt = 1, finished_at = ?,"
+                " error_class = 'Interrupted', error_message = 'no result was recorded: the"
+                " request may have reached the service' WHERE run_id = ? AND outcome IS NULL",
+                (now, run_id))
+            db.execute(
+                "UPDATE steps SET state = 'in_doubt', applied = 1, error = 'in doubt: "
+                "interrupted while an attempt may have reached the service', updated_at = ?"
+                " WHERE run_id = ? AND state = 'running' AND (applied = 1 OR EXISTS (SELECT 1"
+                " FROM attempts a WHERE a.run_id = steps.run_id AND a.step_id = steps.step_id"
+                " AND a.phase = steps.phase AND a.in_doubt = 1))", (now, run_id))
             return cursor.rowcount
 
     def attempts(self, run_id: str) -> list[AttemptRecord]:
@@ -662,6 +680,6 @@ class Journal:
                 error_message=r["error_message"],
                 response_headers=json.loads(r["response_headers"])
                 if r["response_headers"] else None,
-                response_body=r["response_body"])
+                response_body=r["response_body"], in_doubt=bool(r["in_doubt"]))
             for r in rows
         ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from sagactl import graph
 from sagactl.errors import DefinitionError, DefinitionErrors, Location
 from sagactl.model import (
     COMPENSATION_RETRY,
+    DEFAULT_MAX_RESPONSE,
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
     BodyKind,
@@ -34,6 +36,7 @@ from sagactl.model import (
     Saga,
     Step,
     parse_duration,
+    parse_size,
 )
 
 __all__ = ["format_path", "load", "load_text", "parse_data", "schema", "schema_text"]
@@ -278,6 +281,9 @@ def _explain(error: Any) -> Iterator[tuple[JsonPath, str, bool]]:
     elif kind == "propertyNames":
         yield (*path, instance), f"'{instance}' is not a valid name: use letters, digits and " \
             "underscores, not starting with a digit", True
+    elif kind == "pattern" and "propertyNames" in error.schema_path:
+        yield (*path, instance), f"{instance!r} is not a valid name: {sub.get('description')}", \
+            True
     elif kind == "pattern":
         hint = sub.get("description", "")
         yield path, f"{instance!r} does not match {spec}" + (f": {hint}" if hint else ""), False
@@ -439,9 +445,24 @@ class _Checker:
         return None
 
 
+def _non_finite(value: Any, path: JsonPath) -> Iterator[JsonPath]:
+    """Where NaN and infinities stand in a literal value: JSON has no way to send them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _non_finite(item, (*path, i))
+
+
 def _check_requests(checker: _Checker, request: Any, path: JsonPath, scope: _Scope) -> None:
     if not isinstance(request, dict):
         return
+    for where in _non_finite(request.get("json"), (*path, "json")):
+        checker.error(where, "NaN and infinity are not JSON (RFC 8259): send a number, null or "
+                             "a string")
     for key in ("url", "base_url", "body"):
         if isinstance(request.get(key), str):
             checker.check_text(request[key], (*path, key), scope)
@@ -597,10 +618,35 @@ def _retry(raw: Mapping[str, Any] | None, base: RetryPolicy) -> RetryPolicy:
     )
 
 
-def _request(raw: dict[str, Any], phase: Phase, line: int) -> Request:
+def _reads_body(templates: list[Any], *, bare: bool = False) -> bool:
+    """Whether any of these templates (or bare expressions) reads the response body:
+    `response.json`, `response.text`, or `response` itself or by a computed key."""
+    from sagactl.templating import expression_references, references
+
+    def strings(value: Any) -> Iterator[str]:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for item in value.values():
+                yield from strings(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from strings(item)
+
+    for text in strings(templates):
+        for ref in (expression_references(text) if bare else references(text)):
+            if ref.root == "response" and (not ref.path or ref.path[0] in ("json", "text")
+                                           or ref.dynamic):
+                return True
+    return False
+
+
+def _request(raw: dict[str, Any], phase: Phase, line: int,
+             outputs: Mapping[str, Any] | None = None) -> Request:
     body_kind = next((BodyKind(k) for k in ("json", "form", "body") if k in raw), None)
     expect = raw.get("expect") or {}
     status = expect.get("status", ["2xx"])
+    that = list(expect.get("that", ()))
     return Request(
         phase=phase,
         method=raw["method"],
@@ -614,7 +660,10 @@ def _request(raw: dict[str, Any], phase: Phase, line: int) -> Request:
         retry=_retry(raw.get("retry"), DEFAULT_RETRY if phase is Phase.ACTION
                      else COMPENSATION_RETRY),
         expect=Expect(status=tuple(status) if isinstance(status, list) else (status,),
-                      that=tuple(expect.get("that", ()))),
+                      that=tuple(that)),
+        max_response=parse_size(raw["max_response"]) if "max_response" in raw
+        else DEFAULT_MAX_RESPONSE,
+        reads_body=_reads_body(that, bare=True) or _reads_body([outputs or {}]),
         line=line,
     )
 
@@ -630,7 +679,8 @@ def _build(data: dict[str, Any], positions: _Positions, file: str, text: str,
                 return None
             layers = [defaults] if phase is Phase.ACTION else [defaults, compensation]
             line = positions.value(("steps", index, phase.value))[0]
-            return _request(_merge([*layers, raw_request]), phase, line)
+            outputs = data["steps"][index].get("outputs") if phase is Phase.ACTION else None
+            return _request(_merge([*layers, raw_request]), phase, line, outputs)
 
         action = make(Phase.ACTION, raw["action"])
         assert action is not None

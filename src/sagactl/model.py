@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "COMPENSATION_RETRY",
+    "DEFAULT_MAX_RESPONSE",
     "DEFAULT_RETRY",
     "DEFAULT_TIMEOUT",
     "METHODS",
@@ -26,7 +27,9 @@ __all__ = [
     "Step",
     "StepKind",
     "format_duration",
+    "format_size",
     "parse_duration",
+    "parse_size",
     "status_matches",
 ]
 
@@ -63,6 +66,36 @@ def format_duration(seconds: float) -> str:
             return f"{int(seconds // size)}{unit}"
     ms = seconds * 1000
     return f"{ms:g}ms" if ms == round(ms, 3) else f"{seconds:g}s"
+
+
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(B|kB|KB|KiB|MB|MiB|GB|GiB)?\s*$")
+_UNIT_BYTES = {None: 1, "B": 1, "kB": 1000, "KB": 1000, "KiB": 1024, "MB": 1000**2,
+               "MiB": 1024**2, "GB": 1000**3, "GiB": 1024**3}
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes in `16MiB`, `512KiB`, `1MB`, or a plain number of bytes.
+
+    Raises ValueError for anything else (the schema catches those first, with a position).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a size")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{value!r} is not a size")
+        return value
+    match = _SIZE.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a size")
+    return int(float(match.group(1)) * _UNIT_BYTES[match.group(2)])
+
+
+def format_size(size: int) -> str:
+    """A size as a user would write it: `16MiB`, `64KiB`, `1000B`."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size}B"
 
 
 def status_matches(spec: tuple[int | str, ...], status: int) -> bool:
@@ -124,6 +157,7 @@ class RetryPolicy:
 DEFAULT_RETRY = RetryPolicy()
 COMPENSATION_RETRY = RetryPolicy(attempts=10, backoff=0.5, max_backoff=30.0)
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_MAX_RESPONSE = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -154,6 +188,10 @@ class Request:
     timeout: float = DEFAULT_TIMEOUT
     retry: RetryPolicy = DEFAULT_RETRY
     expect: Expect = Expect()
+    max_response: int = DEFAULT_MAX_RESPONSE
+    """Bytes of a response body read at most when something reads the body."""
+    reads_body: bool = True
+    """Whether `expect.that` (or, for an action, the step's `outputs`) read the body."""
     line: int = 0
     """Line of the request in the saga file, for messages."""
 

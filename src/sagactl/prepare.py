@@ -7,11 +7,13 @@ No IO here.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from sagactl import __version__
 from sagactl.errors import Location, RenderError
 from sagactl.model import BodyKind, Expect, Phase, RetryPolicy, Saga, Step
 from sagactl.templating import Namespace, Renderer, TemplateProblem
@@ -19,15 +21,20 @@ from sagactl.templating import Namespace, Renderer, TemplateProblem
 __all__ = ["PreparedRequest", "idempotency_key", "join_url", "plan", "prepare", "run_context"]
 
 
+MAX_BODY = 16 * 1024 * 1024
+"""The largest request body sent, in bytes."""
+
+
 @dataclass(frozen=True)
 class PreparedRequest:
-    """A request ready to send: every template rendered."""
+    """A request ready to send: every template rendered, the URL and headers checked."""
 
     step: str
     phase: Phase
     method: str
     url: str
     headers: dict[str, str]
+    """As written in the saga, rendered (the Content-Type of a body is in `header_bytes`)."""
     body_kind: BodyKind | None
     body: Any
     """The rendered body: a JSON value, a form's fields, or text."""
@@ -38,11 +45,56 @@ class PreparedRequest:
     retry: RetryPolicy
     expect: Expect
     idempotency_key: str
+    header_bytes: tuple[tuple[bytes, bytes], ...] = ()
+    """Every header as sent but the attempt's own: User-Agent, Content-Type, the saga's."""
+    body_bytes: bytes | None = None
+    reads_body: bool = True
+    max_response: int = 16 * 1024 * 1024
+    target: Any = None
+    """The URL parsed, as httpx sends it (None in `plan`, which sends nothing)."""
 
 
 def idempotency_key(run_id: str, step_id: str, phase: Phase) -> str:
     """The same for every attempt and every resume of one request (SPEC §3.3)."""
     return f"{run_id}.{step_id}.{phase.value}"
+
+
+USER_AGENT = f"sagactl/{__version__}"
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _check_url(url: str, where: Location) -> Any:
+    """`url` parsed as httpx will send it. Raises RenderError for a URL that cannot be sent:
+    not http or https, no host, an invalid host or port, too long."""
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise RenderError(where, f"'{_shorten(url)}' is not a valid URL: {exc}") from None
+    if parsed.scheme not in ("http", "https"):
+        raise RenderError(where, f"'{_shorten(url)}': only http and https URLs can be sent")
+    if not parsed.host:
+        raise RenderError(where, f"'{_shorten(url)}' has no host")
+    return parsed
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _header_value(name: str, value: str, where: Location) -> bytes:
+    """A header value as bytes on the wire: Latin-1 text, without line breaks or control
+    characters (HTTP's rule). Raises RenderError naming the header."""
+    try:
+        raw = value.encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise RenderError(where, f"header {name}: {value[exc.start]!r} is not Latin-1 text, "
+                                 "which is all a header can hold: put such values in the body, "
+                                 "or escape them with the urlencode filter") from None
+    if _CONTROL.search(value):
+        raise RenderError(where, f"header {name}: holds a line break or control character")
+    return raw
 
 
 def _text(value: Any) -> str:
@@ -89,8 +141,9 @@ def run_context(
     return context
 
 
-# One encoder for every body: json.dumps with options builds a new one per call.
-_JSON = json.JSONEncoder(ensure_ascii=False).encode
+# One encoder for every body: json.dumps with options builds a new one per call. JSON has no
+# NaN or infinity (RFC 8259): they are an error, not the `NaN` json.dumps would write.
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 
 
 def prepare(
@@ -100,9 +153,14 @@ def prepare(
     context: Mapping[str, Any],
     steps: Mapping[str, Mapping[str, Any]],
     renderer: Renderer,
+    *,
+    check: bool = True,
 ) -> PreparedRequest:
     """`step`'s request for `phase`, rendered with the run's context and `steps`, the
-    namespace of the outputs known so far (`{"reserve": {"outputs": {...}}}`)."""
+    namespace of the outputs known so far (`{"reserve": {"outputs": {...}}}`).
+
+    Raises RenderError for a template that cannot be rendered and, with `check`, for a
+    request that could not be sent (its URL, a header, a body too large)."""
     request = step.request(phase)
     if request is None:
         raise ValueError(f"step {step.id} has no {phase.value}")
@@ -149,11 +207,29 @@ def prepare(
         body_text, content_type = urlencode(body), "application/x-www-form-urlencoded"
     elif request.body_kind is BodyKind.TEXT:
         body = body_text = _text(render(request.body, "body"))
+    target: Any = None
+    header_bytes: tuple[tuple[bytes, bytes], ...] = ()
+    body_bytes = body_text.encode() if body_text is not None else None
+    if check:
+        target = _check_url(url, at("url"))
+        sent = {"User-Agent": USER_AGENT}
+        if content_type:
+            sent["Content-Type"] = content_type
+        lowered = {k.lower() for k in headers}
+        sent = {k: v for k, v in sent.items() if k.lower() not in lowered}
+        header_bytes = tuple((k.encode("ascii"), _header_value(k, v, at(f"headers.{k}")))
+                             for k, v in {**sent, **headers}.items())
+        if body_bytes is not None and len(body_bytes) > MAX_BODY:
+            raise RenderError(at(request.body_kind.value if request.body_kind else "body"),
+                              f"the body is {len(body_bytes):,} bytes, more than the "
+                              f"{MAX_BODY // 2**20} MiB a request may send")
     return PreparedRequest(
         step=step.id, phase=phase, method=request.method, url=url, headers=headers,
         body_kind=request.body_kind, body=body, body_text=body_text,
         content_type=content_type, timeout=request.timeout, retry=request.retry,
-        expect=request.expect, idempotency_key=key,
+        expect=request.expect, idempotency_key=key, header_bytes=header_bytes,
+        body_bytes=body_bytes, reads_body=request.reads_body,
+        max_response=request.max_response, target=target,
     )
 
 
@@ -171,7 +247,7 @@ def plan(saga: Saga, inputs: Mapping[str, Any], env: Mapping[str, str],
     steps = {s.id: {"outputs": {name: f"<steps.{s.id}.outputs.{name}>" for name in s.outputs}}
              for s in saga.steps}
     return [
-        [prepare(saga, step, phase, context, steps, renderer)
+        [prepare(saga, step, phase, context, steps, renderer, check=False)
          for phase in Phase if step.request(phase) is not None]
         for step in saga.ordered_steps()
     ]

@@ -55,32 +55,9 @@ def shown_status(run: RunRecord) -> str:
 
 
 def _client(concurrency: int) -> Any:
-    import httpx
+    from sagactl.transport import client
 
-    limits = httpx.Limits(max_connections=max(concurrency, 1) * 2,
-                          max_keepalive_connections=max(concurrency, 1))
-
-    class LazyTLS(httpx.BaseTransport):
-        """Builds the TLS transport on the first https request: loading the CA bundle costs
-        tens of milliseconds that a saga of plain-http services never needs."""
-
-        def __init__(self) -> None:
-            self._transport: httpx.HTTPTransport | None = None
-            self._lock = threading.Lock()
-
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
-            with self._lock:
-                if self._transport is None:
-                    self._transport = httpx.HTTPTransport(limits=limits)
-            return self._transport.handle_request(request)
-
-        def close(self) -> None:
-            if self._transport is not None:
-                self._transport.close()
-
-    # Plain http needs no certificates: verify=False only skips loading the CA bundle there.
-    return httpx.Client(transport=LazyTLS(),
-                        mounts={"http://": httpx.HTTPTransport(limits=limits, verify=False)})
+    return client(concurrency)
 
 
 def _engine(saga: Saga, run: RunRecord, journal: Journal, client: Any, secrets: Mapping[str, str],

@@ -7,8 +7,11 @@ what the demo runs sagas against, and what the tests check sagactl's promises wi
     GET    /any/path   read it                            200, or 404
 
 A request whose `Idempotency-Key` was seen before gets the first response again and changes
-nothing: that is how a service makes retries and resumes safe. Every effect is recorded in
-`applied`, every request in `received`.
+nothing: that is how a service makes retries and resumes safe. An action that arrives after the
+compensation of its step (`<run>.<step>.action` after `<run>.<step>.compensate`: a request that
+was delayed past its timeout, then overtaken) is refused with 409 and changes nothing, so that a
+late request cannot bring back what was undone. Every effect is recorded in `applied`, every
+request in `received`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -30,8 +34,12 @@ class Fault:
 
     kinds: `status` (answer `status` without applying), `delay_before` (wait `delay`, then
     apply), `delay_after` (apply, then wait `delay` before answering), `drop_after` (apply, then
-    close the connection without answering), `drop_before` (close without applying).
-    `times` is how many matching requests misbehave (None: all).
+    close the connection without answering), `drop_before` (close without applying),
+    `trickle` (apply, send the head and the body but its last 4 bytes, then those one every
+    `delay` seconds), `ok`
+    (behave normally: a place in a sequence of faults).
+    `times` is how many matching requests misbehave (None: all). With `step` and `phase`, only
+    requests whose `Saga-Step` and `Saga-Phase` headers say so match.
     """
 
     method: str
@@ -44,10 +52,15 @@ class Fault:
     body: Any = field(default_factory=lambda: {"error": "injected"})
     """The answer's JSON body, for `status` faults."""
     suffix: str = ""
+    step: str | None = None
+    phase: str | None = None
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, headers: Mapping[str, str] | None = None) -> bool:
+        headers = headers or {}
         return (self.method in ("*", method) and path.startswith(self.path)
-                and path.endswith(self.suffix) and (self.times is None or self.times > 0))
+                and path.endswith(self.suffix) and (self.times is None or self.times > 0)
+                and (self.step is None or headers.get("Saga-Step") == self.step)
+                and (self.phase is None or headers.get("Saga-Phase") == self.phase))
 
 
 @dataclass
@@ -57,6 +70,8 @@ class Received:
     headers: dict[str, str]
     body: Any
     at: float
+    fault: str | None = None
+    """The kind of fault this request met, if any."""
 
 
 class Service:
@@ -71,6 +86,10 @@ class Service:
         self.extra = extra or {}
         """Path prefix -> fields added to responses under it (e.g. {"reserved": true})."""
         self._replies: dict[str, tuple[int, bytes]] = {}
+        self._undone: set[str] = set()
+        """`<run>.<step>` of every compensation processed: the barrier against late actions."""
+        self.refused_late: list[str] = []
+        """Idempotency keys of actions refused because their compensation came first."""
         self._lock = threading.Lock()
         self._counter = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -101,10 +120,10 @@ class Service:
 
     # --- request handling ---------------------------------------------------------------------
 
-    def _fault(self, method: str, path: str) -> Fault | None:
+    def _fault(self, method: str, path: str, headers: Mapping[str, str]) -> Fault | None:
         with self._lock:
             for fault in self.faults:
-                if fault.matches(method, path):
+                if fault.matches(method, path, headers):
                     if fault.times is not None:
                         fault.times -= 1
                     return fault
@@ -122,6 +141,11 @@ class Service:
             if key and key in self._replies:
                 status, payload = self._replies[key]
                 return status, json.loads(payload)
+            if key.endswith(".compensate"):
+                self._undone.add(key.removesuffix(".compensate"))
+            elif key.endswith(".action") and key.removesuffix(".action") in self._undone:
+                self.refused_late.append(key)
+                return 409, {"error": "this step was compensated before this action arrived"}
             if method == "GET":
                 if path in self.resources:
                     return 200, self.resources[path]
@@ -171,12 +195,15 @@ class Service:
                 except ValueError:
                     body = raw.decode(errors="replace")
                 path = self.path.split("?", 1)[0]
-                with service._lock:
-                    service.received.append(Received(self.command, self.path,
-                                                     dict(self.headers.items()), body,
-                                                     time.monotonic()))
+                headers = dict(self.headers.items())
                 key = self.headers.get("Idempotency-Key", "")
-                fault = service._fault(self.command, path)
+                fault = service._fault(self.command, path, headers)
+                if fault and fault.kind == "ok":
+                    fault = None
+                with service._lock:
+                    service.received.append(Received(self.command, self.path, headers, body,
+                                                     time.monotonic(),
+                                                     fault.kind if fault else None))
                 if fault and fault.kind == "status":
                     self._reply(fault.status, fault.body, fault.headers)
                     return
@@ -193,7 +220,23 @@ class Service:
                     return
                 if fault and fault.kind == "delay_after":
                     time.sleep(fault.delay)
+                if fault and fault.kind == "trickle":
+                    self._trickle(status, reply, fault.delay)
+                    return
                 self._reply(status, reply)
+
+            def _trickle(self, status: int, payload: Any, delay: float) -> None:
+                data = json.dumps(payload).encode()
+                head = (f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\n"
+                        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+                        "\r\n")
+                try:
+                    self.wfile.write(head.encode() + data[:-4])
+                    for i in range(len(data) - 4, len(data)):
+                        time.sleep(delay)
+                        self.wfile.write(data[i:i + 1])
+                except OSError:
+                    self.close_connection = True
 
             def _reply(self, status: int, payload: Any,
                        headers: dict[str, str] | None = None) -> None:
