@@ -201,3 +201,99 @@ def test_intents_of_an_interrupted_group_commit_go_to_their_own_threads(
     handles = [o for o in outcome if not isinstance(o, BaseException)]
     assert len(interrupted) == 1 and len(handles) == 2
     assert sorted(outcomes(journal.path)) == sorted((h.step_id, None) for h in handles)
+
+
+def test_a_journal_through_a_symlink_to_a_file_not_yet_there_is_private(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    link = tmp_path / "journal.db"
+    target = tmp_path / "elsewhere" / "real.db"
+    link.symlink_to(target)
+    Journal(link).close()
+    assert target.exists() and stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "elsewhere").stat().st_mode) == 0o700
+
+
+def other_owner(journal: Journal, pid: int, expires_in: float, run_id: str = "R0001") -> None:
+    import socket
+
+    db = sqlite3.connect(journal.path)
+    db.execute("UPDATE runs SET owner_host = ?, owner_pid = ?, lease_expires = ? WHERE id = ?",
+               (socket.gethostname(), pid, time.time() + expires_in, run_id))
+    db.commit()
+    db.close()
+
+
+def test_a_lease_held_by_a_zombie_can_be_taken(journal: Journal) -> None:
+    import subprocess
+    import sys
+
+    from sagactl.journal import owner_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    # Exited, not yet reaped: a zombie, which signal 0 still finds.
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    try:
+        other_owner(journal, child.pid, expires_in=30)
+        assert not owner_alive(*journal.lease_owner("R0001"))
+        journal.take_lease("R0001", "me", 42, 30, owner_alive)
+    finally:
+        child.wait()
+
+
+def test_a_lease_not_renewed_within_its_time_to_live_can_be_taken(journal: Journal) -> None:
+    """Its owner is alive (this very process), but stopped renewing: stalled, or its PID
+    reused by an unrelated process."""
+    import os
+
+    from sagactl.journal import owner_alive
+
+    other_owner(journal, os.getpid(), expires_in=-1)
+    journal.take_lease("R0001", "me", 42, 30, owner_alive)
+    other_owner(journal, os.getpid(), expires_in=30)
+    with pytest.raises(JournalError, match="being driven by process"):
+        journal.take_lease("R0001", "me", 42, 30, owner_alive)
+
+
+def test_a_process_whose_lease_was_taken_sends_nothing_more(tmp_path: Path) -> None:
+    from sagactl.errors import LeaseLost
+
+    sent: list[str] = []
+    store = Journal(tmp_path / "j.db", Durability.NORMAL)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.path)
+        # Meanwhile this process stalls past its lease, and another one takes the run over.
+        other_owner(store, 1, expires_in=30, run_id=request.url.path.rsplit("/", 1)[1])
+        time.sleep(0.06)
+        return httpx.Response(200)
+
+    saga = load_text(TWO.replace('"{{ env.BASE }}"', "http://127.0.0.1:9"), "two.yaml")
+    run = create_run(store, saga, {}, {}, lease_ttl=0.05)
+    engine = Engine(saga, run, journal=store, secrets={}, lease_ttl=0.05,
+                    client=httpx.Client(transport=httpx.MockTransport(handler)))
+    with pytest.raises(LeaseLost, match="taken over by another process"):
+        engine.start()
+    assert sent == [f"/a/{run.id}"]
+    store.close()
+
+
+def test_every_filter_finds_its_runs_however_many_newer_runs_there_are(journal: Journal) -> None:
+    from sagactl.runs import list_runs
+
+    for i in range(120):
+        journal.create_run(run_id=f"R{i:04d}x", name="two", saga_path="p", saga_text="t",
+                           saga_hash="h", inputs={}, env={}, trace_id="t", owner_host="h",
+                           owner_pid=1, lease_ttl=30)
+        journal.set_run(f"R{i:04d}x", status=RunStatus.SUCCEEDED)
+    # R0001, the oldest, is running with its owner gone: interrupted.
+    other_owner(journal, 1, expires_in=-1)
+    found = list_runs(journal, status="interrupted", limit=5, page=10)
+    assert [run.id for run, _ in found] == ["R0001"]
+    assert [shown for _, shown in found] == ["interrupted"]
+    assert list_runs(journal, status="running", page=10) == []
+    assert len(list_runs(journal, status="succeeded", limit=500)) == 120

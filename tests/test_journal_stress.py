@@ -140,3 +140,29 @@ def test_a_copy_taken_mid_run_resumes_to_the_same_end(tmp_path: Path,
     assert result.exit_code == 0, result.stdout + result.stderr
     keys = [key for key, _, _ in service.applied]
     assert sorted(keys) == sorted(f"{run.id}.{s}.action" for s in "abc")
+
+
+OPEN_AT_ONCE = """
+import os, sys, time
+from sagactl.journal import Journal
+journal, go = sys.argv[1], sys.argv[2]
+open(f"{go}.{os.getpid()}", "w").close()  # ready: everything is imported
+while not os.path.exists(go):
+    time.sleep(0.0002)
+Journal(journal).close()
+"""
+
+
+def test_eight_processes_creating_the_journal_at_once_all_succeed(tmp_path: Path) -> None:
+    """Each reads the new file's header while another may be creating its tables: none may
+    take it for a foreign database, and the file is private."""
+    for round_ in range(12):
+        journal, go = tmp_path / f"j{round_}.db", tmp_path / f"go{round_}"
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, str(journal), str(go)],
+                                  cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                 for _ in range(8)]
+        wait_for(lambda go=go: len(list(tmp_path.glob(f"{go.name}.*"))) == 8, timeout=60)
+        go.touch()
+        errors = [p.communicate(timeout=60)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 8, errors
+        assert stat.S_IMODE(journal.stat().st_mode) == 0o600

@@ -42,7 +42,8 @@ def story() -> list[object]:
         AttemptFinished("reserve", "compensate", 1, "retryable", 500, "status 500", 1.0),
         StepFinished("reserve", "compensate", "failed", "status 500, retried",
                      "sagas/add-product.yaml:38", "DELETE http://127.0.0.1:8081/r/1"),
-        RunFinished(RUN, "stuck", "compensation not finished for reserve: status 500", 1.5),
+        RunFinished(RUN, "stuck", "compensation not finished for reserve: status 500", 1.5,
+                    "reserve", "compensate"),
     ]
 
 

@@ -156,3 +156,45 @@ def test_show_draws_a_timeline_and_the_failing_exchange(runs: Runs, service: Ser
     failing = shown[shown.index("failing attempt: c action #1"):]
     assert failing[1].startswith("  > PUT http://127.0.0.1:")
     assert "  < 409" in failing and '  < {"error": "taken"}' in failing
+
+
+PARALLEL = """\
+version: 1
+name: parallel
+env: [BASE]
+defaults:
+  base_url: "{{ env.BASE }}"
+  retry: {attempts: 1}
+steps:
+  - id: a
+    action: {method: PUT, url: "/a/{{ run.id }}"}
+    compensate: {method: DELETE, url: "/a/{{ run.id }}"}
+  - id: fast
+    needs: [a]
+    action: {method: PUT, url: "/fast/{{ run.id }}"}
+  - id: slow
+    needs: [a]
+    action: {method: PUT, url: "/slow/{{ run.id }}"}
+"""
+
+
+def test_when_parallel_steps_fail_the_cause_is_all_one_steps(runs: Runs,
+                                                             service: Service) -> None:
+    """Its message, its line, its request and its response: never one step's message with
+    another's location."""
+    # Both fail; the slow one last.
+    service.faults += [Fault("PUT", "/fast/", status=409, body={"error": "fast refused"}),
+                       Fault("PUT", "/slow/", status=422, delay=0.3,
+                             body={"error": "slow refused"})]
+    result = runs("run", str(runs.file(PARALLEL)), COLUMNS="80")
+    assert result.exit_code == 1, result.stdout
+    summary = result.stdout[result.stdout.index("  cause:"):]
+    cause = re.search(r"cause: step (\w+):", summary)
+    assert cause, summary
+    step = cause.group(1)
+    other = {"fast": "slow", "slow": "fast"}[step]
+    line = next(i for i, text in enumerate(PARALLEL.splitlines(), start=1)
+                if text == f"  - id: {step}") + 2
+    assert f"--> {runs.tmp / 'saga.yaml'}:{line} ({step} action)" in summary
+    assert f"/{step}/" in summary and f"{step} refused" in summary
+    assert f"/{other}/" not in summary and f"{other} refused" not in summary

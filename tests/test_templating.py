@@ -117,7 +117,7 @@ def test_references_follow_attribute_and_literal_item_access() -> None:
     assert found == (
         Reference("steps", ("a", "outputs", "x")),
         Reference("steps", ("b", "outputs", "y")),
-        Reference("env", ("URL",)),
+        Reference("env", ("URL",), guarded=True),
         Reference("vars", ("base",)),
     )
 
@@ -145,3 +145,49 @@ def test_expression_references() -> None:
 def test_references_report_bad_templates(source: str, message: str) -> None:
     with pytest.raises(TemplateProblem, match=message):
         references(source)
+
+
+HUGE = [
+    "{{ 'x' * 10**13 }}", "{{ 10**13 * 'x' }}", "{{ [1] * 10**9 }}", "{{ 10 ** 100000000 }}",
+    "{{ range(10**9) | list }}",
+    "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+    "{{ 'x' | center(10**10) }}", "{{ 'x'.center(10**10) }}", "{{ 'x'.ljust(width=10**10) }}",
+    "{{ 'x'.zfill(10**10) }}", "{{ ('\\t' * 1000).expandtabs(10**4) }}",
+    "{{ '%999999999d' % 1 }}", "{{ '%*d' | format(10**9, 1) }}",
+    "{{ '{:>9999999999}'.format(1) }}", "{{ ([inputs.s] * 100000) | join('') }}",
+    "{{ ''.join([inputs.s] * 100000) }}", "{{ [inputs.s] * 100000 }}",
+    "{{ inputs.s.replace('x', 'y' * 100000) }}", "{{ inputs.s | replace('x', 'y' * 2000) }}",
+    "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
+    "{% endfor %}{{ ns.s | length }}",
+    "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}"
+    "{% endfor %}{{ ns.s | length }}",
+    "{{ 'x' | indent(10**9) }}", "{{ [1, 2] | slice(10**9) | list }}",
+    "{{ [1] * 60000 + [1] * 60000 }}", "{{ lipsum(10**6) }}",
+    "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",
+]
+
+
+@pytest.mark.parametrize("source", HUGE)
+def test_a_template_cannot_build_a_huge_value(source: str) -> None:
+    """SPEC §2.2: a located error (here TemplateProblem), in no time and no memory, rather
+    than gigabytes."""
+    import resource
+    import time
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    with pytest.raises(TemplateProblem):
+        Renderer().render(source, {"inputs": {"s": "x" * 1000}})
+    assert time.monotonic() - started < 2
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024  # KiB
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("{{ 'ab' * 3 }}", "ababab"), ("{{ 2 ** 10 }}", 1024), ("{{ 'a-%s' % 5 }}", "a-5"),
+    ("{{ [1, 2] + [3] }}", [1, 2, 3]), ("{{ '{}-{}'.format(1, 2) }}", "1-2"),
+    ("{{ ['a', 'b'] | join(',') }}", "a,b"), ("{{ 'x' * 10 ~ 'y' }}", "xxxxxxxxxxy"),
+    ("{{ 'x' | center(5) }}", "  x  "), ("{{ 7 % 3 }}", 1),
+    ("{{ range(100000) | list | length }}", 100000),
+])
+def test_ordinary_templates_stay_within_the_limits(source: str, expected: Any) -> None:
+    assert Renderer().render(source, {}) == expected

@@ -234,7 +234,7 @@ def _drive(journal: Path | None, durability: DurabilityChoice, quiet: bool,
            junit: Path | None = None, cleanup: Callable[..., tuple[str, Any]] | None = None,
            compensating: bool = False) -> None:
     """Drive each call's run in turn; report, and exit with the worst code (3 > 1 > 0)."""
-    from sagactl.errors import Interrupted, JournalError
+    from sagactl.errors import Interrupted, JournalError, LeaseLost
     from sagactl.history import summary_record
     from sagactl.journal import Durability
     from sagactl.render import JsonRenderer, next_commands
@@ -288,7 +288,7 @@ def _drive(journal: Path | None, durability: DurabilityChoice, quiet: bool,
             # Worker threads may still wait on a slow response: do not wait for them.
             os._exit(exc.exit_code)
         except JournalError as exc:
-            if exc.run_id is None:
+            if exc.run_id is None or isinstance(exc, LeaseLost):
                 raise
             raise JournalError(f"{exc}\nrun {exc.run_id} stopped: nothing more was sent, and "
                                "the journal keeps what was done. Once the journal can be "

@@ -28,7 +28,14 @@ from typing import Any
 import httpx
 
 from sagactl import http
-from sagactl.errors import Interrupted, JournalError, RenderError, SagactlError, UsageError
+from sagactl.errors import (
+    Interrupted,
+    JournalError,
+    LeaseLost,
+    RenderError,
+    SagactlError,
+    UsageError,
+)
 from sagactl.events import (
     AttemptFinished,
     AttemptStarted,
@@ -54,7 +61,7 @@ from sagactl.redact import Redactor
 from sagactl.stopping import StopSignal
 from sagactl.templating import Renderer, TemplateProblem
 
-__all__ = ["Engine", "create_run", "read_secrets"]
+__all__ = ["Engine", "create_run", "env_values", "read_secrets"]
 
 FORWARD, CONFIRM, COMPENSATE = "forward", "confirm", "compensate"
 # What the journal keeps in place of an output that held a secret.
@@ -97,12 +104,17 @@ def read_secrets(saga: Saga, environ: Mapping[str, str]) -> dict[str, str]:
     return {name: environ[name] for name in saga.secrets}
 
 
+def env_values(saga: Saga, environ: Mapping[str, str]) -> dict[str, str]:
+    """The values of the env names the saga declares, as a run reads and journals them."""
+    return {name: environ[name] for name in saga.env if name in environ}
+
+
 def create_run(journal: Journal, saga: Saga, inputs: Mapping[str, Any],
                environ: Mapping[str, str], *, run_id: str | None = None,
                lease_ttl: float = 30.0) -> RunRecord:
     """Journal a new run (saga text and hash, inputs, env values read) before its first
     request, owned by this process."""
-    env = {name: environ[name] for name in saga.env if name in environ}
+    env = env_values(saga, environ)
     run_id = run_id or new_run_id()
     journal.create_run(
         run_id=run_id, name=saga.name, saga_path=saga.path, saga_text=saga.source,
@@ -130,6 +142,8 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         lease_ttl: float = 30.0,
         renderer: Renderer | None = None,
+        context: Mapping[str, Any] | None = None,
+        prepared: Mapping[tuple[str, Phase], PreparedRequest] | None = None,
     ) -> None:
         self.saga = saga
         self.run_id = run.id
@@ -145,8 +159,11 @@ class Engine:
         self.redactor = Redactor(secrets.values())
         self.trace_id = run.trace_id
         self.host, self.pid = socket.gethostname(), os.getpid()
-        self.context = run_context(saga, run_id=run.id, inputs=run.inputs, env=run.env,
-                                   secrets=secrets, renderer=self.renderer)
+        self.context = dict(context) if context is not None else run_context(
+            saga, run_id=run.id, inputs=run.inputs, env=run.env, secrets=secrets,
+            renderer=self.renderer)
+        self.prepared = dict(prepared or {})
+        """Requests that depend on no step's outputs, prepared before the run started."""
         self.states: dict[tuple[str, str], StepRecord] = {}
         self.outputs: dict[str, dict[str, Any]] = {}
         """The outputs of the steps whose action succeeded, as templates read them:
@@ -154,6 +171,8 @@ class Engine:
         self.withheld: set[str] = set()
         """Outputs of earlier processes that held a secret and were not journaled."""
         self._started = clock()
+        self._cause: tuple[str, str] | None = None
+        """The step and phase the run's error names."""
         self._deadline: float | None = None
         if saga.timeout is not None:
             self._deadline = clock() + saga.timeout - (time.time() - run.created_at)
@@ -179,6 +198,7 @@ class Engine:
         if not fresh:
             self.journal.take_lease(self.run_id, self.host, self.pid, self.lease_ttl,
                                     owner_alive)
+        self._renewed = time.monotonic()
         heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
         done = threading.Event()
         self._done = done
@@ -208,6 +228,8 @@ class Engine:
         except Interrupted as exc:
             self.journal.settle_interrupted(self.run_id)
             raise Interrupted(self.run_id, exc.exit_code) from None
+        except LeaseLost:
+            raise
         except JournalError as exc:
             # The journal stopped taking writes (a full disk, say): nothing more is sent, and
             # what was journaled stays, so the run can be carried on once it is writable.
@@ -219,8 +241,9 @@ class Engine:
             with contextlib.suppress(JournalError):
                 self.journal.release_lease(self.run_id, self.host, self.pid)
         final = self.journal.get_run(self.run_id)
+        step, phase = self._cause or (None, None)
         self.emit(RunFinished(self.run_id, status.value, final.error,
-                              self.clock() - self._started))
+                              self.clock() - self._started, step, phase))
         return status
 
     def _wait(self, seconds: float) -> None:
@@ -229,9 +252,23 @@ class Engine:
 
     def _heartbeat(self) -> None:
         while not self._done.wait(self.lease_ttl / 3):
-            # A failed renewal is retried at the next beat; the lease only guards takeover.
+            # A failed renewal is retried at the next beat, or by the next attempt.
             with contextlib.suppress(SagactlError):
-                self.journal.renew_lease(self.run_id, self.host, self.pid, self.lease_ttl)
+                if self.journal.renew_lease(self.run_id, self.host, self.pid, self.lease_ttl):
+                    self._renewed = time.monotonic()
+
+    def _hold_lease(self) -> None:
+        """Before an attempt: make sure this process still drives the run. The heartbeat
+        renews the lease every third of its time to live; when it has not for longer (this
+        process was stalled, or the journal was busy), the lease may have lapsed and been
+        taken, so it is renewed here, or this process stops."""
+        if time.monotonic() - self._renewed < self.lease_ttl * 2 / 3:
+            return
+        if not self.journal.renew_lease(self.run_id, self.host, self.pid, self.lease_ttl):
+            raise LeaseLost(f"run {self.run_id} was taken over by another process: this one "
+                            f"had not renewed its lease within {self.lease_ttl:g}s (was it "
+                            "stopped?), so it sends nothing more", run_id=self.run_id)
+        self._renewed = time.monotonic()
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -310,6 +347,8 @@ class Engine:
 
     def _fail_forward(self, step_id: str | None, error: str | None) -> RunStatus:
         where = f"step {step_id}: {error}" if step_id else (error or "failed")
+        if step_id is not None:
+            self._cause = (step_id, Phase.ACTION.value)
         block = self._pivot_block()
         if block:
             self.journal.set_run(self.run_id, status=RunStatus.STUCK, phase=FORWARD,
@@ -336,6 +375,7 @@ class Engine:
             # that failed: `bad` names it.
             if bad is not None:
                 sid, result = bad
+                self._cause = (sid, Phase.CONFIRM.value)
                 self.journal.set_run(self.run_id, status=RunStatus.STUCK, phase=CONFIRM,
                                      error=f"confirm of step {sid}: {result.error}")
                 return RunStatus.STUCK
@@ -369,8 +409,10 @@ class Engine:
         left = [s.id for s in undo if results.get(s.id, _Result(StepState.FAILED)).state
                 is not StepState.SUCCEEDED]
         if left:
-            first = next((results[s] for s in left if s in results), None)
-            error = first.error if first else "waiting on another compensation"
+            first = next((s for s in left if s in results), None)
+            error = results[first].error if first else "waiting on another compensation"
+            if first is not None:
+                self._cause = (first, Phase.COMPENSATE.value)
             self.journal.set_run(self.run_id, status=RunStatus.STUCK, phase=COMPENSATE,
                                  error=f"compensation not finished for {', '.join(left)}: "
                                        f"{error}")
@@ -474,6 +516,9 @@ class Engine:
     # --- one request ---------------------------------------------------------------------------
 
     def _execute(self, step: Step, phase: Phase) -> _Result:
+        ready = self.prepared.get((step.id, phase))
+        if ready is not None:
+            return self._attempts(step, phase, ready)
         try:
             prepared = prepare(self.saga, step, phase, self.context, self.outputs, self.renderer)
         except RenderError as exc:
@@ -517,6 +562,7 @@ class Engine:
         number = 0
         while True:
             number += 1
+            self._hold_lease()
             span = new_span_id()
             headers = self._saga_headers(prepared, offset + number, span)
             shown_headers = self.redactor.headers({**prepared.headers, **headers})

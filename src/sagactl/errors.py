@@ -9,6 +9,7 @@
     ├── DefinitionErrors              2  every problem found in one saga file
     ├── InputError(problems)          2  inputs that are missing, undeclared or ill-typed
     ├── JournalError                  4  run not found, ambiguous prefix, locked, unreadable
+    │   └── LeaseLost                 4  another process took the run over from this one
     └── Interrupted               130/143  stopped by SIGINT / SIGTERM; resumable
 
 This module imports nothing from sagactl, so every other module may raise these.
@@ -24,6 +25,7 @@ __all__ = [
     "InputError",
     "Interrupted",
     "JournalError",
+    "LeaseLost",
     "LocatedError",
     "Location",
     "RenderError",
@@ -121,3 +123,8 @@ class JournalError(SagactlError):
         super().__init__(message)
         # Set when a run was under way: it stays journaled as far as it got, to be resumed.
         self.run_id = run_id
+
+
+class LeaseLost(JournalError):
+    """This process stopped renewing its lease on a run (it was stalled), and another process
+    took the run over: this one must send nothing more."""

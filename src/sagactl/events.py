@@ -85,6 +85,10 @@ class RunFinished:
     status: str
     error: str | None
     duration_s: float
+    step: str | None = None
+    """The step whose failure `error` names, when it names one."""
+    phase: str | None = None
+    """And which of its requests: `action`, `compensate` or `confirm`."""
 
 
 Event = (RunStarted | PhaseStarted | AttemptStarted | AttemptFinished | RetryScheduled

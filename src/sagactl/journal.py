@@ -154,15 +154,25 @@ _MIGRATIONS: dict[int, list[str]] = {
 
 
 def owner_alive(host: str, pid: int, expires: float | None) -> bool:
-    if host == socket.gethostname():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+    """Whether the process holding a run's lease may still be driving it: its lease was
+    renewed within its time to live and, on this host, the process exists and is not a
+    zombie. A process that stopped renewing (stalled, or a reused PID) has lost its lease."""
+    if expires is None or expires <= time.time():
+        return False
+    if host != socket.gethostname():
         return True
-    return expires is not None and expires > time.time()
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        # /proc/PID/stat: "PID (COMMAND) STATE …"; the command may itself hold parentheses.
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc here: the process exists, which is all that can be known
+    return state not in ("Z", "X")
 
 
 def default_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -293,13 +303,16 @@ class Journal:
         return JournalError(f"{self.path}: {why}; it was left untouched")
 
     def _connect(self, durability: Durability) -> sqlite3.Connection:
-        if not self.path.exists():
+        # Through a symlink, the file to create is its target: creating the link's path
+        # with O_EXCL would fail, and SQLite would then create the target world-readable.
+        real = Path(os.path.realpath(self.path))
+        if not real.exists():
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                real.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 # Created here only to set its mode; O_EXCL because opening and closing a
                 # database file that this process already has open would drop SQLite's locks
                 # on it (POSIX locks belong to the process, not to the descriptor).
-                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                os.close(os.open(real, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             except FileExistsError:
                 pass  # another process created it meanwhile
             except OSError as exc:
@@ -313,9 +326,12 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"{self.path}: cannot open the journal: {exc}") from None
         try:
-            app_id = db.execute("PRAGMA application_id").fetchone()[0]
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            # One statement, so one snapshot: read one by one, another process creating the
+            # journal meanwhile could show its tables without its application id yet.
+            app_id, version, tables = db.execute(
+                "SELECT (SELECT application_id FROM pragma_application_id),"
+                " (SELECT user_version FROM pragma_user_version),"
+                " (SELECT count(*) FROM sqlite_master)").fetchone()
         except sqlite3.OperationalError as exc:
             # Not the file's fault: it cannot be read or its shared-memory index cannot be
             # written (a full disk, a read-only directory).
@@ -334,7 +350,7 @@ class Journal:
             raise self._refuse(f"journal schema version {version} is newer than this sagactl "
                                f"understands ({SCHEMA_VERSION}); upgrade sagactl")
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            self._use_wal(db)
             sync = "FULL" if durability is Durability.FULL else "NORMAL"
             db.execute(f"PRAGMA synchronous={sync}")
             db.execute("PRAGMA foreign_keys=ON")
@@ -344,6 +360,20 @@ class Journal:
             db.close()
             raise JournalError(f"{self.path}: cannot prepare the journal: {exc}") from None
         return db
+
+    @staticmethod
+    def _use_wal(db: sqlite3.Connection, patience: float = 10.0) -> None:
+        """Put the file in WAL mode, once for all (the mode stays with the file). Changing it
+        needs the file to itself, and SQLite does not wait for that as it waits for a write
+        lock: processes opening a new journal at the same moment wait here instead."""
+        give_up = time.monotonic() + patience
+        while db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > give_up:
+                    raise
+                time.sleep(0.005)
 
     @staticmethod
     def _migrate(db: sqlite3.Connection, version: int) -> None:
@@ -476,15 +506,22 @@ class Journal:
                                f"{listed}{more}")
         return self._run(rows[0])
 
-    def list_runs(self, *, status: str | None = None, name: str | None = None,
-                  limit: int = 20) -> list[RunRecord]:
-        where, args = [], []
+    def list_runs(self, *, status: str | Sequence[str] | None = None, name: str | None = None,
+                  limit: int = 20, before: tuple[float, str] | None = None) -> list[RunRecord]:
+        """Runs newest first: of a status (or any of several), of a saga, and older than
+        `before` (the created time and id of the last run of the previous page)."""
+        where: list[str] = []
+        args: list[Any] = []
         if status:
-            where.append("status = ?")
-            args.append(status)
+            statuses = [status] if isinstance(status, str) else list(status)
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            args.extend(statuses)
         if name:
             where.append("name = ?")
             args.append(name)
+        if before is not None:
+            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            args.extend([before[0], before[0], before[1]])
         sql = "SELECT * FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -531,10 +568,20 @@ class Journal:
             db.execute("UPDATE runs SET owner_host = ?, owner_pid = ?, lease_expires = ? "
                        "WHERE id = ?", (host, pid, self.clock() + ttl, run_id))
 
-    def renew_lease(self, run_id: str, host: str, pid: int, ttl: float) -> None:
+    def lease_owner(self, run_id: str) -> tuple[str, int, float | None]:
+        """(host, pid, expiry) of the run's lease; raises JournalError when none is held."""
+        run = self.get_run(run_id)
+        if run.owner_host is None or run.owner_pid is None:
+            raise JournalError(f"run {run_id} has no owner")
+        return run.owner_host, run.owner_pid, run.lease_expires
+
+    def renew_lease(self, run_id: str, host: str, pid: int, ttl: float) -> bool:
+        """Extend (host, pid)'s lease on the run; False when another process holds it now."""
         with self._write() as db:
-            db.execute("UPDATE runs SET lease_expires = ? WHERE id = ? AND owner_host = ? AND "
-                       "owner_pid = ?", (self.clock() + ttl, run_id, host, pid))
+            cursor = db.execute("UPDATE runs SET lease_expires = ? WHERE id = ? AND "
+                                "owner_host = ? AND owner_pid = ?",
+                                (self.clock() + ttl, run_id, host, pid))
+            return cursor.rowcount == 1
 
     def release_lease(self, run_id: str, host: str, pid: int) -> None:
         with self._write() as db:

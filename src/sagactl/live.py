@@ -27,7 +27,7 @@ from sagactl.events import (
     RunStarted,
     StepFinished,
 )
-from sagactl.render import next_commands, where_to_look
+from sagactl.render import cause_of, next_commands, where_to_look
 
 __all__ = ["LiveRenderer"]
 
@@ -61,12 +61,12 @@ class LiveRenderer:
         self.rows: dict[tuple[str, str], _Row] = {}
         self.header = Text()
         self.live: Live | None = None
-        self.failure: StepFinished | None = None
+        self.failures: dict[tuple[str, str], StepFinished] = {}
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self.rows.clear()
-            self.failure = None
+            self.failures = {}
             verb = "resuming" if event.resumed else "running"
             self.header = Text.assemble((f"{verb} ", "dim"), (event.saga, "bold"),
                                         ("  run ", "dim"), event.run_id,
@@ -106,7 +106,7 @@ class LiveRenderer:
             row.state, row.finished, row.error = event.state, now, event.error
             row.retry_at = None
             if event.state != "succeeded":
-                self.failure = event  # the latest failure is the one that ended the run
+                self.failures[(event.step, event.phase)] = event
         elif isinstance(event, PhaseStarted):
             pass  # rows appear as their phase's requests start
 
@@ -140,7 +140,8 @@ class LiveRenderer:
                                f" in {event.duration_s:.2f}s  run {event.run_id}")]
         if event.error and event.status != "succeeded":
             lines.append(Text(f"cause: {event.error}"))
-            lines += [Text(f"  {line}", style="dim") for line in where_to_look(self.failure)]
+            lines += [Text(f"  {line}", style="dim")
+                      for line in where_to_look(cause_of(event, self.failures))]
         if event.status == "stuck":
             lines.append(Text(next_commands(event.run_id, self.journal_flag)))
         return Panel(Group(*lines), border_style=style, expand=False)

@@ -621,19 +621,9 @@ def _retry(raw: Mapping[str, Any] | None, base: RetryPolicy) -> RetryPolicy:
 def _reads_body(templates: list[Any], *, bare: bool = False) -> bool:
     """Whether any of these templates (or bare expressions) reads the response body:
     `response.json`, `response.text`, or `response` itself or by a computed key."""
-    from sagactl.templating import expression_references, references
+    from sagactl.templating import expression_references, references, strings_in
 
-    def strings(value: Any) -> Iterator[str]:
-        if isinstance(value, str):
-            yield value
-        elif isinstance(value, dict):
-            for item in value.values():
-                yield from strings(item)
-        elif isinstance(value, list):
-            for item in value:
-                yield from strings(item)
-
-    for text in strings(templates):
+    for text in strings_in(templates):
         for ref in (expression_references(text) if bare else references(text)):
             if ref.root == "response" and (not ref.path or ref.path[0] in ("json", "text")
                                            or ref.dynamic):

@@ -8,17 +8,26 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from sagactl import __version__
-from sagactl.errors import Location, RenderError
-from sagactl.model import BodyKind, Expect, Phase, RetryPolicy, Saga, Step
-from sagactl.templating import Namespace, Renderer, TemplateProblem
+from sagactl.errors import DefinitionError, DefinitionErrors, Location, RenderError
+from sagactl.model import BodyKind, Expect, Phase, Request, RetryPolicy, Saga, Step
+from sagactl.templating import (
+    Namespace,
+    Renderer,
+    TemplateProblem,
+    is_template,
+    references,
+    strings_in,
+)
 
-__all__ = ["PreparedRequest", "idempotency_key", "join_url", "plan", "prepare", "run_context"]
+__all__ = ["PreparedRequest", "idempotency_key", "join_url", "plan", "preflight", "prepare",
+           "run_context"]
 
 
 MAX_BODY = 16 * 1024 * 1024
@@ -60,6 +69,8 @@ def idempotency_key(run_id: str, step_id: str, phase: Phase) -> str:
 
 
 USER_AGENT = f"sagactl/{__version__}"
+# A host name (IDNA already encoded by httpx) or an IP address, as bytes.
+_HOST = re.compile(rb"^(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|[0-9A-Fa-f:.]+)$")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
@@ -76,6 +87,12 @@ def _check_url(url: str, where: Location) -> Any:
         raise RenderError(where, f"'{_shorten(url)}': only http and https URLs can be sent")
     if not parsed.host:
         raise RenderError(where, f"'{_shorten(url)}' has no host")
+    if not _HOST.match(parsed.raw_host):
+        raise RenderError(where, f"'{_shorten(url)}' is not a valid URL: invalid host "
+                                 f"'{parsed.host}'")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise RenderError(where, f"'{_shorten(url)}' is not a valid URL: invalid port "
+                                 f"{parsed.port}")
     return parsed
 
 
@@ -83,17 +100,18 @@ def _shorten(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _header_value(name: str, value: str, where: Location) -> bytes:
+def _header_value(value: str, where: Location) -> bytes:
     """A header value as bytes on the wire: Latin-1 text, without line breaks or control
-    characters (HTTP's rule). Raises RenderError naming the header."""
+    characters (HTTP's rule). Raises RenderError located at the header."""
     try:
         raw = value.encode("latin-1")
     except UnicodeEncodeError as exc:
-        raise RenderError(where, f"header {name}: {value[exc.start]!r} is not Latin-1 text, "
-                                 "which is all a header can hold: put such values in the body, "
-                                 "or escape them with the urlencode filter") from None
+        raise RenderError(where, f"{value[exc.start]!r} is not Latin-1 text, which is all a "
+                                 "header can hold: put such values in the body, or escape "
+                                 "them with the urlencode filter") from None
     if _CONTROL.search(value):
-        raise RenderError(where, f"header {name}: holds a line break or control character")
+        raise RenderError(where, "the value holds a line break or control character, which a "
+                                 "header cannot hold")
     return raw
 
 
@@ -146,6 +164,88 @@ def run_context(
 _JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 
 
+class _Parts:
+    """Renders the parts of one request — URL, each header, body — in a scope; each part
+    raises RenderError located at its field."""
+
+    def __init__(self, saga: Saga, step: Step, phase: Phase, request: Request,
+                 scope: Mapping[str, Any], renderer: Renderer) -> None:
+        self.saga, self.step, self.phase, self.request = saga, step, phase, request
+        self.scope, self.renderer = scope, renderer
+
+    def at(self, field: str) -> Location:  # built only for an error: most requests need none
+        return Location(self.saga.path, self.request.line, 0,
+                        f"steps[{self.step.index}].{self.phase.value}.{field}")
+
+    def render(self, value: Any, field: str) -> Any:
+        try:
+            return self.renderer.render(value, self.scope)
+        except TemplateProblem as exc:
+            raise RenderError(self.at(field), str(exc)) from None
+
+    def url(self) -> str:
+        request = self.request
+        url = _text(self.render(request.url, "url"))
+        base = self.render(request.base_url, "base_url") if request.base_url is not None \
+            else None
+        url = join_url(_text(base) if base is not None else None, url)
+        if "://" not in url:
+            raise RenderError(self.at("url"), f"'{url}' is relative and no base_url is set")
+        query = self.render(request.query, "query") if request.query else None
+        if query:
+            pairs = [(k, _text(v)) for k, vs in query.items()
+                     for v in (vs if isinstance(vs, list) else [vs])]
+            url += ("&" if "?" in url else "?") + urlencode(pairs)
+        return url
+
+    def header(self, name: str) -> str:
+        return _text(self.render(self.request.headers[name], f"headers.{name}"))
+
+    def header_bytes(self, headers: Mapping[str, str],
+                     content_type: str | None) -> tuple[tuple[bytes, bytes], ...]:
+        sent = {"User-Agent": USER_AGENT}
+        if content_type:
+            sent["Content-Type"] = content_type
+        lowered = {k.lower() for k in headers}
+        sent = {k: v for k, v in sent.items() if k.lower() not in lowered}
+        return tuple((k.encode("ascii"), _header_value(v, self.at(f"headers.{k}")))
+                     for k, v in {**sent, **headers}.items())
+
+    def body(self) -> tuple[Any, str | None, str | None]:
+        """(the body, its text as sent, its Content-Type)."""
+        request = self.request
+        if request.body_kind is BodyKind.JSON:
+            body = self.render(request.body, "json")
+            try:
+                return body, _JSON(body), "application/json"
+            except (TypeError, ValueError) as exc:
+                raise RenderError(self.at("json"), f"cannot be sent as JSON: {exc}") from None
+        if request.body_kind is BodyKind.FORM:
+            form = {k: _text(v) for k, v in self.render(request.body, "form").items()}
+            return form, urlencode(form), "application/x-www-form-urlencoded"
+        if request.body_kind is BodyKind.TEXT:
+            text = _text(self.render(request.body, "body"))
+            return text, text, None
+        return None, None, None
+
+    def body_bytes(self, text: str | None) -> bytes | None:
+        if text is None:
+            return None
+        raw = text.encode()
+        if len(raw) > MAX_BODY:
+            kind = self.request.body_kind
+            raise RenderError(self.at(kind.value if kind else "body"),
+                              f"the body is {len(raw):,} bytes, more than the "
+                              f"{MAX_BODY // 2**20} MiB a request may send")
+        return raw
+
+
+def _scope(context: Mapping[str, Any], step: Step, phase: Phase,
+           steps: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    key = idempotency_key(context["run"]["id"], step.id, phase)
+    return {**context, "step": {"id": step.id, "idempotency_key": key}, "steps": steps}
+
+
 def prepare(
     saga: Saga,
     step: Step,
@@ -164,73 +264,107 @@ def prepare(
     request = step.request(phase)
     if request is None:
         raise ValueError(f"step {step.id} has no {phase.value}")
-    key = idempotency_key(context["run"]["id"], step.id, phase)
-    scope = {
-        **context,
-        "step": {"id": step.id, "idempotency_key": key},
-        "steps": steps,
-    }
-
-    def at(field: str) -> Location:  # built only for an error: most requests need none
-        return Location(saga.path, request.line, 0, f"steps[{step.index}].{phase.value}.{field}")
-
-    def render(value: Any, field: str) -> Any:
-        try:
-            return renderer.render(value, scope)
-        except TemplateProblem as exc:
-            raise RenderError(at(field), str(exc)) from None
-
-    url = _text(render(request.url, "url"))
-    base = render(request.base_url, "base_url") if request.base_url is not None else None
-    url = join_url(_text(base) if base is not None else None, url)
-    if "://" not in url:
-        raise RenderError(at("url"), f"'{url}' is relative and no base_url is set")
-    query = render(request.query, "query") if request.query else None
-    if query:
-        pairs = [(k, _text(v)) for k, vs in query.items()
-                 for v in (vs if isinstance(vs, list) else [vs])]
-        url += ("&" if "?" in url else "?") + urlencode(pairs)
-    headers = {k: _text(v) for k, v in render(request.headers, "headers").items()} \
-        if request.headers else {}
-    body: Any = None
-    body_text: str | None = None
-    content_type: str | None = None
-    if request.body_kind is BodyKind.JSON:
-        body = render(request.body, "json")
-        try:
-            body_text = _JSON(body)
-        except (TypeError, ValueError) as exc:
-            raise RenderError(at("json"), f"cannot be sent as JSON: {exc}") from None
-        content_type = "application/json"
-    elif request.body_kind is BodyKind.FORM:
-        body = {k: _text(v) for k, v in render(request.body, "form").items()}
-        body_text, content_type = urlencode(body), "application/x-www-form-urlencoded"
-    elif request.body_kind is BodyKind.TEXT:
-        body = body_text = _text(render(request.body, "body"))
+    scope = _scope(context, step, phase, steps)
+    parts = _Parts(saga, step, phase, request, scope, renderer)
+    url = parts.url()
+    headers = {name: parts.header(name) for name in request.headers}
+    body, body_text, content_type = parts.body()
     target: Any = None
     header_bytes: tuple[tuple[bytes, bytes], ...] = ()
     body_bytes = body_text.encode() if body_text is not None else None
     if check:
-        target = _check_url(url, at("url"))
-        sent = {"User-Agent": USER_AGENT}
-        if content_type:
-            sent["Content-Type"] = content_type
-        lowered = {k.lower() for k in headers}
-        sent = {k: v for k, v in sent.items() if k.lower() not in lowered}
-        header_bytes = tuple((k.encode("ascii"), _header_value(k, v, at(f"headers.{k}")))
-                             for k, v in {**sent, **headers}.items())
-        if body_bytes is not None and len(body_bytes) > MAX_BODY:
-            raise RenderError(at(request.body_kind.value if request.body_kind else "body"),
-                              f"the body is {len(body_bytes):,} bytes, more than the "
-                              f"{MAX_BODY // 2**20} MiB a request may send")
+        target = _check_url(url, parts.at("url"))
+        header_bytes = parts.header_bytes(headers, content_type)
+        body_bytes = parts.body_bytes(body_text)
     return PreparedRequest(
         step=step.id, phase=phase, method=request.method, url=url, headers=headers,
         body_kind=request.body_kind, body=body, body_text=body_text,
         content_type=content_type, timeout=request.timeout, retry=request.retry,
-        expect=request.expect, idempotency_key=key, header_bytes=header_bytes,
-        body_bytes=body_bytes, reads_body=request.reads_body,
+        expect=request.expect, idempotency_key=scope["step"]["idempotency_key"],
+        header_bytes=header_bytes, body_bytes=body_bytes, reads_body=request.reads_body,
         max_response=request.max_response, target=target,
     )
+
+
+def _reads(value: Any, root: str) -> bool:
+    """Whether a template in `value` reads the name `root`."""
+    return any(ref.root == root for text in strings_in(value) if is_template(text)
+               for ref in references(text))
+
+
+def preflight(saga: Saga, context: Mapping[str, Any],
+              renderer: Renderer) -> dict[tuple[str, Phase], PreparedRequest]:
+    """Before anything is journaled or sent (SPEC §3.2 item 0): every request that depends
+    only on inputs, env, vars, secrets and the run, prepared and checked; in every other
+    request, each part that depends only on those, checked; and every read of a declared env
+    name that is not set, refused unless it has a default.
+
+    Returns the requests prepared, for the run to send as they are. Raises DefinitionErrors
+    with every problem found."""
+    problems: dict[str, DefinitionError] = {}
+
+    @contextmanager
+    def collected() -> Iterator[None]:
+        try:
+            yield
+        except RenderError as exc:
+            problems.setdefault(str(exc), DefinitionError(exc.location, exc.message))
+
+    ready: dict[tuple[str, Phase], PreparedRequest] = {}
+    unset = {name for name in saga.env if name not in context["env"]}
+    for step in saga.steps:
+        for phase in Phase:
+            request = step.request(phase)
+            if request is None:
+                continue
+            fields = {"url": [request.url, request.base_url, request.query],
+                      **{f"headers.{k}": v for k, v in request.headers.items()},
+                      (request.body_kind.value if request.body_kind else "body"): request.body}
+            if not any(_reads(value, "steps") for value in fields.values()):
+                with collected():
+                    ready[(step.id, phase)] = prepare(saga, step, phase, context, {}, renderer)
+                continue
+            parts = _Parts(saga, step, phase, request, _scope(context, step, phase, {}),
+                           renderer)
+            for field, value in fields.items():
+                with collected():
+                    if _reads(value, "steps"):
+                        # Known only once the steps it reads have run: only its env is checked.
+                        _unset_env(parts.at(field), value, unset, problems)
+                    elif field == "url":
+                        _check_url(parts.url(), parts.at("url"))
+                    elif field.startswith("headers."):
+                        name = field.removeprefix("headers.")
+                        _header_value(parts.header(name), parts.at(field))
+                    else:
+                        parts.body_bytes(parts.body()[1])
+            for i, expression in enumerate(request.expect.that):
+                _unset_env(parts.at(f"expect.that[{i}]"), "{{ " + expression + " }}", unset,
+                           problems)
+        if step.outputs:
+            _unset_env(Location(saga.path, step.line, 0, f"steps[{step.index}].outputs"),
+                       step.outputs, unset, problems)
+    if problems:
+        raise DefinitionErrors(list(problems.values()))
+    return ready
+
+
+def _unset_env(where: Location, value: Any, unset: set[str],
+               problems: dict[str, DefinitionError]) -> None:
+    """A problem for each env name in `unset` that a template of `value` reads without a
+    default (`| default(…)`, `is defined`) anywhere in that template."""
+    if not unset:
+        return
+    for text in strings_in(value):
+        if not is_template(text):
+            continue
+        found = [ref for ref in references(text) if ref.root == "env" and ref.path
+                 and ref.path[0] in unset]
+        guarded = {ref.path[0] for ref in found if ref.guarded}
+        for name in sorted({ref.path[0] for ref in found} - guarded):
+            error = DefinitionError(where, f"env.{name} is not set: set {name} in the "
+                                           "environment (or give it a default)")
+            problems.setdefault(str(error), error)
 
 
 def plan(saga: Saga, inputs: Mapping[str, Any], env: Mapping[str, str],

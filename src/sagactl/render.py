@@ -19,7 +19,7 @@ from sagactl.events import (
 )
 from sagactl.history import iso_time, json_line
 
-__all__ = ["JsonRenderer", "PlainRenderer", "next_commands", "where_to_look"]
+__all__ = ["JsonRenderer", "PlainRenderer", "cause_of", "next_commands", "where_to_look"]
 
 
 def _clock(now: float | None = None) -> str:
@@ -40,6 +40,15 @@ def where_to_look(failure: StepFinished | None) -> list[str]:
     return lines
 
 
+def cause_of(event: RunFinished, failures: dict[tuple[str, str], StepFinished]
+             ) -> StepFinished | None:
+    """The failure the run's cause names: its location, request and response, all of that
+    one step's, also when several failed at once."""
+    if event.step is None or event.phase is None:
+        return None
+    return failures.get((event.step, event.phase))
+
+
 def next_commands(run_id: str, journal_flag: str = "") -> str:
     return (f"  to carry it on:  sagactl resume {run_id}{journal_flag}\n"
             f"  to roll it back: sagactl compensate {run_id}{journal_flag}")
@@ -55,7 +64,7 @@ class PlainRenderer:
         self.journal_flag = journal_flag
         self.quiet = quiet
         self.verbose = verbose and not quiet
-        self.failure: StepFinished | None = None
+        self.failures: dict[tuple[str, str], StepFinished] = {}
 
     def line(self, text: str) -> None:
         self.out.write(text + "\n")
@@ -63,9 +72,9 @@ class PlainRenderer:
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, StepFinished) and event.state != "succeeded":
-            self.failure = event  # the latest failure is the one that ended the run
+            self.failures[(event.step, event.phase)] = event
         if isinstance(event, RunStarted):
-            self.failure = None
+            self.failures = {}
             self.line(event.run_id)
             if not self.quiet:
                 verb = "resuming" if event.resumed else "running"
@@ -108,7 +117,7 @@ class PlainRenderer:
 
     def summary(self, event: RunFinished) -> None:
         text = f"run {event.run_id} {event.status} in {event.duration_s:.2f}s"
-        failure = self.failure
+        failure = cause_of(event, self.failures)
         if event.error and event.status != "succeeded":
             text += f"\n  cause: {event.error}"
             text += "".join(f"\n    {line}" for line in where_to_look(failure))

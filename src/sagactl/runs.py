@@ -60,13 +60,28 @@ def _client(concurrency: int) -> Any:
     return client(concurrency)
 
 
+def _ready(saga: Saga, run_id: str, inputs: Mapping[str, Any], env: Mapping[str, str],
+           secrets: Mapping[str, str]) -> dict[str, Any]:
+    """What a run needs before anything is journaled or sent (SPEC §3.2 item 0): `vars`
+    rendered, every request that can be prepared prepared and checked, every unset env name
+    that is read without a default refused. Raises RenderError or DefinitionErrors (exit 2)."""
+    from sagactl.prepare import preflight, run_context
+    from sagactl.templating import Renderer
+
+    renderer = Renderer()
+    context = run_context(saga, run_id=run_id, inputs=inputs, env=env, secrets=secrets,
+                          renderer=renderer)
+    return {"renderer": renderer, "context": context,
+            "prepared": preflight(saga, context, renderer)}
+
+
 def _engine(saga: Saga, run: RunRecord, journal: Journal, client: Any, secrets: Mapping[str, str],
             on_event: Callable[[Event], None], concurrency: int,
-            stop: threading.Event | None) -> Engine:
+            stop: threading.Event | None, ready: Mapping[str, Any]) -> Engine:
     from sagactl.engine import Engine  # with httpx: only the commands that send need it
 
     return Engine(saga, run, journal=journal, client=client, secrets=secrets, on_event=on_event,
-                  concurrency=concurrency, stop=stop)
+                  concurrency=concurrency, stop=stop, **ready)
 
 
 def start_run(saga: Saga, inputs: Mapping[str, Any], journal: Journal,
@@ -77,52 +92,70 @@ def start_run(saga: Saga, inputs: Mapping[str, Any], journal: Journal,
     if run_id is not None and not _RUN_ID.match(run_id):
         raise UsageError(f"--run-id '{run_id}': use 4 to 64 letters, digits, '.', '_' or '-', "
                          "starting with a letter or digit")
-    from sagactl.engine import create_run, read_secrets
+    from sagactl.engine import create_run, env_values, read_secrets
+    from sagactl.ids import new_run_id
 
-    secrets = read_secrets(saga, environ)  # before anything is written or sent
+    # Everything that can be checked is, before anything is written or sent.
+    secrets = read_secrets(saga, environ)
+    run_id = run_id or new_run_id()
+    ready = _ready(saga, run_id, inputs, env_values(saga, environ), secrets)
     run = create_run(journal, saga, inputs, environ, run_id=run_id)
     with _client(concurrency) as client:
-        engine = _engine(saga, run, journal, client, secrets, on_event, concurrency, stop)
+        engine = _engine(saga, run, journal, client, secrets, on_event, concurrency, stop, ready)
         return run.id, engine.start()
 
 
 def _stored(journal: Journal, prefix: str, environ: Mapping[str, str]) -> tuple[
-        RunRecord, Saga, dict[str, str]]:
+        RunRecord, Saga, dict[str, str], dict[str, Any]]:
     from sagactl.engine import read_secrets
     from sagactl.loader import load_text
 
     run = journal.find_run(prefix)
     # The journaled text, never the file on disk: the run goes on as it began.
     saga = load_text(run.saga_text, run.saga_path)
-    return run, saga, read_secrets(saga, environ)
+    secrets = read_secrets(saga, environ)
+    return run, saga, secrets, _ready(saga, run.id, run.inputs, run.env, secrets)
 
 
 def resume_run(journal: Journal, prefix: str, environ: Mapping[str, str], *,
                on_event: Callable[[Event], None], concurrency: int = 8,
                stop: threading.Event | None = None) -> tuple[str, RunStatus]:
-    run, saga, secrets = _stored(journal, prefix, environ)
+    run, saga, secrets, ready = _stored(journal, prefix, environ)
     with _client(concurrency) as client:
-        engine = _engine(saga, run, journal, client, secrets, on_event, concurrency, stop)
+        engine = _engine(saga, run, journal, client, secrets, on_event, concurrency, stop, ready)
         return run.id, engine.resume()
 
 
 def compensate_run(journal: Journal, prefix: str, environ: Mapping[str, str], *,
                    on_event: Callable[[Event], None], concurrency: int = 8, yes: bool = False,
                    stop: threading.Event | None = None) -> tuple[str, RunStatus]:
-    run, saga, secrets = _stored(journal, prefix, environ)
+    run, saga, secrets, ready = _stored(journal, prefix, environ)
     with _client(concurrency) as client:
-        engine = _engine(saga, run, journal, client, secrets, on_event, concurrency, stop)
+        engine = _engine(saga, run, journal, client, secrets, on_event, concurrency, stop, ready)
         return run.id, engine.compensate(allow_succeeded=yes)
 
 
+_LIVE = ("running", "compensating")
+
+
 def list_runs(journal: Journal, *, status: str | None = None, name: str | None = None,
-              limit: int = 20) -> Sequence[tuple[RunRecord, str]]:
-    wanted = None if status in (None, "interrupted") else status
-    runs = [(r, shown_status(r)) for r in journal.list_runs(
-        status=wanted, name=name, limit=limit if status != "interrupted" else 10_000)]
-    if status == "interrupted":
-        runs = [(r, s) for r, s in runs if s == "interrupted"][:limit]
-    return runs
+              limit: int = 20, page: int = 1000) -> Sequence[tuple[RunRecord, str]]:
+    """Runs newest first, with the status users see; `status` filters on that status. A
+    run shown `interrupted` is journaled `running` or `compensating` with its owner gone, so
+    those are read a page at a time until `limit` match, however many runs there are."""
+    if status not in (*_LIVE, "interrupted"):
+        return [(r, shown_status(r)) for r in journal.list_runs(status=status, name=name,
+                                                                limit=limit)]
+    found: list[tuple[RunRecord, str]] = []
+    before: tuple[float, str] | None = None
+    while len(found) < limit:
+        runs = journal.list_runs(status=_LIVE if status == "interrupted" else status,
+                                 name=name, limit=page, before=before)
+        found += [(r, shown) for r in runs if (shown := shown_status(r)) == status]
+        if len(runs) < page:
+            break
+        before = (runs[-1].created_at, runs[-1].id)
+    return found[:limit]
 
 
 def step_order(run: RunRecord) -> list[str]:

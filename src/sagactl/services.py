@@ -32,9 +32,10 @@ class Fault:
     """Misbehaviour for requests matching `method` and a path starting with `path` (and ending
     with `suffix`).
 
-    kinds: `status` (answer `status` without applying), `delay_before` (wait `delay`, then
-    apply), `delay_after` (apply, then wait `delay` before answering), `drop_after` (apply, then
-    close the connection without answering), `drop_before` (close without applying),
+    kinds: `status` (answer `status` without applying, after `delay`), `delay_before` (wait
+    `delay`, then apply), `delay_after` (apply, then wait `delay` before answering),
+    `drop_after` (apply, then close the connection without answering), `drop_before` (close
+    without applying),
     `trickle` (apply, send the head and the body but its last 4 bytes, then those one every
     `delay` seconds), `ok`
     (behave normally: a place in a sequence of faults).
@@ -205,6 +206,7 @@ class Service:
                                                      time.monotonic(),
                                                      fault.kind if fault else None))
                 if fault and fault.kind == "status":
+                    time.sleep(fault.delay)
                     self._reply(fault.status, fault.body, fault.headers)
                     return
                 if fault and fault.kind == "drop_before":

@@ -3,20 +3,30 @@
 A string that is one whole `{{ expression }}` renders to the expression's value with its type
 (`"{{ inputs.qty }}"` is the integer 2); any other string renders to a string. Strings without
 `{{` or `{%` are returned as they are, without touching Jinja2.
+
+Rendering is bounded (SPEC §2.2): no value a template builds — by an operator, a filter, a
+method call, or its output — may pass `MAX_RESULT` characters or `MAX_ITEMS` items, and each is
+refused *before* it is built wherever its size is known in advance (`'x' * 10**13`, a width of
+a billion), so a template cannot exhaust memory. A loop that builds nothing is not bounded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
 
 import jinja2
+import jinja2.exceptions
 import jinja2.sandbox
 from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
 
 __all__ = [
+    "MAX_ITEMS",
+    "MAX_RESULT",
     "Namespace",
     "Reference",
     "Renderer",
@@ -24,6 +34,7 @@ __all__ = [
     "expression_references",
     "is_template",
     "references",
+    "strings_in",
 ]
 
 
@@ -44,6 +55,8 @@ class Reference:
     root: str
     path: tuple[str, ...]
     dynamic: bool = False
+    guarded: bool = False
+    """Read under a `default` filter or an `is defined` test: an unset value is no error."""
 
     def __str__(self) -> str:
         return ".".join((self.root, *self.path))
@@ -67,8 +80,204 @@ class _Lookup:
 
 _MAPPING_METHODS = frozenset({"items", "keys", "values", "get"})
 
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+MAX_RESULT = 1 << 20
+"""Characters a value built by a template may hold, in all its strings (1 MiB of text)."""
+MAX_ITEMS = 100_000
+"""Items a list or mapping built by a template may hold."""
+
+
+class _TooLarge(jinja2.exceptions.SecurityError):
+    """A template tried to build a value past the limits."""
+
+
+def _too_large(what: str = "the result") -> _TooLarge:
+    return _TooLarge(f"{what} would pass {MAX_RESULT // 2**20} MiB or {MAX_ITEMS:,} items, "
+                     "the most a template may build")
+
+
+def _bounded(value: Any) -> Any:
+    """`value`, after checking that it is within the limits; raises _TooLarge otherwise."""
+    kind = type(value)
+    if kind is str:
+        if len(value) > MAX_RESULT:
+            raise _too_large()
+        return value
+    if kind in _SCALARS:
+        return value
+    chars, items = 0, 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            chars += len(item)
+        elif isinstance(item, Mapping):
+            items += len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            items += len(item)
+            stack.extend(item)
+        if chars > MAX_RESULT or items > MAX_ITEMS:
+            raise _too_large()
+    return value
+
+
+def _bounded_join(parts: Any) -> str:
+    """"".join, stopping as soon as the text passes the limit (a template's output, `~`)."""
+    out: list[str] = []
+    size = 0
+    for part in parts:
+        text = part if type(part) is str else str(part)
+        size += len(text)
+        if size > MAX_RESULT:
+            raise _too_large("the text")
+        out.append(text)
+    return "".join(out)
+
+
+def _length(value: Any) -> int | None:
+    return len(value) if isinstance(value, str | list | tuple) else None
+
+
+_PRINTF_WIDTH = re.compile(r"%[#0 +-]*(\*|\d+)?(?:\.(\*|\d+))?")
+_FORMAT_WIDTH = re.compile(r"\{[^{}]*:[^{}]*?(\d+)")
+
+
+def _check_format(fmt: Any, *, printf: bool) -> None:
+    """Refuse a format string whose widths or precisions would build a huge string."""
+    if not isinstance(fmt, str):
+        return
+    if printf:
+        for match in _PRINTF_WIDTH.finditer(fmt):
+            for number in match.groups():
+                if number == "*" or (number and int(number) > MAX_RESULT):
+                    raise _too_large("the formatted text")
+    else:
+        for match in _FORMAT_WIDTH.finditer(fmt):
+            if int(match.group(1)) > MAX_RESULT:
+                raise _too_large("the formatted text")
+
+
+def _check_join(separator: str, items: Any) -> list[Any]:
+    """The items to join, after checking that the joined text stays within the limit."""
+    if isinstance(items, str):
+        listed: list[Any] = list(items)
+    else:
+        listed = []
+        for item in items:
+            listed.append(item)
+            if len(listed) > MAX_ITEMS:
+                raise _too_large()
+    size = len(separator) * max(len(listed) - 1, 0)
+    for item in listed:
+        size += len(item) if isinstance(item, str) else 20
+        if size > MAX_RESULT:
+            raise _too_large("the joined text")
+    return listed
+
+
+_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
+def _check_call(obj: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """Refuse a method call whose arguments would build a huge value, before it runs."""
+    name = getattr(obj, "__name__", "")
+    owner = getattr(obj, "__self__", None) or getattr(getattr(obj, "__wrapped__", None),
+                                                      "__self__", None)
+    if not isinstance(owner, str):
+        return
+    if name in _WIDTH_METHODS:
+        width = args[0] if args else next(iter(kwargs.values()), 0)
+        if isinstance(width, int) and width * (len(owner) if name == "expandtabs" else 1) > \
+                MAX_RESULT:
+            raise _too_large()
+    elif name == "replace" and len(args) >= 2 and all(isinstance(a, str) for a in args[:2]):
+        old, new = args[0], args[1]
+        count = owner.count(old) if old else len(owner) + 1
+        if len(owner) + count * max(len(new) - len(old), 0) > MAX_RESULT:
+            raise _too_large()
+    elif name == "join" and args:
+        _check_join(owner, args[0])
+    elif name in ("format", "format_map"):
+        _check_format(owner, printf=False)
+
+
+def _checked_filter(name: str, function: Any) -> Any:
+    """A filter that refuses arguments known to build a huge value, and any huge result."""
+    import functools
+
+    @functools.wraps(function)
+    def filtered(*args: Any, **kwargs: Any) -> Any:
+        # Filters that take the environment or context get it first: skip it.
+        values = [a for a in args if not isinstance(a, jinja2.Environment | jinja2.runtime.Context
+                                                    | jinja2.nodes.EvalContext)]
+        value = values[0] if values else None
+        rest = values[1:]
+        if name in ("center", "indent", "wordwrap", "truncate") and rest:
+            width = rest[0]
+            lines = value.count("\n") + 1 if isinstance(value, str) else 1
+            if isinstance(width, int) and width * lines > MAX_RESULT:
+                raise _too_large()
+        elif name == "replace" and len(rest) >= 2:
+            _check_call(str(value).replace, tuple(rest), {})
+        elif name == "join":
+            _check_join(str(rest[0]) if rest else kwargs.get("d", ""), value)
+        elif name == "format":
+            _check_format(value, printf=True)
+        elif name in ("slice", "batch") and rest and isinstance(rest[0], int) and \
+                rest[0] > MAX_ITEMS:
+            raise _too_large()
+        return _bounded(function(*args, **kwargs))
+
+    return filtered
+
+
+class _BoundedCodeGenerator(CodeGenerator):
+    """Jinja2's code generator, with `~` joining through the bounded join."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.bounded_join((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
 
 class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
+    # Operators that can build large values go through call_binop, which checks them.
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    code_generator_class = _BoundedCodeGenerator
+    # A template's output, and every block's, is joined through this.
+    concat = staticmethod(_bounded_join)
+    bounded_join = staticmethod(_bounded_join)
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.filters = {name: _checked_filter(name, f) for name, f in self.filters.items()}
+        # lipsum(n) writes n paragraphs of text: nothing a saga needs, and unbounded.
+        self.globals.pop("lipsum", None)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for sequence, times in ((left, right), (right, left)):
+                size = _length(sequence)
+                if size is not None and isinstance(times, int) and \
+                        size * times > (MAX_RESULT if isinstance(sequence, str) else MAX_ITEMS):
+                    raise _too_large()
+        elif operator == "**" and isinstance(left, int) and isinstance(right, int):
+            if abs(left) > 1 and right > 0 and right * abs(left).bit_length() > 8 * MAX_RESULT:
+                raise _too_large("the number")
+        elif operator == "%":
+            _check_format(left, printf=True)
+        return _bounded(super().call_binop(context, operator, left, right))
+
+    def call(__self, __context: Any, __obj: Any, *args: Any,
+             **kwargs: Any) -> Any:
+        _check_call(__obj, args, kwargs)
+        return _bounded(super().call(__context, __obj, *args, **kwargs))
+
     def getattr(self, obj: Any, attribute: str) -> Any:
         # A key of a JSON object wins over a dict method of the same name, so that
         # `response.json.items` reads the body's "items" rather than dict.items.
@@ -96,11 +305,21 @@ def _environment() -> _Environment:
     return _Environment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
-_SCALARS = frozenset({int, float, bool, type(None)})
-
 
 def is_template(text: str) -> bool:
     return "{{" in text or "{%" in text
+
+
+def strings_in(value: Any) -> Iterator[str]:
+    """Every string in a value of the saga file (a mapping's values, a list's items)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from strings_in(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from strings_in(item)
 
 
 @lru_cache(maxsize=4096)
@@ -132,7 +351,18 @@ def _inner(source: str) -> str:
     return inner
 
 
-def _collect(node: nodes.Node, roots: set[str], out: list[Reference]) -> None:
+_GUARDS = frozenset({"default", "d", "defined", "undefined"})
+
+
+def _collect(node: nodes.Node, roots: set[str], out: list[Reference],
+             guarded: bool = False) -> None:
+    if isinstance(node, nodes.Filter | nodes.Test) and node.name in _GUARDS and \
+            node.node is not None:
+        _collect(node.node, roots, out, guarded=True)
+        for child in node.iter_child_nodes():
+            if child is not node.node:
+                _collect(child, roots, out)
+        return
     if isinstance(node, nodes.Getattr | nodes.Getitem | nodes.Name):
         parts: list[str | None] = []
         cur: nodes.Node = node
@@ -153,12 +383,13 @@ def _collect(node: nodes.Node, roots: set[str], out: list[Reference]) -> None:
                     if part is None:
                         break
                     path.append(part)
-                out.append(Reference(cur.name, tuple(path), dynamic=None in parts))
+                out.append(Reference(cur.name, tuple(path), dynamic=None in parts,
+                                     guarded=guarded))
             for arg in computed:
                 _collect(arg, roots, out)
             return
     for child in node.iter_child_nodes():
-        _collect(child, roots, out)
+        _collect(child, roots, out, guarded)
 
 
 @lru_cache(maxsize=4096)
@@ -213,7 +444,13 @@ class Renderer:
                 return compiled
             try:
                 if _whole_expression(ast):
-                    compiled = self._env.compile_expression(_inner(source), undefined_to_none=False)
+                    expression = self._env.compile_expression(_inner(source),
+                                                              undefined_to_none=False)
+
+                    def compiled(**context: Any) -> Any:
+                        # A value the expression built (a list, a mapping) is checked whole;
+                        # every operator, filter and call in it was checked on its way.
+                        return _bounded(expression(**context))
                 else:
                     template = self._env.from_string(source)
                     compiled = template.render
@@ -297,6 +534,10 @@ class Renderer:
                 raise TemplateProblem(f"{value.strip()}: {exc}") from None
             except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
                 raise TemplateProblem(f"{value.strip()}: {exc}") from None
+            except RecursionError:
+                raise TemplateProblem(f"{value.strip()}: nested too deeply") from None
+            except MemoryError:
+                raise TemplateProblem(f"{value.strip()}: {_too_large()}") from None
         if isinstance(value, Mapping):
             return {k: self.render(v, context) for k, v in value.items()}
         if isinstance(value, list | tuple):
