@@ -198,3 +198,27 @@ def test_when_parallel_steps_fail_the_cause_is_all_one_steps(runs: Runs,
     assert f"--> {runs.tmp / 'saga.yaml'}:{line} ({step} action)" in summary
     assert f"/{step}/" in summary and f"{step} refused" in summary
     assert f"/{other}/" not in summary and f"{other} refused" not in summary
+
+
+def test_show_json_and_junit_say_a_step_is_in_doubt_because_of_an_earlier_attempt(
+        runs: Runs, service: Service, tmp_path: Path) -> None:
+    """Attempt 1 reached the service and timed out; attempts 2 and 3 met 503: the step is
+    in doubt, and every view says so and why."""
+    service.faults += [Fault("PUT", "/c/", kind="delay_after", delay=2.5),
+                       Fault("PUT", "/c/", status=503, times=2)]
+    junit = tmp_path / "report.xml"
+    result, run_id = runs.run(sagas.THREE, "--junit", str(junit))
+    assert result.exit_code == 1, result.stdout
+    assert "cause: step c: status 503, retried; in doubt: attempt 1 may have reached the " \
+        "service" in result.stdout
+    assert service.requests("DELETE", "/c/")  # undone, though the last answer was a 503
+    shown = runs("show", run_id).stdout
+    assert "c action: in_doubt, 3 attempts" in shown and "in doubt: attempt 1" in shown
+    assert re.search(r"c action #1 PUT \S+ -> - retryable, in doubt", shown), shown
+    assert re.search(r"c action #3 PUT \S+ -> 503 retryable \d+ms", shown), shown
+    record = json.loads(runs("show", run_id, "--output", "json").stdout)
+    assert [a["in_doubt"] for a in record["attempts"] if a["step"] == "c" and
+            a["phase"] == "action"] == [True, False, False]
+    report = junit.read_text()
+    assert "action in_doubt: status 503, retried; in doubt: attempt 1 may have reached" in \
+        report and "in doubt: attempt 1 may have reached the service" in report

@@ -548,6 +548,8 @@ class Engine:
         offset = earlier.attempts if earlier else 0
         doubt: str | None = None
         """Why the request may have taken effect without a success: the first such attempt."""
+        doubt_from = 0
+        """Which attempt of this process `doubt` comes from (0: an earlier process's)."""
         if earlier is not None and earlier.applied:
             doubt = "an earlier attempt may have reached the service"
         applied = False
@@ -576,6 +578,7 @@ class Engine:
             if result.in_doubt and doubt is None:
                 doubt = f"attempt {offset + number} may have reached the service " \
                         f"({self.redactor.text(result.error_message or 'no answer')})"
+                doubt_from = number
             applied = applied or result.applied
             wait: float | None = None
             if result.outcome is http.Outcome.RETRYABLE and number < policy.attempts \
@@ -602,7 +605,8 @@ class Engine:
                 response_body=shown_body, step_state=state,
                 applied=doubt is not None or applied,
                 outputs=self._journaled_outputs(result.outputs) if state else None,
-                step_error=self._step_error(error, doubt) if state else None,
+                step_error=self._step_error(error, doubt, doubt_from == number)
+                if state else None,
                 defer=state is not None)
             self.emit(AttemptFinished(step.id, phase_name, offset + number,
                                       result.outcome.value, result.status, error,
@@ -617,8 +621,8 @@ class Engine:
                 # A signal during the backoff: nothing more is sent. The step is left running;
                 # settling the interrupted run says whether it is in doubt.
                 return _Result(StepState.RUNNING, error="interrupted")
-        step_error = self._step_error(error, doubt) if state is not StepState.SUCCEEDED \
-            else None
+        step_error = self._step_error(error, doubt, doubt_from == number) \
+            if state is not StepState.SUCCEEDED else None
         record = StepRecord(step.id, phase_name, state, doubt is not None or applied,
                             result.outputs, offset + number, result.status, step_error,
                             time.time())
@@ -631,10 +635,13 @@ class Engine:
         return _Result(state, record.applied, result.outputs, step_error)
 
     @staticmethod
-    def _step_error(error: str | None, doubt: str | None) -> str | None:
-        """A failed request's error, and why it is in doubt when it is."""
+    def _step_error(error: str | None, doubt: str | None, last: bool) -> str | None:
+        """A failed request's error, and why it is in doubt when it is (`last`: the doubt
+        is the last attempt's own)."""
         if doubt is None:
             return error
+        if last:
+            return f"{error} (in doubt: it may have reached the service)"
         return f"{error}; in doubt: {doubt}" if error else f"in doubt: {doubt}"
 
     def _where(self, step: Step, phase: Phase) -> str:

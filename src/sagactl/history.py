@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from sagactl.journal import AttemptRecord, RunRecord, StepRecord
 
 __all__ = [
+    "failing_attempt",
     "format_list",
     "format_show",
     "iso_time",
@@ -72,7 +73,8 @@ def timeline(attempts: Sequence[AttemptRecord], width: int = 40) -> list[str]:
             bar[i] = "█"
         previous[(a.step_id, a.phase)] = finish
         status = a.status if a.status is not None else (a.outcome or "in flight")
-        lines.append(f"  {label.ljust(pad)} |{''.join(bar)}| {status}")
+        doubt = " (in doubt)" if a.in_doubt else ""
+        lines.append(f"  {label.ljust(pad)} |{''.join(bar)}| {status}{doubt}")
     lines.append(f"  {' ' * pad}  0{f'{span:.3f}s'.rjust(width)}")
     return lines
 
@@ -104,10 +106,11 @@ def format_show(run: RunRecord, shown_status: str, steps: dict[tuple[str, str], 
         took = f"{a.duration_ms:.0f}ms" if a.duration_ms is not None else "-"
         status = a.status if a.status is not None else "-"
         error = f" {a.error_class}: {a.error_message}" if a.error_class else ""
+        doubt = ", in doubt" if a.in_doubt else ""
         lines.append(f"  +{a.started_at - start:7.3f}s {a.step_id} {a.phase} #{a.attempt} "
-                     f"{a.method} {a.url} -> {status} {a.outcome or 'in flight'} {took}{error}")
-    failing = next((a for a in reversed(attempts) if a.outcome not in ("success", "retryable")),
-                   None)
+                     f"{a.method} {a.url} -> {status} {a.outcome or 'in flight'}{doubt} "
+                     f"{took}{error}")
+    failing = failing_attempt(steps, attempts)
     if failing is not None:
         lines += ["", f"failing attempt: {failing.step_id} {failing.phase} #{failing.attempt}",
                   f"  > {failing.method} {failing.url}",
@@ -122,6 +125,14 @@ def format_show(run: RunRecord, shown_status: str, steps: dict[tuple[str, str], 
         else:
             lines.append(f"  * {failing.error_class}: {failing.error_message}")
     return "\n".join(lines)
+
+
+def failing_attempt(steps: dict[tuple[str, str], StepRecord],
+                    attempts: Sequence[AttemptRecord]) -> AttemptRecord | None:
+    """The last attempt of the last request that did not succeed: what a reader of a failed
+    run looks at first."""
+    unfinished = {key for key, record in steps.items() if record.state.value != "succeeded"}
+    return next((a for a in reversed(attempts) if (a.step_id, a.phase) in unfinished), None)
 
 
 def summary_record(run: RunRecord, steps: dict[tuple[str, str], StepRecord],
@@ -164,7 +175,8 @@ def show_record(run: RunRecord, shown: str, steps: dict[tuple[str, str], StepRec
     record["attempts"] = [
         {"step": a.step_id, "phase": a.phase, "attempt": a.attempt,
          "started": iso_time(a.started_at), "duration_ms": a.duration_ms, "method": a.method,
-         "url": a.url, "status": a.status, "outcome": a.outcome, "error": a.error_message,
+         "url": a.url, "status": a.status, "outcome": a.outcome, "in_doubt": a.in_doubt,
+         "error": a.error_message,
          "request_headers": a.request_headers, "request_body": a.request_body,
          "response_headers": a.response_headers, "response_body": a.response_body}
         for a in attempts]

@@ -15,6 +15,7 @@ import json
 import math
 import re
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -27,7 +28,7 @@ from sagactl.model import RetryPolicy, format_size
 from sagactl.prepare import PreparedRequest
 from sagactl.transport import deadline
 
-__all__ = ["JOURNALED_BODY", "AttemptResult", "Outcome", "ResponseView", "attempt",
+__all__ = ["JOURNALED_BODY", "AttemptResult", "Headers", "Outcome", "ResponseView", "attempt",
            "wait_before"]
 
 JOURNALED_BODY = 64 * 1024
@@ -38,6 +39,36 @@ class Outcome(StrEnum):
     SUCCESS = "success"
     RETRYABLE = "retryable"
     FAILURE = "failure"
+
+
+class Headers(dict[str, str]):
+    """Response headers as received, read by name whatever its case, as HTTP means them:
+    `response.headers.location` finds `Location`."""
+
+    def __getitem__(self, name: str) -> str:
+        try:
+            return super().__getitem__(name)
+        except KeyError:
+            lowered = name.lower() if isinstance(name, str) else name
+            for key, value in self.items():
+                if key.lower() == lowered:
+                    return value
+            raise
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        try:
+            self[name]
+        except KeyError:
+            return False
+        return True
+
+    def get(self, name: str, default: Any = None) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            return default
 
 
 @dataclass(frozen=True)
@@ -192,21 +223,30 @@ def _answered(request: PreparedRequest, response: httpx.Response, check: Check,
     chunks: list[bytes] = []
     size = 0
     too_large = False
+    decoder = _decoder(response.headers.get("content-encoding", ""))
     undecodable: str | None = None
-    try:
-        for chunk in response.iter_bytes():
-            if size < keep:
-                chunks.append(chunk[:keep - size + 1])
-            size += len(chunk)
-            if wanted and size > keep:
-                too_large = True
-                break  # nothing more is needed: closing drops the rest
-    except httpx.DecodingError as exc:
-        undecodable = _error(exc)
+    # A response built whole (httpx.MockTransport) has no stream left to read.
+    raws = (response.content,) if response.is_stream_consumed else response.iter_raw()
+    for raw in raws:
+        if size > keep:
+            continue  # read to the end and dropped: the connection stays usable
+        try:
+            # Decoded no further than needed: a small compressed body can inflate to
+            # gigabytes.
+            chunk = decoder.feed(raw, keep + 1 - size)
+        except (zlib.error, ValueError) as exc:
+            undecodable, size = _error(exc), keep + 1
+            continue
+        chunks.append(chunk)
+        size += len(chunk)
+        if wanted and size > keep:
+            too_large = True
+            break  # nothing more is needed: closing drops the rest
     duration = (clock() - started) * 1000
     content = b"".join(chunks)
     # The raw header list decodes far faster than httpx.Headers' item by item view.
-    received = {k.decode("latin-1"): v.decode("latin-1") for k, v in response.headers.raw}
+    received = Headers((k.decode("latin-1"), v.decode("latin-1"))
+                       for k, v in response.headers.raw)
     text = _text(content[:keep], received)
     if undecodable is not None:
         text = f"(the body cannot be decoded: {undecodable})"
@@ -215,7 +255,7 @@ def _answered(request: PreparedRequest, response: httpx.Response, check: Check,
     if retry.retries_status(status) and not accepted:
         return AttemptResult(Outcome.RETRYABLE, duration, view, error_class="HTTPStatus",
                              error_message=f"status {status}, retried",
-                             retry_after=_retry_after(received_header(received, "retry-after")))
+                             retry_after=_retry_after(received.get("retry-after")))
     if not accepted:
         expected = ", ".join(str(s) for s in request.expect.status)
         return AttemptResult(Outcome.FAILURE, duration, view, error_class="HTTPStatus",
@@ -228,7 +268,8 @@ def _answered(request: PreparedRequest, response: httpx.Response, check: Check,
                              applied=True)
     if undecodable is not None and wanted:
         return AttemptResult(Outcome.FAILURE, duration, view, error_class="DecodingError",
-                             error_message=f"status {status}, but {text[1:-1]}", applied=True)
+                             error_message=f"status {status}, but the body cannot be decoded: "
+                                           f"{undecodable}", applied=True)
     outputs, problem = check(view)
     if problem is not None:
         return AttemptResult(Outcome.FAILURE, duration, view, error_class="Expectation",
@@ -236,9 +277,56 @@ def _answered(request: PreparedRequest, response: httpx.Response, check: Check,
     return AttemptResult(Outcome.SUCCESS, duration, view, applied=True, outputs=outputs)
 
 
-def received_header(headers: Mapping[str, str], name: str) -> str | None:
-    """A response header by name, whatever its case."""
-    return next((v for k, v in headers.items() if k.lower() == name), None)
+class _Identity:
+    def feed(self, data: bytes, room: int) -> bytes:
+        return data[:room]
+
+
+class _Inflate:
+    """gzip or deflate, decoded incrementally: each call gives at most `room` bytes."""
+
+    def __init__(self, encoding: str) -> None:
+        self._encoding = encoding
+        # gzip has its own header; "deflate" is zlib-wrapped, or raw from some servers.
+        self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding != "deflate"
+                                            else zlib.MAX_WBITS)
+        self._started = False
+        self._tail = b""
+
+    def feed(self, data: bytes, room: int) -> bytes:
+        if room <= 0:
+            return b""
+        data = self._tail + data
+        try:
+            out = self._inflater.decompress(data, room)
+        except zlib.error:
+            if self._started or self._encoding != "deflate":
+                raise
+            self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            out = self._inflater.decompress(data, room)
+        self._started = True
+        self._tail = self._inflater.unconsumed_tail
+        return out
+
+
+class _Unsupported:
+    def __init__(self, encoding: str) -> None:
+        self._encoding = encoding
+
+    def feed(self, data: bytes, room: int) -> bytes:
+        raise ValueError(f"it is encoded with {self._encoding}, which sagactl does not decode")
+
+
+def _decoder(content_encoding: str) -> _Identity | _Inflate | _Unsupported:
+    """The decoder of a body's Content-Encoding (gzip and deflate; the client asks for
+    nothing else)."""
+    encodings = [e.strip().lower() for e in content_encoding.split(",") if e.strip()]
+    encodings = [e for e in encodings if e != "identity"]
+    if not encodings:
+        return _Identity()
+    if len(encodings) == 1 and encodings[0] in ("gzip", "x-gzip", "deflate"):
+        return _Inflate(encodings[0])
+    return _Unsupported(", ".join(encodings))
 
 
 def wait_before(policy: RetryPolicy, number: int, retry_after: float | None = None) -> float:

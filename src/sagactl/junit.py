@@ -70,12 +70,20 @@ def _suite(report: RunReport) -> ET.Element:
                 state = record.state.value if record else "running"
                 if last.outcome != "success" or state not in ("succeeded",):
                     counts["failures"] += 1
-                    message = f"{phase} {state}: {last.error_message or last.outcome}"
+                    # The step's own error says why it is in doubt when an earlier attempt
+                    # is the reason; the last attempt's says only what it met.
+                    why = (record.error if record and record.error and not cleanup else None) \
+                        or last.error_message or last.outcome
+                    message = f"{phase} {state}: {why}"
                     failure = ET.SubElement(case, "failure", message=message,
                                             type=last.error_class or "Error")
                     lines = [f"{last.method} {last.url}",
                              f"status: {last.status if last.status is not None else '-'}",
                              f"attempts: {len(attempts)}"]
+                    doubtful = [str(a.attempt) for a in attempts if a.in_doubt]
+                    if doubtful:
+                        lines.append(f"in doubt: attempt {', '.join(doubtful)} may have "
+                                     "reached the service")
                     if last.response_body:
                         lines.append(last.response_body[:SNIPPET])
                     failure.text = "\n".join(lines)

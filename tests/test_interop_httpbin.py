@@ -1,0 +1,166 @@
+"""Against a service nobody here wrote: httpbin (from PyPI), served on 127.0.0.1 by werkzeug in
+a thread. Its endpoints delay, drip, stream, compress, redirect, fail and echo as real services
+do; each case runs the real command line and checks what sagactl made of it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import cli
+from sagactl.journal import Journal
+
+httpbin = pytest.importorskip("httpbin")  # the `test` extra installs it
+
+
+@pytest.fixture(scope="module")
+def base() -> Iterator[str]:
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    logging.getLogger("httpbin").setLevel(logging.ERROR)
+    server = make_server("127.0.0.1", 0, httpbin.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def saga(action: str, *, outputs: str = "", timeout: str = "2s", attempts: int = 1) -> str:
+    return f"""\
+version: 1
+name: interop
+env: [BIN]
+defaults:
+  base_url: "{{{{ env.BIN }}}}"
+  timeout: {timeout}
+  retry: {{attempts: {attempts}, backoff: 10ms, jitter: false}}
+steps:
+  - id: first
+    action: {{method: POST, url: /anything/first}}
+    compensate: {{method: DELETE, url: /anything/first}}
+  - id: call
+    action: {action}
+{outputs}    compensate: {{method: DELETE, url: /anything/undo}}
+"""
+
+
+def run(tmp_path: Path, base: str, text: str, *args: str) -> tuple[int, str, Journal]:
+    path = tmp_path / "interop.yaml"
+    path.write_text(text)
+    journal = tmp_path / "journal.db"
+    result = cli("run", str(path), *args, env={"BIN": base, "NO_COLOR": "1",
+                                               "SAGACTL_JOURNAL": str(journal)})
+    assert "Traceback" not in result.stdout + result.stderr
+    return result.exit_code, result.stdout + result.stderr, Journal(journal)
+
+
+def call_attempts(store: Journal) -> list[tuple[str | None, int | None, bool]]:
+    run_id = store.list_runs()[0].id
+    return [(a.outcome, a.status, a.in_doubt) for a in store.attempts(run_id)
+            if (a.step_id, a.phase) == ("call", "action")]
+
+
+def undone(store: Journal) -> bool:
+    run_id = store.list_runs()[0].id
+    return ("call", "compensate") in store.steps(run_id)
+
+
+def test_delay_past_the_timeout_is_in_doubt_and_undone(tmp_path: Path, base: str) -> None:
+    code, out, store = run(tmp_path, base, saga("{method: POST, url: /delay/3}",
+                                                timeout="500ms"))
+    assert code == 1, out
+    assert call_attempts(store) == [("retryable", None, True)] and undone(store)
+
+
+def test_drip_is_cut_off_at_the_timeout(tmp_path: Path, base: str) -> None:
+    """httpbin sends the head, then a byte at a time: each within any read timeout."""
+    started = time.monotonic()
+    code, out, store = run(tmp_path, base, saga(
+        "{method: GET, url: /drip, query: {duration: 6, numbytes: 6, delay: 0}}",
+        timeout="1s"))
+    assert time.monotonic() - started < 4
+    assert code == 1, out
+    assert call_attempts(store) == [("retryable", None, True)] and undone(store)
+    assert "status 200, but the body did not end within the timeout (1s)" in out
+
+
+@pytest.mark.parametrize("path", ["/bytes/102400", "/stream-bytes/102400"])
+def test_binary_bodies_nothing_reads(tmp_path: Path, base: str, path: str) -> None:
+    code, out, store = run(tmp_path, base, saga(f"{{method: GET, url: {path}}}"))
+    assert code == 0, out
+    run_id = store.list_runs()[0].id
+    body = next(a.response_body for a in store.attempts(run_id) if a.step_id == "call")
+    assert body is not None and 60_000 < len(body.encode()) <= 64 * 1024 + 20
+
+
+def test_a_binary_body_past_max_response(tmp_path: Path, base: str) -> None:
+    code, out, _ = run(tmp_path, base, saga(
+        "{method: GET, url: /stream-bytes/102400, max_response: 64KiB}",
+        outputs='    outputs: {n: "{{ response.text | length }}"}\n'))
+    assert code == 1 and "larger than max_response (64KiB)" in out, out
+
+
+@pytest.mark.parametrize(("status", "code", "attempts"), [
+    (200, 0, 1), (503, 1, 3), (429, 1, 3), (418, 1, 1), (404, 1, 1),
+])
+def test_statuses(tmp_path: Path, base: str, status: int, code: int, attempts: int) -> None:
+    exit_code, out, store = run(tmp_path, base, saga(
+        f"{{method: POST, url: /status/{status}}}", attempts=3))
+    assert exit_code == code, out
+    assert len(call_attempts(store)) == attempts
+    assert not undone(store) or status == 200  # a definite refusal is not undone
+
+
+def test_redirects_are_not_followed(tmp_path: Path, base: str) -> None:
+    code, out, store = run(tmp_path, base, saga(
+        "{method: POST, url: /redirect-to, query: {url: /anything/elsewhere}}"))
+    assert code == 1 and "status 302" in out, out
+    assert call_attempts(store) == [("failure", 302, False)]
+
+
+def test_anything_echoes_what_was_sent(tmp_path: Path, base: str) -> None:
+    code, out, store = run(tmp_path, base, saga(
+        '{method: PUT, url: "/anything/item", query: {q: "a/b c"}, json: {n: 1}, '
+        'headers: {X-Note: café}}',
+        outputs='    outputs: {method: "{{ response.json.method }}", '
+                'q: "{{ response.json.args.q }}", n: "{{ response.json.json.n }}", '
+                'note: "{{ response.json.headers[\'X-Note\'] }}", '
+                'key: "{{ response.json.headers[\'Idempotency-Key\'] }}"}\n'))
+    assert code == 0, out
+    run_id = store.list_runs()[0].id
+    outputs = store.steps(run_id)[("call", "action")].outputs
+    assert outputs == {"method": "PUT", "q": "a/b c", "n": 1, "note": "café",
+                       "key": f"{run_id}.call.action"}
+
+
+def test_gzip_is_decoded(tmp_path: Path, base: str) -> None:
+    code, out, _ = run(tmp_path, base, saga(
+        "{method: GET, url: /gzip, expect: {that: ['response.json.gzipped == true']}}"))
+    assert code == 0, out
+
+
+def test_brotli_is_refused_clearly_when_read(tmp_path: Path, base: str) -> None:
+    """sagactl asks for gzip or deflate only; httpbin's /brotli answers br all the same."""
+    code, out, _ = run(tmp_path, base, saga(
+        "{method: GET, url: /brotli, expect: {that: ['response.json.brotli == true']}}"))
+    assert code == 1 and "encoded with br, which sagactl does not decode" in out, out
+    code, out, _ = run(tmp_path / "..", base, saga("{method: GET, url: /brotli}"))
+    assert code == 0, out  # nothing reads the body: the status is all that counts
+
+
+def test_utf8_html(tmp_path: Path, base: str) -> None:
+    code, out, _ = run(tmp_path, base, saga(
+        "{method: GET, url: /encoding/utf8, expect: {that: [\"'∮ E⋅da = Q' in response.text\","
+        " 'response.json == none']}}"))
+    assert code == 0, out
+    records = [json.loads(line) for line in run(tmp_path, base, saga(
+        "{method: GET, url: /encoding/utf8}"), "--output", "json")[1].splitlines()
+        if line.startswith("{")]
+    assert records[-1]["status"] == "succeeded"
