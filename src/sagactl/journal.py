@@ -210,7 +210,7 @@ class RunRecord:
     """The saga's step ids in file order; None for runs journaled with schema version 1."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StepRecord:
     step_id: str
     phase: str

@@ -633,6 +633,8 @@ def _reads_body(templates: list[Any], *, bare: bool = False) -> bool:
 
 def _request(raw: dict[str, Any], phase: Phase, line: int,
              outputs: Mapping[str, Any] | None = None) -> Request:
+    from sagactl.templating import is_template, references, strings_in
+
     body_kind = next((BodyKind(k) for k in ("json", "form", "body") if k in raw), None)
     expect = raw.get("expect") or {}
     status = expect.get("status", ["2xx"])
@@ -654,6 +656,10 @@ def _request(raw: dict[str, Any], phase: Phase, line: int,
         max_response=parse_size(raw["max_response"]) if "max_response" in raw
         else DEFAULT_MAX_RESPONSE,
         reads_body=_reads_body(that, bare=True) or _reads_body([outputs or {}]),
+        reads_steps=any(ref.root == "steps" for text in strings_in(
+            [raw["url"], raw.get("base_url"), raw.get("query"), raw.get("headers"),
+             raw.get(body_kind.value) if body_kind else None])
+            if is_template(text) for ref in references(text)),
         line=line,
     )
 

@@ -192,6 +192,9 @@ class Request:
     """Bytes of a response body read at most when something reads the body."""
     reads_body: bool = True
     """Whether `expect.that` (or, for an action, the step's `outputs`) read the body."""
+    reads_steps: bool = False
+    """Whether its URL, headers or body read other steps' outputs: it can be prepared only
+    once they are known."""
     line: int = 0
     """Line of the request in the saga file, for messages."""
 
@@ -223,8 +226,9 @@ class Step:
         return StepKind.PIVOT
 
     def request(self, phase: Phase) -> Request | None:
-        return {Phase.ACTION: self.action, Phase.COMPENSATE: self.compensate,
-                Phase.CONFIRM: self.confirm}[phase]
+        if phase is Phase.ACTION:
+            return self.action
+        return self.compensate if phase is Phase.COMPENSATE else self.confirm
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from sagactl import __version__
 from sagactl.errors import DefinitionError, DefinitionErrors, Location, RenderError
@@ -34,9 +33,11 @@ MAX_BODY = 16 * 1024 * 1024
 """The largest request body sent, in bytes."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PreparedRequest:
-    """A request ready to send: every template rendered, the URL and headers checked."""
+    """A request ready to send: every template rendered, the URL and headers checked.
+    Never changed once built (not frozen only because building a frozen dataclass costs a
+    good part of preparing a request)."""
 
     step: str
     phase: Phase
@@ -59,8 +60,6 @@ class PreparedRequest:
     body_bytes: bytes | None = None
     reads_body: bool = True
     max_response: int = 16 * 1024 * 1024
-    target: Any = None
-    """The URL parsed, as httpx sends it (None in `plan`, which sends nothing)."""
 
 
 def idempotency_key(run_id: str, step_id: str, phase: Phase) -> str:
@@ -69,49 +68,75 @@ def idempotency_key(run_id: str, step_id: str, phase: Phase) -> str:
 
 
 USER_AGENT = f"sagactl/{__version__}"
-# A host name (IDNA already encoded by httpx) or an IP address, as bytes.
-_HOST = re.compile(rb"^(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|[0-9A-Fa-f:.]+)$")
+MAX_URL = 65536
+"""The longest URL sent, as httpx allows."""
+_HOST = re.compile(r"^(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|[0-9A-Fa-f:.]+)$")
+_NON_PRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-def _check_url(url: str, where: Location) -> Any:
-    """`url` parsed as httpx will send it. Raises RenderError for a URL that cannot be sent:
-    not http or https, no host, an invalid host or port, too long."""
-    import httpx
+# Most URLs a saga sends: http or https, a plain host name or IPv4 address, maybe a port,
+# printable characters. Anything else takes the full check.
+_PLAIN_URL = re.compile(r"^https?://[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*(?::(?P<port>[0-9]{1,5}))?"
+                        r"(?:[/?#][^\x00-\x1f\x7f]*)?$")
 
+
+def _check_url(url: str, where: Callable[[], Location]) -> None:
+    """Raises RenderError (at `where()`) for a URL that cannot be sent: not http or https,
+    no host, an invalid host or port, a control character, too long. The checks httpx
+    makes when it parses a URL to send it, made here without parsing it twice."""
+    plain = _PLAIN_URL.match(url) if len(url) <= MAX_URL else None
+    if plain is not None and (plain["port"] is None or 0 < int(plain["port"]) < 65536):
+        return
+
+    def invalid(why: str) -> RenderError:
+        return RenderError(where(), f"'{_shorten(url)}' is not a valid URL: {why}")
+
+    if len(url) > MAX_URL:
+        raise invalid(f"longer than {MAX_URL:,} characters")
+    if (bad := _NON_PRINTABLE.search(url)) is not None:
+        raise invalid(f"it holds the control character {bad.group()!r}")
     try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
-        raise RenderError(where, f"'{_shorten(url)}' is not a valid URL: {exc}") from None
-    if parsed.scheme not in ("http", "https"):
-        raise RenderError(where, f"'{_shorten(url)}': only http and https URLs can be sent")
-    if not parsed.host:
-        raise RenderError(where, f"'{_shorten(url)}' has no host")
-    if not _HOST.match(parsed.raw_host):
-        raise RenderError(where, f"'{_shorten(url)}' is not a valid URL: invalid host "
-                                 f"'{parsed.host}'")
-    if parsed.port is not None and not 0 < parsed.port < 65536:
-        raise RenderError(where, f"'{_shorten(url)}' is not a valid URL: invalid port "
-                                 f"{parsed.port}")
-    return parsed
+        parts = urlsplit(url)
+        port_number = parts.port
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise RenderError(where(), f"'{_shorten(url)}': only http and https URLs can be sent")
+    host = parts.hostname
+    if not host:
+        raise RenderError(where(), f"'{_shorten(url)}' has no host")
+    if not _HOST.match(host):
+        try:
+            ascii_host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            ascii_host = ""
+        if not _HOST.match(ascii_host):
+            raise invalid(f"invalid host '{host}'")
+    if port_number == 0:
+        raise invalid("invalid port 0")
 
 
 def _shorten(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _header_value(value: str, where: Location) -> bytes:
+_UA = (b"User-Agent", USER_AGENT.encode())
+_JSON_TYPE = (b"Content-Type", b"application/json")
+
+
+def _header_value(value: str, where: Callable[[], Location]) -> bytes:
     """A header value as bytes on the wire: Latin-1 text, without line breaks or control
-    characters (HTTP's rule). Raises RenderError located at the header."""
+    characters (HTTP's rule). Raises RenderError at `where()`."""
     try:
         raw = value.encode("latin-1")
     except UnicodeEncodeError as exc:
-        raise RenderError(where, f"{value[exc.start]!r} is not Latin-1 text, which is all a "
-                                 "header can hold: put such values in the body, or escape "
-                                 "them with the urlencode filter") from None
+        raise RenderError(where(), f"{value[exc.start]!r} is not Latin-1 text, which is all a "
+                                   "header can hold: put such values in the body, or escape "
+                                   "them with the urlencode filter") from None
     if _CONTROL.search(value):
-        raise RenderError(where, "the value holds a line break or control character, which a "
-                                 "header cannot hold")
+        raise RenderError(where(), "the value holds a line break or control character, "
+                                   "which a header cannot hold")
     return raw
 
 
@@ -201,15 +226,25 @@ class _Parts:
     def header(self, name: str) -> str:
         return _text(self.render(self.request.headers[name], f"headers.{name}"))
 
+    def where(self, field: str) -> Callable[[], Location]:
+        return lambda: self.at(field)
+
     def header_bytes(self, headers: Mapping[str, str],
                      content_type: str | None) -> tuple[tuple[bytes, bytes], ...]:
-        sent = {"User-Agent": USER_AGENT}
+        """Every header as sent but the attempt's own: ours unless the saga sets them, then
+        the saga's."""
+        if not headers:  # the commonest case, without building anything
+            if content_type is None:
+                return (_UA,)
+            if content_type == "application/json":
+                return (_UA, _JSON_TYPE)
+        ours = [_UA]
         if content_type:
-            sent["Content-Type"] = content_type
-        lowered = {k.lower() for k in headers}
-        sent = {k: v for k, v in sent.items() if k.lower() not in lowered}
-        return tuple((k.encode("ascii"), _header_value(v, self.at(f"headers.{k}")))
-                     for k, v in {**sent, **headers}.items())
+            ours.append((b"Content-Type", content_type.encode("latin-1")))
+        lowered = {k.lower().encode() for k in headers}
+        return (*(pair for pair in ours if pair[0].lower() not in lowered),
+                *((k.encode("ascii"), _header_value(v, self.where(f"headers.{k}")))
+                  for k, v in headers.items()))
 
     def body(self) -> tuple[Any, str | None, str | None]:
         """(the body, its text as sent, its Content-Type)."""
@@ -269,11 +304,10 @@ def prepare(
     url = parts.url()
     headers = {name: parts.header(name) for name in request.headers}
     body, body_text, content_type = parts.body()
-    target: Any = None
     header_bytes: tuple[tuple[bytes, bytes], ...] = ()
     body_bytes = body_text.encode() if body_text is not None else None
     if check:
-        target = _check_url(url, parts.at("url"))
+        _check_url(url, parts.where("url"))
         header_bytes = parts.header_bytes(headers, content_type)
         body_bytes = parts.body_bytes(body_text)
     return PreparedRequest(
@@ -282,7 +316,7 @@ def prepare(
         content_type=content_type, timeout=request.timeout, retry=request.retry,
         expect=request.expect, idempotency_key=scope["step"]["idempotency_key"],
         header_bytes=header_bytes, body_bytes=body_bytes, reads_body=request.reads_body,
-        max_response=request.max_response, target=target,
+        max_response=request.max_response,
     )
 
 
@@ -303,45 +337,49 @@ def preflight(saga: Saga, context: Mapping[str, Any],
     with every problem found."""
     problems: dict[str, DefinitionError] = {}
 
-    @contextmanager
-    def collected() -> Iterator[None]:
-        try:
-            yield
-        except RenderError as exc:
-            problems.setdefault(str(exc), DefinitionError(exc.location, exc.message))
+    def problem(exc: RenderError) -> None:
+        problems.setdefault(str(exc), DefinitionError(exc.location, exc.message))
 
     ready: dict[tuple[str, Phase], PreparedRequest] = {}
     unset = {name for name in saga.env if name not in context["env"]}
     for step in saga.steps:
-        for phase in Phase:
-            request = step.request(phase)
+        for phase, request in ((Phase.ACTION, step.action), (Phase.COMPENSATE, step.compensate),
+                               (Phase.CONFIRM, step.confirm)):
             if request is None:
                 continue
-            fields = {"url": [request.url, request.base_url, request.query],
-                      **{f"headers.{k}": v for k, v in request.headers.items()},
-                      (request.body_kind.value if request.body_kind else "body"): request.body}
-            if not any(_reads(value, "steps") for value in fields.values()):
-                with collected():
+            if not request.reads_steps:
+                try:
                     ready[(step.id, phase)] = prepare(saga, step, phase, context, {}, renderer)
+                except RenderError as exc:
+                    problem(exc)
+                if unset and request.expect.that:
+                    _unset_env(Location(saga.path, request.line, 0,
+                                        f"steps[{step.index}].{phase.value}.expect.that"),
+                               ["{{ " + e + " }}" for e in request.expect.that], unset,
+                               problems)
                 continue
             parts = _Parts(saga, step, phase, request, _scope(context, step, phase, {}),
                            renderer)
+            fields = {"url": [request.url, request.base_url, request.query],
+                      **{f"headers.{k}": v for k, v in request.headers.items()},
+                      (request.body_kind.value if request.body_kind else "body"): request.body}
             for field, value in fields.items():
-                with collected():
+                try:
                     if _reads(value, "steps"):
                         # Known only once the steps it reads have run: only its env is checked.
                         _unset_env(parts.at(field), value, unset, problems)
                     elif field == "url":
-                        _check_url(parts.url(), parts.at("url"))
+                        _check_url(parts.url(), parts.where("url"))
                     elif field.startswith("headers."):
                         name = field.removeprefix("headers.")
-                        _header_value(parts.header(name), parts.at(field))
+                        _header_value(parts.header(name), parts.where(field))
                     else:
                         parts.body_bytes(parts.body()[1])
-            for i, expression in enumerate(request.expect.that):
-                _unset_env(parts.at(f"expect.that[{i}]"), "{{ " + expression + " }}", unset,
-                           problems)
-        if step.outputs:
+                except RenderError as exc:
+                    problem(exc)
+            _unset_env(parts.at("expect.that"), ["{{ " + e + " }}" for e in request.expect.that],
+                       unset, problems)
+        if unset and step.outputs:
             _unset_env(Location(saga.path, step.line, 0, f"steps[{step.index}].outputs"),
                        step.outputs, unset, problems)
     if problems:

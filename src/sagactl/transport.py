@@ -14,8 +14,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from typing import Any
 
 import httpcore
@@ -26,13 +25,21 @@ __all__ = ["DeadlineTransport", "client", "deadline"]
 _local = threading.local()
 
 
-@contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Bound every network operation of this thread to `seconds` from now, in all."""
-    _local.at = time.monotonic() + seconds
-    try:
-        yield
-    finally:
+class deadline:
+    """Bound every network operation of this thread to `seconds` from now, in all.
+
+    A class rather than a generator: it is entered once per attempt, and contextlib's
+    machinery would cost more than what it guards."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __enter__(self) -> None:
+        _local.at = time.monotonic() + self.seconds
+
+    def __exit__(self, *exc: object) -> None:
         _local.at = None
 
 
