@@ -20,7 +20,8 @@ from test_crash import wait_for
 
 
 def start(saga: Path, journal: Path, service: Service, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "BASE": service.url, "TOKEN": "t", "SAGACTL_JOURNAL": str(journal)}
+    env = {**os.environ, "BASE": service.url, "TOKEN": "tok-5ecr3t",
+           "SAGACTL_JOURNAL": str(journal)}
     return subprocess.Popen([sys.executable, "-m", "sagactl", "run", str(saga), *args],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -57,7 +58,7 @@ def test_journal_that_cannot_be_written_is_refused_and_nothing_is_sent(
     (tmp_path / "journal.db-wal").unlink(missing_ok=True)
     (tmp_path / "journal.db-wal").mkdir()
     result = cli("run", str(saga), "--journal", str(journal),
-                 env={"BASE": service.url, "TOKEN": "t"})
+                 env={"BASE": service.url, "TOKEN": "tok-5ecr3t"})
     assert result.exit_code == 4, result.stderr
     assert "cannot" in result.stderr and str(journal) in result.stderr
     assert service.received == []
@@ -84,7 +85,7 @@ def test_a_full_disk_stops_the_run_resumably_at_any_point(tmp_path: Path) -> Non
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
         with Service() as service:
-            env = {**os.environ, "BASE": service.url, "TOKEN": "t",
+            env = {**os.environ, "BASE": service.url, "TOKEN": "tok-5ecr3t",
                    "SAGACTL_JOURNAL": str(journal)}
             proc = subprocess.run([sys.executable, "-m", "sagactl", "run", str(saga)],
                                   cwd=ROOT, env=env, capture_output=True, text=True,
@@ -105,7 +106,7 @@ def test_a_full_disk_stops_the_run_resumably_at_any_point(tmp_path: Path) -> Non
                 assert not runs[0].status.final
                 outcome = f"stopped after {len(service.applied)} of 3"
                 result = cli("resume", run_id, "--journal", str(journal),
-                             env={"BASE": service.url, "TOKEN": "t"})
+                             env={"BASE": service.url, "TOKEN": "tok-5ecr3t"})
                 assert result.exit_code == 0, result.stdout + result.stderr
             keys = [key for key, _, _ in service.applied]
             assert len(keys) == len(set(keys)) == (0 if outcome == "not started" else 3)
@@ -136,7 +137,7 @@ def test_a_copy_taken_mid_run_resumes_to_the_same_end(tmp_path: Path,
         run = store.list_runs()[0]
         assert run.status is RunStatus.RUNNING
     result = cli("resume", run.id, "--journal", str(copy / "journal.db"),
-                 env={"BASE": service.url, "TOKEN": "t"})
+                 env={"BASE": service.url, "TOKEN": "tok-5ecr3t"})
     assert result.exit_code == 0, result.stdout + result.stderr
     keys = [key for key, _, _ in service.applied]
     assert sorted(keys) == sorted(f"{run.id}.{s}.action" for s in "abc")

@@ -64,10 +64,10 @@ def test_every_key_of_the_spec_example_is_in_the_schema() -> None:
     defs = schema()["$defs"]
     assert set(schema()["properties"]) == {"version", "name", "description", "inputs", "env",
                                            "secrets", "vars", "defaults", "timeout", "steps"}
-    assert set(defs["step"]["properties"]) == {"id", "description", "needs", "action",
+    assert set(defs["step"]["properties"]) == {"id", "description", "needs", "safe", "action",
                                                "compensate", "confirm", "outputs"}
-    assert {"method", "url", "query", "headers", "json", "form", "body", "timeout", "retry",
-            "expect"} <= set(defs["request"]["properties"])
+    assert {"method", "url", "query", "headers", "auth", "json", "form", "body", "timeout",
+            "retry", "expect", "max_response"} <= set(defs["request"]["properties"])
     assert set(defs["retry"]["properties"]) == {"attempts", "backoff", "factor", "max_backoff",
                                                 "jitter", "on"}
     assert "compensation" in defs["defaults"]["properties"]

@@ -48,12 +48,34 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+_redactor: Any = None
+"""The one redactor of this command (sagactl.redact): standard output and error go through
+it, and the runs the command drives teach it every secret they meet."""
+
+
+def redactor() -> Any:
+    global _redactor
+    if _redactor is None:
+        from sagactl.redact import Redactor
+
+        _redactor = Redactor()
+    return _redactor
+
+
 @app.callback()
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Run sagas of HTTP steps from YAML files: every step done, or every step undone."""
+    global _redactor
+    from sagactl.redact import Redactor
+
+    # Whatever a command prints — events, summaries, errors, a library's message — is
+    # masked on its way out: a secret cannot reach the terminal by a path nobody thought of.
+    _redactor = Redactor()
+    sys.stdout = _redactor.stream(sys.stdout)
+    sys.stderr = _redactor.stream(sys.stderr)
 
 
 InputOption = Annotated[
@@ -281,7 +303,7 @@ def _drive(journal: Path | None, durability: DurabilityChoice, quiet: bool,
             if exc.run_id:
                 report(store, exc.run_id, exc.exit_code)
             if junit:
-                write_junit(junit, reports)
+                write_junit(junit, reports, redactor())
             typer.echo(f"run {exc.run_id} interrupted; it can be carried on or undone:\n"
                        f"{next_commands(exc.run_id, flag)}", err=True)
             sys.stdout.flush()
@@ -296,7 +318,7 @@ def _drive(journal: Path | None, durability: DurabilityChoice, quiet: bool,
                                f"{next_commands(exc.run_id, flag)}") from None
         finally:
             if junit and reports:
-                write_junit(junit, reports)
+                write_junit(junit, reports, redactor())
     raise typer.Exit(worst)
 
 
@@ -339,14 +361,14 @@ def run(
     def starter(saga: Any, values: Any) -> Call:
         return lambda store, renderer, stop: start_run(
             saga, values, store, environ, on_event=renderer, concurrency=concurrency,
-            run_id=run_id, stop=stop)
+            run_id=run_id, stop=stop, redactor=redactor())
 
     _drive(journal, durability, quiet,
            [starter(saga, values) for saga, values in zip(sagas, inputs, strict=True)],
            verbose=verbose, output=output, junit=junit,
            cleanup=(lambda store, rid, renderer, stop: compensate_run(
                store, rid, environ, on_event=renderer, concurrency=concurrency, yes=True,
-               stop=stop)) if cleanup else None)
+               stop=stop, redactor=redactor())) if cleanup else None)
 
 
 def _usage(message: str) -> Exception:
@@ -380,7 +402,8 @@ def resume(
 
         environ = with_env_file(os.environ, env_file)
     _drive(journal, durability, quiet, [lambda store, renderer, stop: resume_run(
-        store, run_id, environ, on_event=renderer, concurrency=concurrency, stop=stop)],
+        store, run_id, environ, on_event=renderer, concurrency=concurrency, stop=stop,
+        redactor=redactor())],
         verbose=verbose, output=output, junit=junit)
 
 
@@ -407,7 +430,8 @@ def compensate(
         environ = with_env_file(os.environ, env_file)
     _drive(journal, durability, quiet, [lambda store, renderer, stop: compensate_run(
         store, run_id, environ, on_event=renderer, concurrency=concurrency, yes=yes,
-        stop=stop)], verbose=verbose, output=output, junit=junit, compensating=True)
+        stop=stop, redactor=redactor())], verbose=verbose, output=output, junit=junit,
+        compensating=True)
 
 
 class StatusChoice(StrEnum):

@@ -59,7 +59,7 @@ from sagactl.model import Phase, Saga, Step, StepKind
 from sagactl.prepare import PreparedRequest, prepare, run_context
 from sagactl.redact import Redactor
 from sagactl.stopping import StopSignal
-from sagactl.templating import Renderer, TemplateProblem
+from sagactl.templating import Outputs, Renderer, TemplateProblem
 
 __all__ = ["Engine", "create_run", "env_values", "read_secrets"]
 
@@ -111,10 +111,14 @@ def env_values(saga: Saga, environ: Mapping[str, str]) -> dict[str, str]:
 
 def create_run(journal: Journal, saga: Saga, inputs: Mapping[str, Any],
                environ: Mapping[str, str], *, run_id: str | None = None,
-               lease_ttl: float = 30.0) -> RunRecord:
+               lease_ttl: float = 30.0, redactor: Redactor | None = None) -> RunRecord:
     """Journal a new run (saga text and hash, inputs, env values read) before its first
-    request, owned by this process."""
-    env = env_values(saga, environ)
+    request, owned by this process. An env value that holds a secret (a URL with a password
+    in it) is not journaled, only marked: a resume reads it from the environment again."""
+    env: dict[str, Any] = env_values(saga, environ)
+    if redactor:
+        env = {name: WITHHELD if redactor.text(value) != value else value
+               for name, value in env.items()}
     run_id = run_id or new_run_id()
     journal.create_run(
         run_id=run_id, name=saga.name, saga_path=saga.path, saga_text=saga.source,
@@ -144,6 +148,7 @@ class Engine:
         renderer: Renderer | None = None,
         context: Mapping[str, Any] | None = None,
         prepared: Mapping[tuple[str, Phase], PreparedRequest] | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.saga = saga
         self.run_id = run.id
@@ -155,8 +160,11 @@ class Engine:
         self.sleep = sleep or self._wait
         self.clock = clock
         self.lease_ttl = lease_ttl
-        self.renderer = renderer or Renderer()
-        self.redactor = Redactor(secrets.values())
+        self.redactor = redactor if redactor is not None else Redactor()
+        """The one redactor of this process's sinks: it learns every secret value the run
+        meets (SPEC §4) before anything holding it is journaled or emitted."""
+        self.redactor.add(list(secrets.values()), derived=False)
+        self.renderer = renderer or Renderer(on_secret=self.redactor.add)
         self.trace_id = run.trace_id
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.context = dict(context) if context is not None else run_context(
@@ -272,20 +280,29 @@ class Engine:
 
     # --- state ---------------------------------------------------------------------------------
 
-    def _journaled_outputs(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
-        """Outputs as the journal keeps them: one that holds a secret is not kept at all (a
-        masked value would be sent as if it were the real one after a resume), only marked."""
-        return {name: value if self.redactor.value(value) == value else WITHHELD
+    def _journaled_outputs(self, step: Step, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Outputs as the journal keeps them: a secret one, or one that holds a secret, is not
+        kept at all (a masked value would be sent as if it were the real one after a
+        resume), only marked."""
+        return {name: WITHHELD if name in step.secret_outputs or
+                self.redactor.value(value) != value else value
                 for name, value in outputs.items()}
+
+    def _readable(self, step: Step, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        """A step's outputs as templates read them: a secret one taints what reads it."""
+        return {"outputs": Outputs(outputs, step.secret_outputs) if step.secret_outputs
+                else outputs}
 
     def _load_states(self) -> None:
         self.states = self.journal.steps(self.run_id)
+        by_id = {s.id: s for s in self.saga.steps}
         for (step_id, phase), record in self.states.items():
             if phase == Phase.ACTION.value and record.state is StepState.SUCCEEDED:
                 kept = {k: v for k, v in record.outputs.items() if v != WITHHELD}
                 self.withheld.update(f"steps.{step_id}.outputs.{k}" for k in record.outputs
                                      if k not in kept)
-                self.outputs[step_id] = {"outputs": kept}
+                if step_id in by_id:
+                    self.outputs[step_id] = self._readable(by_id[step_id], kept)
 
     def _state(self, step_id: str, phase: Phase) -> StepState | None:
         record = self.states.get((step_id, phase.value))
@@ -322,8 +339,53 @@ class Engine:
 
     # --- phases --------------------------------------------------------------------------------
 
+    def _reread_withheld(self, phase: Phase) -> str | None:
+        """Before `phase` goes on: every output an earlier process did not journal (it held a
+        secret) that a request still to be sent in it reads is read anew, by sending its step
+        again — which only a safe step may be (SPEC §2.7). Returns why the run cannot go on,
+        or None."""
+        if not self.withheld:
+            return None
+        from sagactl.templating import is_template, references, strings_in
+
+        needed: dict[str, list[str]] = {}
+        for step in self.saga.steps:
+            request = step.request(phase)
+            if request is None or self._state(step.id, phase) is StepState.SUCCEEDED or (
+                    phase is Phase.COMPENSATE and not self._applied(step.id)):
+                continue
+            for text in strings_in([request.url, request.base_url, request.query,
+                                    request.headers, request.auth, request.body]):
+                for ref in references(text) if is_template(text) else ():
+                    name = str(ref)
+                    if ref.root == "steps" and name in self.withheld:
+                        needed.setdefault(ref.path[0], []).append(name)
+        for step_id, names in needed.items():
+            step = self.saga.step(step_id)
+            listed = ", ".join(sorted(set(names)))
+            if step.kind is not StepKind.READ_ONLY:
+                return (f"{listed} held a secret, so the journal did not keep it, and step "
+                        f"{step_id} cannot be sent again to read it anew: it is not safe "
+                        f"(mark it `safe: true` if its action has no effect)")
+            result = self._execute(step, Phase.ACTION)
+            if result.state is not StepState.SUCCEEDED:
+                return f"step {step_id}, sent again to read {listed} anew: {result.error}"
+        return None
+
+    def _held(self, phase: Phase, run_phase: str) -> RunStatus | None:
+        """STUCK, journaled with the reason, when `phase` needs a secret output that cannot
+        be read anew."""
+        why = self._reread_withheld(phase)
+        if why is None:
+            return None
+        self.journal.set_run(self.run_id, status=RunStatus.STUCK, phase=run_phase, error=why)
+        return RunStatus.STUCK
+
     def _forward(self) -> RunStatus:
         self.emit(PhaseStarted(FORWARD))
+        held = self._held(Phase.ACTION, FORWARD)
+        if held is not None:
+            return held
         failed = [s.id for s in self.saga.steps
                   if self._state(s.id, Phase.ACTION) is StepState.FAILED]
         if failed and not self._pivot_block():
@@ -365,6 +427,9 @@ class Engine:
         if confirming:
             self.journal.set_run(self.run_id, phase=CONFIRM)
             self.emit(PhaseStarted(CONFIRM))
+            held = self._held(Phase.CONFIRM, CONFIRM)
+            if held is not None:
+                return held
             ids = {s.id for s in confirming}
             deps = {s.id: {a for a in self.saga.ancestors[s.id] if a in ids} for s in confirming}
             results = self._wave(confirming, deps, Phase.CONFIRM, stop_on_failure=False)
@@ -397,6 +462,9 @@ class Engine:
 
     def _compensate(self) -> RunStatus:
         self.emit(PhaseStarted(COMPENSATE))
+        held = self._held(Phase.COMPENSATE, COMPENSATE)
+        if held is not None:
+            return held
         undo = [s for s in self.saga.ordered_steps()
                 if s.compensate is not None and self._applied(s.id)
                 and self._state(s.id, Phase.COMPENSATE) is not StepState.SUCCEEDED]
@@ -520,7 +588,8 @@ class Engine:
         if ready is not None:
             return self._attempts(step, phase, ready)
         try:
-            prepared = prepare(self.saga, step, phase, self.context, self.outputs, self.renderer)
+            prepared = prepare(self.saga, step, phase, self.context, self.outputs, self.renderer,
+                               secrets=self.redactor)
         except RenderError as exc:
             why = ""
             if phase is not Phase.ACTION and step.id not in self.outputs and step.outputs:
@@ -604,7 +673,7 @@ class Engine:
                 in_doubt=result.in_doubt, response_headers=shown_response_headers,
                 response_body=shown_body, step_state=state,
                 applied=doubt is not None or applied,
-                outputs=self._journaled_outputs(result.outputs) if state else None,
+                outputs=self._journaled_outputs(step, result.outputs) if state else None,
                 step_error=self._step_error(error, doubt, doubt_from == number)
                 if state else None,
                 defer=state is not None)
@@ -628,7 +697,9 @@ class Engine:
                             time.time())
         self.states[(step.id, phase_name)] = record
         if state is StepState.SUCCEEDED and phase is Phase.ACTION:
-            self.outputs[step.id] = {"outputs": result.outputs}
+            self.outputs[step.id] = self._readable(step, result.outputs)
+            for name in step.withheld_names(self.withheld):
+                self.withheld.discard(name)  # sent again, read anew
         self.emit(StepFinished(step.id, phase_name, state.value, step_error,
                                self._where(step, phase), f"{prepared.method} {shown_url}",
                                _clip(shown_body, 300)))
@@ -697,4 +768,7 @@ class Engine:
                 outputs[name] = self.renderer.render(template, scope)
             except TemplateProblem as exc:
                 return {}, f"outputs.{name}: cannot read the response: {exc}"
+            if name in step.secret_outputs:
+                # Known as a secret before the response that holds it is journaled.
+                self.redactor.add(outputs[name], derived=False)
         return outputs, None

@@ -193,7 +193,8 @@ class RunRecord:
     saga_text: str
     saga_hash: str
     inputs: dict[str, Any]
-    env: dict[str, str]
+    env: dict[str, Any]
+    """The env values read, by name; one that held a secret is `{"withheld": …}`."""
     status: RunStatus
     phase: str
     """What the run was doing: `forward`, `confirm` or `compensate`."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sagactl.journal import AttemptRecord, RunRecord, StepRecord
+from sagactl.redact import Redactor
 
 __all__ = ["RunReport", "write_junit"]
 
@@ -95,13 +96,22 @@ def _suite(report: RunReport) -> ET.Element:
     return suite
 
 
-def write_junit(path: str | Path, reports: Sequence[RunReport]) -> None:
-    """Write the report of every run, one <testsuite> each, in order."""
+def write_junit(path: str | Path, reports: Sequence[RunReport],
+                redactor: Redactor | None = None) -> None:
+    """Write the report of every run, one <testsuite> each, in order; every text in it
+    masked by `redactor` (before it is escaped as XML, and once more after)."""
     root = ET.Element("testsuites", name="sagactl")
     for report in reports:
         root.append(_suite(report))
     for attr in ("tests", "failures", "errors", "skipped"):
         root.set(attr, str(sum(int(s.get(attr, "0")) for s in root)))
     root.set("time", f"{sum(float(s.get('time', '0')) for s in root):.3f}")
+    if redactor:
+        for element in root.iter():
+            if element.text:
+                element.text = redactor.text(element.text)
+            for name, value in element.attrib.items():
+                element.set(name, redactor.text(value))
     ET.indent(root)
-    Path(path).write_bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
+    text = ET.tostring(root, encoding="unicode", xml_declaration=True)
+    Path(path).write_text(redactor.text(text) if redactor else text, encoding="utf-8")

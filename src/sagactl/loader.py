@@ -8,6 +8,7 @@ is sent.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import math
@@ -466,7 +467,7 @@ def _check_requests(checker: _Checker, request: Any, path: JsonPath, scope: _Sco
     for key in ("url", "base_url", "body"):
         if isinstance(request.get(key), str):
             checker.check_text(request[key], (*path, key), scope)
-    for key in ("query", "headers", "json", "form"):
+    for key in ("query", "headers", "auth", "json", "form"):
         if key in request:
             checker.check_value(request[key], (*path, key), scope)
     expect = request.get("expect")
@@ -511,8 +512,32 @@ def _dependencies(checker: _Checker) -> tuple[dict[str, list[str]], list[str]]:
     return needs, ids
 
 
+def _check_secrets(checker: _Checker) -> None:
+    """A name declared both as env and as secret; a safe step with a compensation; a secret
+    output written wrong."""
+    env = set(checker._names("env"))
+    secrets = checker.data.get("secrets")
+    for i, name in enumerate(secrets if isinstance(secrets, list) else []):
+        if name in env:
+            checker.error(("secrets", i), f"{name} is declared both in env and in secrets: "
+                                          f"read it as secrets.{name} only, which is never "
+                                          "journaled or shown (env values are journaled)")
+    for i, step in enumerate(checker.steps()):
+        if step.get("safe") is True and "compensate" in step:
+            checker.error(("steps", i, "safe"), "a safe step has no effect to undo: remove "
+                                                "its compensate, or safe")
+        outputs = step.get("outputs")
+        for name, value in (outputs.items() if isinstance(outputs, dict) else ()):
+            if isinstance(value, dict) and "secret" in value and "value" in value and \
+                    not _is_secret_output(value):
+                checker.error(("steps", i, "outputs", name),
+                              "a secret output is {value: TEMPLATE, secret: true}, and nothing "
+                              "else")
+
+
 def _check(checker: _Checker) -> tuple[dict[str, list[str]], graph.Closure | None]:
     data = checker.data
+    _check_secrets(checker)
     needs, ids = _dependencies(checker)
     cycle = graph.find_cycle(needs, ids)
     above: dict[str, frozenset[str]] | None = None
@@ -646,6 +671,7 @@ def _request(raw: dict[str, Any], phase: Phase, line: int,
         base_url=raw.get("base_url"),
         query=raw.get("query", {}),
         headers=raw.get("headers", {}),
+        auth=raw.get("auth"),
         body_kind=body_kind,
         body=raw[body_kind.value] if body_kind else None,
         timeout=parse_duration(raw["timeout"]) if "timeout" in raw else DEFAULT_TIMEOUT,
@@ -658,10 +684,47 @@ def _request(raw: dict[str, Any], phase: Phase, line: int,
         reads_body=_reads_body(that, bare=True) or _reads_body([outputs or {}]),
         reads_steps=any(ref.root == "steps" for text in strings_in(
             [raw["url"], raw.get("base_url"), raw.get("query"), raw.get("headers"),
-             raw.get(body_kind.value) if body_kind else None])
+             raw.get("auth"), raw.get(body_kind.value) if body_kind else None])
             if is_template(text) for ref in references(text)),
         line=line,
     )
+
+
+def _is_secret_output(value: Any) -> bool:
+    """`{value: TEMPLATE, secret: true}`: an output declared secret."""
+    return isinstance(value, dict) and set(value) == {"value", "secret"} and \
+        isinstance(value["secret"], bool)
+
+
+def _outputs(raw: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
+    """The outputs' templates, and the names of those declared secret."""
+    templates = {name: value["value"] if _is_secret_output(value) else value
+                 for name, value in raw.items()}
+    return templates, frozenset(name for name, value in raw.items()
+                                if _is_secret_output(value) and value["secret"])
+
+
+_CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+def _credential_outputs(steps: list[Step]) -> dict[str, frozenset[str]]:
+    """For each step, its outputs that some request sends in a credential header or `auth`."""
+    from sagactl.templating import is_template, references, strings_in
+
+    found: dict[str, set[str]] = {}
+    for step in steps:
+        for request in (step.action, step.compensate, step.confirm):
+            if request is None:
+                continue
+            values = [v for k, v in request.headers.items() if k.lower() in _CREDENTIALS]
+            values.append(request.auth)
+            for text in strings_in(values):
+                if not is_template(text):
+                    continue
+                for ref in references(text):
+                    if ref.root == "steps" and len(ref.path) >= 3 and ref.path[1] == "outputs":
+                        found.setdefault(ref.path[0], set()).add(ref.path[2])
+    return {step: frozenset(names) for step, names in found.items()}
 
 
 def _build(data: dict[str, Any], positions: _Positions, file: str, text: str,
@@ -680,13 +743,20 @@ def _build(data: dict[str, Any], positions: _Positions, file: str, text: str,
 
         action = make(Phase.ACTION, raw["action"])
         assert action is not None
+        outputs, secret = _outputs(raw.get("outputs") or {})
         steps.append(Step(
             id=raw["id"], index=i, needs=tuple(needs[raw["id"]]), action=action,
             compensate=make(Phase.COMPENSATE, raw.get("compensate")),
             confirm=make(Phase.CONFIRM, raw.get("confirm")),
-            outputs=raw.get("outputs", {}), description=raw.get("description", ""),
+            outputs=outputs, description=raw.get("description", ""),
             explicit_needs="needs" in raw, line=positions.value(("steps", i))[0],
+            safe=bool(raw.get("safe", False)), secret_outputs=secret,
         ))
+    # An output sent as a credential is a secret too, from the moment it is read: otherwise
+    # a login's token would be journaled and shown before the request that sends it.
+    credential = _credential_outputs(steps)
+    steps = [dataclasses.replace(s, secret_outputs=s.secret_outputs | credential[s.id])
+             if credential.get(s.id) else s for s in steps]
     return Saga(
         name=data["name"], steps=tuple(steps), order=tuple(closure.order),
         ancestors=closure.ancestors,

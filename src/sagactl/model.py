@@ -183,6 +183,9 @@ class Request:
     base_url: str | None = None
     query: Mapping[str, Any] = field(default_factory=dict)
     headers: Mapping[str, Any] = field(default_factory=dict)
+    auth: Mapping[str, Any] | None = None
+    """`{"basic": [user, password]}` or `{"bearer": token}` (templates): the Authorization
+    header, over any in `headers`."""
     body_kind: BodyKind | None = None
     body: Any = None
     timeout: float = DEFAULT_TIMEOUT
@@ -216,14 +219,24 @@ class Step:
     explicit_needs: bool = False
     """Whether `needs` was written in the file (otherwise it is implied by file order)."""
     line: int = 0
+    safe: bool = False
+    """Marked `safe: true`: its action has no effect to undo (a login, a search)."""
+    secret_outputs: frozenset[str] = frozenset()
+    """Outputs that are secrets: declared `secret: true`, or read into a credential header
+    (Authorization, Cookie, Proxy-Authorization, `auth`). Never journaled."""
 
     @property
     def kind(self) -> StepKind:
         if self.compensate is not None:
             return StepKind.COMPENSATABLE
-        if self.action.method in READ_ONLY_METHODS:
+        if self.safe or self.action.method in READ_ONLY_METHODS:
             return StepKind.READ_ONLY
         return StepKind.PIVOT
+
+    def withheld_names(self, withheld: set[str]) -> list[str]:
+        """Which of `withheld` (`steps.S.outputs.X`) are this step's outputs."""
+        prefix = f"steps.{self.id}.outputs."
+        return [name for name in withheld if name.startswith(prefix)]
 
     def request(self, phase: Phase) -> Request | None:
         if phase is Phase.ACTION:

@@ -6,6 +6,7 @@ No IO here.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -16,6 +17,7 @@ from urllib.parse import urlencode, urlsplit
 from sagactl import __version__
 from sagactl.errors import DefinitionError, DefinitionErrors, Location, RenderError
 from sagactl.model import BodyKind, Expect, Phase, Request, RetryPolicy, Saga, Step
+from sagactl.redact import Redactor
 from sagactl.templating import (
     Namespace,
     Renderer,
@@ -226,6 +228,23 @@ class _Parts:
     def header(self, name: str) -> str:
         return _text(self.render(self.request.headers[name], f"headers.{name}"))
 
+    def headers(self) -> dict[str, str]:
+        """The saga's headers, rendered, with `auth` as the Authorization header."""
+        request = self.request
+        headers = {name: self.header(name) for name in request.headers}
+        if request.auth is not None:
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            headers["Authorization"] = self.auth()
+        return headers
+
+    def auth(self) -> str:
+        auth = self.request.auth or {}
+        if "basic" in auth:
+            user, password = (_text(v) for v in self.render(list(auth["basic"]), "auth.basic"))
+            pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+            return f"Basic {pair}"
+        return f"Bearer {_text(self.render(auth['bearer'], 'auth.bearer'))}"
+
     def where(self, field: str) -> Callable[[], Location]:
         return lambda: self.at(field)
 
@@ -290,19 +309,24 @@ def prepare(
     renderer: Renderer,
     *,
     check: bool = True,
+    secrets: Redactor | None = None,
 ) -> PreparedRequest:
     """`step`'s request for `phase`, rendered with the run's context and `steps`, the
     namespace of the outputs known so far (`{"reserve": {"outputs": {...}}}`).
 
     Raises RenderError for a template that cannot be rendered and, with `check`, for a
-    request that could not be sent (its URL, a header, a body too large)."""
+    request that could not be sent (its URL, a header, a body too large). With `secrets`,
+    the values of its credential headers become secrets."""
     request = step.request(phase)
     if request is None:
         raise ValueError(f"step {step.id} has no {phase.value}")
     scope = _scope(context, step, phase, steps)
     parts = _Parts(saga, step, phase, request, scope, renderer)
     url = parts.url()
-    headers = {name: parts.header(name) for name in request.headers}
+    headers = parts.headers() if request.headers or request.auth else {}
+    if secrets is not None:
+        for name, value in headers.items():
+            secrets.credentials(name, value)
     body, body_text, content_type = parts.body()
     header_bytes: tuple[tuple[bytes, bytes], ...] = ()
     body_bytes = body_text.encode() if body_text is not None else None
@@ -326,8 +350,8 @@ def _reads(value: Any, root: str) -> bool:
                for ref in references(text))
 
 
-def preflight(saga: Saga, context: Mapping[str, Any],
-              renderer: Renderer) -> dict[tuple[str, Phase], PreparedRequest]:
+def preflight(saga: Saga, context: Mapping[str, Any], renderer: Renderer,
+              secrets: Redactor | None = None) -> dict[tuple[str, Phase], PreparedRequest]:
     """Before anything is journaled or sent (SPEC §3.2 item 0): every request that depends
     only on inputs, env, vars, secrets and the run, prepared and checked; in every other
     request, each part that depends only on those, checked; and every read of a declared env
@@ -349,7 +373,8 @@ def preflight(saga: Saga, context: Mapping[str, Any],
                 continue
             if not request.reads_steps:
                 try:
-                    ready[(step.id, phase)] = prepare(saga, step, phase, context, {}, renderer)
+                    ready[(step.id, phase)] = prepare(saga, step, phase, context, {}, renderer,
+                                                      secrets=secrets)
                 except RenderError as exc:
                     problem(exc)
                 if unset and request.expect.that:
@@ -362,6 +387,7 @@ def preflight(saga: Saga, context: Mapping[str, Any],
                            renderer)
             fields = {"url": [request.url, request.base_url, request.query],
                       **{f"headers.{k}": v for k, v in request.headers.items()},
+                      **({"auth": request.auth} if request.auth is not None else {}),
                       (request.body_kind.value if request.body_kind else "body"): request.body}
             for field, value in fields.items():
                 try:
@@ -373,6 +399,8 @@ def preflight(saga: Saga, context: Mapping[str, Any],
                     elif field.startswith("headers."):
                         name = field.removeprefix("headers.")
                         _header_value(parts.header(name), parts.where(field))
+                    elif field == "auth":
+                        _header_value(parts.auth(), parts.where(field))
                     else:
                         parts.body_bytes(parts.body()[1])
                 except RenderError as exc:

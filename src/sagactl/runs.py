@@ -21,6 +21,7 @@ from sagactl.journal import (
     default_path,
     owner_alive,
 )
+from sagactl.redact import Redactor
 
 if TYPE_CHECKING:  # `list` and `show` import this module, and need neither
     from sagactl.engine import Engine
@@ -61,18 +62,19 @@ def _client(concurrency: int) -> Any:
 
 
 def _ready(saga: Saga, run_id: str, inputs: Mapping[str, Any], env: Mapping[str, str],
-           secrets: Mapping[str, str]) -> dict[str, Any]:
+           secrets: Mapping[str, str], redactor: Redactor) -> dict[str, Any]:
     """What a run needs before anything is journaled or sent (SPEC §3.2 item 0): `vars`
     rendered, every request that can be prepared prepared and checked, every unset env name
     that is read without a default refused. Raises RenderError or DefinitionErrors (exit 2)."""
     from sagactl.prepare import preflight, run_context
     from sagactl.templating import Renderer
 
-    renderer = Renderer()
+    redactor.add(list(secrets.values()), derived=False)
+    renderer = Renderer(on_secret=redactor.add)
     context = run_context(saga, run_id=run_id, inputs=inputs, env=env, secrets=secrets,
                           renderer=renderer)
-    return {"renderer": renderer, "context": context,
-            "prepared": preflight(saga, context, renderer)}
+    return {"renderer": renderer, "context": context, "redactor": redactor,
+            "prepared": preflight(saga, context, renderer, secrets=redactor)}
 
 
 def _engine(saga: Saga, run: RunRecord, journal: Journal, client: Any, secrets: Mapping[str, str],
@@ -87,40 +89,60 @@ def _engine(saga: Saga, run: RunRecord, journal: Journal, client: Any, secrets: 
 def start_run(saga: Saga, inputs: Mapping[str, Any], journal: Journal,
               environ: Mapping[str, str], *, on_event: Callable[[Event], None],
               concurrency: int = 8, run_id: str | None = None,
-              stop: threading.Event | None = None) -> tuple[str, RunStatus]:
-    """Journal a new run of `saga`, then drive it."""
+              stop: threading.Event | None = None,
+              redactor: Redactor | None = None) -> tuple[str, RunStatus]:
+    """Journal a new run of `saga`, then drive it. `redactor` is the one the caller's sinks
+    mask with: it learns the run's secrets."""
     if run_id is not None and not _RUN_ID.match(run_id):
         raise UsageError(f"--run-id '{run_id}': use 4 to 64 letters, digits, '.', '_' or '-', "
                          "starting with a letter or digit")
     from sagactl.engine import create_run, env_values, read_secrets
     from sagactl.ids import new_run_id
 
+    redactor = redactor if redactor is not None else Redactor()
     # Everything that can be checked is, before anything is written or sent.
     secrets = read_secrets(saga, environ)
+    redactor.add(list(secrets.values()), derived=False)
+    for name, value in inputs.items():
+        if redactor.value(value) != value:
+            raise UsageError(f"input '{name}' holds a secret's value: inputs are journaled "
+                             "and shown, so pass it as a secret (secrets: in the saga, read "
+                             "as secrets.NAME)")
     run_id = run_id or new_run_id()
-    ready = _ready(saga, run_id, inputs, env_values(saga, environ), secrets)
-    run = create_run(journal, saga, inputs, environ, run_id=run_id)
+    ready = _ready(saga, run_id, inputs, env_values(saga, environ), secrets, redactor)
+    run = create_run(journal, saga, inputs, environ, run_id=run_id, redactor=redactor)
     with _client(concurrency) as client:
         engine = _engine(saga, run, journal, client, secrets, on_event, concurrency, stop, ready)
         return run.id, engine.start()
 
 
-def _stored(journal: Journal, prefix: str, environ: Mapping[str, str]) -> tuple[
-        RunRecord, Saga, dict[str, str], dict[str, Any]]:
-    from sagactl.engine import read_secrets
+def _stored(journal: Journal, prefix: str, environ: Mapping[str, str],
+            redactor: Redactor | None) -> tuple[RunRecord, Saga, dict[str, str], dict[str, Any]]:
+    from sagactl.engine import WITHHELD, read_secrets
     from sagactl.loader import load_text
 
     run = journal.find_run(prefix)
     # The journaled text, never the file on disk: the run goes on as it began.
     saga = load_text(run.saga_text, run.saga_path)
     secrets = read_secrets(saga, environ)
-    return run, saga, secrets, _ready(saga, run.id, run.inputs, run.env, secrets)
+    env = dict(run.env)
+    # An env value that held a secret was not journaled: it is read from the environment
+    # again, like the secrets.
+    missing = [name for name, value in env.items() if value == WITHHELD and name not in environ]
+    if missing:
+        raise UsageError(f"env {', '.join(missing)} held a secret, so the journal did not keep "
+                         f"{'them' if len(missing) > 1 else 'it'}: set "
+                         f"{'them' if len(missing) > 1 else 'it'} in the environment")
+    env.update({name: environ[name] for name, value in env.items() if value == WITHHELD})
+    return run, saga, secrets, _ready(saga, run.id, run.inputs, env, secrets,
+                                      redactor if redactor is not None else Redactor())
 
 
 def resume_run(journal: Journal, prefix: str, environ: Mapping[str, str], *,
                on_event: Callable[[Event], None], concurrency: int = 8,
-               stop: threading.Event | None = None) -> tuple[str, RunStatus]:
-    run, saga, secrets, ready = _stored(journal, prefix, environ)
+               stop: threading.Event | None = None,
+               redactor: Redactor | None = None) -> tuple[str, RunStatus]:
+    run, saga, secrets, ready = _stored(journal, prefix, environ, redactor)
     with _client(concurrency) as client:
         engine = _engine(saga, run, journal, client, secrets, on_event, concurrency, stop, ready)
         return run.id, engine.resume()
@@ -128,8 +150,9 @@ def resume_run(journal: Journal, prefix: str, environ: Mapping[str, str], *,
 
 def compensate_run(journal: Journal, prefix: str, environ: Mapping[str, str], *,
                    on_event: Callable[[Event], None], concurrency: int = 8, yes: bool = False,
-                   stop: threading.Event | None = None) -> tuple[str, RunStatus]:
-    run, saga, secrets, ready = _stored(journal, prefix, environ)
+                   stop: threading.Event | None = None,
+                   redactor: Redactor | None = None) -> tuple[str, RunStatus]:
+    run, saga, secrets, ready = _stored(journal, prefix, environ, redactor)
     with _client(concurrency) as client:
         engine = _engine(saga, run, journal, client, secrets, on_event, concurrency, stop, ready)
         return run.id, engine.compensate(allow_succeeded=yes)

@@ -12,8 +12,10 @@ a billion), so a template cannot exhaust memory. A loop that builds nothing is n
 
 from __future__ import annotations
 
+import copy
 import re
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
@@ -28,8 +30,10 @@ __all__ = [
     "MAX_ITEMS",
     "MAX_RESULT",
     "Namespace",
+    "Outputs",
     "Reference",
     "Renderer",
+    "Secrets",
     "TemplateProblem",
     "expression_references",
     "is_template",
@@ -68,14 +72,6 @@ class Namespace(dict[str, Any]):
     def __init__(self, label: str, values: Mapping[str, Any] | None = None) -> None:
         super().__init__(values or {})
         self.label = label
-
-
-@dataclass(frozen=True)
-class _Lookup:
-    """`steps.a.outputs.id`: a name, then attribute (True) or item (False) accesses."""
-
-    name: str
-    path: tuple[tuple[bool, Any], ...]
 
 
 _MAPPING_METHODS = frozenset({"items", "keys", "values", "get"})
@@ -234,6 +230,14 @@ def _checked_filter(name: str, function: Any) -> Any:
     return filtered
 
 
+def _b64encode(value: Any, urlsafe: bool = False) -> str:
+    """`b64encode`: the value's text (UTF-8) in base64, or base64url with `urlsafe=true`."""
+    import base64
+
+    raw = (value if isinstance(value, str) else str(value)).encode()
+    return (base64.urlsafe_b64encode if urlsafe else base64.b64encode)(raw).decode()
+
+
 class _BoundedCodeGenerator(CodeGenerator):
     """Jinja2's code generator, with `~` joining through the bounded join."""
 
@@ -255,6 +259,7 @@ class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+        self.filters["b64encode"] = _b64encode
         self.filters = {name: _checked_filter(name, f) for name, f in self.filters.items()}
         # lipsum(n) writes n paragraphs of text: nothing a saga needs, and unbounded.
         self.globals.pop("lipsum", None)
@@ -329,26 +334,6 @@ def _parse(source: str) -> nodes.Template:
         return _environment().parse(source)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateProblem(exc.message or str(exc), exc.lineno) from None
-
-
-def _whole_expression(ast: nodes.Template) -> bool:
-    body = ast.body
-    return (
-        len(body) == 1
-        and isinstance(body[0], nodes.Output)
-        and len(body[0].nodes) == 1
-        and not isinstance(body[0].nodes[0], nodes.TemplateData)
-    )
-
-
-def _inner(source: str) -> str:
-    """The expression inside a whole `{{ … }}`, without whitespace-control markers."""
-    inner = source.strip()[2:-2]
-    if inner[:1] in ("-", "+"):
-        inner = inner[1:]
-    if inner[-1:] == "-":
-        inner = inner[:-1]
-    return inner
 
 
 _GUARDS = frozenset({"default", "d", "defined", "undefined"})
@@ -427,74 +412,138 @@ def expression_references(expression: str) -> tuple[Reference, ...]:
     return references("{{ " + expression + " }}")
 
 
+_reading = threading.local()
+"""`secret`: whether the expression being evaluated on this thread read a secret."""
+
+
+class Secrets(Namespace):
+    """The `secrets` namespace: reading any of it makes what the template produces a secret."""
+
+    def __getitem__(self, key: str) -> Any:
+        _reading.secret = True
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        _reading.secret = True
+        return super().get(key, default)
+
+    def items(self) -> Any:
+        _reading.secret = True
+        return super().items()
+
+    def values(self) -> Any:
+        _reading.secret = True
+        return super().values()
+
+
+class Outputs(dict[str, Any]):
+    """A step's outputs as templates read them, some of them secret (`secret: true`): reading
+    one of those, or the whole, makes what the template produces a secret."""
+
+    def __init__(self, values: Mapping[str, Any], secret: frozenset[str]) -> None:
+        super().__init__(values)
+        self.secret = secret
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.secret:
+            _reading.secret = True
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self.secret:
+            _reading.secret = True
+        return super().get(key, default)
+
+    def items(self) -> Any:
+        _reading.secret = True
+        return super().items()
+
+    def values(self) -> Any:
+        _reading.secret = True
+        return super().values()
+
+
+Part = Callable[[Mapping[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """A template ready to render: its output's parts (text, and one callable per `{{ }}`),
+    or, for a template with `{% %}` statements, one callable for the whole."""
+
+    parts: tuple[str | Part, ...] = ()
+    whole: bool = False
+    """One expression and nothing else: the value keeps its type."""
+    statements: Callable[..., str] | None = None
+    checked: bool = False
+    """Whether any part builds values (operators, filters, calls): then the output is
+    joined within the limits. Plain lookups only read values that exist."""
+
+
 class Renderer:
-    """Renders templated values; compiles each distinct source once."""
+    """Renders templated values; compiles each distinct source once.
 
-    def __init__(self) -> None:
+    With `on_secret`, every value a `{{ }}` produced while reading a secret (or a secret
+    output) is handed to it, each expression on its own — in `/items?key={{ secrets.K }}`
+    the key's value, not the whole URL (SPEC §2.2). A template with `{% %}` statements is
+    handed on whole."""
+
+    def __init__(self, on_secret: Callable[[Any], None] | None = None) -> None:
         self._env = _environment()
-        self._compiled: dict[str, Any] = {}
+        self._compiled: dict[str, _Compiled] = {}
+        self.on_secret = on_secret
 
-    def _compile(self, source: str) -> Any:
+    def _compile(self, source: str) -> _Compiled:
         compiled = self._compiled.get(source)
         if compiled is None:
             ast = _parse(source)
-            compiled = self._lookups(ast)
-            if compiled is not None:
-                self._compiled[source] = compiled
-                return compiled
             try:
-                if _whole_expression(ast):
-                    expression = self._env.compile_expression(_inner(source),
-                                                              undefined_to_none=False)
-
-                    def compiled(**context: Any) -> Any:
-                        # A value the expression built (a list, a mapping) is checked whole;
-                        # every operator, filter and call in it was checked on its way.
-                        return _bounded(expression(**context))
-                else:
-                    template = self._env.from_string(source)
-                    compiled = template.render
+                compiled = self._parts(ast, source)
             except jinja2.TemplateSyntaxError as exc:
                 raise TemplateProblem(exc.message or str(exc), exc.lineno) from None
             self._compiled[source] = compiled
         return compiled
 
-    def _lookups(self, ast: nodes.Template) -> Any:
-        """A renderer for the commonest templates — text and plain lookups such as
-        `/items/{{ steps.a.outputs.id }}` — that walks Jinja2's own syntax tree instead of
-        compiling it: compiling costs about a millisecond a template, more than the request.
-
-        Lookups go through the environment's sandboxed getattr/getitem, so they behave as in a
-        compiled template. Returns None for any other template.
-        """
+    def _parts(self, ast: nodes.Template, source: str) -> _Compiled:
         body = ast.body
         if len(body) != 1 or not isinstance(body[0], nodes.Output):
-            return None
-        parts: list[str | _Lookup] = []
+            return _Compiled(statements=self._env.from_string(source).render)
+        parts: list[str | Part] = []
+        checked = False
         for node in body[0].nodes:
             if isinstance(node, nodes.TemplateData):
                 parts.append(node.data)
                 continue
-            path: list[tuple[bool, Any]] = []
-            while isinstance(node, nodes.Getattr | nodes.Getitem):
-                if isinstance(node, nodes.Getattr):
-                    path.append((True, node.attr))
-                elif isinstance(node.arg, nodes.Const):
-                    path.append((False, node.arg.value))
-                else:
-                    return None
-                node = node.node
-            if not isinstance(node, nodes.Name):
-                return None
-            path.reverse()
-            parts.append(_Lookup(node.name, tuple(path)))
-        env = self._env
+            lookup = self._lookup(node)
+            if lookup is None:
+                lookup = self._expression(node)
+                checked = True
+            parts.append(lookup)
         whole = len(parts) == 1 and not isinstance(parts[0], str)
+        return _Compiled(tuple(parts), whole, checked=checked)
 
-        def lookup(item: _Lookup, context: Mapping[str, Any]) -> Any:
-            name = item.name
+    def _lookup(self, node: nodes.Node) -> Part | None:
+        """The commonest expression — a plain lookup such as `steps.a.outputs.id` — read by
+        walking Jinja2's own syntax tree instead of compiling it: compiling costs about a
+        millisecond, more than the request. Lookups go through the environment's sandboxed
+        getattr/getitem, so they behave as in a compiled template. None for any other."""
+        path: list[tuple[bool, Any]] = []
+        while isinstance(node, nodes.Getattr | nodes.Getitem):
+            if isinstance(node, nodes.Getattr):
+                path.append((True, node.attr))
+            elif isinstance(node.arg, nodes.Const):
+                path.append((False, node.arg.value))
+            else:
+                return None
+            node = node.node
+        if not isinstance(node, nodes.Name):
+            return None
+        path.reverse()
+        name, steps, env = node.name, tuple(path), self._env
+
+        def lookup(context: Mapping[str, Any]) -> Any:
             value = context[name] if name in context else env.undefined(name=name)
-            for is_attr, key in item.path:
+            for is_attr, key in steps:
                 if isinstance(value, jinja2.Undefined):
                     break
                 value = env.getattr(value, key) if is_attr else env.getitem(value, key)
@@ -502,13 +551,59 @@ class Renderer:
                 value._fail_with_undefined_error()
             return value
 
-        def render(**context: Any) -> Any:
-            if whole:
-                return lookup(parts[0], context)  # type: ignore[arg-type]
-            return "".join(part if isinstance(part, str) else str(lookup(part, context))
-                           for part in parts)
+        return lookup
 
-        return render
+    def _expression(self, node: nodes.Node) -> Part:
+        """Any other expression, compiled on its own, its value kept (and checked against the
+        limits)."""
+        from jinja2.environment import TemplateExpression
+
+        assign = nodes.Assign(nodes.Name("result", "store"), copy.deepcopy(node), lineno=1)
+        evaluate = TemplateExpression(self._env.from_string(nodes.Template([assign], lineno=1)),
+                                      False)
+
+        def expression(context: Mapping[str, Any]) -> Any:
+            value = evaluate(**context)
+            if isinstance(value, jinja2.Undefined):
+                value._fail_with_undefined_error()
+            # A value the expression built (a list, a mapping) is checked whole; every
+            # operator, filter and call in it was checked on its way.
+            return _bounded(value)
+
+        return expression
+
+    def _run(self, compiled: _Compiled, context: Mapping[str, Any]) -> Any:
+        tracked = self.on_secret
+        if compiled.statements is not None:
+            if tracked is None:
+                return compiled.statements(**context)
+            _reading.secret = False
+            text = compiled.statements(**context)
+            if _reading.secret:
+                tracked(text)
+            return text
+        parts = compiled.parts
+        if compiled.whole:
+            part: Any = parts[0]
+            if tracked is None:
+                return part(context)
+            _reading.secret = False
+            value = part(context)
+            if _reading.secret:
+                tracked(value)
+            return value
+        out: list[str] = []
+        for part in parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            if tracked is not None:
+                _reading.secret = False
+            text = str(part(context))
+            if tracked is not None and _reading.secret:
+                tracked(text)
+            out.append(text)
+        return _bounded_join(out) if compiled.checked else "".join(out)
 
     def render(self, value: Any, context: Mapping[str, Any]) -> Any:
         """`value` with every template string in it rendered. Raises TemplateProblem."""
@@ -522,12 +617,7 @@ class Renderer:
             if not is_template(value):
                 return value
             try:
-                result = self._compile(value)(**context)
-                if isinstance(result, jinja2.Undefined):
-                    # A whole expression hands back the Undefined itself; make it fail as
-                    # it would inside a string.
-                    result._fail_with_undefined_error()
-                return result
+                return self._run(self._compile(value), context)
             except jinja2.UndefinedError as exc:
                 raise TemplateProblem(f"{value.strip()}: {exc.message}") from None
             except jinja2.TemplateError as exc:
