@@ -89,6 +89,21 @@ InputsFileOption = Annotated[
 ]
 
 
+def _known_secrets(saga: Any, environ: Any) -> None:
+    """Teach the redactor the saga's secrets found in the environment, and warn about those
+    so short that masking them would garble every message."""
+    from sagactl.redact import MIN_DERIVED
+
+    values = {name: environ[name] for name in saga.secrets if environ.get(name)}
+    redactor().add(list(values.values()), derived=False)
+    for name, value in values.items():
+        if len(value) < MIN_DERIVED:
+            typer.echo(f"warning: {saga.path}: secret {name} is {len(value)} character"
+                       f"{'s' if len(value) != 1 else ''} long: it is masked as *** wherever "
+                       "those characters appear, which garbles messages; use a longer "
+                       "secret", err=True)
+
+
 @app.command()
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Saga files to check.", show_default=False)],
@@ -102,7 +117,9 @@ def validate(
     failed = False
     for file in files:
         try:
-            typer.echo(format_validation(load(file)))
+            saga = load(file)
+            _known_secrets(saga, os.environ)
+            typer.echo(format_validation(saga))
         except DefinitionErrors as exc:
             typer.echo(str(exc), err=True)
             failed = True
@@ -127,6 +144,8 @@ def plan(
         from sagactl.views import format_plan
 
         saga = load(file)
+        # Secrets render as ***; an env value may still hold one (a URL with a password).
+        _known_secrets(saga, os.environ)
         from_file = read_inputs_file(inputs_file) if inputs_file else None
         inputs = resolve_inputs(saga, input_values or [], from_file)
         requests = plan_requests(saga, inputs, os.environ, Renderer())
@@ -353,6 +372,8 @@ def run(
 
         environ = with_env_file(os.environ, env_file)
         sagas = load_all(files, cleanup=cleanup)
+        for saga in sagas:
+            _known_secrets(saga, environ)
         if run_id and len(sagas) > 1:
             raise _usage("--run-id names one run: give one saga file with it")
         from_file = read_inputs_file(inputs_file) if inputs_file else None

@@ -289,9 +289,13 @@ class Engine:
                 for name, value in outputs.items()}
 
     def _readable(self, step: Step, outputs: Mapping[str, Any]) -> dict[str, Any]:
-        """A step's outputs as templates read them: a secret one taints what reads it."""
-        return {"outputs": Outputs(outputs, step.secret_outputs) if step.secret_outputs
-                else outputs}
+        """A step's outputs as templates read them: a secret one — declared so, or holding a
+        secret (a service's echo) — makes what reads it a secret too."""
+        secret = step.secret_outputs
+        if self.redactor:
+            secret |= {name for name, value in outputs.items()
+                       if self.redactor.value(value) != value}
+        return {"outputs": Outputs(outputs, frozenset(secret)) if secret else outputs}
 
     def _load_states(self) -> None:
         self.states = self.journal.steps(self.run_id)

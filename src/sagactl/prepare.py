@@ -21,6 +21,7 @@ from sagactl.redact import Redactor
 from sagactl.templating import (
     Namespace,
     Renderer,
+    Secrets,
     TemplateProblem,
     is_template,
     references,
@@ -173,7 +174,7 @@ def run_context(
     context: dict[str, Any] = {
         "inputs": Namespace("inputs", inputs),
         "env": Namespace("env", {name: env[name] for name in saga.env if name in env}),
-        "secrets": Namespace("secrets",
+        "secrets": Secrets("secrets",
                              {name: secrets[name] for name in saga.secrets if name in secrets}),
         "run": {"id": run_id, "name": saga.name},
         "vars": variables,

@@ -1,0 +1,307 @@
+"""No secret in any byte (SPEC §2.2, §2.7, §4): secrets drawn from a hostile alphabet, placed
+in every location a saga can put them, through every filter, sent to a service that echoes
+the whole request back in every encoding it knows, on the success, failure and retry paths;
+then every byte of every sink is searched for every form of every secret and of every value
+derived from one.
+
+The forms searched for, and the values a template derives, are computed here, independently
+of sagactl: with the standard library's encoders and a plain Jinja2 environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus, unquote
+
+import jinja2
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from helpers import cli
+
+CASES = int(os.environ.get("SAGACTL_SECRET_CASES", "500"))
+
+
+# --- the echo service ------------------------------------------------------------------------
+
+class Echo:
+    """Answers every request with all of it — request line (as sent, and decoded), headers,
+    body — in its body (as JSON, percent-encoded, form-encoded, base64…) and in its headers.
+    `/fail` answers 422, `/flaky` 503 on the first attempt of each key, `/ok` 200."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        echo = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def handle_one(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+                head = "\n".join(f"{k}: {v}" for k, v in self.headers.items())
+                request = f"{self.command} {self.path}\n{unquote(self.path)}\n{head}\n\n{body}"
+                encoded = request.encode("utf-8", "replace")
+                echoed = {
+                    "request": request,
+                    "quoted": quote(request, safe=""), "quoted_slash": quote(request),
+                    "lower": lower_hex(quote(request, safe="")), "form": quote_plus(request),
+                    "b64": base64.b64encode(encoded).decode(),
+                    "b64url": base64.urlsafe_b64encode(encoded).decode().rstrip("="),
+                }
+                key = self.headers.get("Idempotency-Key", "")
+                status = 200
+                if self.path.startswith("/fail"):
+                    status = 422
+                elif self.path.startswith("/flaky") and key not in echo.seen:
+                    echo.seen.add(key)
+                    status = 503
+                ascii_only = "ascii" in self.path
+                data = json.dumps(echoed, ensure_ascii=ascii_only).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("X-Echo", quote(request, safe=""))
+                self.send_header("X-Echo-B64", echoed["b64"])
+                self.send_header("Set-Cookie", f"echo={echoed['quoted'][:200]}")
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = handle_one
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+@pytest.fixture(scope="module")
+def echo() -> Iterator[Echo]:
+    service = Echo()
+    yield service
+    service.server.shutdown()
+
+
+# --- secrets, where they go, what is done to them -----------------------------------------------
+
+HOSTILE = "/+=%&?#:@\"'\\ \t-_.~!$*,;()[]<>{}|^`" + "éß€日本😀"
+FILTERS = {
+    "none": "{x}",
+    "urlencode": "{x} | urlencode",
+    "b64encode": "{x} | b64encode",
+    "b64url": "{x} | b64encode(urlsafe=true)",
+    "lower": "{x} | lower",
+    "upper": "{x} | upper",
+    "slice": "{x}[1:]",
+    "concat": "{x} ~ '.tail'",
+    "tojson": "{x} | tojson",
+    "trim": "{x} | trim",
+    "replace": "{x} | replace('a', '@@')",
+}
+LOCATIONS = ("path", "query", "header", "basic", "bearer", "json", "form", "body", "vars",
+             "env", "compensate")
+PATHS = ("ok", "ok-ascii", "fail", "flaky")
+
+
+def secret_values() -> st.SearchStrategy[str]:
+    """8 to 64 characters, most of them hostile around a plain core that begins `Qz`: it
+    keeps a secret from being a string that sagactl writes anyway (four spaces, `NULL`),
+    which would be found where no secret went."""
+    hostile = st.text(st.sampled_from(HOSTILE), max_size=28)
+    core = st.text(st.sampled_from("abcdefghijkmnopqrstuvwxyzBCDEFGHJKLMNPRSTUVWXY3456789"),
+                   min_size=6, max_size=6).map(lambda c: "Qz" + c)
+    return st.tuples(hostile, core, hostile).map("".join).filter(lambda s: len(s) <= 64)
+
+
+@dataclass
+class Case:
+    secret: str
+    other: str
+    location: str
+    filter: str
+    path: str
+
+
+cases = st.builds(Case, secret_values(), secret_values(), st.sampled_from(LOCATIONS),
+                  st.sampled_from(list(FILTERS)), st.sampled_from(PATHS))
+
+
+def expression(case: Case, source: str = "secrets.S") -> str:
+    return FILTERS[case.filter].format(x=source)
+
+
+def saga_text(case: Case) -> str:
+    """Step `a` carries the secret as the case says; step `b` sends a's echo back as a bearer
+    token and a's output as a header (both outputs hold the secret); `c` fails on the
+    failure path, so that `a` and `b` are compensated."""
+    x = "{{ " + expression(case) + " }}"
+    url = f"/{case.path}/a"
+    fields: dict[str, str] = {}
+    base = "{{ env.BASE }}"
+    if case.location == "path":
+        url += "/" + x
+    elif case.location == "query":
+        fields["query"] = "{k: " + json.dumps(x) + "}"
+    elif case.location == "header":
+        fields["headers"] = "{X-Key: " + json.dumps(x) + "}"
+    elif case.location == "basic":
+        fields["auth"] = "{basic: [user, " + json.dumps(x) + "]}"
+    elif case.location == "bearer":
+        fields["auth"] = "{bearer: " + json.dumps(x) + "}"
+    elif case.location == "json":
+        fields["json"] = "{v: " + json.dumps(x) + ", n: 1}"
+    elif case.location == "form":
+        fields["form"] = "{v: " + json.dumps(x) + "}"
+    elif case.location == "body":
+        fields["body"] = json.dumps("text " + x)
+    elif case.location == "vars":
+        fields["headers"] = "{X-Var: \"{{ vars.v }}\"}"
+    elif case.location == "env":
+        base = "{{ env.AUTH_BASE }}"
+    action = ", ".join([f"method: PUT, url: {json.dumps(url)}", f"base_url: {json.dumps(base)}",
+                        *(f"{k}: {v}" for k, v in fields.items())])
+    compensate = f'url: "/ok/undo-a{"/" + x if case.location == "compensate" else ""}"'
+    lines = [
+        "version: 1", "name: secrets", "env: [BASE, AUTH_BASE]", "secrets: [S, OTHER]",
+        "vars:", f"  v: {json.dumps(x)}", "defaults:", '  base_url: "{{ env.BASE }}"',
+        "  timeout: 2s", "  retry: {attempts: 2, backoff: 1ms, jitter: false}",
+        "  headers: {X-Other: \"{{ secrets.OTHER }}\"}", "steps:",
+        "  - id: a",
+        f"    action: {{{action}}}",
+        "    outputs:",
+        '      echo: "{{ response.json.request }}"',
+        '      token: {value: "{{ response.json.b64 }}", secret: true}',
+        f"    compensate: {{method: DELETE, {compensate}}}",
+        "  - id: b",
+        '    action: {method: PUT, url: "/ok/b", headers: {X-Echo: '
+        '"{{ steps.a.outputs.echo | urlencode }}"}, auth: {bearer: '
+        '"{{ steps.a.outputs.token }}"}}',
+        '    outputs: {text: "{{ response.text }}"}',
+        '    compensate: {method: DELETE, url: "/ok/undo-b"}',
+        "  - id: c",
+        f'    action: {{method: PUT, url: "/{"fail" if case.path == "fail" else "ok"}/c"}}',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --- what the oracle looks for -----------------------------------------------------------------
+
+_PLAIN_JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined)
+_PLAIN_JINJA.filters["b64encode"] = lambda v, urlsafe=False: (
+    base64.urlsafe_b64encode if urlsafe else base64.b64encode)(str(v).encode()).decode()
+
+
+def derived(case: Case) -> set[str]:
+    """Every value a template of the saga derives from a secret, computed with plain
+    Jinja2: the value itself, the filtered one, and credentials built from them."""
+    filtered = _PLAIN_JINJA.from_string("{{ " + expression(case, "s") + " }}").render(
+        s=case.secret)
+    values = {case.secret, case.other, filtered}
+    if case.location == "basic":
+        pair = f"user:{filtered}"
+        values |= {pair, base64.b64encode(pair.encode()).decode()}
+    if case.location == "env":
+        values.add(quote(case.secret, safe=""))
+    return {v for v in values if len(v) >= 4}
+
+
+def lower_hex(text: str) -> str:
+    """Percent-encoding with lowercase hex digits, as some encoders write it."""
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), text)
+
+
+def forms(value: str) -> set[str]:
+    raw = value.encode()
+    found = {value, quote(value, safe=""), quote(value), quote_plus(value),
+             lower_hex(quote(value, safe="")), lower_hex(quote(value)),
+             lower_hex(quote_plus(value)),
+             json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
+             json.dumps(value)[1:-1].replace("/", "\\/")}
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        whole = encode(raw).decode()
+        found |= {whole, whole.rstrip("=")}
+        for before in (0, 1, 2):  # inside a longer base64 text
+            encoded = encode(b"\0" * before + raw).decode()
+            first, last = -(-before // 3), (before + len(raw)) // 3
+            found.add(encoded[4 * first:4 * last])
+    return {f for f in found if len(f) >= 4}
+
+
+@dataclass
+class Sinks:
+    """Every byte sagactl wrote, by where it went."""
+
+    parts: dict[str, bytes]
+
+    def leaks(self, values: set[str]) -> list[tuple[str, str, str]]:
+        found = []
+        for value in values:
+            for form in forms(value):
+                needle = form.encode()
+                for name, data in self.parts.items():
+                    if needle in data:
+                        found.append((name, value, form))
+        return found
+
+
+def run_everything(tmp: Path, echo: Echo, case: Case) -> Sinks:
+    saga = tmp / "secrets.yaml"
+    saga.write_text(saga_text(case))
+    journal = tmp / "journal.db"
+    junit = tmp / "report.xml"
+    env = {"BASE": echo.url, "S": case.secret, "OTHER": case.other, "NO_COLOR": "1",
+           "AUTH_BASE": f"http://admin:{quote(case.secret, safe='')}@{echo.url[7:]}",
+           "SAGACTL_JOURNAL": str(journal)}
+    parts: dict[str, bytes] = {}
+
+    def keep(name: str, *args: str) -> str:
+        result = cli(*args, env=env)  # type: ignore[arg-type]
+        parts[f"{name} stdout"] = result.stdout.encode()
+        parts[f"{name} stderr"] = result.stderr.encode()
+        return result.stdout
+
+    first = keep("run -v", "run", str(saga), "-v", "--junit", str(junit))
+    keep("run json", "run", str(saga), "--output", "json")
+    keep("plan", "plan", str(saga))
+    keep("validate", "validate", str(saga))
+    run_id = first.splitlines()[0] if first else ""
+    if len(run_id) == 26:
+        keep("show", "show", run_id)
+        keep("show json", "show", run_id, "--output", "json")
+        keep("resume", "resume", run_id)
+    for path in tmp.iterdir():
+        if path.name.startswith("journal.db") or path.name == "report.xml":
+            parts[path.name] = path.read_bytes()
+    return Sinks(parts)
+
+
+@settings(max_examples=CASES, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(case=cases)
+@example(case=Case("ab+/Qzcd=ef", "tok-5ecr3t/+=value", "query", "urlencode", "ok"))
+@example(case=Case("p@ss w0rd/Qzé", "tok-5ecr3t/+=value", "basic", "none", "flaky"))
+@example(case=Case("Qzq9x\n\"\\<>", "tok-5ecr3t/+=value", "header", "none", "ok"))
+def test_no_form_of_any_secret_reaches_any_sink(case: Case, echo: Echo,
+                                                tmp_path_factory: pytest.TempPathFactory
+                                                ) -> None:
+    tmp = tmp_path_factory.mktemp("secrets")
+    sinks = run_everything(tmp, echo, case)
+    assert sinks.parts["run -v stdout"] or sinks.parts["run -v stderr"]
+    leaks = sinks.leaks(derived(case))
+    assert not leaks, leaks[:5]
