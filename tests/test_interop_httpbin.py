@@ -164,3 +164,50 @@ def test_utf8_html(tmp_path: Path, base: str) -> None:
         "{method: GET, url: /encoding/utf8}"), "--output", "json")[1].splitlines()
         if line.startswith("{")]
     assert records[-1]["status"] == "succeeded"
+
+
+def test_anything_echoes_secrets_in_its_own_encoding_and_none_shows(tmp_path: Path,
+                                                                    base: str) -> None:
+    """httpbin echoes the URL as werkzeug rebuilds it, the query decoded, every header and
+    the body: each form of the secret it chose is masked in every sink."""
+    import base64
+    from urllib.parse import quote, quote_plus
+
+    secret = "ab+/cd=ef g?&é"
+    text = """\
+version: 1
+name: echoed
+env: [BIN]
+secrets: [S]
+steps:
+  - id: echo
+    action:
+      method: PUT
+      url: "{{ env.BIN }}/anything/{{ secrets.S | urlencode }}"
+      query: {k: "{{ secrets.S }}"}
+      headers: {X-Key: "{{ secrets.S | urlencode }}"}
+      auth: {basic: [user, "{{ secrets.S }}"]}
+      json: {v: "{{ secrets.S }}"}
+    outputs:
+      url: "{{ response.json.url }}"
+      args: "{{ response.json.args }}"
+      auth: "{{ response.json.headers.Authorization }}"
+"""
+    path = tmp_path / "echoed.yaml"
+    path.write_text(text)
+    env = {"BIN": base, "S": secret, "NO_COLOR": "1",
+           "SAGACTL_JOURNAL": str(tmp_path / "journal.db")}
+    outputs = [cli("run", str(path), "-v", env=env), cli("run", str(path), "--output", "json",
+                                                         env=env)]
+    assert outputs[0].exit_code == 0, outputs[0].stdout
+    run_id = outputs[0].stdout.splitlines()[0]
+    outputs += [cli("show", run_id, env=env), cli("show", run_id, "--output", "json", env=env)]
+    sinks = "".join(o.stdout + o.stderr for o in outputs).encode() + b"".join(
+        p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("journal.db"))
+    pair = f"user:{secret}".encode()
+    forms = {secret, quote(secret, safe=""), quote(secret), quote_plus(secret),
+             json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
+             base64.b64encode(pair).decode(), quote(quote(secret, safe=""), safe="")}
+    leaked = [form for form in forms if form.encode() in sinks]
+    assert leaked == []
+    assert b"***" in sinks

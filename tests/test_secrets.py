@@ -61,6 +61,11 @@ class Echo:
                     "lower": lower_hex(quote(request, safe="")), "form": quote_plus(request),
                     "b64": base64.b64encode(encoded).decode(),
                     "b64url": base64.urlsafe_b64encode(encoded).decode().rstrip("="),
+                    # and each header value on its own, as a service that logs one would
+                    "header_b64": {k: base64.b64encode(v.encode()).decode()
+                                   for k, v in self.headers.items()},
+                    "header_b64url": {k: base64.urlsafe_b64encode(v.encode()).decode()
+                                      for k, v in self.headers.items()},
                 }
                 key = self.headers.get("Idempotency-Key", "")
                 status = 200
@@ -305,3 +310,31 @@ def test_no_form_of_any_secret_reaches_any_sink(case: Case, echo: Echo,
     assert sinks.parts["run -v stdout"] or sinks.parts["run -v stderr"]
     leaks = sinks.leaks(derived(case))
     assert not leaks, leaks[:5]
+
+
+MUTATION_CASE = Case('Qz>?~ a b+/"cd=é', "tok-5ecr3t/+=value", "header", "none", "ok")
+"""A secret with a space, `/`, `+`, `"` and a non-ASCII letter, whose base64 and base64url
+differ: every form of it is met."""
+
+
+@pytest.mark.parametrize("form", ["literal", "percent", "percent-lowercase", "form", "json",
+                                  "base64", "base64url", "base64-embedded"])
+def test_each_form_the_redactor_masks_is_needed(form: str, echo: Echo, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """With any one form left out of the redactor, a secret leaks in that form, and the
+    search above finds it: no form is masked for nothing, and none goes unchecked."""
+    import sagactl.redact
+
+    assert form in sagactl.redact.FORMS
+    raw = MUTATION_CASE.secret.encode()
+    assert base64.b64encode(raw) != base64.urlsafe_b64encode(raw)
+    whole = sagactl.redact.Redactor
+    kept = [f for f in sagactl.redact.FORMS if f != form]
+
+    class WithoutOne(whole):  # type: ignore[misc, valid-type]
+        def __init__(self, secrets: Any = (), *, forms: Any = None) -> None:
+            super().__init__(secrets, forms=kept)
+
+    monkeypatch.setattr(sagactl.redact, "Redactor", WithoutOne)
+    leaks = run_everything(tmp_path, echo, MUTATION_CASE).leaks(derived(MUTATION_CASE))
+    assert leaks, f"nothing leaked without the {form} form"
