@@ -90,15 +90,20 @@ def test_auth_sends_basic_and_bearer_and_nothing_of_them_shows(tmp_path: Path,
             "token": {"withheld": "held a secret"}}
 
 
-def test_a_secret_output_needed_after_a_restart_is_read_anew_from_a_safe_step(
-        tmp_path: Path, service: Service) -> None:
-    text = login_saga(safe=True).replace(
+def undo_with_the_token(text: str) -> str:
+    """The order is undone with the login's token, and ship can be undone."""
+    text = text.replace(
         '    compensate: {method: DELETE, url: "/order/{{ run.id }}"}',
         '    compensate:\n      method: DELETE\n      url: "/order/{{ run.id }}"\n'
         '      auth: {bearer: "{{ steps.login.outputs.token }}"}')
-    text = text.replace('  - id: ship\n    action: {method: PUT, url: "/ship/{{ run.id }}"}',
+    return text.replace('  - id: ship\n    action: {method: PUT, url: "/ship/{{ run.id }}"}',
                         '  - id: ship\n    action: {method: PUT, url: "/ship/{{ run.id }}"}\n'
                         '    compensate: {method: DELETE, url: "/ship/{{ run.id }}"}')
+
+
+def test_a_secret_output_needed_after_a_restart_is_read_anew_from_a_safe_step(
+        tmp_path: Path, service: Service) -> None:
+    text = undo_with_the_token(login_saga(safe=True))
     service.faults.append(Fault("DELETE", "/order/", status=500, times=None))
     service.faults.append(Fault("PUT", "/ship/", status=400))
     code, out = run(tmp_path, service, text, "run", str(tmp_path / "shop.yaml"))
@@ -115,14 +120,8 @@ def test_a_secret_output_needed_after_a_restart_is_read_anew_from_a_safe_step(
 
 def test_a_secret_output_of_a_step_that_is_not_safe_holds_the_run_stuck_saying_why(
         tmp_path: Path, service: Service) -> None:
-    text = login_saga(safe=False).replace(
-        '    compensate: {method: DELETE, url: "/order/{{ run.id }}"}',
-        '    compensate:\n      method: DELETE\n      url: "/order/{{ run.id }}"\n'
-        '      auth: {bearer: "{{ steps.login.outputs.token }}"}')
-    text = text.replace('  - id: ship\n    action: {method: PUT, url: "/ship/{{ run.id }}"}',
-                        '  - id: ship\n    action: {method: PUT, url: "/ship/{{ run.id }}"}\n'
-                        '    compensate: {method: DELETE, url: "/ship/{{ run.id }}"}')
-    # login is a pivot now: nothing can roll back past it, so the order's retry forward…
+    text = undo_with_the_token(login_saga(safe=False))
+    # Not safe: login has an effect of its own, undone by its own compensation.
     text = text.replace("  - id: login\n", "  - id: login\n    compensate: {method: DELETE, "
                         'url: "/login/{{ run.id }}"}\n')
     service.faults.append(Fault("DELETE", "/order/", status=500, times=None))
