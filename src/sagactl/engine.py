@@ -76,6 +76,32 @@ class _Result:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class _Doubt:
+    """The first attempt that may have reached the service unanswered: its number (0 for an
+    earlier process's) and what it met."""
+
+    attempt: int
+    error: str | None
+
+
+def _step_error(error: str | None, doubt: _Doubt | None, last: int) -> str | None:
+    """A failed request's error, and why it is in doubt when it is; `last` is the number of
+    the attempt `error` is from."""
+    if doubt is None:
+        return error
+    if doubt.attempt == 0:
+        why = "an attempt of an earlier run of sagactl may have reached the service"
+    elif doubt.attempt == last:
+        return f"{error} (in doubt: it may have reached the service)"
+    elif doubt.error == error:
+        return f"{error} (in doubt since attempt {doubt.attempt}: it may have reached the " \
+            "service)"
+    else:
+        why = f"attempt {doubt.attempt} may have reached the service ({doubt.error})"
+    return f"{error}; in doubt: {why}" if error else f"in doubt: {why}"
+
+
 def _clip(text: str | None, limit: int = 2048) -> str | None:
     return text if text is None or len(text) <= limit else text[:limit] + "…"
 
@@ -619,12 +645,10 @@ class Engine:
         # says `Saga-Attempt: 3` rather than starting again at 1.
         earlier = self.states.get((step.id, phase_name))
         offset = earlier.attempts if earlier else 0
-        doubt: str | None = None
+        doubt: _Doubt | None = None
         """Why the request may have taken effect without a success: the first such attempt."""
-        doubt_from = 0
-        """Which attempt of this process `doubt` comes from (0: an earlier process's)."""
         if earlier is not None and earlier.applied:
-            doubt = "an earlier attempt may have reached the service"
+            doubt = _Doubt(0, None)
         applied = False
         body_text = self.redactor.text(prepared.body_text) if prepared.body_text is not None \
             else None
@@ -649,9 +673,8 @@ class Engine:
                                      shown_headers, _clip(body_text)))
             result = http.attempt(self.client, prepared, headers, check, self.clock)
             if result.in_doubt and doubt is None:
-                doubt = f"attempt {offset + number} may have reached the service " \
-                        f"({self.redactor.text(result.error_message or 'no answer')})"
-                doubt_from = number
+                doubt = _Doubt(offset + number, self.redactor.text(result.error_message or
+                                                                   "no answer"))
             applied = applied or result.applied
             wait: float | None = None
             if result.outcome is http.Outcome.RETRYABLE and number < policy.attempts \
@@ -678,8 +701,7 @@ class Engine:
                 response_body=shown_body, step_state=state,
                 applied=doubt is not None or applied,
                 outputs=self._journaled_outputs(step, result.outputs) if state else None,
-                step_error=self._step_error(error, doubt, doubt_from == number)
-                if state else None,
+                step_error=_step_error(error, doubt, offset + number) if state else None,
                 defer=state is not None)
             self.emit(AttemptFinished(step.id, phase_name, offset + number,
                                       result.outcome.value, result.status, error,
@@ -694,7 +716,7 @@ class Engine:
                 # A signal during the backoff: nothing more is sent. The step is left running;
                 # settling the interrupted run says whether it is in doubt.
                 return _Result(StepState.RUNNING, error="interrupted")
-        step_error = self._step_error(error, doubt, doubt_from == number) \
+        step_error = _step_error(error, doubt, offset + number) \
             if state is not StepState.SUCCEEDED else None
         record = StepRecord(step.id, phase_name, state, doubt is not None or applied,
                             result.outputs, offset + number, result.status, step_error,
@@ -708,16 +730,6 @@ class Engine:
                                self._where(step, phase), f"{prepared.method} {shown_url}",
                                _clip(shown_body, 300)))
         return _Result(state, record.applied, result.outputs, step_error)
-
-    @staticmethod
-    def _step_error(error: str | None, doubt: str | None, last: bool) -> str | None:
-        """A failed request's error, and why it is in doubt when it is (`last`: the doubt
-        is the last attempt's own)."""
-        if doubt is None:
-            return error
-        if last:
-            return f"{error} (in doubt: it may have reached the service)"
-        return f"{error}; in doubt: {doubt}" if error else f"in doubt: {doubt}"
 
     def _where(self, step: Step, phase: Phase) -> str:
         request = step.request(phase)
