@@ -6,12 +6,14 @@ not (the same count run after run, whatever else the machine is doing).
 Each case runs twice in its own process under callgrind, with 20 and with 120 steps; the
 difference divided by 100 is the cost of one step, with start-up, imports and loading cancelled
 out. Counts cover the client's own code in user space: not the kernel (socket calls, fsync) and
-not the server, which is why the wall-clock ratios of bench/run.py are lower.
+not the server, which is why the wall-clock ratios of bench/run.py are lower. The hash seed is
+fixed (PYTHONHASHSEED=0), so the count is the same run after run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -56,10 +58,13 @@ def one(case: str, url: str, steps: int) -> None:
 
 def count(case: str, url: str, steps: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
+        # A fixed hash seed: with a random one, dict and set orders vary from run to run, and
+        # with them the count, by a few percent.
         result = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out",
              sys.executable, __file__, "--one", case, url, str(steps)],
-            capture_output=True, text=True, check=True)
+            capture_output=True, text=True, check=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"})
     match = re.search(r"Collected : (\d+)", result.stderr)
     assert match, result.stderr
     return int(match.group(1))

@@ -317,3 +317,37 @@ def test_the_json_of_a_hostile_run_is_still_json(tmp_path: Path, good: object) -
     records = [json.loads(line) for line in outcome.stdout.splitlines()]
     bodies = [r["response_body"] for r in records if r["event"] == "attempt_finished"]
     assert "\ufffd\ufffd\"\x00\\u0000\n</script>" in bodies
+
+
+def test_a_body_in_a_charset_that_is_no_text_encoding_is_still_a_success(
+        tmp_path: Path, good: object) -> None:
+    """`charset=hex` names a codec that is not a text encoding: the body is read as UTF-8,
+    and the 201 is a success, not an attempt in doubt sent again."""
+    outcome, hostile = run_against(tmp_path, good, respond(
+        "201 Created", body=b'{"id": "1"}', headers=("Content-Type: text/plain; charset=hex",)),
+        attempts=2, outputs='    outputs: {id: "{{ response.json.id }}"}\n')
+    assert outcome.exit_code == 0, outcome.stdout + outcome.stderr
+    assert len(hostile.received) == 1
+
+
+def test_json_nested_past_what_can_be_read_is_a_failure_not_a_doubt(tmp_path: Path,
+                                                                     good: object) -> None:
+    deep = respond(body=b"[" * 100_000 + b"]" * 100_000)
+    outcome, hostile = run_against(tmp_path, good, deep, attempts=2,
+                                   outputs='    outputs: {x: "{{ response.json[0] }}"}\n')
+    assert outcome.exit_code == 1, outcome.stdout + outcome.stderr
+    assert len(hostile.received) == 1  # not sent again
+    assert attempts_of(outcome) == [("failure", "Expectation", 200, False)]
+
+
+def test_a_lone_surrogate_in_a_services_json_is_stored_and_shown_without_a_traceback(
+        tmp_path: Path, good: object) -> None:
+    """JSON may escape a lone surrogate (`\\ud800`), which UTF-8 cannot hold: the journal keeps
+    its escape, the terminal a replacement, and a request built from it is refused."""
+    outcome, _ = run_against(tmp_path, good, respond(body=b'{"name": "x\\ud800"}'),
+                             outputs='    outputs: {name: "{{ response.json.name }}"}\n',
+                             args=("--output", "json"))
+    assert outcome.exit_code == 0, outcome.stdout + outcome.stderr
+    with Journal(outcome.journal) as store:
+        run_id = store.list_runs()[0].id
+        assert store.steps(run_id)[("hostile", "action")].outputs == {"name": "x\ud800"}

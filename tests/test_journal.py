@@ -297,3 +297,60 @@ def test_every_filter_finds_its_runs_however_many_newer_runs_there_are(journal: 
     assert [shown for _, shown in found] == ["interrupted"]
     assert list_runs(journal, status="running", page=10) == []
     assert len(list_runs(journal, status="succeeded", limit=500)) == 120
+
+
+def test_a_stalled_process_that_lost_its_lease_writes_nothing_over_the_new_owner(
+        tmp_path: Path) -> None:
+    """Its last request was answered after another process had taken the run over: its
+    result and the run's end are not written, and the new owner's view stays as it was."""
+    from sagactl.errors import LeaseLost
+
+    store = Journal(tmp_path / "j.db", Durability.NORMAL)
+    store.clock_margin = 0.0
+    saga = load_text(TWO.replace('"{{ env.BASE }}"', "http://127.0.0.1:9"), "two.yaml")
+    run = create_run(store, saga, {}, {}, lease_ttl=0.2)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/b/"):
+            time.sleep(0.3)  # this process stalls past its lease (its heartbeat too)…
+            other_owner(store, 1, expires_in=30, run_id=run.id)  # …and another takes over
+        return httpx.Response(200)
+
+    engine = Engine(saga, run, journal=store, secrets={}, lease_ttl=1000,
+                    client=httpx.Client(transport=httpx.MockTransport(handler)))
+    with pytest.raises(LeaseLost, match="taken over by another process"):
+        engine.start()
+    final = store.get_run(run.id)
+    assert final.status is RunStatus.RUNNING and final.owner_pid == 1
+    assert store.steps(run.id)[("b", "action")].state is StepState.RUNNING
+    store.close()
+
+
+def test_time_up_before_a_byte_of_the_request_left_is_not_in_doubt() -> None:
+    """Connecting took the whole attempt: the request was never sent, as after a connect
+    timeout."""
+    import socket
+
+    import httpcore
+
+    from sagactl.transport import _Stream, deadline
+
+    here, there = socket.socketpair()
+    stream = _Stream(_SocketStream(here))  # type: ignore[arg-type]
+    with deadline(0.0), pytest.raises(httpcore.ConnectTimeout):
+        stream.write(b"PUT / HTTP/1.1\r\n\r\n")
+    with deadline(5.0):
+        stream.write(b"PUT / HTTP/1.1\r\n")
+    assert there.recv(100) == b"PUT / HTTP/1.1\r\n"
+    here.close()
+    there.close()
+
+
+class _SocketStream:
+    """The part of httpcore's stream that _Stream uses, over a plain socket."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.sock if info == "socket" else None

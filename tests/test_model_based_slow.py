@@ -75,7 +75,7 @@ def test_sigkill_at_random_moments_breaks_no_promise(case: Case, kill_after: flo
             if status in (RunStatus.SUCCEEDED, RunStatus.COMPENSATED):
                 break
             if status is RunStatus.STUCK:
-                check_stuck(journal, run_id, saga, service)
+                check_stuck(journal, run_id, saga, service, killed)
             if status is RunStatus.STUCK or round_ >= 3:
                 service.clear_faults()
             result = sagactl(choice, run_id, "--durability", "normal", env=env)

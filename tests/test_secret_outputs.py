@@ -90,6 +90,17 @@ def test_auth_sends_basic_and_bearer_and_nothing_of_them_shows(tmp_path: Path,
             "token": {"withheld": "held a secret"}}
 
 
+def stuck_undoing_the_order(tmp: Path, service: Service, text: str) -> str:
+    """Run `text` to a stuck compensation (the order's undo keeps failing, after ship
+    failed), then clear the faults; the run's id."""
+    service.faults.append(Fault("DELETE", "/order/", status=500, times=None))
+    service.faults.append(Fault("PUT", "/ship/", status=400))
+    code, out = run(tmp, service, text, "run", str(tmp / "shop.yaml"))
+    assert code == 3, out
+    service.clear_faults()
+    return out.splitlines()[0]
+
+
 def undo_with_the_token(text: str) -> str:
     """The order is undone with the login's token, and ship can be undone."""
     text = text.replace(
@@ -104,12 +115,7 @@ def undo_with_the_token(text: str) -> str:
 def test_a_secret_output_needed_after_a_restart_is_read_anew_from_a_safe_step(
         tmp_path: Path, service: Service) -> None:
     text = undo_with_the_token(login_saga(safe=True))
-    service.faults.append(Fault("DELETE", "/order/", status=500, times=None))
-    service.faults.append(Fault("PUT", "/ship/", status=400))
-    code, out = run(tmp_path, service, text, "run", str(tmp_path / "shop.yaml"))
-    run_id = out.splitlines()[0]
-    assert code == 3, out  # the order's compensation keeps failing
-    service.clear_faults()
+    run_id = stuck_undoing_the_order(tmp_path, service, text)
     code, out = run(tmp_path, service, text, "compensate", run_id)
     assert code == 0, out
     # The new process had no token: it logged in again (safe), then undid the order with it.
@@ -124,12 +130,7 @@ def test_a_secret_output_of_a_step_that_is_not_safe_holds_the_run_stuck_saying_w
     # Not safe: login has an effect of its own, undone by its own compensation.
     text = text.replace("  - id: login\n", "  - id: login\n    compensate: {method: DELETE, "
                         'url: "/login/{{ run.id }}"}\n')
-    service.faults.append(Fault("DELETE", "/order/", status=500, times=None))
-    service.faults.append(Fault("PUT", "/ship/", status=400))
-    code, out = run(tmp_path, service, text, "run", str(tmp_path / "shop.yaml"))
-    run_id = out.splitlines()[0]
-    assert code == 3, out
-    service.clear_faults()
+    run_id = stuck_undoing_the_order(tmp_path, service, text)
     code, out = run(tmp_path, service, text, "compensate", run_id)
     assert code == 3, out
     assert "steps.login.outputs.token held a secret, so the journal did not keep it, and " \
@@ -242,3 +243,93 @@ def test_a_safe_step_is_read_only(tmp_path: Path, service: Service) -> None:
                     str(tmp_path / "shop.yaml"))
     assert "login  pivot" in out, out
     assert os.environ.get("PASSWORD") is None
+
+
+def test_a_secret_output_is_masked_even_when_its_step_fails_its_checks(
+        tmp_path: Path, service: Service) -> None:
+    """The token is read before `expect.that` judges the answer: failing the check, the
+    answer that holds it is journaled and shown with it masked."""
+    text = login_saga(safe=True).replace(
+        '      auth: {basic: [shop, "{{ secrets.PASSWORD }}"]}',
+        '      auth: {basic: [shop, "{{ secrets.PASSWORD }}"]}\n'
+        "      expect: {that: [\"response.json.role == 'admin'\"]}")
+    code, out = run(tmp_path, service, text, "run", str(tmp_path / "shop.yaml"), "-v")
+    assert code == 1, out
+    assert TOKEN_FROM_LOGIN not in out and TOKEN_FROM_LOGIN.encode() not in every_byte(tmp_path)
+
+
+def test_an_answer_whose_secret_output_cannot_be_read_is_not_kept(tmp_path: Path) -> None:
+    """The token is in the answer, but the output reads a field that is not there: what
+    the secret is cannot be known, so the answer is not journaled or shown at all."""
+    with Service(extra={"/login/": {"tok": TOKEN_FROM_LOGIN}}) as service:
+        code, out = run(tmp_path, service, login_saga(safe=True), "run",
+                        str(tmp_path / "shop.yaml"), "-v")
+    assert code == 1, out
+    assert TOKEN_FROM_LOGIN not in out and TOKEN_FROM_LOGIN.encode() not in every_byte(tmp_path)
+    assert "withheld: this answer holds a secret output that could not be read" in out
+
+
+def test_a_long_secret_is_masked_before_a_message_is_cut_short(tmp_path: Path,
+                                                               service: Service) -> None:
+    jwt = "eyJhbGciOiJIUzI1NiJ9." + "x" * 300 + ".sig"
+    text = """\
+version: 1
+name: long
+secrets: [JWT]
+env: [BASE]
+steps:
+  - id: a
+    action:
+      method: PUT
+      url: "{{ env.BASE }}/a/{{ run.id }}"
+      json: {echo: "{{ secrets.JWT }}"}
+      expect: {that: ["response.json.echo == 'other'"]}
+    compensate: {method: DELETE, url: "{{ env.BASE }}/a/{{ run.id }}"}
+  - id: b
+    action: {method: GET, url: "htp://svc/x?token={{ secrets.JWT }}"}
+"""
+    code, out = run(tmp_path, service, text, "run", str(tmp_path / "shop.yaml"), JWT=jwt)
+    assert code == 2 and "only http and https URLs can be sent" in out, out
+    assert "x" * 40 not in out
+    text = text.replace("htp://svc/x?token=", "{{ env.BASE }}/b?t=")
+    code, out = run(tmp_path, service, text, "run", str(tmp_path / "shop.yaml"), JWT=jwt)
+    assert code == 1 and "actual \"***\" (str)" in out, out
+    assert "x" * 40 not in out and ("x" * 40).encode() not in every_byte(tmp_path)
+
+
+def test_a_value_built_with_a_secret_masks_the_secret_not_its_neighbours(
+        tmp_path: Path, service: Service) -> None:
+    text = """\
+version: 1
+name: built
+secrets: [PASSWORD]
+env: [BASE]
+inputs: {user: {type: string}}
+steps:
+  - id: a
+    action:
+      method: PUT
+      url: "{{ env.BASE }}/a/{{ run.id }}"
+      json: "{{ {'user': inputs.user, 'password': secrets.PASSWORD, 'mode': 'login'} }}"
+    outputs: {user: "{{ response.json.user }}"}
+"""
+    code, out = run(tmp_path, service, text, "run", str(tmp_path / "shop.yaml"), "-v",
+                    "-i", "user=alice-smith")
+    assert code == 0, out
+    assert '"user": "alice-smith"' in out and '"mode": "login"' in out
+    assert PASSWORD not in out
+    with Journal(tmp_path / "j.db") as store:
+        run_id = store.list_runs()[0].id
+        assert store.steps(run_id)[("a", "action")].outputs == {"user": "alice-smith"}
+
+
+def test_a_safe_step_sent_again_that_fails_is_failed_not_in_doubt(tmp_path: Path,
+                                                                  service: Service) -> None:
+    text = undo_with_the_token(login_saga(safe=True))
+    run_id = stuck_undoing_the_order(tmp_path, service, text)
+    service.faults.append(Fault("PUT", "/login/", status=401, times=None))
+    code, out = run(tmp_path, service, text, "compensate", run_id)
+    assert code == 3, out
+    assert "step login, sent again to read steps.login.outputs.token anew: status 401" in out
+    with Journal(tmp_path / "j.db") as store:
+        assert store.steps(run_id)[("login", "action")].state.value == "failed"

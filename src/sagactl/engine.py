@@ -66,6 +66,8 @@ __all__ = ["Engine", "create_run", "env_values", "read_secrets"]
 FORWARD, CONFIRM, COMPENSATE = "forward", "confirm", "compensate"
 # What the journal keeps in place of an output that held a secret.
 WITHHELD = {"withheld": "held a secret"}
+# In place of an answer that holds a secret output that could not be read from it.
+WITHHELD_BODY = "(withheld: this answer holds a secret output that could not be read from it)"
 
 
 @dataclass
@@ -106,14 +108,16 @@ def _clip(text: str | None, limit: int = 2048) -> str | None:
     return text if text is None or len(text) <= limit else text[:limit] + "…"
 
 
-def _shown(value: Any) -> str:
-    """A value with its type, as a failed expectation reports it: `false (bool)`."""
+def _shown(value: Any, mask: Callable[[str], str]) -> str:
+    """A value with its type, as a failed expectation reports it: `false (bool)`. Masked
+    before it is cut short: a secret across the cut would no longer be found."""
     kind = {bool: "bool", int: "int", float: "float", str: "str", list: "list",
             dict: "dict", type(None): "null"}.get(type(value), type(value).__name__)
     try:
         text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         text = repr(value)
+    text = mask(text)
     if len(text) > 200:
         text = text[:200] + "…"
     return f"{text} ({kind})"
@@ -233,6 +237,7 @@ class Engine:
             self.journal.take_lease(self.run_id, self.host, self.pid, self.lease_ttl,
                                     owner_alive)
         self._renewed = time.monotonic()
+        self.journal.drive(self.run_id, self.host, self.pid)
         heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
         done = threading.Event()
         self._done = done
@@ -272,6 +277,7 @@ class Engine:
             done.set()
             # When the journal cannot be written, the lease cannot be released either: it
             # lapses, and a later resume takes over from this (then dead) process.
+            self.journal.undrive(self.run_id)
             with contextlib.suppress(JournalError):
                 self.journal.release_lease(self.run_id, self.host, self.pid)
         final = self.journal.get_run(self.run_id)
@@ -313,6 +319,23 @@ class Engine:
         return {name: WITHHELD if name in step.secret_outputs or
                 self.redactor.value(value) != value else value
                 for name, value in outputs.items()}
+
+    def _read_secrets(self, step: Step, result: http.AttemptResult) -> frozenset[str]:
+        """The step's secret outputs that were read from this attempt's answer."""
+        if result.outcome is http.Outcome.SUCCESS:
+            return frozenset(result.outputs) & step.secret_outputs
+        view = result.response
+        if view is None:
+            return frozenset()
+        scope = {**self.context, "response": view.context(), "steps": self.outputs,
+                 "step": {"id": step.id, "idempotency_key": f"{self.run_id}.{step.id}.action"}}
+        read = set()
+        for name in step.secret_outputs:
+            with contextlib.suppress(TemplateProblem):
+                self.redactor.add(self.renderer.render(step.outputs[name], scope),
+                                  derived=False)
+                read.add(name)
+        return frozenset(read)
 
     def _readable(self, step: Step, outputs: Mapping[str, Any]) -> dict[str, Any]:
         """A step's outputs as templates read them: a secret one — declared so, or holding a
@@ -647,9 +670,10 @@ class Engine:
         offset = earlier.attempts if earlier else 0
         doubt: _Doubt | None = None
         """Why the request may have taken effect without a success: the first such attempt."""
-        if earlier is not None and earlier.applied:
+        if earlier is not None and earlier.state is StepState.IN_DOUBT:
             doubt = _Doubt(0, None)
-        applied = False
+        # A request an earlier process saw accepted (then failing a check) took effect.
+        applied = earlier is not None and earlier.state is StepState.FAILED and earlier.applied
         body_text = self.redactor.text(prepared.body_text) if prepared.body_text is not None \
             else None
         shown_url = self.redactor.text(prepared.url)
@@ -692,6 +716,11 @@ class Engine:
             shown_response_headers = self.redactor.headers(response.headers) if response \
                 else None
             shown_body = self.redactor.text(response.text) if response else None
+            if response is not None and phase is Phase.ACTION and step.secret_outputs and \
+                    not step.secret_outputs <= self._read_secrets(step, result):
+                # A secret output could not be read from this answer, so it cannot be
+                # masked in it: the answer is not kept, only its status.
+                shown_body, shown_response_headers = WITHHELD_BODY, {}
             # A final result goes in with the next write (the next step's intent, most often):
             # one commit a step. A retryable one is written now, before the backoff.
             journal.finish_attempt(
@@ -766,6 +795,15 @@ class Engine:
                  "step": {"id": step.id, "idempotency_key": f"{self.run_id}.{step.id}."
                                                             f"{phase.value}"},
                  "steps": self.outputs}
+        secret: dict[str, Any] = {}
+        if phase is Phase.ACTION:
+            # Secret outputs are read first, whatever comes of the checks: the redactor must
+            # know them before the response that holds them is journaled or shown.
+            for name in step.secret_outputs:
+                with contextlib.suppress(TemplateProblem):
+                    secret[name] = self.renderer.render(step.outputs[name], scope)
+                    self.redactor.add(secret[name], derived=False)
+        mask = self.redactor.text
         for i, expression in enumerate(request.expect.that):
             try:
                 value = self.renderer.evaluate(expression, scope)
@@ -774,17 +812,17 @@ class Engine:
             if not value:
                 known, actual = self.renderer.actual(expression, scope)
                 if known:
-                    return {}, f"expect.that[{i}] {expression}: actual {_shown(actual)}"
-                return {}, f"expect.that[{i}] {expression}: is {_shown(value)}"
+                    return {}, f"expect.that[{i}] {expression}: actual {_shown(actual, mask)}"
+                return {}, f"expect.that[{i}] {expression}: is {_shown(value, mask)}"
         if phase is not Phase.ACTION or not step.outputs:
             return {}, None
         outputs: dict[str, Any] = {}
         for name, template in step.outputs.items():
+            if name in secret:
+                outputs[name] = secret[name]
+                continue
             try:
                 outputs[name] = self.renderer.render(template, scope)
             except TemplateProblem as exc:
                 return {}, f"outputs.{name}: cannot read the response: {exc}"
-            if name in step.secret_outputs:
-                # Known as a secret before the response that holds it is journaled.
-                self.redactor.add(outputs[name], derived=False)
         return outputs, None

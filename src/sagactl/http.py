@@ -84,7 +84,7 @@ class ResponseView:
     def json(self) -> Any:
         try:
             return json.loads(self.text)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past what can be read
             return None
 
     def context(self) -> dict[str, Any]:
@@ -147,9 +147,11 @@ def _text(content: bytes, headers: Mapping[str, str]) -> str:
     found = _CHARSET.search(content_type)
     try:
         charset = codecs.lookup(found.group(1)).name if found else "utf-8"
+        return content.decode(charset, errors="replace")
     except LookupError:
-        charset = "utf-8"  # an unknown charset: read it as UTF-8, as httpx does
-    return content.decode(charset, errors="replace")
+        # An unknown charset, or a codec that is not a text encoding (`charset=hex`): read it
+        # as UTF-8, as httpx does.
+        return content.decode("utf-8", errors="replace")
 
 
 # Errors raised before any byte of the request left: the service cannot have seen it.
@@ -205,7 +207,17 @@ def attempt(client: httpx.Client, request: PreparedRequest, headers: Mapping[str
     except httpx.TransportError as exc:
         return AttemptResult(Outcome.RETRYABLE, took(), error_class=type(exc).__name__,
                              error_message=_error(exc), in_doubt=not isinstance(exc, _NOT_SENT))
-    except Exception as exc:
+    except Exception as exc:  # never a traceback, whatever went wrong
+        if status is not None:
+            # The answer's head arrived: the status says whether the request took effect,
+            # and a body that cannot be read is a failure, not a reason to send it again.
+            accepted = request.expect.status_ok(status)
+            retried = not accepted and request.retry.retries_status(status)
+            return AttemptResult(Outcome.RETRYABLE if retried else Outcome.FAILURE, took(),
+                                 error_class=type(exc).__name__,
+                                 error_message=f"status {status}, but the answer cannot be "
+                                               f"read: {_error(exc)}", applied=accepted)
+        # Before the head: the request may have left.
         return AttemptResult(Outcome.RETRYABLE, took(), error_class=type(exc).__name__,
                              error_message=f"unexpected error while sending: {_error(exc)}",
                              in_doubt=True)

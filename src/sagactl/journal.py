@@ -28,7 +28,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sagactl.errors import JournalError
+from sagactl.errors import JournalError, LeaseLost
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -261,10 +261,19 @@ class AttemptHandle(NamedTuple):
     phase: str
 
 
-def _clip(text: str | None) -> str | None:
-    if text is None or len(text.encode()) <= BODY_LIMIT:
+def _clip(text: str | None, limit: int = BODY_LIMIT) -> str | None:
+    """Text as the journal keeps it: at most `limit` bytes, and always valid UTF-8 (a service
+    can put a lone surrogate in its JSON, which SQLite cannot store)."""
+    if text is None:
+        return None
+    try:
+        raw = text.encode()
+    except UnicodeEncodeError:
+        raw = text.encode(errors="replace")
+        text = raw.decode()
+    if len(raw) <= limit:
         return text
-    return text.encode()[:BODY_LIMIT].decode(errors="ignore") + "…[truncated]"
+    return raw[:limit].decode(errors="ignore") + "…[truncated]"
 
 
 class _Intent:
@@ -275,16 +284,22 @@ class _Intent:
     def __init__(self, row: tuple[Any, ...]) -> None:
         self.row = row
         self.id: int | None = None
-        self.error: str | None = None
+        self.error: JournalError | None = None
 
 
 # One encoder for every write: json.dumps with options builds a new one per call.
-_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# ASCII only: a lone surrogate in a value (from a service's JSON) is written as its escape, which
+# SQLite can store and json.loads reads back.
+_json = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
 class Journal:
     """One journal file, shared safely by the threads of one process and by several
     processes (WAL, busy timeout)."""
+
+    clock_margin = 5.0
+    """Seconds by which another host's clock may run ahead of this one's: how long before its
+    lease expires a commit starts checking that the run is still this process's."""
 
     def __init__(self, path: str | Path, durability: Durability = Durability.FULL,
                  clock: Callable[[], float] = time.time) -> None:
@@ -295,6 +310,13 @@ class Journal:
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
         # Intents queued by `begin_attempt`, written together by whichever thread commits next.
         self._queue_lock = threading.Lock()
+        # The runs this object's process drives, and as whom: every commit checks that their
+        # leases are still this process's, so that one that lost its lease while stalled
+        # writes nothing over the process that took the run over.
+        self._driving: dict[str, tuple[str, int]] = {}
+        # When the lease this object last wrote for each run expires: until shortly before,
+        # no other process can have taken it, and commits need not look.
+        self._leases: dict[str, float] = {}
         self._intents: list[_Intent] = []
         self._db = self._connect(durability)
 
@@ -423,6 +445,7 @@ class Journal:
                     for sql, args in self._pending:
                         self._db.execute(sql, args)
                     yield self._db
+                    self._fence()
                     self._db.execute("COMMIT")
                     self._pending.clear()
                 except BaseException:
@@ -433,6 +456,36 @@ class Journal:
                     raise
             except sqlite3.Error as exc:
                 raise JournalError(f"{self.path}: cannot write the journal: {exc}") from None
+
+    def drive(self, run_id: str, host: str, pid: int) -> None:
+        """From now on, every commit checks that (host, pid) still holds `run_id`'s lease."""
+        with self._lock:
+            self._driving[run_id] = (host, pid)
+
+    def undrive(self, run_id: str) -> None:
+        with self._lock:
+            self._driving.pop(run_id, None)
+
+    def _leased(self, run_id: str, expires: float) -> float:
+        self._leases[run_id] = expires
+        return expires
+
+    def _fence(self) -> None:
+        """Within a transaction: raise LeaseLost if a run this process drives is another's.
+        Only once its lease may have expired: before, no other process can have taken it
+        (with a margin for the clocks of other hosts)."""
+        now = self.clock()
+        for run_id, owner in self._driving.items():
+            if now < self._leases.get(run_id, 0.0) - self.clock_margin:
+                continue
+            row = self._db.execute("SELECT owner_host, owner_pid FROM runs WHERE id = ?",
+                                   (run_id,)).fetchone()
+            if row is not None and tuple(row) != owner:
+                # What this process had still to write is stale: it must not land later.
+                self._pending.clear()
+                raise LeaseLost(f"run {run_id} was taken over by another process (process "
+                                f"{row[1]} on {row[0]}) while this one was stalled: this one "
+                                "writes and sends nothing more", run_id=run_id)
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -460,7 +513,7 @@ class Journal:
                     " ?, ?, ?, ?)",
                     (run_id, name, saga_path, saga_text, saga_hash, _json(dict(inputs)),
                      _json(dict(env)), RunStatus.RUNNING.value, trace_id, now, now, owner_host,
-                     owner_pid, now + lease_ttl,
+                     owner_pid, self._leased(run_id, now + lease_ttl),
                      _json(list(step_ids)) if step_ids is not None else None))
             except sqlite3.IntegrityError:
                 raise JournalError(f"a run with id {run_id} already exists") from None
@@ -544,7 +597,7 @@ class Journal:
             args.append(phase)
         if error is not None or status is not None:
             sets.append("error = ?")
-            args.append(error)
+            args.append(_clip(error))
         if pivot_passed is not None:
             sets.append("pivot_passed = ?")
             args.append(int(pivot_passed))
@@ -567,7 +620,8 @@ class Journal:
                 raise JournalError(f"run {run_id} is being driven by process {owner_pid} on "
                                    f"{owner_host}; wait for it to finish, or stop it first")
             db.execute("UPDATE runs SET owner_host = ?, owner_pid = ?, lease_expires = ? "
-                       "WHERE id = ?", (host, pid, self.clock() + ttl, run_id))
+                       "WHERE id = ?", (host, pid, self._leased(run_id, self.clock() + ttl),
+                                        run_id))
 
     def lease_owner(self, run_id: str) -> tuple[str, int, float | None]:
         """(host, pid, expiry) of the run's lease; raises JournalError when none is held."""
@@ -579,10 +633,13 @@ class Journal:
     def renew_lease(self, run_id: str, host: str, pid: int, ttl: float) -> bool:
         """Extend (host, pid)'s lease on the run; False when another process holds it now."""
         with self._write() as db:
+            expires = self.clock() + ttl
             cursor = db.execute("UPDATE runs SET lease_expires = ? WHERE id = ? AND "
-                                "owner_host = ? AND owner_pid = ?",
-                                (self.clock() + ttl, run_id, host, pid))
-            return cursor.rowcount == 1
+                                "owner_host = ? AND owner_pid = ?", (expires, run_id, host, pid))
+            if cursor.rowcount != 1:
+                return False
+        self._leased(run_id, expires)
+        return True
 
     def release_lease(self, run_id: str, host: str, pid: int) -> None:
         with self._write() as db:
@@ -612,8 +669,8 @@ class Journal:
         another commit is under way are committed together (group commit): the first thread
         to get the lock writes every intent queued by then, so steps started together cost
         one commit rather than one each."""
-        intent = _Intent((run_id, step_id, phase, attempt, span_id, self.clock(), method, url,
-                          _json(dict(headers)), _clip(body)))
+        intent = _Intent((run_id, step_id, phase, attempt, span_id, self.clock(), method,
+                          _clip(url), _json(dict(headers)), _clip(body)))
         with self._queue_lock:
             self._intents.append(intent)
         with self._lock:
@@ -621,7 +678,7 @@ class Journal:
                 self._write_intents(intent)
         if intent.error is not None:
             # Each thread raises its own error object: tracebacks are not shared.
-            raise JournalError(intent.error) from None
+            raise type(intent.error)(str(intent.error), run_id=intent.error.run_id) from None
         assert intent.id is not None
         return AttemptHandle(intent.id, run_id, step_id, phase)
 
@@ -645,7 +702,7 @@ class Journal:
                         " updated_at = excluded.updated_at", (run_id, step_id, phase, now))
         except JournalError as exc:
             for intent in batch:
-                intent.error = str(exc)
+                intent.error = exc
             return
         except BaseException:
             # Interrupted (a signal) before the commit: nothing was written. The other
@@ -676,7 +733,7 @@ class Journal:
             "UPDATE attempts SET finished_at = ?, duration_ms = ?, outcome = ?, status = ?,"
             " error_class = ?, error_message = ?, response_headers = ?, response_body = ?,"
             " in_doubt = ? WHERE id = ?",
-            (now, duration_ms, outcome, status, error_class, error_message,
+            (now, duration_ms, outcome, status, error_class, _clip(error_message),
              _json(dict(response_headers)) if response_headers is not None else None,
              _clip(response_body), int(in_doubt), attempt.id))]
         if step_state is not None:
@@ -684,7 +741,7 @@ class Journal:
                 "UPDATE steps SET state = ?, applied = ?, outputs = ?, status = ?, error = ?,"
                 " updated_at = ? WHERE run_id = ? AND step_id = ? AND phase = ?",
                 (step_state.value, int(applied), _json(dict(outputs or {})), status,
-                 step_error if step_error is not None else error_message, now,
+                 _clip(step_error if step_error is not None else error_message), now,
                  attempt.run_id, attempt.step_id, attempt.phase)))
         with self._lock:
             self._pending += statements

@@ -84,16 +84,19 @@ _PLAIN_URL = re.compile(r"^https?://[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*(?::(?P<p
                         r"(?:[/?#][^\x00-\x1f\x7f]*)?$")
 
 
-def _check_url(url: str, where: Callable[[], Location]) -> None:
+def _check_url(url: str, where: Callable[[], Location],
+               mask: Callable[[str], str] = str) -> None:
     """Raises RenderError (at `where()`) for a URL that cannot be sent: not http or https,
     no host, an invalid host or port, a control character, too long. The checks httpx
-    makes when it parses a URL to send it, made here without parsing it twice."""
+    makes when it parses a URL to send it, made here without parsing it twice. The URL is
+    quoted `mask`ed, then cut short: a secret across the cut would no longer be masked."""
     plain = _PLAIN_URL.match(url) if len(url) <= MAX_URL else None
     if plain is not None and (plain["port"] is None or 0 < int(plain["port"]) < 65536):
         return
+    shown = _shorten(mask(url))
 
     def invalid(why: str) -> RenderError:
-        return RenderError(where(), f"'{_shorten(url)}' is not a valid URL: {why}")
+        return RenderError(where(), f"'{shown}' is not a valid URL: {why}")
 
     if len(url) > MAX_URL:
         raise invalid(f"longer than {MAX_URL:,} characters")
@@ -105,17 +108,17 @@ def _check_url(url: str, where: Callable[[], Location]) -> None:
     except ValueError as exc:
         raise invalid(str(exc)) from None
     if parts.scheme.lower() not in ("http", "https"):
-        raise RenderError(where(), f"'{_shorten(url)}': only http and https URLs can be sent")
+        raise RenderError(where(), f"'{shown}': only http and https URLs can be sent")
     host = parts.hostname
     if not host:
-        raise RenderError(where(), f"'{_shorten(url)}' has no host")
+        raise RenderError(where(), f"'{shown}' has no host")
     if not _HOST.match(host):
         try:
             ascii_host = host.encode("idna").decode("ascii")
         except UnicodeError:
             ascii_host = ""
         if not _HOST.match(ascii_host):
-            raise invalid(f"invalid host '{host}'")
+            raise invalid(f"invalid host '{mask(host)}'")
     if port_number == 0:
         raise invalid("invalid port 0")
 
@@ -286,7 +289,13 @@ class _Parts:
     def body_bytes(self, text: str | None) -> bytes | None:
         if text is None:
             return None
-        raw = text.encode()
+        try:
+            raw = text.encode()
+        except UnicodeEncodeError as exc:
+            kind = self.request.body_kind
+            raise RenderError(self.at(kind.value if kind else "body"),
+                              f"the body holds {text[exc.start]!r}, which is not text (a lone "
+                              "surrogate, from some JSON): it cannot be sent") from None
         if len(raw) > MAX_BODY:
             kind = self.request.body_kind
             raise RenderError(self.at(kind.value if kind else "body"),
@@ -330,9 +339,9 @@ def prepare(
             secrets.credentials(name, value)
     body, body_text, content_type = parts.body()
     header_bytes: tuple[tuple[bytes, bytes], ...] = ()
-    body_bytes = body_text.encode() if body_text is not None else None
+    body_bytes = None
     if check:
-        _check_url(url, parts.where("url"))
+        _check_url(url, parts.where("url"), secrets.text if secrets else str)
         header_bytes = parts.header_bytes(headers, content_type)
         body_bytes = parts.body_bytes(body_text)
     return PreparedRequest(
@@ -396,7 +405,8 @@ def preflight(saga: Saga, context: Mapping[str, Any], renderer: Renderer,
                         # Known only once the steps it reads have run: only its env is checked.
                         _unset_env(parts.at(field), value, unset, problems)
                     elif field == "url":
-                        _check_url(parts.url(), parts.where("url"))
+                        _check_url(parts.url(), parts.where("url"),
+                                   secrets.text if secrets else str)
                     elif field.startswith("headers."):
                         name = field.removeprefix("headers.")
                         _header_value(parts.header(name), parts.where(field))

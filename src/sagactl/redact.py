@@ -240,7 +240,12 @@ class _MaskedStream(io.TextIOBase):
         self._target = target
 
     def write(self, text: str) -> int:
-        self._target.write(self._redactor.text(text) if self._redactor else text)
+        masked = self._redactor.text(text) if self._redactor else text
+        try:
+            self._target.write(masked)
+        except UnicodeEncodeError:
+            # A lone surrogate (from a service's JSON) cannot be written as UTF-8.
+            self._target.write(masked.encode("utf-8", "replace").decode("utf-8"))
         return len(text)
 
     def flush(self) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
@@ -106,7 +106,7 @@ def _bounded(value: Any) -> Any:
     stack = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, str):
+        if isinstance(item, str | bytes | bytearray):
             chars += len(item)
         elif isinstance(item, Mapping):
             items += len(item)
@@ -133,15 +133,20 @@ def _bounded_join(parts: Any) -> str:
     return "".join(out)
 
 
+_SEQUENCES = (str, bytes, bytearray, list, tuple)
+_TEXTS = (str, bytes, bytearray)
+
+
 def _length(value: Any) -> int | None:
-    return len(value) if isinstance(value, str | list | tuple) else None
+    return len(value) if isinstance(value, _SEQUENCES) else None
 
 
-_PRINTF_WIDTH = re.compile(r"%[#0 +-]*(\*|\d+)?(?:\.(\*|\d+))?")
-_FORMAT_WIDTH = re.compile(r"\{[^{}]*:[^{}]*?(\d+)")
+_PRINTF_WIDTH = re.compile(r"%(?:\([^)]*\))?[#0 +-]*(\*|\d+)?(?:\.(\*|\d+))?")
+# [[fill]align][sign][z][#][0][width][grouping][.precision][type]
+_FORMAT_SPEC = re.compile(r"^(?:.?[<>=^])?[+\- ]?z?#?0?(\d*)[_,]?(?:\.(\d+))?.?$", re.S)
 
 
-def _check_format(fmt: Any, *, printf: bool) -> None:
+def _check_format(fmt: Any, *, printf: bool, arguments: Iterable[Any] = ()) -> None:
     """Refuse a format string whose widths or precisions would build a huge string."""
     if not isinstance(fmt, str):
         return
@@ -150,10 +155,26 @@ def _check_format(fmt: Any, *, printf: bool) -> None:
             for number in match.groups():
                 if number == "*" or (number and int(number) > MAX_RESULT):
                     raise _too_large("the formatted text")
-    else:
-        for match in _FORMAT_WIDTH.finditer(fmt):
-            if int(match.group(1)) > MAX_RESULT:
+        return
+    import string
+
+    try:
+        fields = list(string.Formatter().parse(fmt))
+    except ValueError:
+        return  # str.format will refuse it itself
+    for _, _, spec, _ in fields:
+        if not spec:
+            continue
+        if "{" in spec:
+            # A width or precision given as an argument (`{:{}}`): refuse any huge number.
+            if any(isinstance(a, int) and not isinstance(a, bool) and a > MAX_RESULT
+                   for a in arguments):
                 raise _too_large("the formatted text")
+            continue
+        parsed = _FORMAT_SPEC.match(spec)
+        numbers = parsed.groups() if parsed else re.findall(r"\d+", spec)
+        if any(n and int(n) > MAX_RESULT for n in numbers):
+            raise _too_large("the formatted text")
 
 
 def _check_join(separator: str, items: Any) -> list[Any]:
@@ -197,7 +218,10 @@ def _check_call(obj: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> N
     elif name == "join" and args:
         _check_join(owner, args[0])
     elif name in ("format", "format_map"):
-        _check_format(owner, printf=False)
+        values = [*args, *kwargs.values()]
+        if name == "format_map" and args and isinstance(args[0], Mapping):
+            values = list(args[0].values())
+        _check_format(owner, printf=False, arguments=values)
 
 
 def _checked_filter(name: str, function: Any) -> Any:
@@ -211,11 +235,17 @@ def _checked_filter(name: str, function: Any) -> Any:
                                                     | jinja2.nodes.EvalContext)]
         value = values[0] if values else None
         rest = values[1:]
-        if name in ("center", "indent", "wordwrap", "truncate") and rest:
-            width = rest[0]
-            lines = value.count("\n") + 1 if isinstance(value, str) else 1
+        if name in ("center", "indent", "wordwrap", "truncate"):
+            width = rest[0] if rest else kwargs.get("width", 0)
+            text = str(value)
+            lines = text.count("\n") + 1
             if isinstance(width, int) and width * lines > MAX_RESULT:
                 raise _too_large()
+            if name == "wordwrap":
+                wrap = kwargs.get("wrapstring", rest[2] if len(rest) > 2 else "\n")
+                # At most one break per character of the text.
+                if len(text) * (1 + len(str(wrap or ""))) > MAX_RESULT:
+                    raise _too_large()
         elif name == "replace" and len(rest) >= 2:
             _check_call(str(value).replace, tuple(rest), {})
         elif name == "join":
@@ -269,7 +299,8 @@ class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
             for sequence, times in ((left, right), (right, left)):
                 size = _length(sequence)
                 if size is not None and isinstance(times, int) and \
-                        size * times > (MAX_RESULT if isinstance(sequence, str) else MAX_ITEMS):
+                        size * times > (MAX_RESULT if isinstance(sequence, _TEXTS)
+                                        else MAX_ITEMS):
                     raise _too_large()
         elif operator == "**" and isinstance(left, int) and isinstance(right, int):
             if abs(left) > 1 and right > 0 and right * abs(left).bit_length() > 8 * MAX_RESULT:
@@ -416,7 +447,37 @@ _reading = threading.local()
 """`secret`: whether the expression being evaluated on this thread read a secret."""
 
 
-class Secrets(Namespace):
+class _Whole:
+    """Reading a mapping as a whole — iterating it, copying it, printing it — reads every
+    value in it (`validate` refuses such templates; this holds without it too)."""
+
+    def _whole(self) -> None:
+        _reading.secret = True
+
+    def __iter__(self) -> Any:
+        self._whole()
+        return super().__iter__()  # type: ignore[misc]
+
+    def keys(self) -> Any:
+        self._whole()
+        return super().keys()  # type: ignore[misc]
+
+    def items(self) -> Any:
+        self._whole()
+        return super().items()  # type: ignore[misc]
+
+    def values(self) -> Any:
+        self._whole()
+        return super().values()  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        self._whole()
+        return super().__repr__()
+
+    __str__ = __repr__
+
+
+class Secrets(_Whole, Namespace):
     """The `secrets` namespace: reading any of it makes what the template produces a secret."""
 
     def __getitem__(self, key: str) -> Any:
@@ -427,16 +488,8 @@ class Secrets(Namespace):
         _reading.secret = True
         return super().get(key, default)
 
-    def items(self) -> Any:
-        _reading.secret = True
-        return super().items()
 
-    def values(self) -> Any:
-        _reading.secret = True
-        return super().values()
-
-
-class Outputs(dict[str, Any]):
+class Outputs(_Whole, dict[str, Any]):
     """A step's outputs as templates read them, some of them secret (`secret: true`): reading
     one of those, or the whole, makes what the template produces a secret."""
 
@@ -454,14 +507,6 @@ class Outputs(dict[str, Any]):
             _reading.secret = True
         return super().get(key, default)
 
-    def items(self) -> Any:
-        _reading.secret = True
-        return super().items()
-
-    def values(self) -> Any:
-        _reading.secret = True
-        return super().values()
-
 
 Part = Callable[[Mapping[str, Any]], Any]
 
@@ -475,9 +520,34 @@ class _Compiled:
     whole: bool = False
     """One expression and nothing else: the value keeps its type."""
     statements: Callable[..., str] | None = None
+    constants: frozenset[str] = frozenset()
+    """The strings written in the template itself: never a secret's."""
     checked: bool = False
     """Whether any part builds values (operators, filters, calls): then the output is
     joined within the limits. Plain lookups only read values that exist."""
+
+
+def _leaves(value: Any, context: Mapping[str, Any], constants: frozenset[str]) -> list[Any]:
+    """The values in a list or mapping an expression built while reading a secret — which of
+    them came from it is not known — but its keys, the strings written in the template, and
+    values that are plainly an input's or an env value (`{'user': inputs.user, 'password':
+    secrets.P, 'mode': 'login'}` makes only P's a secret)."""
+    plain: set[str] = set(constants)
+    for name in ("inputs", "env"):
+        names = context.get(name)
+        if isinstance(names, Mapping):
+            plain.update(str(v) for v in names.values() if isinstance(v, str | int | float))
+    found: list[Any] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            stack.extend(item)
+        elif str(item) not in plain:
+            found.append(item)
+    return found
 
 
 class Renderer:
@@ -520,7 +590,12 @@ class Renderer:
                 checked = True
             parts.append(lookup)
         whole = len(parts) == 1 and not isinstance(parts[0], str)
-        return _Compiled(tuple(parts), whole, checked=checked)
+        # Only an expression that builds values can hold strings written in it (plain
+        # lookups are the commonest templates: spare walking their tree).
+        constants = frozenset(str(const.value) for const in ast.find_all(nodes.Const)
+                              if isinstance(const.value, str | int | float)) \
+            if checked else frozenset()
+        return _Compiled(tuple(parts), whole, constants=constants, checked=checked)
 
     def _lookup(self, node: nodes.Node) -> Part | None:
         """The commonest expression — a plain lookup such as `steps.a.outputs.id` — read by
@@ -590,7 +665,8 @@ class Renderer:
             _reading.secret = False
             value = part(context)
             if _reading.secret:
-                tracked(value)
+                tracked(value if isinstance(value, str)
+                        else _leaves(value, context, compiled.constants))
             return value
         out: list[str] = []
         for part in parts:

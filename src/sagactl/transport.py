@@ -38,6 +38,7 @@ class deadline:
 
     def __enter__(self) -> None:
         _local.at = time.monotonic() + self.seconds
+        _local.sent = False  # not a byte of this attempt's request has left yet
 
     def __exit__(self, *exc: object) -> None:
         _local.at = None
@@ -73,13 +74,19 @@ class _Stream(httpcore.NetworkStream):
             return
         view = memoryview(buffer)
         while view:
+            # Time up before a byte of the request left (connecting took it all): the
+            # service cannot have seen it, as after a connect timeout.
+            error = httpcore.WriteTimeout if getattr(_local, "sent", True) \
+                else httpcore.ConnectTimeout
             try:
-                sock.settimeout(_left(timeout, httpcore.WriteTimeout))
+                sock.settimeout(_left(timeout, error))
                 sent = sock.send(view)
             except TimeoutError as exc:
-                raise httpcore.WriteTimeout(exc) from exc
+                raise error(exc) from exc
             except OSError as exc:
                 raise httpcore.WriteError(exc) from exc
+            if sent:
+                _local.sent = True
             view = view[sent:]
 
     def close(self) -> None:
