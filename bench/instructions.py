@@ -39,7 +39,7 @@ CASES = {
 def one(case: str, url: str, steps: int) -> None:
     """What runs under callgrind. Both saga sizes are loaded in every case, so that loading
     cancels out of the difference."""
-    from sagactl.journal import Durability, Journal
+    from sagactl.journal import Durability, open_journal
     from sagactl.loader import load_text
     from sagactl.runs import start_run
 
@@ -50,7 +50,7 @@ def one(case: str, url: str, steps: int) -> None:
         bare_loop_with_commits(url, steps, "NORMAL")
     else:
         with tempfile.TemporaryDirectory() as tmp, \
-                Journal(Path(tmp) / "j.db", Durability(case)) as journal:
+                open_journal(Path(tmp) / "j.db", Durability(case)) as journal:
             _, status = start_run(sagas[steps], {}, journal, {"BASE": url},
                                   on_event=lambda e: None)
         assert status.value == "succeeded", status

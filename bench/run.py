@@ -116,13 +116,13 @@ def bare_loop_with_commits(url: str, n: int, synchronous: str) -> float:
 
 
 def saga_run(url: str, text: str, durability: str, concurrency: int = 8) -> float:
-    from sagactl.journal import Durability, Journal
+    from sagactl.journal import Durability, open_journal
     from sagactl.loader import load_text
     from sagactl.runs import start_run
 
     saga = load_text(text, "bench.yaml")
     with tempfile.TemporaryDirectory() as tmp, \
-            Journal(Path(tmp) / "j.db", Durability(durability)) as journal:
+            open_journal(Path(tmp) / "j.db", Durability(durability)) as journal:
         start = time.perf_counter()
         _, status = start_run(saga, {}, journal, {"BASE": url}, on_event=lambda e: None,
                               concurrency=concurrency)
@@ -201,10 +201,10 @@ def timed(command: list[str], runs: int, env: dict[str, str] | None = None) -> f
 def build_journal(path: Path, runs: int) -> str:
     """A journal of `runs` three-step runs, written in bulk; returns a run id from the middle."""
     from sagactl.ids import new_run_id
-    from sagactl.journal import Durability, Journal
+    from sagactl.journal import Durability, open_journal
 
     text = chain_saga(3)
-    Journal(path, Durability.NORMAL).close()  # creates the schema
+    open_journal(path, Durability.NORMAL).close()  # creates the schema
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA synchronous=OFF")
     db.execute("BEGIN")

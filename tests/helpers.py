@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -33,3 +36,74 @@ def cli_process(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT)
     proc = subprocess.run([sys.executable, "-m", "sagactl", *args], capture_output=True,
                           text=True, env=env, cwd=cwd, timeout=60)
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+class Crash(BaseException):
+    """What a SIGKILL is to a journal: nothing more gets written."""
+
+
+class DyingJournal:
+    """A journal, through its public contract only, of a process that dies at its `crash_at`-th
+    write, or at the first call `dies_at(method, args, kwargs)` holds fatal: that write and
+    every later one never happen, and raise `Crash`.
+
+    A result recorded with `defer` is held here until the next call that would write it (any
+    write, or a read, which flushes first), so that a death at that call loses it as a real
+    one would. Calls are serialized: crash points are then single writes."""
+
+    WRITES = frozenset({"create_run", "set_run", "take_lease", "renew_lease", "release_lease",
+                        "begin_attempt", "finish_attempt", "settle_interrupted", "flush"})
+    QUIET = frozenset({"location", "drive", "undrive", "driven"})
+
+    def __init__(self, inner: Any, crash_at: int | None = None,
+                 dies_at: Callable[[str, tuple[Any, ...], dict[str, Any]], bool] | None = None
+                 ) -> None:
+        self.inner = inner
+        self.crash_at = crash_at
+        self.dies_at = dies_at
+        self.writes = 0
+        self.dead = False
+        self._held: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        self._lock = threading.RLock()
+
+    def __enter__(self) -> DyingJournal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self.dead:
+                self.inner.close()  # nothing is held: what the dead process had is lost
+            else:
+                self._call("close", (), {})
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self.inner, name)
+        if name in self.QUIET or not callable(target):
+            return target
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._call(name, args, kwargs)
+
+        return call
+
+    def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        with self._lock:
+            if self.dead:
+                raise Crash
+            if name == "finish_attempt" and kwargs.get("defer"):
+                self._held.append((args, kwargs))
+                return None
+            if name in self.WRITES or self._held:
+                self.writes += 1
+                if (self.crash_at is not None and self.writes >= self.crash_at) or (
+                        self.dies_at is not None and self.dies_at(name, args, kwargs)):
+                    self.dead = True
+                    self._held.clear()
+                    raise Crash
+            for held_args, held_kwargs in self._held:
+                self.inner.finish_attempt(*held_args, **held_kwargs)
+            self._held.clear()
+            return getattr(self.inner, name)(*args, **kwargs)

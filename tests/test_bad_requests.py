@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from helpers import cli
-from sagactl.journal import Journal
+from sagactl.journal import open_journal
 from sagactl.services import Service
 
 
@@ -48,7 +48,7 @@ def journaled_runs(tmp_path: Path) -> int:
     journal = tmp_path / "journal.db"
     if not journal.exists():
         return 0
-    with Journal(journal) as store:
+    with open_journal(journal) as store:
         return len(store.list_runs())
 
 
@@ -150,7 +150,7 @@ def test_a_request_that_cannot_be_built_mid_run_fails_its_step_never_in_doubt(
     assert message in out, out
     # Nothing of the bad step was sent, and the first step was undone.
     assert not service.requests(path="/second/") and service.resources == {}
-    with Journal(tmp_path / "journal.db") as store:
+    with open_journal(tmp_path / "journal.db") as store:
         run_id = store.list_runs()[0].id
         assert all(a.outcome for a in store.attempts(run_id))  # no phantom attempt in flight
         assert not any(a.step_id == "second" for a in store.attempts(run_id))

@@ -51,6 +51,25 @@ def test_unknown_command_and_option_are_usage_errors() -> None:
     assert cli("validate", "--nope", "x").exit_code == 2
 
 
+@pytest.mark.parametrize(("target", "says"), [
+    ("postgresql://me:pw@127.0.0.1/sagas", "PostgreSQL journals are not supported"),
+    ("ftp://127.0.0.1/j.db", "unknown journal kind 'ftp'"),
+    ("sqlite://", "no path after sqlite://"),
+])
+def test_a_journal_target_that_is_not_a_file_is_a_usage_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str, says: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = cli("list", "--journal", target)
+    assert result.exit_code == 2 and says in result.stderr, result
+    assert "pw" not in result.stderr + result.stdout
+    assert list(tmp_path.iterdir()) == []  # nothing created, not even a directory
+
+
+def test_a_journal_given_as_an_sqlite_url_is_that_file(tmp_path: Path) -> None:
+    assert cli("list", "--journal", f"sqlite://{tmp_path}/j.db").exit_code == 0
+    assert (tmp_path / "j.db").exists()
+
+
 def test_python_dash_m_runs_the_cli() -> None:
     result = cli_process("validate", "sagas/add-product.yaml")
     assert result.exit_code == 0, result.stderr

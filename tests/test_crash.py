@@ -15,7 +15,8 @@ import pytest
 
 import sagas
 from helpers import ROOT, cli
-from sagactl.journal import Journal, RunStatus, StepState
+from sagactl.journal import open_journal
+from sagactl.records import RunStatus, StepState
 from sagactl.services import Fault, Service
 
 TOKEN = "crash-token"
@@ -50,7 +51,7 @@ class Crash:
         return result.exit_code, result.stdout, result.stderr
 
     def run_id(self) -> str:
-        with Journal(self.journal) as journal:
+        with open_journal(self.journal) as journal:
             return journal.list_runs(limit=1)[0].id
 
     def applied_keys(self) -> list[str]:
@@ -75,7 +76,7 @@ def test_sigkill_in_flight_then_resume_applies_every_effect_once(crash: Crash) -
     proc = crash.kill_during("/b/")
     assert proc.returncode == -signal.SIGKILL
     run_id = crash.run_id()
-    with Journal(crash.journal) as journal:
+    with open_journal(crash.journal) as journal:
         assert journal.steps(run_id)[("b", "action")].state is StepState.RUNNING
     wait_for(lambda: f"{run_id}.b.action" in crash.applied_keys())  # the held request lands anyway
     code, listed, _ = crash.cli("list")
@@ -87,7 +88,7 @@ def test_sigkill_in_flight_then_resume_applies_every_effect_once(crash: Crash) -
     assert [r.headers["Idempotency-Key"] for r in b_requests] == [f"{run_id}.b.action"] * 2
     assert [r.headers["Saga-Attempt"] for r in b_requests] == ["1", "2"]
     assert len(crash.service.requests("PUT", "/a/")) == 1  # finished steps are not re-sent
-    with Journal(crash.journal) as journal:
+    with open_journal(crash.journal) as journal:
         outcomes = [(a.step_id, a.outcome) for a in journal.attempts(run_id)]
     assert outcomes == [("a", "success"), ("b", "interrupted"), ("b", "success"),
                         ("c", "success")]
@@ -125,7 +126,7 @@ def test_a_signal_stops_the_run_resumably(crash: Crash, sig: int, code: int) -> 
     run_id = crash.run_id()
     assert proc.returncode == code, err
     assert f"sagactl resume {run_id}" in err and f"sagactl compensate {run_id}" in err
-    with Journal(crash.journal) as journal:
+    with open_journal(crash.journal) as journal:
         run = journal.get_run(run_id)
         assert run.status is RunStatus.RUNNING and run.owner_pid is None  # lease released
         assert journal.steps(run_id)[("b", "action")].state is StepState.IN_DOUBT

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from helpers import ROOT, cli
-from sagactl.journal import Journal, RunStatus
+from sagactl.journal import open_journal
+from sagactl.records import RunStatus
 
 
 def test_demo_shows_a_success_then_a_compensation(tmp_path: Path) -> None:
@@ -23,7 +24,7 @@ def test_demo_shows_a_success_then_a_compensation(tmp_path: Path) -> None:
     second = out[out.index("2. A run"):]
     undo = [line.split()[1] for line in second.splitlines() if " compensate attempt " in line]
     assert undo == ["price", "reserve"]
-    with Journal(journal) as store:
+    with open_journal(journal) as store:
         runs = store.list_runs()
     assert [r.status for r in runs] == [RunStatus.COMPENSATED, RunStatus.SUCCEEDED]
     assert f"sagactl show {runs[0].id} --journal {journal}" in out

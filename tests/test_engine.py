@@ -13,8 +13,9 @@ import pytest
 
 from sagactl.engine import Engine, create_run
 from sagactl.events import AttemptFinished, Event, PhaseStarted, RunFinished, RunStarted
-from sagactl.journal import Journal, RunStatus
+from sagactl.journal import open_journal
 from sagactl.loader import load_text
+from sagactl.records import RunStatus
 
 CHAIN = """\
 version: 1
@@ -44,7 +45,7 @@ class Harness:
     def __init__(self, tmp_path: Path, handler: Callable[[httpx.Request], httpx.Response],
                  text: str = CHAIN) -> None:
         self.saga = load_text(text, "chain.yaml")
-        self.journal = Journal(tmp_path / "j.db")
+        self.journal = open_journal(tmp_path / "j.db")
         self.sent: list[tuple[str, str]] = []
         self.sleeps: list[float] = []
         self.events: list[Event] = []
@@ -247,7 +248,7 @@ def test_a_resume_keeps_the_doubt_of_an_earlier_process(tmp_path: Path) -> None:
     run_id = h.journal.list_runs()[0].id
     h.journal.begin_attempt(run_id, "b", "action", 1, span_id="s", method="POST", url="u",
                             headers={}, body=None)  # sent; the process died
-    h.journal.release_lease(run_id, engine.host, engine.pid)
+    h.journal.release_lease(run_id, engine.owner)
     resumed = Engine(h.saga, h.journal.get_run(run_id), journal=h.journal, client=h.client,
                      secrets={}, sleep=h.sleeps.append, clock=lambda: h.now)
     h.journal.set_run(run_id, status=RunStatus.RUNNING)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT
-from sagactl.journal import Journal
+from sagactl.journal import open_journal
 
 Behaviour = Callable[[socket.socket], None]
 
@@ -215,7 +215,7 @@ def run_against(tmp_path: Path, good: object, behaviour: Behaviour, *, attempts:
 
 
 def attempts_of(outcome: Outcome) -> list[tuple[str, str | None, int | None, bool]]:
-    with Journal(outcome.journal) as store:
+    with open_journal(outcome.journal) as store:
         run_id = store.list_runs()[0].id
         return [(a.outcome or "", a.error_class, a.status, a.in_doubt)
                 for a in store.attempts(run_id) if (a.step_id, a.phase) == ("hostile", "action")]
@@ -297,7 +297,7 @@ def test_non_ascii_response_headers_are_read_as_latin_1(tmp_path: Path, good: ob
         "Content-Type: application/json", "X-Name: caf\u00e9 \u00ff")),
         outputs='    outputs: {name: "{{ response.headers[\'x-name\'] }}"}\n')
     assert outcome.exit_code == 0, outcome.stdout + outcome.stderr
-    with Journal(outcome.journal) as store:
+    with open_journal(outcome.journal) as store:
         run_id = store.list_runs()[0].id
         assert store.steps(run_id)[("hostile", "action")].outputs == {"name": "café ÿ"}
 
@@ -348,6 +348,6 @@ def test_a_lone_surrogate_in_a_services_json_is_stored_and_shown_without_a_trace
                              outputs='    outputs: {name: "{{ response.json.name }}"}\n',
                              args=("--output", "json"))
     assert outcome.exit_code == 0, outcome.stdout + outcome.stderr
-    with Journal(outcome.journal) as store:
+    with open_journal(outcome.journal) as store:
         run_id = store.list_runs()[0].id
         assert store.steps(run_id)[("hostile", "action")].outputs == {"name": "x\ud800"}

@@ -175,3 +175,33 @@ def test_the_body_is_read_in_the_charset_its_content_type_names(
     result = run(lambda req: httpx.Response(200, headers=headers, content=body))
     assert result.response is not None and result.response.text == text
     assert httpx.Response(200, headers=headers, content=body).text == text
+
+
+def test_time_up_before_a_byte_of_the_request_left_is_not_in_doubt() -> None:
+    """Connecting took the whole attempt: the request was never sent, as after a connect
+    timeout."""
+    import socket
+
+    import httpcore
+
+    from sagactl.transport import _Stream, deadline
+
+    here, there = socket.socketpair()
+    stream = _Stream(_SocketStream(here))  # type: ignore[arg-type]
+    with deadline(0.0), pytest.raises(httpcore.ConnectTimeout):
+        stream.write(b"PUT / HTTP/1.1\r\n\r\n")
+    with deadline(5.0):
+        stream.write(b"PUT / HTTP/1.1\r\n")
+    assert there.recv(100) == b"PUT / HTTP/1.1\r\n"
+    here.close()
+    there.close()
+
+
+class _SocketStream:
+    """The part of httpcore's stream that _Stream uses, over a plain socket."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.sock if info == "socket" else None

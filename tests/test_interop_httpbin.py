@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import cli
-from sagactl.journal import Journal
+from sagactl.journal import Journal, open_journal
 
 httpbin = pytest.importorskip("httpbin")  # the `test` extra installs it
 
@@ -58,7 +58,7 @@ def run(tmp_path: Path, base: str, text: str, *args: str) -> tuple[int, str, Jou
     result = cli("run", str(path), *args, env={"BIN": base, "NO_COLOR": "1",
                                                "SAGACTL_JOURNAL": str(journal)})
     assert "Traceback" not in result.stdout + result.stderr
-    return result.exit_code, result.stdout + result.stderr, Journal(journal)
+    return result.exit_code, result.stdout + result.stderr, open_journal(journal)
 
 
 def call_attempts(store: Journal) -> list[tuple[str | None, int | None, bool]]:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import sagas
 from helpers import ROOT, cli
-from sagactl.journal import Journal, RunStatus
+from sagactl.journal import open_journal
+from sagactl.records import RunStatus
 from sagactl.services import Fault, Service
 from test_crash import wait_for
 
@@ -36,7 +37,7 @@ def test_ten_processes_share_one_journal(tmp_path: Path, service: Service) -> No
     for proc, err in zip(procs, errors, strict=True):
         assert proc.returncode == 0, err
         assert "locked" not in err
-    with Journal(journal) as store:
+    with open_journal(journal) as store:
         runs = store.list_runs(limit=100)
         assert len(runs) == 10 and {r.status for r in runs} == {RunStatus.SUCCEEDED}
         assert all(len(store.attempts(r.id)) == 3 for r in runs)
@@ -92,7 +93,7 @@ def test_a_full_disk_stops_the_run_resumably_at_any_point(tmp_path: Path) -> Non
                                   timeout=60, preexec_fn=disk_fills_at)
             assert proc.returncode in (0, 4), proc.stderr
             assert "Traceback" not in proc.stderr
-            with Journal(journal) as store:
+            with open_journal(journal) as store:
                 runs = store.list_runs()
             if proc.returncode == 0:
                 outcome = "succeeded"
@@ -133,7 +134,7 @@ def test_a_copy_taken_mid_run_resumes_to_the_same_end(tmp_path: Path,
         if (tmp_path / name).exists():
             shutil.copy(tmp_path / name, copy / name)
     assert proc.wait(timeout=60) == 0
-    with Journal(copy / "journal.db") as store:
+    with open_journal(copy / "journal.db") as store:
         run = store.list_runs()[0]
         assert run.status is RunStatus.RUNNING
     result = cli("resume", run.id, "--journal", str(copy / "journal.db"),
@@ -145,12 +146,12 @@ def test_a_copy_taken_mid_run_resumes_to_the_same_end(tmp_path: Path,
 
 OPEN_AT_ONCE = """
 import os, sys, time
-from sagactl.journal import Journal
+from sagactl.journal import Journal, open_journal
 journal, go = sys.argv[1], sys.argv[2]
 open(f"{go}.{os.getpid()}", "w").close()  # ready: everything is imported
 while not os.path.exists(go):
     time.sleep(0.0002)
-Journal(journal).close()
+open_journal(journal).close()
 """
 
 

@@ -31,11 +31,13 @@ import httpx
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from helpers import Crash, DyingJournal
 from sagactl.engine import Engine, create_run
 from sagactl.errors import UsageError
-from sagactl.journal import Durability, Journal, RunStatus
+from sagactl.journal import Durability, open_journal
 from sagactl.loader import load_text
 from sagactl.model import StepKind
+from sagactl.records import RunStatus
 from sagactl.services import Fault, Service
 
 CASES = int(os.environ.get("SAGACTL_MODEL_CASES", "200"))
@@ -51,23 +53,6 @@ FAULTS = ("late", "drop", "reset", "early", "trickle", "503", "429", "4xx", "ref
 """Every way an attempt can go wrong; "ok" is success."""
 NOT_ANSWERED = frozenset({"late", "drop", "reset", "early", "trickle"})
 """Faults after which the client cannot know whether the request took effect."""
-
-
-class Crash(BaseException):
-    """What a SIGKILL is to the journal: nothing more gets written."""
-
-
-class CrashingJournal(Journal):
-    """Fails every write from the `crash_at`-th on, like a process that died there."""
-
-    crash_at: int | None = None
-    writes = 0
-
-    def _write(self) -> Any:  # type: ignore[override]
-        CrashingJournal.writes += 1
-        if self.crash_at is not None and CrashingJournal.writes >= self.crash_at:
-            raise Crash
-        return super()._write()
 
 
 @dataclass
@@ -192,13 +177,13 @@ def client_for(service: Service) -> httpx.Client:
     return httpx.Client(transport=RefusingTransport(service, DeadlineTransport()))
 
 
-def drive(case: Case, service: Service, tmp: Path) -> tuple[str, RunStatus, Any]:
+def drive(case: Case, service: Service, tmp: Path) -> tuple[str, RunStatus, Any, bool]:
+    """Run the case's saga to its end; returns the run's id and status, the saga, and whether
+    the first process died."""
     saga = load_text(saga_text(case), "model.yaml")
     environ = {"BASE": service.url}
     path = tmp / f"j{os.urandom(4).hex()}.db"
-    CrashingJournal.writes = 0
-    journal = CrashingJournal(path, Durability.NORMAL)
-    journal.crash_at = case.crash_at
+    journal = DyingJournal(open_journal(path, Durability.NORMAL), crash_at=case.crash_at)
     client = client_for(service)
     status: RunStatus | None = None
     try:
@@ -207,13 +192,12 @@ def drive(case: Case, service: Service, tmp: Path) -> tuple[str, RunStatus, Any]
                         sleep=lambda s: None).start()
     except Crash:
         pass
-    finally:
-        journal.crash_at = None
-    runs = journal.list_runs()
     journal.close()
+    with open_journal(path, Durability.NORMAL) as store:
+        runs = store.list_runs()
     if not runs:  # it died writing the run itself: nothing may have been sent
         assert service.received == []
-        return "", RunStatus.COMPENSATED, saga
+        return "", RunStatus.COMPENSATED, saga, True
     run_id = runs[0].id
     for choice in case.choices:
         if status in (RunStatus.SUCCEEDED, RunStatus.COMPENSATED):
@@ -221,7 +205,7 @@ def drive(case: Case, service: Service, tmp: Path) -> tuple[str, RunStatus, Any]
         if status is RunStatus.STUCK:
             check_stuck(path, run_id, saga, service)
             service.clear_faults()
-        with Journal(path, Durability.NORMAL) as store:
+        with open_journal(path, Durability.NORMAL) as store:
             engine = Engine(saga, store.get_run(run_id), journal=store, client=client,
                             secrets={}, sleep=lambda s: None)
             try:
@@ -230,11 +214,11 @@ def drive(case: Case, service: Service, tmp: Path) -> tuple[str, RunStatus, Any]
                 status = engine.resume()
     else:
         service.clear_faults()
-        with Journal(path, Durability.NORMAL) as store:
+        with open_journal(path, Durability.NORMAL) as store:
             status = Engine(saga, store.get_run(run_id), journal=store, client=client,
                             secrets={}, sleep=lambda s: None).resume()
     client.close()
-    return run_id, status, saga
+    return run_id, status, saga, journal.dead
 
 
 def left_in_service(service: Service, run_id: str, saga: Any) -> set[str]:
@@ -254,7 +238,7 @@ def check_stuck(path: Path, run_id: str, saga: Any, service: Service,
     finish, and never a step that did not reach the service — unless a process was killed:
     one killed between journaling an attempt and sending it leaves a step that may have
     reached the service (the journal cannot know), and that did not."""
-    with Journal(path, Durability.NORMAL) as store:
+    with open_journal(path, Durability.NORMAL) as store:
         run = store.get_run(run_id)
     assert run.status is RunStatus.STUCK and run.error, run
     event(f"stuck on the way, in phase {run.phase}")
@@ -337,8 +321,7 @@ def statistics(case: Case, service: Service, status: RunStatus) -> None:
 def test_no_schedule_of_faults_and_crashes_breaks_the_promise(case: Case, tmp_path: Path) -> None:
     with Service() as service:
         service.faults = faults(case)
-        run_id, status, saga = drive(case, service, tmp_path)
+        run_id, status, saga, crashed = drive(case, service, tmp_path)
         check(case, service, run_id, status, saga)
-        crashed = case.crash_at is not None and CrashingJournal.writes >= case.crash_at
         event(f"crash injected: {crashed}")
         statistics(case, service, status)

@@ -21,8 +21,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from helpers import ROOT
-from sagactl.journal import Journal, RunStatus
+from sagactl.journal import open_journal
 from sagactl.loader import load_text
+from sagactl.records import RunStatus
 from sagactl.services import Service
 from test_model_based import Case, cases, check, check_stuck, faults, saga_text, statistics
 
@@ -63,7 +64,7 @@ def test_sigkill_at_random_moments_breaks_no_promise(case: Case, kill_after: flo
         event(f"killed mid-run: {killed}")
         runs = []
         if journal.exists():
-            with Journal(journal) as store:
+            with open_journal(journal) as store:
                 runs = store.list_runs()
         if not runs:
             # Killed before the run was journaled: it must not have sent anything.
@@ -81,12 +82,12 @@ def test_sigkill_at_random_moments_breaks_no_promise(case: Case, kill_after: flo
             result = sagactl(choice, run_id, "--durability", "normal", env=env)
             if result.returncode == 2:  # a pivot forbids compensating: go forward
                 result = sagactl("resume", run_id, "--durability", "normal", env=env)
-            with Journal(journal) as store:
+            with open_journal(journal) as store:
                 status = store.get_run(run_id).status
         if status not in (RunStatus.SUCCEEDED, RunStatus.COMPENSATED):
             service.clear_faults()
             sagactl("resume", run_id, env=env)
-            with Journal(journal) as store:
+            with open_journal(journal) as store:
                 status = store.get_run(run_id).status
         check(case, service, run_id, status, saga)
         statistics(case, service, status)

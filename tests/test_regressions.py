@@ -6,8 +6,9 @@ from pathlib import Path
 
 import sagas
 from sagactl.engine import Engine, create_run
-from sagactl.journal import Journal, StepState
+from sagactl.journal import open_journal
 from sagactl.loader import load_text
+from sagactl.records import Owner, StepState
 from sagactl.services import Fault, Service
 from test_run import Runs
 
@@ -32,10 +33,10 @@ def test_compensate_refuses_while_a_pivot_is_in_doubt(tmp_path: Path, service: S
 def test_a_step_left_running_between_attempts_is_settled_in_doubt(tmp_path: Path) -> None:
     """Found by the model-based test: a process that died during a backoff left its step
     `running` with every attempt finished, and nothing settled it; compensation skipped it."""
-    with Journal(tmp_path / "j.db") as journal:
+    with open_journal(tmp_path / "j.db") as journal:
         journal.create_run(run_id="R0001", name="n", saga_path="p", saga_text="t",
-                           saga_hash="h", inputs={}, env={}, trace_id="t", owner_host="h",
-                           owner_pid=1, lease_ttl=30)
+                           saga_hash="h", inputs={}, env={}, trace_id="t", owner=Owner("h", 1),
+                            lease_ttl=30)
         attempt = journal.begin_attempt("R0001", "a", "action", 1, span_id="s", method="PUT",
                                         url="u", headers={}, body=None)
         journal.finish_attempt(attempt, outcome="retryable", duration_ms=1.0,
@@ -58,7 +59,7 @@ def test_a_short_secret_does_not_mask_output_names(tmp_path: Path, service: Serv
     """Found by the journal stress test: with a one-letter secret, output names were masked
     in the journal (`iden***`), and a resumed run could not find its outputs."""
     saga = load_text(sagas.THREE, "three.yaml")
-    with Journal(tmp_path / "j.db") as journal:
+    with open_journal(tmp_path / "j.db") as journal:
         run = create_run(journal, saga, {}, {"BASE": service.url})
         import httpx
 
@@ -76,14 +77,14 @@ def test_two_journals_on_one_file_in_one_process_stay_consistent(tmp_path: Path)
     import sqlite3
 
     path = tmp_path / "j.db"
-    first = Journal(path)
+    first = open_journal(path)
     first.create_run(run_id="R0001", name="n", saga_path="p", saga_text="t", saga_hash="h",
-                     inputs={}, env={}, trace_id="t", owner_host="h", owner_pid=1, lease_ttl=30)
+                     inputs={}, env={}, trace_id="t", owner=Owner("h", 1),  lease_ttl=30)
     for i in range(20):
-        with Journal(path) as second:
+        with open_journal(path) as second:
             second.create_run(run_id=f"S{i:04d}", name="n", saga_path="p", saga_text="t",
-                              saga_hash="h", inputs={}, env={}, trace_id="t", owner_host="h",
-                              owner_pid=1, lease_ttl=30)
+                              saga_hash="h", inputs={}, env={}, trace_id="t", owner=Owner("h", 1),
+                               lease_ttl=30)
         first.set_run("R0001", error=f"round {i}")
     assert len(first.list_runs(limit=100)) == 21
     first.close()

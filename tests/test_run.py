@@ -11,7 +11,8 @@ import pytest
 
 import sagas
 from helpers import Result, cli
-from sagactl.journal import Journal, RunStatus
+from sagactl.journal import open_journal
+from sagactl.records import RunStatus
 from sagactl.services import Fault, Service
 
 TOKEN = "tok-5ecr3t/+=value"
@@ -42,7 +43,7 @@ class Runs:
         return result, result.stdout.splitlines()[0] if result.stdout else ""
 
     def status(self, run_id: str) -> RunStatus:
-        with Journal(self.journal) as journal:
+        with open_journal(self.journal) as journal:
             return journal.get_run(run_id).status
 
 
@@ -144,7 +145,7 @@ def test_connect_error_is_never_in_doubt(runs: Runs) -> None:
     assert result.exit_code == 1
     assert "a action failed" in result.stdout
     run_id = result.stdout.splitlines()[0]
-    with Journal(runs.journal) as journal:
+    with open_journal(runs.journal) as journal:
         assert journal.steps(run_id)[("a", "action")].applied is False
         assert ("a", "compensate") not in journal.steps(run_id)
 
@@ -213,7 +214,7 @@ def test_secrets_never_reach_the_journal_or_the_output(runs: Runs, service: Serv
     for form in forms:
         assert form.encode() not in stored, form
         assert form not in shown, form
-    with Journal(runs.journal) as journal:
+    with open_journal(runs.journal) as journal:
         headers = [a.request_headers for a in journal.attempts(run_id)]
     assert headers and all(h["Authorization"] == "***" for h in headers)
 
@@ -326,7 +327,7 @@ def test_a_journal_of_schema_version_1_is_migrated_and_its_runs_still_show(runs:
     db.commit()
     db.close()
     _, new_run = runs.run(sagas.THREE)
-    with Journal(runs.journal) as journal:
+    with open_journal(runs.journal) as journal:
         assert journal.get_run(old_run).step_ids is None
         assert journal.get_run(new_run).step_ids == ("a", "b", "c")
     db = sqlite3.connect(runs.journal)

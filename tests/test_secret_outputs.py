@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from helpers import cli
-from sagactl.journal import Journal, RunStatus
+from sagactl.journal import open_journal
+from sagactl.records import RunStatus
 from sagactl.services import Fault, Service
 
 PASSWORD = "pa55:w/rd+="
@@ -84,7 +85,7 @@ def test_auth_sends_basic_and_bearer_and_nothing_of_them_shows(tmp_path: Path,
     for secret in (PASSWORD, TOKEN_FROM_LOGIN, base64.b64encode(f"shop:{PASSWORD}".encode())
                    .decode()):
         assert secret not in out and secret.encode() not in every_byte(tmp_path), secret
-    with Journal(tmp_path / "j.db") as store:
+    with open_journal(tmp_path / "j.db") as store:
         run_id = store.list_runs()[0].id
         assert store.steps(run_id)[("login", "action")].outputs == {
             "token": {"withheld": "held a secret"}}
@@ -136,7 +137,7 @@ def test_a_secret_output_of_a_step_that_is_not_safe_holds_the_run_stuck_saying_w
     assert "steps.login.outputs.token held a secret, so the journal did not keep it, and " \
         "step login cannot be sent again to read it anew: it is not safe" in out
     assert len(service.requests("PUT", "/login/")) == 1
-    with Journal(tmp_path / "j.db") as store:
+    with open_journal(tmp_path / "j.db") as store:
         assert store.get_run(run_id).status is RunStatus.STUCK
 
 
@@ -318,7 +319,7 @@ steps:
     assert code == 0, out
     assert '"user": "alice-smith"' in out and '"mode": "login"' in out
     assert PASSWORD not in out
-    with Journal(tmp_path / "j.db") as store:
+    with open_journal(tmp_path / "j.db") as store:
         run_id = store.list_runs()[0].id
         assert store.steps(run_id)[("a", "action")].outputs == {"user": "alice-smith"}
 
@@ -331,5 +332,5 @@ def test_a_safe_step_sent_again_that_fails_is_failed_not_in_doubt(tmp_path: Path
     code, out = run(tmp_path, service, text, "compensate", run_id)
     assert code == 3, out
     assert "step login, sent again to read steps.login.outputs.token anew: status 401" in out
-    with Journal(tmp_path / "j.db") as store:
+    with open_journal(tmp_path / "j.db") as store:
         assert store.steps(run_id)[("login", "action")].state.value == "failed"

@@ -183,9 +183,9 @@ def schema() -> None:
 
 
 JournalOption = Annotated[
-    Path | None,
+    str | None,
     typer.Option("--journal", metavar="PATH", envvar="SAGACTL_JOURNAL", show_envvar=False,
-                 help="The journal file (default: $SAGACTL_JOURNAL, else "
+                 help="The journal file, or sqlite:///PATH (default: $SAGACTL_JOURNAL, else "
                       "$XDG_STATE_HOME/sagactl/journal.db)."),
 ]
 
@@ -211,7 +211,7 @@ VerboseOption = Annotated[bool, typer.Option(
 _EXIT = {"succeeded": 0, "compensated": 1, "stuck": 3}
 
 
-def _journal_flag(journal: Path | None) -> str:
+def _journal_flag(journal: str | None) -> str:
     return f" --journal {journal}" if journal and not os.environ.get("SAGACTL_JOURNAL") else ""
 
 
@@ -269,7 +269,7 @@ def _screen(journal_flag: str, *, quiet: bool = False, verbose: bool = False) ->
     return PlainRenderer(journal_flag=journal_flag, quiet=quiet, verbose=verbose)
 
 
-def _drive(journal: Path | None, durability: DurabilityChoice, quiet: bool,
+def _drive(journal: str | None, durability: DurabilityChoice, quiet: bool,
            calls: list[Call], *, verbose: bool = False,
            output: OutputChoice = OutputChoice.TEXT,
            junit: Path | None = None, cleanup: Callable[..., tuple[str, Any]] | None = None,
@@ -277,9 +277,9 @@ def _drive(journal: Path | None, durability: DurabilityChoice, quiet: bool,
     """Drive each call's run in turn; report, and exit with the worst code (3 > 1 > 0)."""
     from sagactl.errors import Interrupted, JournalError, LeaseLost
     from sagactl.history import summary_record
-    from sagactl.journal import Durability
+    from sagactl.journal import Durability, open_journal
     from sagactl.render import JsonRenderer, next_commands
-    from sagactl.runs import open_journal, step_order
+    from sagactl.runs import step_order
 
     if junit:
         from sagactl.junit import RunReport, write_junit
@@ -477,7 +477,8 @@ def list_command(
     interrupted), start time."""
     with _reported():
         from sagactl.history import format_list, json_line, list_records
-        from sagactl.runs import list_runs, open_journal
+        from sagactl.journal import open_journal
+        from sagactl.runs import list_runs
 
         with open_journal(journal) as store:
             runs = list_runs(store, status=status.value if status else None, name=name,
@@ -499,17 +500,18 @@ def show(
     status, duration and error, on a time line from the run's start."""
     with _reported():
         from sagactl.history import format_show, json_line, show_record
-        from sagactl.runs import open_journal, shown_status, step_order
+        from sagactl.journal import open_journal
+        from sagactl.runs import shown_status, step_order
 
         with open_journal(journal) as store:
             record = store.find_run(run_id)
             order = step_order(record)
             steps, attempts = store.steps(record.id), store.attempts(record.id)
         if output is OutputChoice.JSON:
-            typer.echo(json_line(show_record(record, shown_status(record), steps, attempts,
+            typer.echo(json_line(show_record(record, shown_status(store, record), steps, attempts,
                                              order)))
         else:
-            typer.echo(format_show(record, shown_status(record), steps, attempts, order))
+            typer.echo(format_show(record, shown_status(store, record), steps, attempts, order))
 
 
 class ServiceName(StrEnum):
@@ -553,7 +555,7 @@ def demo(
         raise typer.Exit(0)
     path = journal or Path(tempfile.mkdtemp(prefix="sagactl-demo-")) / "journal.db"
     with _reported(), _signals() as stop:
-        from sagactl.runs import open_journal
+        from sagactl.journal import open_journal
 
         with open_journal(path) as store:
             code = run_demo(store, faults, sys.stdout, _screen(f" --journal {path}"),

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import IO
 
 from sagactl.events import Event
-from sagactl.journal import Journal, RunStatus
+from sagactl.journal import Journal
+from sagactl.records import RunStatus
 from sagactl.services import Fault, Service
 
 __all__ = ["SERVICES", "DemoFaults", "bundled_saga", "demo_environment", "demo_services",
@@ -121,7 +122,7 @@ def run_demo(journal: Journal, faults: DemoFaults, out: IO[str],
                       {**os.environ, **demo_environment(started)}, on_event=on_event,
                       stop=stop)
     runs = list_runs(journal, limit=len(plan))
-    flag = f" --journal {shlex.quote(str(journal.path))}"
+    flag = f" --journal {shlex.quote(journal.location)}"
     out.write(f"\nThe runs, newest first (sagactl list{flag}):\n{format_list(runs)}\n")
     out.write("\nTry next:\n"
               f"  sagactl show {runs[0][0].id}{flag}\n"

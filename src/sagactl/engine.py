@@ -15,9 +15,7 @@ import contextlib
 import hashlib
 import heapq
 import json
-import os
 import queue
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -47,16 +45,10 @@ from sagactl.events import (
     StepFinished,
 )
 from sagactl.ids import new_run_id, new_span_id, new_trace_id
-from sagactl.journal import (
-    Journal,
-    RunRecord,
-    RunStatus,
-    StepRecord,
-    StepState,
-    owner_alive,
-)
+from sagactl.journal import Journal
 from sagactl.model import Phase, Saga, Step, StepKind
 from sagactl.prepare import PreparedRequest, prepare, run_context
+from sagactl.records import Owner, RunRecord, RunStatus, StepRecord, StepState
 from sagactl.redact import Redactor
 from sagactl.stopping import StopSignal
 from sagactl.templating import Outputs, Renderer, TemplateProblem
@@ -153,8 +145,8 @@ def create_run(journal: Journal, saga: Saga, inputs: Mapping[str, Any],
     journal.create_run(
         run_id=run_id, name=saga.name, saga_path=saga.path, saga_text=saga.source,
         saga_hash=hashlib.sha256(saga.source.encode()).hexdigest(), inputs=inputs, env=env,
-        trace_id=new_trace_id(), owner_host=socket.gethostname(), owner_pid=os.getpid(),
-        lease_ttl=lease_ttl, step_ids=[s.id for s in saga.steps])
+        trace_id=new_trace_id(), owner=Owner.this_process(), lease_ttl=lease_ttl,
+        step_ids=[s.id for s in saga.steps])
     return journal.get_run(run_id)
 
 
@@ -196,7 +188,7 @@ class Engine:
         self.redactor.add(list(secrets.values()), derived=False)
         self.renderer = renderer or Renderer(on_secret=self.redactor.add)
         self.trace_id = run.trace_id
-        self.host, self.pid = socket.gethostname(), os.getpid()
+        self.owner = Owner.this_process()
         self.context = dict(context) if context is not None else run_context(
             saga, run_id=run.id, inputs=run.inputs, env=run.env, secrets=secrets,
             renderer=self.renderer)
@@ -234,10 +226,9 @@ class Engine:
                fresh: bool = False) -> RunStatus:
         run = self.journal.get_run(self.run_id)
         if not fresh:
-            self.journal.take_lease(self.run_id, self.host, self.pid, self.lease_ttl,
-                                    owner_alive)
+            self.journal.take_lease(self.run_id, self.owner, self.lease_ttl)
         self._renewed = time.monotonic()
-        self.journal.drive(self.run_id, self.host, self.pid)
+        self.journal.drive(self.run_id, self.owner)
         heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
         done = threading.Event()
         self._done = done
@@ -248,7 +239,7 @@ class Engine:
                 # service.
                 self.journal.settle_interrupted(self.run_id)
                 self._load_states()
-            self.emit(RunStarted(self.run_id, self.saga.name, str(self.journal.path),
+            self.emit(RunStarted(self.run_id, self.saga.name, self.journal.location,
                                  resumed=bool(self.states)))
             if run.status is RunStatus.STUCK and not compensate:
                 self.journal.set_run(self.run_id, status=RunStatus.COMPENSATING
@@ -279,7 +270,7 @@ class Engine:
             # lapses, and a later resume takes over from this (then dead) process.
             self.journal.undrive(self.run_id)
             with contextlib.suppress(JournalError):
-                self.journal.release_lease(self.run_id, self.host, self.pid)
+                self.journal.release_lease(self.run_id, self.owner)
         final = self.journal.get_run(self.run_id)
         step, phase = self._cause or (None, None)
         self.emit(RunFinished(self.run_id, status.value, final.error,
@@ -294,7 +285,7 @@ class Engine:
         while not self._done.wait(self.lease_ttl / 3):
             # A failed renewal is retried at the next beat, or by the next attempt.
             with contextlib.suppress(SagactlError):
-                if self.journal.renew_lease(self.run_id, self.host, self.pid, self.lease_ttl):
+                if self.journal.renew_lease(self.run_id, self.owner, self.lease_ttl):
                     self._renewed = time.monotonic()
 
     def _hold_lease(self) -> None:
@@ -304,7 +295,7 @@ class Engine:
         taken, so it is renewed here, or this process stops."""
         if time.monotonic() - self._renewed < self.lease_ttl * 2 / 3:
             return
-        if not self.journal.renew_lease(self.run_id, self.host, self.pid, self.lease_ttl):
+        if not self.journal.renew_lease(self.run_id, self.owner, self.lease_ttl):
             raise LeaseLost(f"run {self.run_id} was taken over by another process: this one "
                             f"had not renewed its lease within {self.lease_ttl:g}s (was it "
                             "stopped?), so it sends nothing more", run_id=self.run_id)

@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Sequence
 
-from sagactl.journal import AttemptRecord, RunRecord, StepRecord
+from sagactl.records import AttemptRecord, RunRecord, StepRecord
 
 __all__ = [
     "failing_attempt",

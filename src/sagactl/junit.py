@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sagactl.journal import AttemptRecord, RunRecord, StepRecord
+from sagactl.records import AttemptRecord, RunRecord, StepRecord
 from sagactl.redact import Redactor
 
 __all__ = ["RunReport", "write_junit"]

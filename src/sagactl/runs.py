@@ -13,14 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sagactl.errors import UsageError
-from sagactl.journal import (
-    Durability,
-    Journal,
-    RunRecord,
-    RunStatus,
-    default_path,
-    owner_alive,
-)
+from sagactl.journal import Journal
+from sagactl.records import RunRecord, RunStatus
 from sagactl.redact import Redactor
 
 if TYPE_CHECKING:  # `list` and `show` import this module, and need neither
@@ -34,7 +28,6 @@ __all__ = [
     "compensate_run",
     "list_runs",
     "load_all",
-    "open_journal",
     "resume_run",
     "shown_status",
     "start_run",
@@ -42,15 +35,9 @@ __all__ = [
 ]
 
 
-def open_journal(path: str | Path | None, durability: Durability = Durability.FULL) -> Journal:
-    return Journal(Path(path) if path else default_path(), durability)
-
-
-def shown_status(run: RunRecord) -> str:
+def shown_status(journal: Journal, run: RunRecord) -> str:
     """The status as users see it: a running run whose owner is gone is `interrupted`."""
-    if run.status in (RunStatus.RUNNING, RunStatus.COMPENSATING) and (
-            run.owner_pid is None or run.owner_host is None
-            or not owner_alive(run.owner_host, run.owner_pid, run.lease_expires)):
+    if run.status in (RunStatus.RUNNING, RunStatus.COMPENSATING) and not journal.driven(run):
         return "interrupted"
     return run.status.value
 
@@ -167,14 +154,14 @@ def list_runs(journal: Journal, *, status: str | None = None, name: str | None =
     run shown `interrupted` is journaled `running` or `compensating` with its owner gone, so
     those are read a page at a time until `limit` match, however many runs there are."""
     if status not in (*_LIVE, "interrupted"):
-        return [(r, shown_status(r)) for r in journal.list_runs(status=status, name=name,
+        return [(r, shown_status(journal, r)) for r in journal.list_runs(status=status, name=name,
                                                                 limit=limit)]
     found: list[tuple[RunRecord, str]] = []
     before: tuple[float, str] | None = None
     while len(found) < limit:
         runs = journal.list_runs(status=_LIVE if status == "interrupted" else status,
                                  name=name, limit=page, before=before)
-        found += [(r, shown) for r in runs if (shown := shown_status(r)) == status]
+        found += [(r, shown) for r in runs if (shown := shown_status(journal, r)) == status]
         if len(runs) < page:
             break
         before = (runs[-1].created_at, runs[-1].id)

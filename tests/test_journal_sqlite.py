@@ -1,6 +1,7 @@
-"""The journal's write-ahead rule with one commit a step: an attempt's intent is committed before
-it is sent; its final result rides with the next write. Checked from a second connection, as
-another process (or a resume after a crash) would read the file."""
+"""The SQLite journal beyond the contract (tests/test_journal_contract.py): how one commit a step
+holds up when a process dies, the group commit of the intents of several threads (the only
+tests here that look inside the backend: nothing public can tell one commit from several), the
+file's mode, and leases taken while a run is in flight."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
+from helpers import Crash, DyingJournal
 from sagactl.engine import Engine, create_run
 from sagactl.errors import JournalError
-from sagactl.journal import Durability, Journal, RunStatus, StepState
+from sagactl.journal import Durability, Journal, open_journal
 from sagactl.loader import load_text
+from sagactl.records import Owner, RunStatus, StepState
 from sagactl.services import Service
 
 TWO = """\
@@ -51,36 +54,10 @@ def begin(journal: Journal, step: str) -> Any:
 
 @pytest.fixture
 def journal(tmp_path: Path) -> Journal:
-    store = Journal(tmp_path / "j.db", Durability.NORMAL)
+    store = open_journal(tmp_path / "j.db", Durability.NORMAL)
     store.create_run(run_id="R0001", name="two", saga_path="p", saga_text="t", saga_hash="h",
-                     inputs={}, env={}, trace_id="t", owner_host="h", owner_pid=1, lease_ttl=30)
+                     inputs={}, env={}, trace_id="t", owner=Owner("h", 1), lease_ttl=30)
     return store
-
-
-def test_an_intent_is_committed_before_the_call_returns(journal: Journal) -> None:
-    begin(journal, "a")
-    assert outcomes(journal.path) == [("a", None)]
-
-
-def test_a_deferred_result_is_committed_with_the_next_intent(journal: Journal) -> None:
-    first = begin(journal, "a")
-    journal.finish_attempt(first, outcome="success", duration_ms=1.0, status=200,
-                           step_state=StepState.SUCCEEDED, applied=True, defer=True)
-    assert outcomes(journal.path) == [("a", None)]  # not yet: no commit of its own
-    begin(journal, "b")
-    assert outcomes(journal.path) == [("a", "success"), ("b", None)]
-
-
-def test_reads_flush_and_close_see_deferred_results_written(journal: Journal) -> None:
-    first = begin(journal, "a")
-    journal.finish_attempt(first, outcome="success", duration_ms=1.0, status=200,
-                           step_state=StepState.SUCCEEDED, applied=True, defer=True)
-    assert journal.steps("R0001")[("a", "action")].state is StepState.SUCCEEDED
-    second = begin(journal, "b")
-    journal.finish_attempt(second, outcome="failure", duration_ms=1.0, status=422,
-                           step_state=StepState.FAILED, defer=True)
-    journal.close()
-    assert outcomes(journal.path) == [("a", "success"), ("b", "failure")]
 
 
 def test_a_result_not_yet_committed_when_the_process_dies_is_sent_again_once(
@@ -89,34 +66,18 @@ def test_a_result_not_yet_committed_when_the_process_dies_is_sent_again_once(
     resume finds a in doubt and sends it again under the same key: the service answers from its
     record, and applies a once."""
 
-    class Died(BaseException):
-        pass
-
-    class DiesBeforeB(Journal):
-        """Dies as b's intent is journaled: that write and every later one never happen."""
-
-        dead = False
-
-        def begin_attempt(self, run_id: str, step_id: str, *args: Any, **kwargs: Any) -> Any:
-            self.dead = self.dead or step_id == "b"
-            return super().begin_attempt(run_id, step_id, *args, **kwargs)
-
-        def _write(self) -> Any:  # type: ignore[override]
-            if self.dead:
-                raise Died
-            return super()._write()
-
     saga = load_text(TWO, "two.yaml")
     path = tmp_path / "j.db"
     with Service() as service, httpx.Client() as client:
         environ = {"BASE": service.url}
-        dying = DiesBeforeB(path, Durability.NORMAL)
+        dying = DyingJournal(open_journal(path, Durability.NORMAL), dies_at=lambda name, args,
+                             kwargs: name == "begin_attempt" and args[1] == "b")
         run = create_run(dying, saga, {}, environ)
-        with pytest.raises(Died):
+        with pytest.raises(Crash):
             Engine(saga, run, journal=dying, client=client, secrets={}).start()
-        dying._db.close()  # as the dead process's descriptors would be
+        dying.close()
         assert outcomes(path) == [("a", None)]
-        with Journal(path, Durability.NORMAL) as store:
+        with open_journal(path, Durability.NORMAL) as store:
             status = Engine(saga, store.get_run(run.id), journal=store, client=client,
                             secrets={}).resume()
         assert status is RunStatus.SUCCEEDED
@@ -210,60 +171,25 @@ def test_a_journal_through_a_symlink_to_a_file_not_yet_there_is_private(tmp_path
     link = tmp_path / "journal.db"
     target = tmp_path / "elsewhere" / "real.db"
     link.symlink_to(target)
-    Journal(link).close()
+    open_journal(link).close()
     assert target.exists() and stat.S_IMODE(os.stat(target).st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "elsewhere").stat().st_mode) == 0o700
 
 
 def other_owner(journal: Journal, pid: int, expires_in: float, run_id: str = "R0001") -> None:
+    """Another process, for which the run's owner is gone, takes the run over."""
     import socket
 
-    db = sqlite3.connect(journal.path)
-    db.execute("UPDATE runs SET owner_host = ?, owner_pid = ?, lease_expires = ? WHERE id = ?",
-               (socket.gethostname(), pid, time.time() + expires_in, run_id))
-    db.commit()
-    db.close()
-
-
-def test_a_lease_held_by_a_zombie_can_be_taken(journal: Journal) -> None:
-    import subprocess
-    import sys
-
-    from sagactl.journal import owner_alive
-
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    # Exited, not yet reaped: a zombie, which signal 0 still finds.
-    deadline = time.monotonic() + 20
-    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    try:
-        other_owner(journal, child.pid, expires_in=30)
-        assert not owner_alive(*journal.lease_owner("R0001"))
-        journal.take_lease("R0001", "me", 42, 30, owner_alive)
-    finally:
-        child.wait()
-
-
-def test_a_lease_not_renewed_within_its_time_to_live_can_be_taken(journal: Journal) -> None:
-    """Its owner is alive (this very process), but stopped renewing: stalled, or its PID
-    reused by an unrelated process."""
-    import os
-
-    from sagactl.journal import owner_alive
-
-    other_owner(journal, os.getpid(), expires_in=-1)
-    journal.take_lease("R0001", "me", 42, 30, owner_alive)
-    other_owner(journal, os.getpid(), expires_in=30)
-    with pytest.raises(JournalError, match="being driven by process"):
-        journal.take_lease("R0001", "me", 42, 30, owner_alive)
+    with open_journal(journal.location, Durability.NORMAL,
+                      alive=lambda owner, expires: False) as taker:
+        taker.take_lease(run_id, Owner(socket.gethostname(), pid), expires_in)
 
 
 def test_a_process_whose_lease_was_taken_sends_nothing_more(tmp_path: Path) -> None:
     from sagactl.errors import LeaseLost
 
     sent: list[str] = []
-    store = Journal(tmp_path / "j.db", Durability.NORMAL)
+    store = open_journal(tmp_path / "j.db", Durability.NORMAL)
 
     def handler(request: httpx.Request) -> httpx.Response:
         sent.append(request.url.path)
@@ -287,8 +213,8 @@ def test_every_filter_finds_its_runs_however_many_newer_runs_there_are(journal: 
 
     for i in range(120):
         journal.create_run(run_id=f"R{i:04d}x", name="two", saga_path="p", saga_text="t",
-                           saga_hash="h", inputs={}, env={}, trace_id="t", owner_host="h",
-                           owner_pid=1, lease_ttl=30)
+                           saga_hash="h", inputs={}, env={}, trace_id="t",
+                           owner=Owner("h", 1), lease_ttl=30)
         journal.set_run(f"R{i:04d}x", status=RunStatus.SUCCEEDED)
     # R0001, the oldest, is running with its owner gone: interrupted.
     other_owner(journal, 1, expires_in=-1)
@@ -305,7 +231,7 @@ def test_a_stalled_process_that_lost_its_lease_writes_nothing_over_the_new_owner
     result and the run's end are not written, and the new owner's view stays as it was."""
     from sagactl.errors import LeaseLost
 
-    store = Journal(tmp_path / "j.db", Durability.NORMAL)
+    store = open_journal(tmp_path / "j.db", Durability.NORMAL)
     store.clock_margin = 0.0
     saga = load_text(TWO.replace('"{{ env.BASE }}"', "http://127.0.0.1:9"), "two.yaml")
     run = create_run(store, saga, {}, {}, lease_ttl=0.2)
@@ -324,33 +250,3 @@ def test_a_stalled_process_that_lost_its_lease_writes_nothing_over_the_new_owner
     assert final.status is RunStatus.RUNNING and final.owner_pid == 1
     assert store.steps(run.id)[("b", "action")].state is StepState.RUNNING
     store.close()
-
-
-def test_time_up_before_a_byte_of_the_request_left_is_not_in_doubt() -> None:
-    """Connecting took the whole attempt: the request was never sent, as after a connect
-    timeout."""
-    import socket
-
-    import httpcore
-
-    from sagactl.transport import _Stream, deadline
-
-    here, there = socket.socketpair()
-    stream = _Stream(_SocketStream(here))  # type: ignore[arg-type]
-    with deadline(0.0), pytest.raises(httpcore.ConnectTimeout):
-        stream.write(b"PUT / HTTP/1.1\r\n\r\n")
-    with deadline(5.0):
-        stream.write(b"PUT / HTTP/1.1\r\n")
-    assert there.recv(100) == b"PUT / HTTP/1.1\r\n"
-    here.close()
-    there.close()
-
-
-class _SocketStream:
-    """The part of httpcore's stream that _Stream uses, over a plain socket."""
-
-    def __init__(self, sock: Any) -> None:
-        self.sock = sock
-
-    def get_extra_info(self, info: str) -> Any:
-        return self.sock if info == "socket" else None

@@ -1,4 +1,4 @@
-"""The journal: a SQLite file holding every run, each step's state, and the history of every
+"""The SQLite journal: one file holding every run, each step's state, and the history of every
 attempt, written before and after each request so that a killed run can be resumed.
 
 Tables:
@@ -17,61 +17,32 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from sagactl.errors import JournalError, LeaseLost
+from sagactl.journal.contract import Durability
+from sagactl.journal.leases import Alive, owner_alive
+from sagactl.records import (
+    AttemptHandle,
+    AttemptRecord,
+    Owner,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepState,
+)
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "AttemptRecord",
-    "Durability",
-    "Journal",
-    "RunRecord",
-    "RunStatus",
-    "StepRecord",
-    "StepState",
-    "default_path",
-    "owner_alive",
-]
+__all__ = ["SCHEMA_VERSION", "SqliteJournal"]
 
 SCHEMA_VERSION = 3
 APPLICATION_ID = 0x53414741  # "SAGA": tells a sagactl journal from any other SQLite file
 BODY_LIMIT = 64 * 1024
-
-
-class Durability(StrEnum):
-    """`full` fsyncs every commit (survives power loss); `normal` survives a killed process."""
-
-    FULL = "full"
-    NORMAL = "normal"
-
-
-class RunStatus(StrEnum):
-    RUNNING = "running"
-    COMPENSATING = "compensating"
-    SUCCEEDED = "succeeded"
-    COMPENSATED = "compensated"
-    STUCK = "stuck"
-
-    @property
-    def final(self) -> bool:
-        return self in (RunStatus.SUCCEEDED, RunStatus.COMPENSATED)
-
-
-class StepState(StrEnum):
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    IN_DOUBT = "in_doubt"
 
 
 # Each attempt writes its intent and its result, and every B-tree page a write touches is a page
@@ -153,114 +124,6 @@ _MIGRATIONS: dict[int, list[str]] = {
 }
 
 
-def owner_alive(host: str, pid: int, expires: float | None) -> bool:
-    """Whether the process holding a run's lease may still be driving it: its lease was
-    renewed within its time to live and, on this host, the process exists and is not a
-    zombie. A process that stopped renewing (stalled, or a reused PID) has lost its lease."""
-    if expires is None or expires <= time.time():
-        return False
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        # /proc/PID/stat: "PID (COMMAND) STATE …"; the command may itself hold parentheses.
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True  # no /proc here: the process exists, which is all that can be known
-    return state not in ("Z", "X")
-
-
-def default_path(environ: Mapping[str, str] | None = None) -> Path:
-    """`$SAGACTL_JOURNAL`, else `$XDG_STATE_HOME/sagactl/journal.db`, else
-    `~/.local/state/sagactl/journal.db` (SPEC §4)."""
-    environ = os.environ if environ is None else environ
-    if environ.get("SAGACTL_JOURNAL"):
-        return Path(environ["SAGACTL_JOURNAL"])
-    state = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "sagactl" / "journal.db"
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    id: str
-    name: str
-    saga_path: str
-    saga_text: str
-    saga_hash: str
-    inputs: dict[str, Any]
-    env: dict[str, Any]
-    """The env values read, by name; one that held a secret is `{"withheld": …}`."""
-    status: RunStatus
-    phase: str
-    """What the run was doing: `forward`, `confirm` or `compensate`."""
-    pivot_passed: bool
-    trace_id: str
-    error: str | None
-    created_at: float
-    updated_at: float
-    finished_at: float | None
-    owner_host: str | None
-    owner_pid: int | None
-    lease_expires: float | None
-    step_ids: tuple[str, ...] | None = None
-    """The saga's step ids in file order; None for runs journaled with schema version 1."""
-
-
-@dataclass(slots=True)
-class StepRecord:
-    step_id: str
-    phase: str
-    state: StepState
-    applied: bool
-    """Whether the request may have taken effect: succeeded, in doubt, or answered with an
-    accepted status and then failed a check."""
-    outputs: dict[str, Any]
-    attempts: int
-    status: int | None
-    error: str | None
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class AttemptRecord:
-    id: int
-    step_id: str
-    phase: str
-    attempt: int
-    span_id: str
-    started_at: float
-    finished_at: float | None
-    duration_ms: float | None
-    method: str
-    url: str
-    request_headers: dict[str, str]
-    request_body: str | None
-    outcome: str | None
-    """`success`, `retryable`, `failure`, `interrupted` (`in_doubt` in journals of sagactl
-    0.1's first schemas); None while in flight."""
-    status: int | None
-    error_class: str | None
-    error_message: str | None
-    response_headers: dict[str, str] | None
-    response_body: str | None
-    in_doubt: bool = False
-    """The request may have reached the service, and no answer was read."""
-
-
-class AttemptHandle(NamedTuple):
-    """An attempt begun and not yet finished: its row, and the step it belongs to."""
-
-    id: int
-    run_id: str
-    step_id: str
-    phase: str
-
-
 def _clip(text: str | None, limit: int = BODY_LIMIT) -> str | None:
     """Text as the journal keeps it: at most `limit` bytes, and always valid UTF-8 (a service
     can put a lone surrogate in its JSON, which SQLite cannot store)."""
@@ -293,18 +156,19 @@ class _Intent:
 _json = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
-class Journal:
-    """One journal file, shared safely by the threads of one process and by several
-    processes (WAL, busy timeout)."""
+class SqliteJournal:
+    """A `Journal` (see `contract.py`) in one SQLite file, shared safely by the threads of one
+    process and by several processes of one host (WAL, busy timeout)."""
 
     clock_margin = 5.0
     """Seconds by which another host's clock may run ahead of this one's: how long before its
     lease expires a commit starts checking that the run is still this process's."""
 
     def __init__(self, path: str | Path, durability: Durability = Durability.FULL,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, alive: Alive = owner_alive) -> None:
         self.path = Path(path)
         self.clock = clock
+        self._alive = alive
         self._lock = threading.RLock()
         # Results recorded with `defer`: written by the next transaction, whatever it is.
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
@@ -313,7 +177,7 @@ class Journal:
         # The runs this object's process drives, and as whom: every commit checks that their
         # leases are still this process's, so that one that lost its lease while stalled
         # writes nothing over the process that took the run over.
-        self._driving: dict[str, tuple[str, int]] = {}
+        self._driving: dict[str, Owner] = {}
         # When the lease this object last wrote for each run expires: until shortly before,
         # no other process can have taken it, and commits need not look.
         self._leases: dict[str, float] = {}
@@ -423,13 +287,16 @@ class Journal:
             self._db.close()
 
     def flush(self) -> None:
-        """Commit the results recorded with `defer`, if any."""
         with self._lock:
             if self._pending:
                 with self._write():
                     pass
 
-    def __enter__(self) -> Journal:
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def __enter__(self) -> SqliteJournal:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -457,10 +324,9 @@ class Journal:
             except sqlite3.Error as exc:
                 raise JournalError(f"{self.path}: cannot write the journal: {exc}") from None
 
-    def drive(self, run_id: str, host: str, pid: int) -> None:
-        """From now on, every commit checks that (host, pid) still holds `run_id`'s lease."""
+    def drive(self, run_id: str, owner: Owner) -> None:
         with self._lock:
-            self._driving[run_id] = (host, pid)
+            self._driving[run_id] = owner
 
     def undrive(self, run_id: str) -> None:
         with self._lock:
@@ -500,8 +366,8 @@ class Journal:
     # --- runs --------------------------------------------------------------------------------
 
     def create_run(self, *, run_id: str, name: str, saga_path: str, saga_text: str,
-                   saga_hash: str, inputs: Mapping[str, Any], env: Mapping[str, str],
-                   trace_id: str, owner_host: str, owner_pid: int, lease_ttl: float,
+                   saga_hash: str, inputs: Mapping[str, Any], env: Mapping[str, Any],
+                   trace_id: str, owner: Owner, lease_ttl: float,
                    step_ids: Sequence[str] | None = None) -> None:
         now = self.clock()
         with self._write() as db:
@@ -512,8 +378,8 @@ class Journal:
                     " lease_expires, step_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'forward', ?, ?, ?,"
                     " ?, ?, ?, ?)",
                     (run_id, name, saga_path, saga_text, saga_hash, _json(dict(inputs)),
-                     _json(dict(env)), RunStatus.RUNNING.value, trace_id, now, now, owner_host,
-                     owner_pid, self._leased(run_id, now + lease_ttl),
+                     _json(dict(env)), RunStatus.RUNNING.value, trace_id, now, now, owner.host,
+                     owner.pid, self._leased(run_id, now + lease_ttl),
                      _json(list(step_ids)) if step_ids is not None else None))
             except sqlite3.IntegrityError:
                 raise JournalError(f"a run with id {run_id} already exists") from None
@@ -606,9 +472,8 @@ class Journal:
 
     # --- leases ------------------------------------------------------------------------------
 
-    def take_lease(self, run_id: str, host: str, pid: int, ttl: float,
-                   owner_alive: Callable[[str, int, float | None], bool]) -> None:
-        """Make (host, pid) the run's owner, unless another owner is alive."""
+    def take_lease(self, run_id: str, owner: Owner, ttl: float) -> None:
+        host, pid = owner
         with self._write() as db:
             row = db.execute("SELECT owner_host, owner_pid, lease_expires FROM runs WHERE id = ?",
                              (run_id,)).fetchone()
@@ -616,22 +481,20 @@ class Journal:
                 raise JournalError(f"no run {run_id} in {self.path}")
             owner_host, owner_pid, expires = row
             if owner_pid is not None and (owner_host, owner_pid) != (host, pid) and \
-                    owner_alive(owner_host, owner_pid, expires):
+                    self._alive(Owner(owner_host, owner_pid), expires):
                 raise JournalError(f"run {run_id} is being driven by process {owner_pid} on "
                                    f"{owner_host}; wait for it to finish, or stop it first")
             db.execute("UPDATE runs SET owner_host = ?, owner_pid = ?, lease_expires = ? "
                        "WHERE id = ?", (host, pid, self._leased(run_id, self.clock() + ttl),
                                         run_id))
 
-    def lease_owner(self, run_id: str) -> tuple[str, int, float | None]:
-        """(host, pid, expiry) of the run's lease; raises JournalError when none is held."""
-        run = self.get_run(run_id)
+    def driven(self, run: RunRecord) -> bool:
         if run.owner_host is None or run.owner_pid is None:
-            raise JournalError(f"run {run_id} has no owner")
-        return run.owner_host, run.owner_pid, run.lease_expires
+            return False
+        return self._alive(Owner(run.owner_host, run.owner_pid), run.lease_expires)
 
-    def renew_lease(self, run_id: str, host: str, pid: int, ttl: float) -> bool:
-        """Extend (host, pid)'s lease on the run; False when another process holds it now."""
+    def renew_lease(self, run_id: str, owner: Owner, ttl: float) -> bool:
+        host, pid = owner
         with self._write() as db:
             expires = self.clock() + ttl
             cursor = db.execute("UPDATE runs SET lease_expires = ? WHERE id = ? AND "
@@ -641,7 +504,8 @@ class Journal:
         self._leased(run_id, expires)
         return True
 
-    def release_lease(self, run_id: str, host: str, pid: int) -> None:
+    def release_lease(self, run_id: str, owner: Owner) -> None:
+        host, pid = owner
         with self._write() as db:
             db.execute("UPDATE runs SET owner_host = NULL, owner_pid = NULL, "
                        "lease_expires = NULL WHERE id = ? AND owner_host = ? AND owner_pid = ?",
@@ -663,12 +527,9 @@ class Journal:
     def begin_attempt(self, run_id: str, step_id: str, phase: str, attempt: int, *,
                       span_id: str, method: str, url: str, headers: Mapping[str, str],
                       body: str | None) -> AttemptHandle:
-        """Record an attempt about to be sent; its step is `running` until the result.
-
-        Returns once the intent is committed. Intents of several threads that arrive while
-        another commit is under way are committed together (group commit): the first thread
-        to get the lock writes every intent queued by then, so steps started together cost
-        one commit rather than one each."""
+        """Group commit: intents of several threads that arrive while another commit is under
+        way are committed together; the first thread to get the lock writes every intent
+        queued by then, so steps started together cost one commit rather than one each."""
         intent = _Intent((run_id, step_id, phase, attempt, span_id, self.clock(), method,
                           _clip(url), _json(dict(headers)), _clip(body)))
         with self._queue_lock:
@@ -721,13 +582,8 @@ class Journal:
                        step_state: StepState | None = None, applied: bool = False,
                        outputs: Mapping[str, Any] | None = None,
                        step_error: str | None = None, defer: bool = False) -> None:
-        """Record an attempt's result, and the step's new state when this was its last
-        (`applied`: whether it may have taken effect; `step_error`: why it did not succeed).
-
-        With `defer`, the result is written by the next transaction (the next attempt's
-        intent, most often: one commit a step instead of two) or by `flush`. Until then a
-        crash leaves the attempt in doubt, which is safe: a resume sends it again under its
-        idempotency key. Use it only when nothing but another journal write comes next."""
+        """Deferred results are statements kept in memory and run first by the next
+        transaction: most often the next attempt's intent, so a step costs one commit."""
         now = self.clock()
         statements: list[tuple[str, tuple[Any, ...]]] = [(
             "UPDATE attempts SET finished_at = ?, duration_ms = ?, outcome = ?, status = ?,"
@@ -749,11 +605,6 @@ class Journal:
                 self.flush()
 
     def settle_interrupted(self, run_id: str) -> int:
-        """Mark every attempt of the run that has no result as interrupted (and in doubt: its
-        request may have reached the service), and every step still running as in doubt when
-        any of its attempts is, or an earlier process found it so. A step left running between
-        attempts that all had a definite answer stays running: it is simply not finished.
-        Returns how many attempts had no result."""
         now = self.clock()
         if not self._read("SELECT 1 FROM attempts WHERE run_id = ? AND outcome IS NULL UNION "
                           "ALL SELECT 1 FROM steps WHERE run_id = ? AND state = 'running' "

@@ -1,0 +1,52 @@
+"""The journal: every run, step and attempt, written before it is acted on (SPEC §4).
+
+`Journal` is the contract the engine and the commands rely on (see `contract.py`, each method's
+guarantees); `open_journal` picks the backend for a target. SQLite (`sqlite.py`) is the backend
+so far; nothing outside this package knows how runs are stored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from sagactl.errors import UsageError
+from sagactl.journal.contract import Durability, Journal
+from sagactl.journal.leases import Alive, owner_alive
+
+__all__ = ["Durability", "Journal", "default_path", "open_journal"]
+
+
+def default_path(environ: Mapping[str, str] | None = None) -> Path:
+    """`$SAGACTL_JOURNAL`, else `$XDG_STATE_HOME/sagactl/journal.db`, else
+    `~/.local/state/sagactl/journal.db` (SPEC §4)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("SAGACTL_JOURNAL"):
+        return Path(environ["SAGACTL_JOURNAL"])
+    state = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "sagactl" / "journal.db"
+
+
+def open_journal(target: str | Path | None = None, durability: Durability = Durability.FULL,
+                 *, alive: Alive = owner_alive) -> Journal:
+    """The journal at `target`: a file path (or `sqlite:///path`), by default `default_path()`.
+    The file is created, private to its user, when it is not there. `alive` is the lease
+    policy: whether a run's owner may still be driving it."""
+    if target is None or target == "":
+        target = default_path()
+    text = str(target)
+    scheme = text.partition("://")[0].lower() if "://" in text else ""
+    if scheme in ("postgres", "postgresql"):
+        raise UsageError("PostgreSQL journals are not supported by this version of sagactl; "
+                         "give the path of a journal file")
+    if scheme == "sqlite":
+        text = text.partition("://")[2]
+        if not text:
+            raise UsageError(f"{target}: no path after sqlite://")
+    elif scheme:
+        raise UsageError(f"{target}: unknown journal kind '{scheme}'; give the path of a "
+                         "journal file")
+    from sagactl.journal.sqlite import SqliteJournal  # sqlite3 only for the commands that use it
+
+    return SqliteJournal(Path(text), durability, alive=alive)

@@ -1,0 +1,39 @@
+"""Who may still be driving a run: the lease policy every backend applies (SPEC §4)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sagactl.records import Owner
+
+__all__ = ["Alive", "owner_alive"]
+
+Alive = Callable[[Owner, float | None], bool]
+"""Whether a run's owner, whose lease expires at the given time, may still be driving it."""
+
+
+def owner_alive(owner: Owner, expires: float | None) -> bool:
+    """Whether the process holding a run's lease may still be driving it: its lease was
+    renewed within its time to live and, on this host, the process exists and is not a
+    zombie. A process that stopped renewing (stalled, or a reused PID) has lost its lease."""
+    if expires is None or expires <= time.time():
+        return False
+    host, pid = owner
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        # /proc/PID/stat: "PID (COMMAND) STATE …"; the command may itself hold parentheses.
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc here: the process exists, which is all that can be known
+    return state not in ("Z", "X")

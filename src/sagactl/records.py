@@ -1,0 +1,132 @@
+"""What the journal holds, as values every layer may name: run and step states, the records a
+journal returns, and who owns a run. Nothing here does IO or knows how a journal stores them."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+__all__ = [
+    "AttemptHandle",
+    "AttemptRecord",
+    "Owner",
+    "RunRecord",
+    "RunStatus",
+    "StepRecord",
+    "StepState",
+]
+
+
+class RunStatus(StrEnum):
+    """Where a run stands (SPEC §3.4); `succeeded` and `compensated` are final."""
+
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    SUCCEEDED = "succeeded"
+    COMPENSATED = "compensated"
+    STUCK = "stuck"
+
+    @property
+    def final(self) -> bool:
+        return self in (RunStatus.SUCCEEDED, RunStatus.COMPENSATED)
+
+
+class StepState(StrEnum):
+    """Where one phase of one step stands: `in_doubt` when one of its attempts may have
+    reached the service and none succeeded (SPEC §3.1)."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    IN_DOUBT = "in_doubt"
+
+
+class Owner(NamedTuple):
+    """A process that drives runs: the host it runs on and its process id. A run's lease names
+    its owner; only the owner writes the run's attempts."""
+
+    host: str
+    pid: int
+
+    @classmethod
+    def this_process(cls) -> Owner:
+        return cls(socket.gethostname(), os.getpid())
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    name: str
+    saga_path: str
+    saga_text: str
+    saga_hash: str
+    inputs: dict[str, Any]
+    env: dict[str, Any]
+    """The env values read, by name; one that held a secret is `{"withheld": …}`."""
+    status: RunStatus
+    phase: str
+    """What the run was doing: `forward`, `confirm` or `compensate`."""
+    pivot_passed: bool
+    trace_id: str
+    error: str | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    owner_host: str | None
+    owner_pid: int | None
+    lease_expires: float | None
+    step_ids: tuple[str, ...] | None = None
+    """The saga's step ids in file order; None for runs journaled with schema version 1."""
+
+
+@dataclass(slots=True)
+class StepRecord:
+    step_id: str
+    phase: str
+    state: StepState
+    applied: bool
+    """Whether the request may have taken effect: succeeded, in doubt, or answered with an
+    accepted status and then failed a check."""
+    outputs: dict[str, Any]
+    attempts: int
+    status: int | None
+    error: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    id: int
+    step_id: str
+    phase: str
+    attempt: int
+    span_id: str
+    started_at: float
+    finished_at: float | None
+    duration_ms: float | None
+    method: str
+    url: str
+    request_headers: dict[str, str]
+    request_body: str | None
+    outcome: str | None
+    """`success`, `retryable`, `failure`, `interrupted` (`in_doubt` in journals of sagactl
+    0.1's first schemas); None while in flight."""
+    status: int | None
+    error_class: str | None
+    error_message: str | None
+    response_headers: dict[str, str] | None
+    response_body: str | None
+    in_doubt: bool = False
+    """The request may have reached the service, and no answer was read."""
+
+
+class AttemptHandle(NamedTuple):
+    """An attempt begun and not yet finished: its row, and the step it belongs to."""
+
+    id: int
+    run_id: str
+    step_id: str
+    phase: str

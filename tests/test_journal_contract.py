@@ -1,0 +1,377 @@
+"""The journal contract (`sagactl.journal.contract`), the same assertions over every backend.
+
+Only the public contract is used: what one process writes is checked through another journal
+object, as another process would read it, and a crash between two calls is a real SIGKILL of a
+real process. A new backend joins by adding its target to `BACKENDS`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sagactl.errors import JournalError, LeaseLost
+from sagactl.journal import Durability, Journal, open_journal
+from sagactl.records import Owner, RunStatus, StepState
+
+BACKENDS = ["sqlite"]
+
+ME = Owner.this_process()
+
+
+@pytest.fixture(params=BACKENDS)
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a fresh, empty journal of the backend is."""
+    assert request.param == "sqlite"
+    return str(tmp_path / "journal.db")
+
+
+@pytest.fixture
+def journal(target: str) -> Iterator[Journal]:
+    with open_journal(target, Durability.NORMAL) as store:
+        yield store
+
+
+def other(target: str, **kwargs: Any) -> Journal:
+    """The same journal as another process opens it."""
+    return open_journal(target, Durability.NORMAL, **kwargs)
+
+
+def new_run(journal: Journal, run_id: str = "R0001", *, owner: Owner = ME, ttl: float = 30,
+            name: str = "two") -> str:
+    journal.create_run(run_id=run_id, name=name, saga_path="two.yaml", saga_text="name: two",
+                       saga_hash="h", inputs={"sku": "A"}, env={"BASE": "http://127.0.0.1:9"},
+                       trace_id="t" * 32, owner=owner, lease_ttl=ttl, step_ids=["a", "b"])
+    return run_id
+
+
+def begin(journal: Journal, step: str = "a", number: int = 1, run_id: str = "R0001") -> Any:
+    return journal.begin_attempt(run_id, step, "action", number, span_id="s" * 16,
+                                 method="PUT", url=f"http://127.0.0.1:9/{step}",
+                                 headers={"Idempotency-Key": f"{run_id}.{step}.action"},
+                                 body=None)
+
+
+def dead_pid() -> int:
+    """The id of a process of this host that has exited and been reaped."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+def test_a_new_run_is_running_forward_and_owned_by_its_creator(journal: Journal,
+                                                               target: str) -> None:
+    new_run(journal)
+    with other(target) as reader:
+        run = reader.get_run("R0001")
+    assert (run.status, run.phase, run.pivot_passed, run.error) == (RunStatus.RUNNING,
+                                                                    "forward", False, None)
+    assert (run.inputs, run.env, run.step_ids) == ({"sku": "A"}, {"BASE": "http://127.0.0.1:9"},
+                                                   ("a", "b"))
+    assert (run.owner_host, run.owner_pid) == ME and journal.driven(run)
+    assert run.finished_at is None and run.created_at <= run.updated_at
+
+
+def test_a_run_id_is_taken_once(journal: Journal) -> None:
+    new_run(journal, name="first")
+    with pytest.raises(JournalError, match="already exists"):
+        new_run(journal, name="second")
+    assert journal.get_run("R0001").name == "first"
+
+
+def test_no_such_run_is_an_error(journal: Journal) -> None:
+    with pytest.raises(JournalError, match="no run R0001"):
+        journal.get_run("R0001")
+
+
+def test_a_run_is_found_by_a_prefix_of_its_id(journal: Journal) -> None:
+    for run_id in ("01ABCD1", "01ABCE2", "my-run"):
+        new_run(journal, run_id)
+    assert journal.find_run("01abcd").id == "01ABCD1"  # generated ids are upper case
+    assert journal.find_run(" my-run ").id == "my-run"
+    with pytest.raises(JournalError, match="too short"):
+        journal.find_run("01A")
+    with pytest.raises(JournalError, match="matches several runs") as several:
+        journal.find_run("01ABC")
+    assert "01ABCD1" in str(several.value) and "01ABCE2" in str(several.value)
+    with pytest.raises(JournalError, match="no run matches 'ZZZZ'"):
+        journal.find_run("ZZZZ")
+
+
+def test_pages_of_runs_neither_repeat_nor_skip_one(journal: Journal) -> None:
+    for i in range(23):
+        new_run(journal, f"R{i:04d}", name="even" if i % 2 == 0 else "odd")
+        if i % 3 == 0:
+            journal.set_run(f"R{i:04d}", status=RunStatus.SUCCEEDED)
+    seen: list[str] = []
+    before = None
+    while True:
+        page = journal.list_runs(limit=5, before=before)
+        seen += [run.id for run in page]
+        if len(page) < 5:
+            break
+        before = (page[-1].created_at, page[-1].id)
+    assert seen == [f"R{i:04d}" for i in reversed(range(23))]
+    assert {r.id for r in journal.list_runs(status="succeeded", limit=100)} == \
+        {f"R{i:04d}" for i in range(0, 23, 3)}
+    assert {r.id for r in journal.list_runs(status=["succeeded", "running"], limit=100)} == \
+        {f"R{i:04d}" for i in range(23)}
+    assert {r.id for r in journal.list_runs(name="odd", status="running", limit=100)} == \
+        {f"R{i:04d}" for i in range(23) if i % 2 and i % 3}
+
+
+def test_a_status_sets_its_finish_and_clears_an_error_not_given(journal: Journal) -> None:
+    new_run(journal)
+    journal.set_run("R0001", status=RunStatus.COMPENSATING, phase="compensate",
+                    error="step b: 500")
+    run = journal.get_run("R0001")
+    assert (run.status, run.phase, run.error, run.finished_at) == (
+        RunStatus.COMPENSATING, "compensate", "step b: 500", None)
+    journal.set_run("R0001", pivot_passed=True)
+    assert journal.get_run("R0001").error == "step b: 500"  # no status: the error stays
+    journal.set_run("R0001", status=RunStatus.COMPENSATED)
+    run = journal.get_run("R0001")
+    assert run.error is None and run.finished_at is not None and run.pivot_passed
+
+
+# --- leases --------------------------------------------------------------------------------
+
+
+def test_a_run_driven_by_a_live_process_is_not_taken(journal: Journal, target: str) -> None:
+    new_run(journal)
+    with other(target) as second, pytest.raises(JournalError,
+                                                match=f"being driven by process {ME.pid}"):
+        second.take_lease("R0001", Owner(ME.host, ME.pid + 1), 30)
+    assert (journal.get_run("R0001").owner_pid) == ME.pid
+
+
+def zombie() -> subprocess.Popen[bytes]:
+    """A child that has exited and is not yet reaped: signal 0 still finds it."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)  # waiting for the child to exit, not for time to pass
+    return child
+
+
+@pytest.mark.parametrize("why", ["its lease expired", "its process is gone",
+                                 "its process is a zombie"])
+def test_a_run_whose_owner_stopped_is_taken(journal: Journal, target: str, why: str) -> None:
+    child = None
+    if why == "its lease expired":
+        new_run(journal, ttl=-1)  # alive (this very process), but no longer renewing
+    elif why == "its process is gone":
+        new_run(journal, owner=Owner(ME.host, dead_pid()))
+    else:
+        child = zombie()
+        new_run(journal, owner=Owner(ME.host, child.pid))
+    assert not journal.driven(journal.get_run("R0001"))
+    if child is not None:
+        child.wait()
+    with other(target) as second:
+        second.take_lease("R0001", Owner(ME.host, 42), 30)
+        run = second.get_run("R0001")
+    assert (run.owner_host, run.owner_pid) == (ME.host, 42)
+
+
+def test_only_the_owner_renews_or_releases_a_lease(journal: Journal) -> None:
+    new_run(journal)
+    stranger = Owner("elsewhere", 7)
+    assert not journal.renew_lease("R0001", stranger, 30)
+    journal.release_lease("R0001", stranger)
+    assert journal.driven(journal.get_run("R0001"))
+    expires = journal.get_run("R0001").lease_expires
+    assert journal.renew_lease("R0001", ME, 300)
+    assert (journal.get_run("R0001").lease_expires or 0) > (expires or 0)
+    journal.release_lease("R0001", ME)
+    run = journal.get_run("R0001")
+    assert (run.owner_host, run.owner_pid, run.lease_expires) == (None, None, None)
+    assert not journal.driven(run)
+
+
+def test_a_driver_whose_run_was_taken_writes_nothing_more(target: str) -> None:
+    # This object's lease expired (it stalled); another process, for which the owner is gone,
+    # takes the run. Every later write of the stalled one fails, and changes nothing.
+    stalled = other(target)
+    new_run(stalled, ttl=-1)
+    stalled.drive("R0001", ME)
+    with other(target, alive=lambda owner, expires: False) as taker:
+        taker.take_lease("R0001", Owner("elsewhere", 7), 30)
+    with pytest.raises(LeaseLost, match="taken over by another process"):
+        stalled.set_run("R0001", status=RunStatus.SUCCEEDED)
+    with pytest.raises(LeaseLost):
+        begin(stalled)
+    stalled.undrive("R0001")
+    stalled.close()
+    with other(target) as reader:
+        assert reader.get_run("R0001").status is RunStatus.RUNNING
+        assert reader.attempts("R0001") == []
+
+
+# --- attempts ------------------------------------------------------------------------------
+
+
+def test_an_intent_is_durable_before_begin_returns(journal: Journal, target: str) -> None:
+    new_run(journal)
+    handle = begin(journal)
+    with other(target) as reader:
+        (attempt,) = reader.attempts("R0001")
+        step = reader.steps("R0001")[("a", "action")]
+    assert (attempt.id, attempt.step_id, attempt.outcome, attempt.in_doubt) == (
+        handle.id, "a", None, False)
+    assert attempt.request_headers == {"Idempotency-Key": "R0001.a.action"}
+    assert (step.state, step.attempts) == (StepState.RUNNING, 1)
+
+
+def test_a_result_is_durable_when_finish_returns(journal: Journal, target: str) -> None:
+    new_run(journal)
+    journal.finish_attempt(begin(journal), outcome="success", duration_ms=3.0, status=201,
+                           response_headers={"Location": "/a/1"}, response_body='{"id": 1}',
+                           step_state=StepState.SUCCEEDED, applied=True, outputs={"id": 1})
+    with other(target) as reader:
+        (attempt,) = reader.attempts("R0001")
+        step = reader.steps("R0001")[("a", "action")]
+    assert (attempt.outcome, attempt.status, attempt.response_body) == ("success", 201,
+                                                                        '{"id": 1}')
+    assert (step.state, step.applied, step.outputs, step.status) == (StepState.SUCCEEDED, True,
+                                                                     {"id": 1}, 201)
+
+
+def test_a_deferred_result_waits_for_the_next_write(journal: Journal, target: str) -> None:
+    new_run(journal)
+    journal.finish_attempt(begin(journal, "a"), outcome="success", duration_ms=1.0, status=200,
+                           step_state=StepState.SUCCEEDED, applied=True, defer=True)
+    with other(target) as reader:
+        assert [a.outcome for a in reader.attempts("R0001")] == [None]
+        begin(journal, "b")  # the next write carries it
+        assert [a.outcome for a in reader.attempts("R0001")] == ["success", None]
+
+
+@pytest.mark.parametrize("how", ["a read", "flush", "close"])
+def test_reads_flush_and_close_write_what_was_deferred(target: str, how: str) -> None:
+    journal = other(target)
+    new_run(journal)
+    journal.finish_attempt(begin(journal), outcome="failure", duration_ms=1.0, status=409,
+                           step_state=StepState.FAILED, step_error="409", defer=True)
+    if how == "a read":
+        assert journal.steps("R0001")[("a", "action")].state is StepState.FAILED
+    elif how == "flush":
+        journal.flush()
+    journal.close()
+    with other(target) as reader:
+        assert [a.outcome for a in reader.attempts("R0001")] == ["failure"]
+
+
+def test_settling_marks_what_had_no_result_in_doubt(journal: Journal) -> None:
+    new_run(journal)
+    a1 = begin(journal, "a")
+    journal.finish_attempt(a1, outcome="retryable", duration_ms=1.0, status=503)
+    begin(journal, "a", 2)  # no result: may have reached the service
+    b1 = begin(journal, "b")
+    journal.finish_attempt(b1, outcome="retryable", duration_ms=1.0, status=503)
+    assert journal.settle_interrupted("R0001") == 1
+    steps = journal.steps("R0001")
+    assert (steps[("a", "action")].state, steps[("a", "action")].applied) == (
+        StepState.IN_DOUBT, True)
+    # Every attempt of b had a definite answer: b is simply not finished.
+    assert steps[("b", "action")].state is StepState.RUNNING
+    attempts = journal.attempts("R0001")
+    assert [(a.step_id, a.attempt, a.outcome, a.in_doubt) for a in attempts] == [
+        ("a", 1, "retryable", False), ("a", 2, "interrupted", True), ("b", 1, "retryable", False)]
+    assert journal.settle_interrupted("R0001") == 0
+
+
+def test_a_step_with_an_attempt_in_doubt_stays_in_doubt_whatever_came_after(
+        journal: Journal) -> None:
+    new_run(journal)
+    journal.finish_attempt(begin(journal, "a", 1), outcome="retryable", duration_ms=1.0,
+                           error_class="ReadTimeout", in_doubt=True)
+    journal.finish_attempt(begin(journal, "a", 2), outcome="retryable", duration_ms=1.0,
+                           status=503)
+    begin(journal, "a", 3)
+    journal.settle_interrupted("R0001")
+    assert journal.steps("R0001")[("a", "action")].state is StepState.IN_DOUBT
+
+
+# --- a crash between two calls: a real process, killed -------------------------------------
+
+DIES = textwrap.dedent("""
+    import os, signal, sys
+    from sagactl.journal import Durability, open_journal
+    from sagactl.records import Owner, RunStatus, StepState
+    journal = open_journal(sys.argv[1], Durability(sys.argv[2]))
+    me = Owner.this_process()
+    def begin(step, number=1):
+        return journal.begin_attempt("R0001", step, "action", number, span_id="s" * 16,
+                                     method="PUT", url="http://127.0.0.1:9/" + step,
+                                     headers={}, body=None)
+    journal.create_run(run_id="R0001", name="two", saga_path="two.yaml", saga_text="t",
+                       saga_hash="h", inputs={}, env={}, trace_id="t" * 32, owner=me,
+                       lease_ttl=30, step_ids=["a", "b"])
+    journal.drive("R0001", me)
+    case = sys.argv[3]
+    if case != "created":
+        a = begin("a")
+    if case in ("deferred", "deferred, then the next intent"):
+        journal.finish_attempt(a, outcome="success", duration_ms=1.0, status=200,
+                               step_state=StepState.SUCCEEDED, applied=True, defer=True)
+    if case == "deferred, then the next intent":
+        begin("b")
+    if case == "a retryable answer":
+        journal.finish_attempt(a, outcome="retryable", duration_ms=1.0, status=503)
+    if case == "the decision to compensate":
+        journal.finish_attempt(a, outcome="failure", duration_ms=1.0, status=409,
+                               step_state=StepState.FAILED, step_error="409")
+        journal.set_run("R0001", status=RunStatus.COMPENSATING, phase="compensate",
+                        error="a: 409")
+    print("ready", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+AFTER = {
+    # case: (run status, [(step, outcome, in doubt)] after settling, {step: state})
+    "created": ("running", [], {}),
+    "an intent": ("running", [("a", "interrupted", True)], {"a": "in_doubt"}),
+    "deferred": ("running", [("a", "interrupted", True)], {"a": "in_doubt"}),
+    "deferred, then the next intent": (
+        "running", [("a", "success", False), ("b", "interrupted", True)],
+        {"a": "succeeded", "b": "in_doubt"}),
+    "a retryable answer": ("running", [("a", "retryable", False)], {"a": "running"}),
+    "the decision to compensate": ("compensating", [("a", "failure", False)], {"a": "failed"}),
+}
+
+
+@pytest.mark.parametrize("durability", list(Durability))
+@pytest.mark.parametrize("case", list(AFTER))
+def test_a_process_killed_between_two_calls_leaves_what_the_contract_says(
+        target: str, case: str, durability: Durability) -> None:
+    src = Path(__file__).resolve().parent.parent / "src"
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run([sys.executable, "-c", DIES, target, durability.value, case],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == -signal.SIGKILL and proc.stdout == "ready\n", proc.stderr
+    status, attempts, states = AFTER[case]
+    with other(target) as resumer:
+        run = resumer.get_run("R0001")
+        assert run.status.value == status
+        assert not resumer.driven(run)  # its owner is dead: the run can be taken over
+        resumer.take_lease("R0001", Owner(socket.gethostname(), os.getpid()), 30)
+        resumer.settle_interrupted("R0001")
+        assert [(a.step_id, a.outcome, a.in_doubt) for a in resumer.attempts("R0001")] == \
+            attempts
+        assert {step: record.state.value
+                for (step, _), record in resumer.steps("R0001").items()} == states
