@@ -39,9 +39,9 @@ CASES = {
 def one(case: str, url: str, steps: int) -> None:
     """What runs under callgrind. Both saga sizes are loaded in every case, so that loading
     cancels out of the difference."""
+    from sagactl.api import start_run
+    from sagactl.definition.loader import load_text
     from sagactl.journal import Durability, open_journal
-    from sagactl.loader import load_text
-    from sagactl.runs import start_run
 
     sagas = {n: load_text(chain_saga(n), "bench.yaml") for n in SIZES}
     if case == "bare":

@@ -116,9 +116,9 @@ def bare_loop_with_commits(url: str, n: int, synchronous: str) -> float:
 
 
 def saga_run(url: str, text: str, durability: str, concurrency: int = 8) -> float:
+    from sagactl.api import start_run
+    from sagactl.definition.loader import load_text
     from sagactl.journal import Durability, open_journal
-    from sagactl.loader import load_text
-    from sagactl.runs import start_run
 
     saga = load_text(text, "bench.yaml")
     with tempfile.TemporaryDirectory() as tmp, \

@@ -20,7 +20,7 @@ def write(tmp_path: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def service():  # type: ignore[no-untyped-def]
     """A real idempotent HTTP service on 127.0.0.1, on a random port."""
-    from sagactl.services import Service
+    from sagactl.testing.service import Service
 
     with Service() as svc:
         yield svc

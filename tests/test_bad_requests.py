@@ -10,7 +10,7 @@ import pytest
 
 from helpers import cli
 from sagactl.journal import open_journal
-from sagactl.services import Service
+from sagactl.testing.service import Service
 
 
 def saga(action: str, *, second: str = "", inputs: str = "", env: str = "[BASE]") -> str:

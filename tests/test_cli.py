@@ -125,6 +125,6 @@ def test_a_run_whose_requests_succeed_at_once_imports_no_retry_or_report_library
 def test_public_surface() -> None:
     for name in sagactl.__all__:
         assert getattr(sagactl, name) is not None
-    assert sagactl.load is sagactl.loader.load  # type: ignore[attr-defined]
+    assert sagactl.load is sagactl.definition.loader.load  # type: ignore[attr-defined]
     with pytest.raises(AttributeError):
         _ = sagactl.nothing_here  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ import sagas
 from helpers import ROOT, cli
 from sagactl.journal import open_journal
 from sagactl.records import RunStatus, StepState
-from sagactl.services import Fault, Service
+from sagactl.testing.service import Fault, Service
 
 TOKEN = "crash-token"
 

@@ -23,7 +23,7 @@ import pytest
 
 from helpers import ROOT
 from sagactl.demo import DemoFaults, demo_environment, demo_services
-from sagactl.services import Service
+from sagactl.testing.service import Service
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _MARKER = re.compile(r"^<!-- doctest((?:\s+\w+=\S+)*)\s*-->$")

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from sagactl.engine import Engine, create_run
+from sagactl.definition.loader import load_text
+from sagactl.engine.machine import Engine, create_run
 from sagactl.events import AttemptFinished, Event, PhaseStarted, RunFinished, RunStarted
 from sagactl.journal import open_journal
-from sagactl.loader import load_text
 from sagactl.records import RunStatus
 
 CHAIN = """\

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sagactl.envfile import read_env_file, with_env_file
+from sagactl.definition.envfile import read_env_file, with_env_file
 from sagactl.errors import UsageError
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from helpers import SAGAS, cli
-from sagactl.loader import load
+from sagactl.definition.loader import load
 
 EXAMPLES = sorted(SAGAS.glob("*.yaml"))
 

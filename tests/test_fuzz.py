@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import SAGAS
+from sagactl.definition.inputs import resolve_inputs
+from sagactl.definition.loader import load_text
 from sagactl.errors import DefinitionErrors, InputError
-from sagactl.inputs import resolve_inputs
-from sagactl.loader import load_text
 
 SEED = (SAGAS / "add-product.yaml").read_text()
 EXAMPLES = [p.read_text() for p in sorted(SAGAS.glob("*.yaml"))]

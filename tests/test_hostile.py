@@ -171,7 +171,7 @@ class Outcome:
 
 @pytest.fixture
 def good() -> Iterator[object]:
-    from sagactl.services import Service
+    from sagactl.testing.service import Service
 
     with Service() as service:
         yield service

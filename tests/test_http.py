@@ -10,9 +10,15 @@ from typing import Any
 import httpx
 import pytest
 
-from sagactl.http import AttemptResult, Outcome, ResponseView, attempt, wait_before
+from sagactl.executors.http.attempt import (
+    AttemptResult,
+    Outcome,
+    ResponseView,
+    attempt,
+    wait_before,
+)
+from sagactl.executors.http.prepare import PreparedRequest
 from sagactl.model import Expect, Phase, RetryPolicy
-from sagactl.prepare import PreparedRequest
 
 
 def request(retry: RetryPolicy | None = None, expect: Expect | None = None,
@@ -184,7 +190,7 @@ def test_time_up_before_a_byte_of_the_request_left_is_not_in_doubt() -> None:
 
     import httpcore
 
-    from sagactl.transport import _Stream, deadline
+    from sagactl.executors.http.transport import _Stream, deadline
 
     here, there = socket.socketpair()
     stream = _Stream(_SocketStream(here))  # type: ignore[arg-type]

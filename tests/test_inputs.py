@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from helpers import cli
+from sagactl.definition.inputs import read_inputs_file, resolve_inputs
+from sagactl.definition.loader import load_text
 from sagactl.errors import InputError, UsageError
-from sagactl.inputs import read_inputs_file, resolve_inputs
-from sagactl.loader import load_text
 
 SAGA = load_text("""\
 version: 1

@@ -15,12 +15,12 @@ import httpx
 import pytest
 
 from helpers import Crash, DyingJournal
-from sagactl.engine import Engine, create_run
+from sagactl.definition.loader import load_text
+from sagactl.engine.machine import Engine, create_run
 from sagactl.errors import JournalError
 from sagactl.journal import Durability, Journal, open_journal
-from sagactl.loader import load_text
 from sagactl.records import Owner, RunStatus, StepState
-from sagactl.services import Service
+from sagactl.testing.service import Service
 
 TWO = """\
 version: 1
@@ -209,7 +209,7 @@ def test_a_process_whose_lease_was_taken_sends_nothing_more(tmp_path: Path) -> N
 
 
 def test_every_filter_finds_its_runs_however_many_newer_runs_there_are(journal: Journal) -> None:
-    from sagactl.runs import list_runs
+    from sagactl.api import list_runs
 
     for i in range(120):
         journal.create_run(run_id=f"R{i:04d}x", name="two", saga_path="p", saga_text="t",

@@ -16,7 +16,7 @@ import sagas
 from helpers import ROOT, cli
 from sagactl.journal import open_journal
 from sagactl.records import RunStatus
-from sagactl.services import Fault, Service
+from sagactl.testing.service import Fault, Service
 from test_crash import wait_for
 
 

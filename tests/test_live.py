@@ -15,7 +15,7 @@ from sagactl.events import (
     RunStarted,
     StepFinished,
 )
-from sagactl.live import LiveRenderer
+from sagactl.output.live import LiveRenderer
 
 RUN = "01M8FF6MKXGDRCYQFDY3WQT8RR"
 

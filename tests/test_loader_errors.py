@@ -330,7 +330,7 @@ def test_file_problems(tmp_path: Path) -> None:
 
 def test_yaml_12_scalars(write) -> None:  # type: ignore[no-untyped-def]
     """`on:` is a key and `NO` a country code, not booleans; dates stay strings."""
-    from sagactl.loader import load
+    from sagactl.definition.loader import load
 
     path = write(HEAD + """\
 steps:

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sagactl.graph import ancestors, closure, find_cycle, reduce, topological_order
-from sagactl.loader import load_text
+from sagactl.definition.graph import ancestors, closure, find_cycle, reduce, topological_order
+from sagactl.definition.loader import load_text
 from sagactl.model import (
     COMPENSATION_RETRY,
     DEFAULT_RETRY,

@@ -32,13 +32,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from helpers import Crash, DyingJournal
-from sagactl.engine import Engine, create_run
+from sagactl.definition.loader import load_text
+from sagactl.engine.machine import Engine, create_run
 from sagactl.errors import UsageError
 from sagactl.journal import Durability, open_journal
-from sagactl.loader import load_text
 from sagactl.model import StepKind
 from sagactl.records import RunStatus
-from sagactl.services import Fault, Service
+from sagactl.testing.service import Fault, Service
 
 CASES = int(os.environ.get("SAGACTL_MODEL_CASES", "200"))
 
@@ -172,7 +172,7 @@ class RefusingTransport(httpx.BaseTransport):
 
 
 def client_for(service: Service) -> httpx.Client:
-    from sagactl.transport import DeadlineTransport
+    from sagactl.executors.http.transport import DeadlineTransport
 
     return httpx.Client(transport=RefusingTransport(service, DeadlineTransport()))
 

@@ -13,7 +13,7 @@ import pytest
 
 import sagas
 from helpers import ROOT
-from sagactl.services import Fault, Service
+from sagactl.testing.service import Fault, Service
 from test_run import TOKEN, Runs
 
 MASKS = [(re.compile(r"\b[0-9A-HJKMNP-TV-Z]{26}\b"), "<RUN>"),

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import sagas
-from sagactl.engine import Engine, create_run
+from sagactl.definition.loader import load_text
+from sagactl.engine.machine import Engine, create_run
 from sagactl.journal import open_journal
-from sagactl.loader import load_text
 from sagactl.records import Owner, StepState
-from sagactl.services import Fault, Service
+from sagactl.testing.service import Fault, Service
 from test_run import Runs
 
 

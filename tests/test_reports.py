@@ -9,7 +9,7 @@ import pytest
 from lxml import etree
 
 import sagas
-from sagactl.services import Fault, Service
+from sagactl.testing.service import Fault, Service
 from test_run import Runs
 
 XSD = etree.XMLSchema(etree.parse(str(Path(__file__).parent / "data" / "junit.xsd")))

@@ -13,7 +13,7 @@ import sagas
 from helpers import Result, cli
 from sagactl.journal import open_journal
 from sagactl.records import RunStatus
-from sagactl.services import Fault, Service
+from sagactl.testing.service import Fault, Service
 
 TOKEN = "tok-5ecr3t/+=value"
 

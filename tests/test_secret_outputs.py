@@ -14,7 +14,7 @@ import pytest
 from helpers import cli
 from sagactl.journal import open_journal
 from sagactl.records import RunStatus
-from sagactl.services import Fault, Service
+from sagactl.testing.service import Fault, Service
 
 PASSWORD = "pa55:w/rd+="
 TOKEN_FROM_LOGIN = "tok-from-login-7731"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sagactl.templating import (
+from sagactl.definition.templating import (
     Reference,
     Renderer,
     TemplateProblem,
@@ -86,7 +86,7 @@ def test_undefined_names_are_errors(source: str) -> None:
 
 
 def test_undefined_messages_name_what_is_missing() -> None:
-    from sagactl.templating import Namespace
+    from sagactl.definition.templating import Namespace
 
     renderer = Renderer()
     with pytest.raises(TemplateProblem, match=r"env\.URL is not set"):

@@ -12,9 +12,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "load": "sagactl.loader",
-    "load_text": "sagactl.loader",
-    "resolve_inputs": "sagactl.inputs",
+    "load": "sagactl.definition.loader",
+    "load_text": "sagactl.definition.loader",
+    "resolve_inputs": "sagactl.definition.inputs",
     "Saga": "sagactl.model",
     "Step": "sagactl.model",
     "Request": "sagactl.model",

@@ -110,9 +110,9 @@ def validate(
 ) -> None:
     """Check saga files against the schema and their references; list steps, kinds, env and
     secrets. Every problem of every file is reported; nothing is sent."""
+    from sagactl.definition.loader import load
     from sagactl.errors import DefinitionErrors
-    from sagactl.loader import load
-    from sagactl.views import format_validation
+    from sagactl.output.saga_views import format_validation
 
     failed = False
     for file in files:
@@ -137,11 +137,11 @@ def plan(
     order, without sending anything. Secrets show as ***, values known only when running as
     <placeholders>."""
     with _reported():
-        from sagactl.inputs import read_inputs_file, resolve_inputs
-        from sagactl.loader import load
-        from sagactl.prepare import plan as plan_requests
-        from sagactl.templating import Renderer
-        from sagactl.views import format_plan
+        from sagactl.definition.inputs import read_inputs_file, resolve_inputs
+        from sagactl.definition.loader import load
+        from sagactl.definition.templating import Renderer
+        from sagactl.executors.http.prepare import plan as plan_requests
+        from sagactl.output.saga_views import format_plan
 
         saga = load(file)
         # Secrets render as ***; an env value may still hold one (a URL with a password).
@@ -167,8 +167,8 @@ def graph(
     """Draw the step graph: steps and their needs, confirms, and the order compensations
     undo them in."""
     with _reported():
-        from sagactl.loader import load
-        from sagactl.views import draw_dot, draw_mermaid
+        from sagactl.definition.loader import load
+        from sagactl.output.saga_views import draw_dot, draw_mermaid
 
         saga = load(file)
         typer.echo(draw_mermaid(saga) if format is GraphFormat.MERMAID else draw_dot(saga))
@@ -177,7 +177,7 @@ def graph(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of saga files (draft 2020-12), for editors and other tools."""
-    from sagactl.loader import schema_text
+    from sagactl.definition.loader import schema_text
 
     sys.stdout.write(schema_text())
 
@@ -221,7 +221,7 @@ def _signals() -> Iterator[Any]:
     journal stays consistent: every attempt was recorded before it was sent."""
     import signal
 
-    from sagactl.stopping import StopSignal
+    from sagactl.engine.stopping import StopSignal
 
     stop = StopSignal()
 
@@ -261,10 +261,10 @@ Call = Callable[[Any, Any, Any], tuple[str, Any]]
 def _screen(journal_flag: str, *, quiet: bool = False, verbose: bool = False) -> Any:
     """The live view on a terminal; plain lines when piped, quiet, verbose or TERM=dumb."""
     if sys.stdout.isatty() and not (quiet or verbose) and os.environ.get("TERM") != "dumb":
-        from sagactl.live import LiveRenderer
+        from sagactl.output.live import LiveRenderer
 
         return LiveRenderer(journal_flag=journal_flag)
-    from sagactl.render import PlainRenderer
+    from sagactl.output.lines import PlainRenderer
 
     return PlainRenderer(journal_flag=journal_flag, quiet=quiet, verbose=verbose)
 
@@ -275,14 +275,14 @@ def _drive(journal: str | None, durability: DurabilityChoice, quiet: bool,
            junit: Path | None = None, cleanup: Callable[..., tuple[str, Any]] | None = None,
            compensating: bool = False) -> None:
     """Drive each call's run in turn; report, and exit with the worst code (3 > 1 > 0)."""
+    from sagactl.api import step_order
     from sagactl.errors import Interrupted, JournalError, LeaseLost
-    from sagactl.history import summary_record
     from sagactl.journal import Durability, open_journal
-    from sagactl.render import JsonRenderer, next_commands
-    from sagactl.runs import step_order
+    from sagactl.output.lines import JsonRenderer, next_commands
+    from sagactl.output.run_views import summary_record
 
     if junit:
-        from sagactl.junit import RunReport, write_junit
+        from sagactl.output.junit import RunReport, write_junit
     flag = _journal_flag(journal)
     renderer = JsonRenderer() if output is OutputChoice.JSON else \
         _screen(flag, quiet=quiet, verbose=verbose)
@@ -366,9 +366,9 @@ def run(
     summary. Exit 0 succeeded, 1 failed and compensated, 2 bad input (nothing sent), 3 stuck;
     with several files, the worst."""
     with _reported():
-        from sagactl.envfile import with_env_file
-        from sagactl.inputs import read_inputs_file, resolve_many
-        from sagactl.runs import compensate_run, load_all, start_run
+        from sagactl.api import compensate_run, load_all, start_run
+        from sagactl.definition.envfile import with_env_file
+        from sagactl.definition.inputs import read_inputs_file, resolve_many
 
         environ = with_env_file(os.environ, env_file)
         sagas = load_all(files, cleanup=cleanup)
@@ -418,8 +418,8 @@ def resume(
     """Carry a run on from where it stopped (forward, confirm or compensation), with the saga
     text stored in the journal. Secrets are read from the environment again."""
     with _reported():
-        from sagactl.envfile import with_env_file
-        from sagactl.runs import resume_run
+        from sagactl.api import resume_run
+        from sagactl.definition.envfile import with_env_file
 
         environ = with_env_file(os.environ, env_file)
     _drive(journal, durability, quiet, [lambda store, renderer, stop: resume_run(
@@ -445,8 +445,8 @@ def compensate(
     """Roll a run back: compensate every step whose action may have taken effect, each after
     the steps that depend on it. Exit 0 when fully compensated, 3 when stuck."""
     with _reported():
-        from sagactl.envfile import with_env_file
-        from sagactl.runs import compensate_run
+        from sagactl.api import compensate_run
+        from sagactl.definition.envfile import with_env_file
 
         environ = with_env_file(os.environ, env_file)
     _drive(journal, durability, quiet, [lambda store, renderer, stop: compensate_run(
@@ -476,9 +476,9 @@ def list_command(
     """List runs, newest first: id, saga, status (a run whose process is gone shows as
     interrupted), start time."""
     with _reported():
-        from sagactl.history import format_list, json_line, list_records
+        from sagactl.api import list_runs
         from sagactl.journal import open_journal
-        from sagactl.runs import list_runs
+        from sagactl.output.run_views import format_list, json_line, list_records
 
         with open_journal(journal) as store:
             runs = list_runs(store, status=status.value if status else None, name=name,
@@ -499,9 +499,9 @@ def show(
     """Show one run: its saga, every step's state and outputs, and every attempt with its
     status, duration and error, on a time line from the run's start."""
     with _reported():
-        from sagactl.history import format_show, json_line, show_record
+        from sagactl.api import shown_status, step_order
         from sagactl.journal import open_journal
-        from sagactl.runs import shown_status, step_order
+        from sagactl.output.run_views import format_show, json_line, show_record
 
         with open_journal(journal) as store:
             record = store.find_run(run_id)

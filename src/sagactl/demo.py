@@ -19,7 +19,7 @@ from typing import IO
 from sagactl.events import Event
 from sagactl.journal import Journal
 from sagactl.records import RunStatus
-from sagactl.services import Fault, Service
+from sagactl.testing.service import Fault, Service
 
 __all__ = ["SERVICES", "DemoFaults", "bundled_saga", "demo_environment", "demo_services",
            "run_demo", "serve_instructions"]
@@ -89,10 +89,10 @@ def demo_environment(started: Mapping[str, Service]) -> dict[str, str]:
 def run_demo(journal: Journal, faults: DemoFaults, out: IO[str],
              on_event: Callable[[Event], None], stop: threading.Event | None = None) -> int:
     """Run the bundled saga against the demo services; print what happened and what to try."""
-    from sagactl.history import format_list
-    from sagactl.inputs import resolve_inputs
-    from sagactl.loader import load
-    from sagactl.runs import list_runs, start_run
+    from sagactl.api import list_runs, start_run
+    from sagactl.definition.inputs import resolve_inputs
+    from sagactl.definition.loader import load
+    from sagactl.output.run_views import format_list
 
     saga = load(bundled_saga())
     saga = dataclasses.replace(saga, path=saga_argument())

@@ -16,8 +16,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from sagactl.definition.inputs import read_user_file
 from sagactl.errors import UsageError
-from sagactl.inputs import read_user_file
 
 __all__ = ["read_env_file", "with_env_file"]
 

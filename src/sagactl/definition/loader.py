@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from sagactl import graph
+from sagactl.definition import graph
 from sagactl.errors import DefinitionError, DefinitionErrors, Location
 from sagactl.model import (
     COMPENSATION_RETRY,
@@ -355,7 +355,7 @@ class _Checker:
         return self._steps
 
     def check_text(self, text: str, path: JsonPath, scope: _Scope, *, bare: bool = False) -> None:
-        from sagactl.templating import TemplateProblem, expression_references, references
+        from sagactl.definition.templating import TemplateProblem, expression_references, references
 
         if not bare and "{{" not in text and "{%" not in text:
             return
@@ -646,7 +646,7 @@ def _retry(raw: Mapping[str, Any] | None, base: RetryPolicy) -> RetryPolicy:
 def _reads_body(templates: list[Any], *, bare: bool = False) -> bool:
     """Whether any of these templates (or bare expressions) reads the response body:
     `response.json`, `response.text`, or `response` itself or by a computed key."""
-    from sagactl.templating import expression_references, references, strings_in
+    from sagactl.definition.templating import expression_references, references, strings_in
 
     for text in strings_in(templates):
         for ref in (expression_references(text) if bare else references(text)):
@@ -658,7 +658,7 @@ def _reads_body(templates: list[Any], *, bare: bool = False) -> bool:
 
 def _request(raw: dict[str, Any], phase: Phase, line: int,
              outputs: Mapping[str, Any] | None = None) -> Request:
-    from sagactl.templating import is_template, references, strings_in
+    from sagactl.definition.templating import is_template, references, strings_in
 
     body_kind = next((BodyKind(k) for k in ("json", "form", "body") if k in raw), None)
     expect = raw.get("expect") or {}
@@ -709,7 +709,7 @@ _CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 def _credential_outputs(steps: list[Step]) -> dict[str, frozenset[str]]:
     """For each step, its outputs that some request sends in a credential header or `auth`."""
-    from sagactl.templating import is_template, references, strings_in
+    from sagactl.definition.templating import is_template, references, strings_in
 
     found: dict[str, set[str]] = {}
     for step in steps:

@@ -25,7 +25,8 @@ from typing import Any
 
 import httpx
 
-from sagactl import http
+from sagactl.definition.templating import Outputs, Renderer, TemplateProblem
+from sagactl.engine.stopping import StopSignal
 from sagactl.errors import (
     Interrupted,
     JournalError,
@@ -44,14 +45,13 @@ from sagactl.events import (
     RunStarted,
     StepFinished,
 )
+from sagactl.executors.http import attempt as http
+from sagactl.executors.http.prepare import PreparedRequest, prepare, run_context
 from sagactl.ids import new_run_id, new_span_id, new_trace_id
 from sagactl.journal import Journal
 from sagactl.model import Phase, Saga, Step, StepKind
-from sagactl.prepare import PreparedRequest, prepare, run_context
 from sagactl.records import Owner, RunRecord, RunStatus, StepRecord, StepState
 from sagactl.redact import Redactor
-from sagactl.stopping import StopSignal
-from sagactl.templating import Outputs, Renderer, TemplateProblem
 
 __all__ = ["Engine", "create_run", "env_values", "read_secrets"]
 
@@ -390,7 +390,7 @@ class Engine:
         or None."""
         if not self.withheld:
             return None
-        from sagactl.templating import is_template, references, strings_in
+        from sagactl.definition.templating import is_template, references, strings_in
 
         needed: dict[str, list[str]] = {}
         for step in self.saga.steps:

@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sagactl import graph
+from sagactl.definition import graph
+from sagactl.executors.http.prepare import PreparedRequest
 from sagactl.model import Expect, Phase, RetryPolicy, Saga, StepKind, format_duration
-from sagactl.prepare import PreparedRequest
 from sagactl.redact import MASK, SENSITIVE_HEADERS
 
 __all__ = ["draw_dot", "draw_mermaid", "format_plan", "format_validation"]

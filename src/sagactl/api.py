@@ -18,7 +18,7 @@ from sagactl.records import RunRecord, RunStatus
 from sagactl.redact import Redactor
 
 if TYPE_CHECKING:  # `list` and `show` import this module, and need neither
-    from sagactl.engine import Engine
+    from sagactl.engine.machine import Engine
     from sagactl.events import Event
     from sagactl.model import Saga
 
@@ -43,7 +43,7 @@ def shown_status(journal: Journal, run: RunRecord) -> str:
 
 
 def _client(concurrency: int) -> Any:
-    from sagactl.transport import client
+    from sagactl.executors.http.transport import client
 
     return client(concurrency)
 
@@ -53,8 +53,8 @@ def _ready(saga: Saga, run_id: str, inputs: Mapping[str, Any], env: Mapping[str,
     """What a run needs before anything is journaled or sent (SPEC §3.2 item 0): `vars`
     rendered, every request that can be prepared prepared and checked, every unset env name
     that is read without a default refused. Raises RenderError or DefinitionErrors (exit 2)."""
-    from sagactl.prepare import preflight, run_context
-    from sagactl.templating import Renderer
+    from sagactl.definition.templating import Renderer
+    from sagactl.executors.http.prepare import preflight, run_context
 
     redactor.add(list(secrets.values()), derived=False)
     renderer = Renderer(on_secret=redactor.add)
@@ -67,7 +67,7 @@ def _ready(saga: Saga, run_id: str, inputs: Mapping[str, Any], env: Mapping[str,
 def _engine(saga: Saga, run: RunRecord, journal: Journal, client: Any, secrets: Mapping[str, str],
             on_event: Callable[[Event], None], concurrency: int,
             stop: threading.Event | None, ready: Mapping[str, Any]) -> Engine:
-    from sagactl.engine import Engine  # with httpx: only the commands that send need it
+    from sagactl.engine.machine import Engine  # with httpx: only the commands that send need it
 
     return Engine(saga, run, journal=journal, client=client, secrets=secrets, on_event=on_event,
                   concurrency=concurrency, stop=stop, **ready)
@@ -83,7 +83,7 @@ def start_run(saga: Saga, inputs: Mapping[str, Any], journal: Journal,
     if run_id is not None and not _RUN_ID.match(run_id):
         raise UsageError(f"--run-id '{run_id}': use 4 to 64 letters, digits, '.', '_' or '-', "
                          "starting with a letter or digit")
-    from sagactl.engine import create_run, env_values, read_secrets
+    from sagactl.engine.machine import create_run, env_values, read_secrets
     from sagactl.ids import new_run_id
 
     redactor = redactor if redactor is not None else Redactor()
@@ -105,8 +105,8 @@ def start_run(saga: Saga, inputs: Mapping[str, Any], journal: Journal,
 
 def _stored(journal: Journal, prefix: str, environ: Mapping[str, str],
             redactor: Redactor | None) -> tuple[RunRecord, Saga, dict[str, str], dict[str, Any]]:
-    from sagactl.engine import WITHHELD, read_secrets
-    from sagactl.loader import load_text
+    from sagactl.definition.loader import load_text
+    from sagactl.engine.machine import WITHHELD, read_secrets
 
     run = journal.find_run(prefix)
     # The journaled text, never the file on disk: the run goes on as it began.
@@ -174,7 +174,7 @@ def step_order(run: RunRecord) -> list[str]:
     schema and templates: `show` must start fast)."""
     if run.step_ids is not None:
         return list(run.step_ids)
-    from sagactl.loader import parse_data
+    from sagactl.definition.loader import parse_data
 
     data = parse_data(run.saga_text)
     return [s["id"] for s in data.get("steps", []) if isinstance(s, dict) and "id" in s]
@@ -182,8 +182,8 @@ def step_order(run: RunRecord) -> list[str]:
 
 def load_all(files: Sequence[str | Path], *, cleanup: bool = False) -> list[Saga]:
     """Every saga file, checked before any is run: all their problems at once."""
+    from sagactl.definition.loader import load
     from sagactl.errors import DefinitionError, DefinitionErrors
-    from sagactl.loader import load
     from sagactl.model import StepKind
 
     sagas: list[Saga] = []

@@ -15,10 +15,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from sagactl import __version__
-from sagactl.errors import DefinitionError, DefinitionErrors, Location, RenderError
-from sagactl.model import BodyKind, Expect, Phase, Request, RetryPolicy, Saga, Step
-from sagactl.redact import Redactor
-from sagactl.templating import (
+from sagactl.definition.templating import (
     Namespace,
     Renderer,
     Secrets,
@@ -27,6 +24,9 @@ from sagactl.templating import (
     references,
     strings_in,
 )
+from sagactl.errors import DefinitionError, DefinitionErrors, Location, RenderError
+from sagactl.model import BodyKind, Expect, Phase, Request, RetryPolicy, Saga, Step
+from sagactl.redact import Redactor
 
 __all__ = ["PreparedRequest", "idempotency_key", "join_url", "plan", "preflight", "prepare",
            "run_context"]

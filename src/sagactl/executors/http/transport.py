@@ -165,8 +165,8 @@ def client(concurrency: int = 8) -> httpx.Client:
     limits = httpx.Limits(max_connections=max(concurrency, 1) * 2,
                           max_keepalive_connections=max(concurrency, 1))
     # Plain http needs no certificates: verify=False only skips loading the CA bundle there.
-    # Bodies are decoded as they are read, and only as far as needed (sagactl.http): gzip
-    # and deflate, which zlib decodes with a bound on what each call gives.
+    # Bodies are decoded as they are read, and only as far as needed (see `attempt`): gzip and
+    # deflate, which zlib decodes with a bound on what each call gives.
     return httpx.Client(transport=_LazyTLS(limits),
                         mounts={"http://": DeadlineTransport(limits, verify=False)},
                         headers={"Accept-Encoding": "gzip, deflate"})

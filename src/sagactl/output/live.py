@@ -27,7 +27,7 @@ from sagactl.events import (
     RunStarted,
     StepFinished,
 )
-from sagactl.render import cause_of, next_commands, where_to_look
+from sagactl.output.lines import cause_of, next_commands, where_to_look
 
 __all__ = ["LiveRenderer"]
 

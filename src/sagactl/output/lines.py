@@ -17,7 +17,7 @@ from sagactl.events import (
     RunStarted,
     StepFinished,
 )
-from sagactl.history import iso_time, json_line
+from sagactl.output.run_views import iso_time, json_line
 
 __all__ = ["JsonRenderer", "PlainRenderer", "cause_of", "next_commands", "where_to_look"]
 

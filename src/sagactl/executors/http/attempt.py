@@ -24,9 +24,9 @@ from typing import Any
 import httpx
 
 from sagactl.errors import Interrupted
+from sagactl.executors.http.prepare import PreparedRequest
+from sagactl.executors.http.transport import deadline
 from sagactl.model import RetryPolicy, format_size
-from sagactl.prepare import PreparedRequest
-from sagactl.transport import deadline
 
 __all__ = ["JOURNALED_BODY", "AttemptResult", "Headers", "Outcome", "ResponseView", "attempt",
            "wait_before"]
