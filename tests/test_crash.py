@@ -57,14 +57,14 @@ class Crash:
     def applied_keys(self) -> list[str]:
         return [key for key, _, _ in self.service.applied]
 
-    def kill_during(self, path: str, sig: int = signal.SIGKILL) -> subprocess.Popen[str]:
+    def kill_during(self, path: str, sig: int = signal.SIGKILL) -> subprocess.CompletedProcess[str]:
         """Run the saga; send `sig` while the request to `path` is held by the service."""
         self.service.faults.append(Fault("PUT", path, kind="delay_before", delay=0.6))
         proc = self.start("run", str(self.saga))
         wait_for(lambda: bool(self.service.requests("PUT", path)))
         proc.send_signal(sig)
-        proc.wait(timeout=20)
-        return proc
+        out, err = proc.communicate(timeout=20)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 @pytest.fixture
@@ -115,14 +115,15 @@ def test_a_second_driver_of_a_live_run_is_refused(crash: Crash) -> None:
         code, _, err = crash.cli(command, run_id)
         assert code == 4
         assert f"being driven by process {proc.pid}" in err
-    assert proc.wait(timeout=20) == 0
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
     assert sorted(crash.applied_keys()) == sorted(f"{run_id}.{s}.action" for s in "abc")
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_the_run_resumably(crash: Crash, sig: int, code: int) -> None:
     proc = crash.kill_during("/b/", sig)
-    _, err = proc.communicate(timeout=20)
+    err = proc.stderr
     run_id = crash.run_id()
     assert proc.returncode == code, err
     assert f"sagactl resume {run_id}" in err and f"sagactl compensate {run_id}" in err

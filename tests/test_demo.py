@@ -56,4 +56,5 @@ def test_demo_serve_prints_a_command_that_works(tmp_path: Path) -> None:
     result = cli(*command.split()[1:], env={**run_env, "SAGACTL_JOURNAL": env["SAGACTL_JOURNAL"]})
     assert result.exit_code == 0, result.stdout
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=20) == 0
+    proc.communicate(timeout=20)
+    assert proc.returncode == 0

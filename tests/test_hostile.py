@@ -208,6 +208,9 @@ def run_against(tmp_path: Path, good: object, behaviour: Behaviour, *, attempts:
     seconds = time.monotonic() - started
     for reader in readers:
         reader.join(timeout=30)
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
     hostile.close()
     out, err = read.get("out", b"").decode(), read.get("err", b"").decode()
     assert "Traceback" not in out + err, out + err

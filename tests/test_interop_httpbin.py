@@ -30,6 +30,7 @@ def base() -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
+    server.server_close()
 
 
 def saga(action: str, *, outputs: str = "", timeout: str = "2s", attempts: int = 1) -> str:

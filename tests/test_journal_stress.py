@@ -133,7 +133,8 @@ def test_a_copy_taken_mid_run_resumes_to_the_same_end(tmp_path: Path,
     for name in ("journal.db", "journal.db-wal"):
         if (tmp_path / name).exists():
             shutil.copy(tmp_path / name, copy / name)
-    assert proc.wait(timeout=60) == 0
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
     with open_journal(copy / "journal.db") as store:
         run = store.list_runs()[0]
         assert run.status is RunStatus.RUNNING

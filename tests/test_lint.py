@@ -1,9 +1,11 @@
-"""The code stays ruff- and mypy-clean: checked with every test run, so CI enforces it."""
+"""The code stays ruff- and mypy-clean and keeps its import contracts (pyproject.toml's
+[tool.importlinter]): checked with every test run, so CI enforces it."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from helpers import ROOT
 
@@ -21,3 +23,11 @@ def test_ruff() -> None:
 def test_mypy() -> None:
     result = _run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_import_contracts() -> None:
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run([str(lint_imports), "--no-cache"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout

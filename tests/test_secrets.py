@@ -101,6 +101,7 @@ def echo() -> Iterator[Echo]:
     service = Echo()
     yield service
     service.server.shutdown()
+    service.server.server_close()
 
 
 # --- secrets, where they go, what is done to them -----------------------------------------------

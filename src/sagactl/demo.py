@@ -21,8 +21,17 @@ from sagactl.journal import Journal
 from sagactl.records import RunStatus
 from sagactl.testing.service import Fault, Service
 
-__all__ = ["SERVICES", "DemoFaults", "bundled_saga", "demo_environment", "demo_services",
-           "run_demo", "serve_instructions"]
+__all__ = [
+    "DEMO_TOKEN",
+    "SERVICES",
+    "DemoFaults",
+    "bundled_saga",
+    "demo_environment",
+    "demo_services",
+    "run_demo",
+    "saga_argument",
+    "serve_instructions",
+]
 
 SERVICES = ("inventory", "pricing", "search")
 DEMO_TOKEN = "demo-token"

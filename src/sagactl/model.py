@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_RETRY",
     "DEFAULT_TIMEOUT",
     "METHODS",
+    "READ_ONLY_METHODS",
     "BodyKind",
     "Expect",
     "Phase",

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from itertools import compress
 from typing import NamedTuple
 
-__all__ = ["Closure", "ancestors", "closure", "find_cycle", "reduce", "topological_order"]
+__all__ = ["Closure", "Edges", "ancestors", "closure", "find_cycle", "reduce", "topological_order"]
 
 Edges = Mapping[str, Sequence[str]]
 

@@ -17,7 +17,13 @@ from typing import Any
 from sagactl.errors import InputError, UsageError
 from sagactl.model import Saga
 
-__all__ = ["describe_schema", "read_inputs_file", "resolve_inputs", "resolve_many"]
+__all__ = [
+    "describe_schema",
+    "read_inputs_file",
+    "read_user_file",
+    "resolve_inputs",
+    "resolve_many",
+]
 
 _INTEGER = re.compile(r"^[+-]?[0-9]+$")
 _TRUE = {"true", "yes", "on", "1"}

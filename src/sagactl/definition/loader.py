@@ -40,7 +40,19 @@ from sagactl.model import (
     parse_size,
 )
 
-__all__ = ["format_path", "load", "load_text", "parse_data", "schema", "schema_text"]
+__all__ = [
+    "RESPONSE_FIELDS",
+    "ROOTS",
+    "RUN_FIELDS",
+    "STEP_FIELDS",
+    "JsonPath",
+    "format_path",
+    "load",
+    "load_text",
+    "parse_data",
+    "schema",
+    "schema_text",
+]
 
 JsonPath = tuple[str | int, ...]
 

@@ -31,6 +31,7 @@ __all__ = [
     "MAX_RESULT",
     "Namespace",
     "Outputs",
+    "Part",
     "Reference",
     "Renderer",
     "Secrets",

@@ -21,9 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from sagactl.definition.templating import Outputs, Renderer, TemplateProblem
 from sagactl.engine.stopping import StopSignal
@@ -48,12 +46,15 @@ from sagactl.events import (
 from sagactl.executors.http import attempt as http
 from sagactl.executors.http.prepare import PreparedRequest, prepare, run_context
 from sagactl.ids import new_run_id, new_span_id, new_trace_id
-from sagactl.journal import Journal
+from sagactl.journal.contract import Journal
 from sagactl.model import Phase, Saga, Step, StepKind
 from sagactl.records import Owner, RunRecord, RunStatus, StepRecord, StepState
 from sagactl.redact import Redactor
 
-__all__ = ["Engine", "create_run", "env_values", "read_secrets"]
+if TYPE_CHECKING:  # a type only: the engine leaves HTTP to its executor
+    import httpx
+
+__all__ = ["WITHHELD", "WITHHELD_BODY", "Engine", "create_run", "env_values", "read_secrets"]
 
 FORWARD, CONFIRM, COMPENSATE = "forward", "confirm", "compensate"
 # What the journal keeps in place of an output that held a secret.

@@ -38,7 +38,7 @@ from sagactl.records import (
     StepState,
 )
 
-__all__ = ["SCHEMA_VERSION", "SqliteJournal"]
+__all__ = ["APPLICATION_ID", "BODY_LIMIT", "SCHEMA_VERSION", "SqliteJournal"]
 
 SCHEMA_VERSION = 3
 APPLICATION_ID = 0x53414741  # "SAGA": tells a sagactl journal from any other SQLite file

@@ -15,7 +15,7 @@ from pathlib import Path
 from sagactl.records import AttemptRecord, RunRecord, StepRecord
 from sagactl.redact import Redactor
 
-__all__ = ["RunReport", "write_junit"]
+__all__ = ["SNIPPET", "RunReport", "write_junit"]
 
 SNIPPET = 2048
 _PHASES = ("action", "confirm", "compensate")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["Fault", "Service"]
+__all__ = ["Fault", "Received", "Service"]
 
 
 @dataclass

@@ -28,8 +28,16 @@ from sagactl.executors.http.prepare import PreparedRequest
 from sagactl.executors.http.transport import deadline
 from sagactl.model import RetryPolicy, format_size
 
-__all__ = ["JOURNALED_BODY", "AttemptResult", "Headers", "Outcome", "ResponseView", "attempt",
-           "wait_before"]
+__all__ = [
+    "JOURNALED_BODY",
+    "AttemptResult",
+    "Check",
+    "Headers",
+    "Outcome",
+    "ResponseView",
+    "attempt",
+    "wait_before",
+]
 
 JOURNALED_BODY = 64 * 1024
 """Bytes of a body kept when nothing reads it: what the journal keeps of it."""

@@ -28,8 +28,18 @@ from sagactl.errors import DefinitionError, DefinitionErrors, Location, RenderEr
 from sagactl.model import BodyKind, Expect, Phase, Request, RetryPolicy, Saga, Step
 from sagactl.redact import Redactor
 
-__all__ = ["PreparedRequest", "idempotency_key", "join_url", "plan", "preflight", "prepare",
-           "run_context"]
+__all__ = [
+    "MAX_BODY",
+    "MAX_URL",
+    "USER_AGENT",
+    "PreparedRequest",
+    "idempotency_key",
+    "join_url",
+    "plan",
+    "preflight",
+    "prepare",
+    "run_context",
+]
 
 
 MAX_BODY = 16 * 1024 * 1024
