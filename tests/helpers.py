@@ -107,3 +107,23 @@ class DyingJournal:
                 self.inner.finish_attempt(*held_args, **held_kwargs)
             self._held.clear()
             return getattr(self.inner, name)(*args, **kwargs)
+
+
+def http_executors(client: Any) -> dict[str, Any]:
+    """The executors of a run whose HTTP steps go through `client`."""
+    from sagactl.executors.http.executor import HttpExecutor
+
+    return {"http": HttpExecutor(client)}
+
+
+def new_run(journal: Any, run_id: str = "R0001", *, name: str = "two", owner: Any = None,
+            ttl: float = 30) -> str:
+    """Journal a run directly, as `create_run` would, owned by `owner` (a host "h", by
+    default: nobody that could be driving it from here)."""
+    from sagactl.records import Owner
+
+    journal.create_run(run_id=run_id, name=name, saga_path="two.yaml", saga_text="name: two",
+                       saga_hash="h", inputs={"sku": "A"}, env={"BASE": "http://127.0.0.1:9"},
+                       trace_id="t" * 32, owner=owner or Owner("h", 1), lease_ttl=ttl,
+                       step_ids=["a", "b"])
+    return run_id

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from helpers import http_executors
 from sagactl.definition.loader import load_text
 from sagactl.engine.machine import Engine, create_run
 from sagactl.events import AttemptFinished, Event, PhaseStarted, RunFinished, RunStarted
@@ -42,8 +43,9 @@ steps:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, handler: Callable[[httpx.Request], httpx.Response],
-                 text: str = CHAIN) -> None:
+    def __init__(
+        self, tmp_path: Path, handler: Callable[[httpx.Request], httpx.Response], text: str = CHAIN
+    ) -> None:
         self.saga = load_text(text, "chain.yaml")
         self.journal = open_journal(tmp_path / "j.db")
         self.sent: list[tuple[str, str]] = []
@@ -59,31 +61,49 @@ class Harness:
 
     def engine(self) -> Engine:
         run = create_run(self.journal, self.saga, {}, {})
-        return Engine(self.saga, run, journal=self.journal, client=self.client, secrets={},
-                      on_event=self.events.append, sleep=self.sleeps.append,
-                      clock=lambda: self.now)
+        return Engine(
+            self.saga,
+            run,
+            journal=self.journal,
+            executors=http_executors(self.client),
+            secrets={},
+            on_event=self.events.append,
+            sleep=self.sleeps.append,
+            clock=lambda: self.now,
+        )
 
 
 def answer(failing: dict[str, int] | None = None) -> Callable[[httpx.Request], httpx.Response]:
     def handler(request: httpx.Request) -> httpx.Response:
         code = (failing or {}).get(f"{request.method} {request.url.path}", 200)
         return httpx.Response(code, json={"id": "r-9"})
+
     return handler
 
 
 def test_outputs_are_rendered_into_later_requests_and_compensations(tmp_path: Path) -> None:
     h = Harness(tmp_path, answer({"POST /c": 400}))
     assert h.engine().resume() is RunStatus.COMPENSATED
-    assert h.sent == [("POST", "/a"), ("POST", "/b"), ("POST", "/c"), ("DELETE", "/b"),
-                      ("DELETE", "/a/r-9")]
+    assert h.sent == [
+        ("POST", "/a"),
+        ("POST", "/b"),
+        ("POST", "/c"),
+        ("DELETE", "/b"),
+        ("DELETE", "/a/r-9"),
+    ]
 
 
 def test_confirms_follow_every_action_in_dependency_order(tmp_path: Path) -> None:
     h = Harness(tmp_path, answer())
     assert h.engine().resume() is RunStatus.SUCCEEDED
-    assert h.sent == [("POST", "/a"), ("POST", "/b"), ("POST", "/c"),
-                      ("POST", "/a/r-9/confirm"), ("POST", "/b/confirm"),
-                      ("POST", "/c/confirm")]
+    assert h.sent == [
+        ("POST", "/a"),
+        ("POST", "/b"),
+        ("POST", "/c"),
+        ("POST", "/a/r-9/confirm"),
+        ("POST", "/b/confirm"),
+        ("POST", "/c/confirm"),
+    ]
 
 
 def test_failed_confirm_is_stuck_and_never_rolls_back(tmp_path: Path) -> None:
@@ -127,15 +147,19 @@ def test_events_tell_the_story(tmp_path: Path) -> None:
 
 
 def test_unmet_expectation_after_the_service_applied_is_compensated(tmp_path: Path) -> None:
-    text = CHAIN.replace("action: {method: POST, url: /c}", "action: {method: POST, url: /c, "
-                         "expect: {that: ['response.json.id == \"other\"']}}")
+    text = CHAIN.replace(
+        "action: {method: POST, url: /c}",
+        "action: {method: POST, url: /c, expect: {that: ['response.json.id == \"other\"']}}",
+    )
     h = Harness(tmp_path, answer(), text)
     assert h.engine().resume() is RunStatus.COMPENSATED
     assert h.sent[-3:] == [("DELETE", "/c"), ("DELETE", "/b"), ("DELETE", "/a/r-9")]
     run_id = h.journal.list_runs()[0].id
     step = h.journal.steps(run_id)[("c", "action")]
-    assert step.applied and step.error == \
-        'expect.that[0] response.json.id == "other": actual "r-9" (str)'
+    assert (
+        step.applied
+        and step.error == 'expect.that[0] response.json.id == "other": actual "r-9" (str)'
+    )
 
 
 def test_journal_keeps_request_and_response(tmp_path: Path) -> None:
@@ -151,17 +175,17 @@ def test_journal_keeps_request_and_response(tmp_path: Path) -> None:
     assert b.finished_at is not None and b.finished_at >= b.started_at
 
 
-
-
 def scripted(script: dict[str, list[Any]]) -> Callable[[httpx.Request], httpx.Response]:
     """Answers each `METHOD /path` with its script in turn (an exception is raised), then
     200: one entry per attempt."""
+
     def handler(request: httpx.Request) -> httpx.Response:
         queue = script.get(f"{request.method} {request.url.path}", [])
         answer = queue.pop(0) if queue else 200
         if isinstance(answer, Exception):
             raise answer
         return httpx.Response(answer, json={"id": "r-9"})
+
     return handler
 
 
@@ -176,16 +200,21 @@ def test_the_loop_retries_only_retryable_attempts_up_to_the_policy(tmp_path: Pat
     run_id = h.journal.list_runs()[0].id
     b = [a for a in h.journal.attempts(run_id) if a.step_id == "b"]
     assert [(a.attempt, a.outcome, a.status, a.in_doubt) for a in b] == [
-        (1, "retryable", 503, False), (2, "retryable", 503, False), (3, "retryable", 503, False)]
+        (1, "retryable", 503, False),
+        (2, "retryable", 503, False),
+        (3, "retryable", 503, False),
+    ]
     step = h.journal.steps(run_id)[("b", "action")]
     assert step.state.value == "failed" and not step.applied
     assert ("DELETE", "/b") not in h.sent  # three definite refusals: nothing to undo
 
 
-@pytest.mark.parametrize("later", [[503, 503], [422], [httpx.ConnectError("refused"), 503],
-                                   [503, 422]])
+@pytest.mark.parametrize(
+    "later", [[503, 503], [422], [httpx.ConnectError("refused"), 503], [503, 422]]
+)
 def test_one_attempt_in_doubt_makes_the_step_in_doubt_whatever_later_ones_say(
-        tmp_path: Path, later: list[Any]) -> None:
+    tmp_path: Path, later: list[Any]
+) -> None:
     """SPEC §3.1: a later 503, 4xx or refused connection proves nothing about an earlier
     attempt that may have reached the service. The step is compensated."""
     h = Harness(tmp_path, scripted({"POST /b": [timed_out(), *later]}))
@@ -228,10 +257,11 @@ def test_a_pivot_in_doubt_then_refused_holds_the_run_stuck(tmp_path: Path) -> No
     assert "pivot charge is in doubt" in (run.error or "")
 
 
-def test_a_pivot_that_took_effect_then_failed_a_check_holds_the_run_stuck(
-        tmp_path: Path) -> None:
-    text = PIVOT.replace("action: {method: POST, url: /charge}", "action: {method: POST, "
-                         "url: /charge, expect: {that: ['response.json.id == \"x\"']}}")
+def test_a_pivot_that_took_effect_then_failed_a_check_holds_the_run_stuck(tmp_path: Path) -> None:
+    text = PIVOT.replace(
+        "action: {method: POST, url: /charge}",
+        "action: {method: POST, url: /charge, expect: {that: ['response.json.id == \"x\"']}}",
+    )
     h = Harness(tmp_path, scripted({}), text)
     assert h.engine().resume() is RunStatus.STUCK
     assert ("DELETE", "/a") not in h.sent
@@ -241,16 +271,26 @@ def test_a_pivot_that_took_effect_then_failed_a_check_holds_the_run_stuck(
 def test_a_resume_keeps_the_doubt_of_an_earlier_process(tmp_path: Path) -> None:
     """A killed process left b's attempt without a result; the resume's attempt is refused
     (200 where 201 was expected): b is still in doubt, and compensated."""
-    text = CHAIN.replace("action: {method: POST, url: /b,", "action: {method: POST, url: /b, "
-                         "expect: {status: [201]},")
+    text = CHAIN.replace(
+        "action: {method: POST, url: /b,",
+        "action: {method: POST, url: /b, expect: {status: [201]},",
+    )
     h = Harness(tmp_path, scripted({}), text)
     engine = h.engine()
     run_id = h.journal.list_runs()[0].id
-    h.journal.begin_attempt(run_id, "b", "action", 1, span_id="s", method="POST", url="u",
-                            headers={}, body=None)  # sent; the process died
+    h.journal.begin_attempt(
+        run_id, "b", "action", 1, span_id="s", method="POST", url="u", headers={}, body=None
+    )  # sent; the process died
     h.journal.release_lease(run_id, engine.owner)
-    resumed = Engine(h.saga, h.journal.get_run(run_id), journal=h.journal, client=h.client,
-                     secrets={}, sleep=h.sleeps.append, clock=lambda: h.now)
+    resumed = Engine(
+        h.saga,
+        h.journal.get_run(run_id),
+        journal=h.journal,
+        executors=http_executors(h.client),
+        secrets={},
+        sleep=h.sleeps.append,
+        clock=lambda: h.now,
+    )
     h.journal.set_run(run_id, status=RunStatus.RUNNING)
     assert resumed.resume() is RunStatus.COMPENSATED
     assert ("DELETE", "/b") in h.sent

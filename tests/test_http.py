@@ -10,13 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from sagactl.executors.http.attempt import (
-    AttemptResult,
-    Outcome,
-    ResponseView,
-    attempt,
-    wait_before,
-)
+from sagactl.engine.retry import wait_before
+from sagactl.executors.base import AttemptResult, Outcome, ResponseView
+from sagactl.executors.http.attempt import attempt
 from sagactl.executors.http.prepare import PreparedRequest
 from sagactl.model import Expect, Phase, RetryPolicy
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+import helpers
 from sagactl.errors import JournalError, LeaseLost
 from sagactl.journal import Durability, Journal, open_journal
 from sagactl.records import Owner, RunStatus, StepState
@@ -49,10 +50,7 @@ def other(target: str, **kwargs: Any) -> Journal:
 
 def new_run(journal: Journal, run_id: str = "R0001", *, owner: Owner = ME, ttl: float = 30,
             name: str = "two") -> str:
-    journal.create_run(run_id=run_id, name=name, saga_path="two.yaml", saga_text="name: two",
-                       saga_hash="h", inputs={"sku": "A"}, env={"BASE": "http://127.0.0.1:9"},
-                       trace_id="t" * 32, owner=owner, lease_ttl=ttl, step_ids=["a", "b"])
-    return run_id
+    return helpers.new_run(journal, run_id, owner=owner, ttl=ttl, name=name)
 
 
 def begin(journal: Journal, step: str = "a", number: int = 1, run_id: str = "R0001") -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import Crash, DyingJournal
+from helpers import Crash, DyingJournal, http_executors, new_run
 from sagactl.definition.loader import load_text
 from sagactl.engine.machine import Engine, create_run
 from sagactl.errors import JournalError
@@ -48,20 +48,29 @@ def outcomes(path: Path) -> list[tuple[str, str | None]]:
 
 
 def begin(journal: Journal, step: str) -> Any:
-    return journal.begin_attempt("R0001", step, "action", 1, span_id="s", method="PUT",
-                                 url=f"http://127.0.0.1:9/{step}", headers={}, body=None)
+    return journal.begin_attempt(
+        "R0001",
+        step,
+        "action",
+        1,
+        span_id="s",
+        method="PUT",
+        url=f"http://127.0.0.1:9/{step}",
+        headers={},
+        body=None,
+    )
 
 
 @pytest.fixture
 def journal(tmp_path: Path) -> Journal:
     store = open_journal(tmp_path / "j.db", Durability.NORMAL)
-    store.create_run(run_id="R0001", name="two", saga_path="p", saga_text="t", saga_hash="h",
-                     inputs={}, env={}, trace_id="t", owner=Owner("h", 1), lease_ttl=30)
+    new_run(store, "R0001", name="two")
     return store
 
 
 def test_a_result_not_yet_committed_when_the_process_dies_is_sent_again_once(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """The process dies when it journals b's intent, the write that carries a's result. The
     resume finds a in doubt and sends it again under the same key: the service answers from its
     record, and applies a once."""
@@ -70,16 +79,23 @@ def test_a_result_not_yet_committed_when_the_process_dies_is_sent_again_once(
     path = tmp_path / "j.db"
     with Service() as service, httpx.Client() as client:
         environ = {"BASE": service.url}
-        dying = DyingJournal(open_journal(path, Durability.NORMAL), dies_at=lambda name, args,
-                             kwargs: name == "begin_attempt" and args[1] == "b")
+        dying = DyingJournal(
+            open_journal(path, Durability.NORMAL),
+            dies_at=lambda name, args, kwargs: name == "begin_attempt" and args[1] == "b",
+        )
         run = create_run(dying, saga, {}, environ)
         with pytest.raises(Crash):
-            Engine(saga, run, journal=dying, client=client, secrets={}).start()
+            Engine(saga, run, journal=dying, executors=http_executors(client), secrets={}).start()
         dying.close()
         assert outcomes(path) == [("a", None)]
         with open_journal(path, Durability.NORMAL) as store:
-            status = Engine(saga, store.get_run(run.id), journal=store, client=client,
-                            secrets={}).resume()
+            status = Engine(
+                saga,
+                store.get_run(run.id),
+                journal=store,
+                executors=http_executors(client),
+                secrets={},
+            ).resume()
         assert status is RunStatus.SUCCEEDED
         keys = [key for key, _, _ in service.applied]
         assert sorted(keys) == [f"{run.id}.a.action", f"{run.id}.b.action"]
@@ -88,8 +104,9 @@ def test_a_result_not_yet_committed_when_the_process_dies_is_sent_again_once(
         assert outcomes(path) == [("a", "interrupted"), ("a", "success"), ("b", "success")]
 
 
-def queue_while_locked(journal: Journal, steps: list[str],
-                       run_ids: dict[str, str] | None = None) -> list[Any]:
+def queue_while_locked(
+    journal: Journal, steps: list[str], run_ids: dict[str, str] | None = None
+) -> list[Any]:
     """Begin one attempt a thread while a commit is under way (the journal's lock is held), so
     that every intent is queued before any is written; returns each thread's handle or error."""
     outcome: list[Any] = [None] * len(steps)
@@ -97,8 +114,16 @@ def queue_while_locked(journal: Journal, steps: list[str],
     def one(i: int) -> None:
         try:
             outcome[i] = journal.begin_attempt(
-                (run_ids or {}).get(steps[i], "R0001"), steps[i], "action", 1, span_id="s",
-                method="PUT", url="http://127.0.0.1:9/x", headers={}, body=None)
+                (run_ids or {}).get(steps[i], "R0001"),
+                steps[i],
+                "action",
+                1,
+                span_id="s",
+                method="PUT",
+                url="http://127.0.0.1:9/x",
+                headers={},
+                body=None,
+            )
         except BaseException as exc:  # handed to the test, raised or not there
             outcome[i] = exc
 
@@ -144,7 +169,8 @@ def test_a_group_commit_that_fails_fails_every_intent_in_it(journal: Journal) ->
 
 
 def test_intents_of_an_interrupted_group_commit_go_to_their_own_threads(
-        journal: Journal, monkeypatch: pytest.MonkeyPatch) -> None:
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A signal interrupts the thread writing the batch before its commit: that thread's own
     # intent is dropped (it will send nothing), the others are written by their threads.
     write = journal._write
@@ -180,8 +206,9 @@ def other_owner(journal: Journal, pid: int, expires_in: float, run_id: str = "R0
     """Another process, for which the run's owner is gone, takes the run over."""
     import socket
 
-    with open_journal(journal.location, Durability.NORMAL,
-                      alive=lambda owner, expires: False) as taker:
+    with open_journal(
+        journal.location, Durability.NORMAL, alive=lambda owner, expires: False
+    ) as taker:
         taker.take_lease(run_id, Owner(socket.gethostname(), pid), expires_in)
 
 
@@ -200,8 +227,14 @@ def test_a_process_whose_lease_was_taken_sends_nothing_more(tmp_path: Path) -> N
 
     saga = load_text(TWO.replace('"{{ env.BASE }}"', "http://127.0.0.1:9"), "two.yaml")
     run = create_run(store, saga, {}, {}, lease_ttl=0.05)
-    engine = Engine(saga, run, journal=store, secrets={}, lease_ttl=0.05,
-                    client=httpx.Client(transport=httpx.MockTransport(handler)))
+    engine = Engine(
+        saga,
+        run,
+        journal=store,
+        secrets={},
+        lease_ttl=0.05,
+        executors=http_executors(httpx.Client(transport=httpx.MockTransport(handler))),
+    )
     with pytest.raises(LeaseLost, match="taken over by another process"):
         engine.start()
     assert sent == [f"/a/{run.id}"]
@@ -212,9 +245,7 @@ def test_every_filter_finds_its_runs_however_many_newer_runs_there_are(journal: 
     from sagactl.api import list_runs
 
     for i in range(120):
-        journal.create_run(run_id=f"R{i:04d}x", name="two", saga_path="p", saga_text="t",
-                           saga_hash="h", inputs={}, env={}, trace_id="t",
-                           owner=Owner("h", 1), lease_ttl=30)
+        new_run(journal, f"R{i:04d}x", name="two")
         journal.set_run(f"R{i:04d}x", status=RunStatus.SUCCEEDED)
     # R0001, the oldest, is running with its owner gone: interrupted.
     other_owner(journal, 1, expires_in=-1)
@@ -226,7 +257,8 @@ def test_every_filter_finds_its_runs_however_many_newer_runs_there_are(journal: 
 
 
 def test_a_stalled_process_that_lost_its_lease_writes_nothing_over_the_new_owner(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Its last request was answered after another process had taken the run over: its
     result and the run's end are not written, and the new owner's view stays as it was."""
     from sagactl.errors import LeaseLost
@@ -242,8 +274,14 @@ def test_a_stalled_process_that_lost_its_lease_writes_nothing_over_the_new_owner
             other_owner(store, 1, expires_in=30, run_id=run.id)  # …and another takes over
         return httpx.Response(200)
 
-    engine = Engine(saga, run, journal=store, secrets={}, lease_ttl=1000,
-                    client=httpx.Client(transport=httpx.MockTransport(handler)))
+    engine = Engine(
+        saga,
+        run,
+        journal=store,
+        secrets={},
+        lease_ttl=1000,
+        executors=http_executors(httpx.Client(transport=httpx.MockTransport(handler))),
+    )
     with pytest.raises(LeaseLost, match="taken over by another process"):
         engine.start()
     final = store.get_run(run.id)

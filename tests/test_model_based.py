@@ -31,7 +31,7 @@ import httpx
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from helpers import Crash, DyingJournal
+from helpers import Crash, DyingJournal, http_executors
 from sagactl.definition.loader import load_text
 from sagactl.engine.machine import Engine, create_run
 from sagactl.errors import UsageError
@@ -86,12 +86,19 @@ def cases(draw: st.DrawFn, real_processes: bool = False) -> Case:
     steps = []
     for i in range(count):
         kind = draw(st.sampled_from(["compensatable"] * 6 + ["pivot", "read"]))
-        needs = draw(st.one_of(st.none(), st.lists(st.integers(0, i - 1), unique=True,
-                                                   max_size=i) if i else st.just([])))
+        needs = draw(
+            st.one_of(
+                st.none(),
+                st.lists(st.integers(0, i - 1), unique=True, max_size=i) if i else st.just([]),
+            )
+        )
         confirm = kind == "compensatable" and draw(st.booleans()) and draw(st.booleans())
         plan = StepPlan(kind, needs, confirm)
-        phases = ["action"] + (["compensate"] if kind == "compensatable" else []) + \
-            (["confirm"] if confirm else [])
+        phases = (
+            ["action"]
+            + (["compensate"] if kind == "compensatable" else [])
+            + (["confirm"] if confirm else [])
+        )
         for phase in phases:
             plan.attempts[phase] = draw(attempt_faults(real_processes))
         steps.append(plan)
@@ -101,24 +108,33 @@ def cases(draw: st.DrawFn, real_processes: bool = False) -> Case:
 
 
 def saga_text(case: Case) -> str:
-    lines = ["version: 1", "name: model", "env: [BASE]", "defaults:",
-             '  base_url: "{{ env.BASE }}"', f"  timeout: {int(TIMEOUT * 1000)}ms",
-             "  retry: {attempts: 2, backoff: 1ms, max_backoff: 1ms, jitter: false}",
-             "  compensation:",
-             "    retry: {attempts: 3, backoff: 1ms, max_backoff: 1ms, jitter: false}",
-             "steps:"]
+    lines = [
+        "version: 1",
+        "name: model",
+        "env: [BASE]",
+        "defaults:",
+        '  base_url: "{{ env.BASE }}"',
+        f"  timeout: {int(TIMEOUT * 1000)}ms",
+        "  retry: {attempts: 2, backoff: 1ms, max_backoff: 1ms, jitter: false}",
+        "  compensation:",
+        "    retry: {attempts: 3, backoff: 1ms, max_backoff: 1ms, jitter: false}",
+        "steps:",
+    ]
     for i, step in enumerate(case.steps):
         lines.append(f"  - id: s{i}")
         if step.needs is not None:
             lines.append(f"    needs: [{', '.join(f's{n}' for n in step.needs)}]")
         if step.kind == "read":
-            lines.append(f'    action: {{method: GET, url: "/probe/s{i}", '
-                         'expect: {status: [200, 404]}}')
+            lines.append(
+                f'    action: {{method: GET, url: "/probe/s{i}", expect: {{status: [200, 404]}}}}'
+            )
         else:
             lines.append(f'    action: {{method: PUT, url: "/s{i}/{{{{ run.id }}}}"}}')
         if step.kind == "compensatable":
-            lines.append(f'    compensate: {{method: DELETE, url: "/s{i}/{{{{ run.id }}}}", '
-                         'expect: {status: [200, 404]}}')
+            lines.append(
+                f'    compensate: {{method: DELETE, url: "/s{i}/{{{{ run.id }}}}", '
+                "expect: {status: [200, 404]}}"
+            )
         if step.confirm:
             lines.append(f'    confirm: {{method: PUT, url: "/s{i}/{{{{ run.id }}}}/ok"}}')
     return "\n".join(lines) + "\n"
@@ -133,17 +149,27 @@ def fault(kind: str, step: str, phase: str) -> Fault:
         return Fault(**where, status=503)
     if kind == "429":
         return Fault(**where, status=429, headers={"Retry-After": "0"})
-    named = {"late": ("delay_after", LATE), "drop": ("drop_after", 0.0),
-             "reset": ("drop_before", 0.0), "early": ("delay_before", LATE),
-             "trickle": ("trickle", TRICKLE), "ok": ("ok", 0.0), "refused": ("refused", 0.0)}
+    named = {
+        "late": ("delay_after", LATE),
+        "drop": ("drop_after", 0.0),
+        "reset": ("drop_before", 0.0),
+        "early": ("delay_before", LATE),
+        "trickle": ("trickle", TRICKLE),
+        "ok": ("ok", 0.0),
+        "refused": ("refused", 0.0),
+    }
     fault_kind, delay = named[kind]
     return Fault(**where, kind=fault_kind, delay=delay)
 
 
 def faults(case: Case) -> list[Fault]:
     """The faults of every attempt, in order: the service takes the first that matches."""
-    return [fault(kind, f"s{i}", phase) for i, step in enumerate(case.steps)
-            for phase, kinds in step.attempts.items() for kind in kinds]
+    return [
+        fault(kind, f"s{i}", phase)
+        for i, step in enumerate(case.steps)
+        for phase, kinds in step.attempts.items()
+        for kind in kinds
+    ]
 
 
 class RefusingTransport(httpx.BaseTransport):
@@ -155,15 +181,16 @@ class RefusingTransport(httpx.BaseTransport):
         self.inner = inner
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        headers = {"Saga-Step": request.headers.get("Saga-Step", ""),
-                   "Saga-Phase": request.headers.get("Saga-Phase", "")}
+        headers = {
+            "Saga-Step": request.headers.get("Saga-Step", ""),
+            "Saga-Phase": request.headers.get("Saga-Phase", ""),
+        }
         with self.service._lock:
             for f in self.service.faults:
                 if f.matches(request.method, request.url.path, headers):
                     if f.kind == "refused":
                         f.times = 0
-                        raise httpx.ConnectError("[Errno 111] Connection refused",
-                                                 request=request)
+                        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
                     break
         return self.inner.handle_request(request)
 
@@ -188,8 +215,14 @@ def drive(case: Case, service: Service, tmp: Path) -> tuple[str, RunStatus, Any,
     status: RunStatus | None = None
     try:
         run = create_run(journal, saga, {}, environ)
-        status = Engine(saga, run, journal=journal, client=client, secrets={},
-                        sleep=lambda s: None).start()
+        status = Engine(
+            saga,
+            run,
+            journal=journal,
+            executors=http_executors(client),
+            secrets={},
+            sleep=lambda s: None,
+        ).start()
     except Crash:
         pass
     journal.close()
@@ -199,6 +232,12 @@ def drive(case: Case, service: Service, tmp: Path) -> tuple[str, RunStatus, Any,
         assert service.received == []
         return "", RunStatus.COMPENSATED, saga, True
     run_id = runs[0].id
+
+    def resumer(store: Any) -> Engine:
+        """The engine of a later process, carrying the run on."""
+        return Engine(saga, store.get_run(run_id), journal=store,
+                      executors=http_executors(client), secrets={}, sleep=lambda s: None)
+
     for choice in case.choices:
         if status in (RunStatus.SUCCEEDED, RunStatus.COMPENSATED):
             break
@@ -206,8 +245,7 @@ def drive(case: Case, service: Service, tmp: Path) -> tuple[str, RunStatus, Any,
             check_stuck(path, run_id, saga, service)
             service.clear_faults()
         with open_journal(path, Durability.NORMAL) as store:
-            engine = Engine(saga, store.get_run(run_id), journal=store, client=client,
-                            secrets={}, sleep=lambda s: None)
+            engine = resumer(store)
             try:
                 status = engine.compensate() if choice == "compensate" else engine.resume()
             except UsageError:  # a pivot succeeded: it can only go forward
@@ -215,8 +253,7 @@ def drive(case: Case, service: Service, tmp: Path) -> tuple[str, RunStatus, Any,
     else:
         service.clear_faults()
         with open_journal(path, Durability.NORMAL) as store:
-            status = Engine(saga, store.get_run(run_id), journal=store, client=client,
-                            secrets={}, sleep=lambda s: None).resume()
+            status = resumer(store).resume()
     client.close()
     return run_id, status, saga, journal.dead
 
@@ -228,12 +265,13 @@ def left_in_service(service: Service, run_id: str, saga: Any) -> set[str]:
 
 def reached(service: Service, step: str, phase: str = "action") -> bool:
     """Whether a request of this step and phase ever reached the service."""
-    return any(r.headers.get("Saga-Step") == step and r.headers.get("Saga-Phase") == phase
-               for r in service.received)
+    return any(
+        r.headers.get("Saga-Step") == step and r.headers.get("Saga-Phase") == phase
+        for r in service.received
+    )
 
 
-def check_stuck(path: Path, run_id: str, saga: Any, service: Service,
-                killed: bool = False) -> None:
+def check_stuck(path: Path, run_id: str, saga: Any, service: Service, killed: bool = False) -> None:
     """A stuck run names at least everything the service still holds that it must undo or
     finish, and never a step that did not reach the service — unless a process was killed:
     one killed between journaling an attempt and sending it leaves a step that may have
@@ -249,20 +287,26 @@ def check_stuck(path: Path, run_id: str, saga: Any, service: Service,
         names = set(named.group(1).split(", "))
         compensatable = {s.id for s in saga.steps if s.kind is StepKind.COMPENSATABLE}
         assert left & compensatable <= names, (run.error, left)
-        assert killed or all(reached(service, name) for name in names), (run.error,
-                                                                          service.received)
+        assert killed or all(reached(service, name) for name in names), (
+            run.error,
+            service.received,
+        )
     elif run.phase == "confirm":
         named = re.match(r"confirm of step (\S+):", run.error)
         assert named, run.error
         writers = {s.id for s in saga.steps if s.kind is not StepKind.READ_ONLY}
         assert writers <= left, (run.error, left)
-        assert f"/{named.group(1)}/{run_id}/ok" not in service.resources or killed or \
-            reached(service, named.group(1), "confirm"), run.error
+        assert (
+            f"/{named.group(1)}/{run_id}/ok" not in service.resources
+            or killed
+            or reached(service, named.group(1), "confirm")
+        ), run.error
     else:  # held going forward by a pivot that took effect or may have
         named = re.match(r"step (\S+):", run.error)
         assert named, run.error
-        assert killed or any(reached(service, s.id) for s in saga.steps
-                             if s.kind is StepKind.PIVOT), (run.error, service.received)
+        assert killed or any(
+            reached(service, s.id) for s in saga.steps if s.kind is StepKind.PIVOT
+        ), (run.error, service.received)
 
 
 def check(case: Case, service: Service, run_id: str, status: RunStatus, saga: Any) -> None:
@@ -278,10 +322,11 @@ def check(case: Case, service: Service, run_id: str, status: RunStatus, saga: An
             if step.confirm is not None:
                 assert f"/{step.id}/{run_id}/ok" in service.resources, step.id
     else:
-        assert service.resources == {}, ("compensated, yet the service still holds",
-                                          service.resources)
-    received = [(r.headers.get("Saga-Step"), r.headers.get("Saga-Phase"))
-                for r in service.received]
+        assert service.resources == {}, (
+            "compensated, yet the service still holds",
+            service.resources,
+        )
+    received = [(r.headers.get("Saga-Step"), r.headers.get("Saga-Phase")) for r in service.received]
 
     def first(step: str, phase: str) -> int:
         return received.index((step, phase)) if (step, phase) in received else -1
@@ -303,20 +348,28 @@ def statistics(case: Case, service: Service, status: RunStatus) -> None:
     drawn = [kind for step in case.steps for kinds in step.attempts.values() for kind in kinds]
     met: dict[tuple[str | None, str | None], list[str | None]] = {}
     for r in service.received:
-        met.setdefault((r.headers.get("Saga-Step"), r.headers.get("Saga-Phase")),
-                       []).append(r.fault)
+        met.setdefault((r.headers.get("Saga-Step"), r.headers.get("Saga-Phase")), []).append(
+            r.fault
+        )
     unanswered = {"delay_after", "drop_after", "drop_before", "delay_before", "trickle"}
     doubt_then_answer = any(
         first in unanswered and later not in unanswered
-        for kinds in met.values() for i, first in enumerate(kinds) for later in kinds[i + 1:])
+        for kinds in met.values()
+        for i, first in enumerate(kinds)
+        for later in kinds[i + 1 :]
+    )
     event(f"outcome: {status.value}")
     event(f"faults drawn: {min(len(drawn), 10)}{'+' if len(drawn) >= 10 else ''}")
     event(f"faults met by the service: {any(f for kinds in met.values() for f in kinds)}")
     event(f"the service answered a request after one it did not: {doubt_then_answer}")
 
 
-@settings(max_examples=CASES, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=CASES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(case=cases())
 def test_no_schedule_of_faults_and_crashes_breaks_the_promise(case: Case, tmp_path: Path) -> None:
     with Service() as service:

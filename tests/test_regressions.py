@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import sagas
+from helpers import http_executors, new_run
 from sagactl.definition.loader import load_text
 from sagactl.engine.machine import Engine, create_run
 from sagactl.journal import open_journal
-from sagactl.records import Owner, StepState
+from sagactl.records import StepState
 from sagactl.testing.service import Fault, Service
 from test_run import Runs
 
@@ -25,8 +26,10 @@ def test_compensate_refuses_while_a_pivot_is_in_doubt(tmp_path: Path, service: S
     assert "pivot charge is in doubt" in result.stdout
     refused = runs("compensate", run_id)
     assert refused.exit_code == 2
-    assert "pivot charge is in doubt: it can be neither compensated nor assumed undone" in \
-        refused.stderr
+    assert (
+        "pivot charge is in doubt: it can be neither compensated nor assumed undone"
+        in refused.stderr
+    )
     assert service.requests("DELETE") == []
 
 
@@ -34,17 +37,19 @@ def test_a_step_left_running_between_attempts_is_settled_in_doubt(tmp_path: Path
     """Found by the model-based test: a process that died during a backoff left its step
     `running` with every attempt finished, and nothing settled it; compensation skipped it."""
     with open_journal(tmp_path / "j.db") as journal:
-        journal.create_run(run_id="R0001", name="n", saga_path="p", saga_text="t",
-                           saga_hash="h", inputs={}, env={}, trace_id="t", owner=Owner("h", 1),
-                            lease_ttl=30)
-        attempt = journal.begin_attempt("R0001", "a", "action", 1, span_id="s", method="PUT",
-                                        url="u", headers={}, body=None)
-        journal.finish_attempt(attempt, outcome="retryable", duration_ms=1.0,
-                               error_class="ReadTimeout", in_doubt=True)
-        second = journal.begin_attempt("R0001", "b", "action", 1, span_id="s", method="PUT",
-                                       url="u", headers={}, body=None)
-        journal.finish_attempt(second, outcome="retryable", duration_ms=1.0, status=503,
-                               error_class="HTTPStatus")
+        new_run(journal, "R0001", name="n")
+        attempt = journal.begin_attempt(
+            "R0001", "a", "action", 1, span_id="s", method="PUT", url="u", headers={}, body=None
+        )
+        journal.finish_attempt(
+            attempt, outcome="retryable", duration_ms=1.0, error_class="ReadTimeout", in_doubt=True
+        )
+        second = journal.begin_attempt(
+            "R0001", "b", "action", 1, span_id="s", method="PUT", url="u", headers={}, body=None
+        )
+        journal.finish_attempt(
+            second, outcome="retryable", duration_ms=1.0, status=503, error_class="HTTPStatus"
+        )
         assert journal.steps("R0001")[("a", "action")].state is StepState.RUNNING
         journal.settle_interrupted("R0001")
         step = journal.steps("R0001")[("a", "action")]
@@ -64,7 +69,9 @@ def test_a_short_secret_does_not_mask_output_names(tmp_path: Path, service: Serv
         import httpx
 
         with httpx.Client() as client:
-            Engine(saga, run, journal=journal, client=client, secrets={"TOKEN": "t"}).start()
+            Engine(
+                saga, run, journal=journal, executors=http_executors(client), secrets={"TOKEN": "t"}
+            ).start()
         assert journal.steps(run.id)[("a", "action")].outputs == {"ident": run.id}
 
 
@@ -78,13 +85,10 @@ def test_two_journals_on_one_file_in_one_process_stay_consistent(tmp_path: Path)
 
     path = tmp_path / "j.db"
     first = open_journal(path)
-    first.create_run(run_id="R0001", name="n", saga_path="p", saga_text="t", saga_hash="h",
-                     inputs={}, env={}, trace_id="t", owner=Owner("h", 1),  lease_ttl=30)
+    new_run(first, "R0001", name="n")
     for i in range(20):
         with open_journal(path) as second:
-            second.create_run(run_id=f"S{i:04d}", name="n", saga_path="p", saga_text="t",
-                              saga_hash="h", inputs={}, env={}, trace_id="t", owner=Owner("h", 1),
-                               lease_ttl=30)
+            new_run(second, f"S{i:04d}", name="n")
         first.set_run("R0001", error=f"round {i}")
     assert len(first.list_runs(limit=100)) == 21
     first.close()

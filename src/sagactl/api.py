@@ -53,8 +53,9 @@ def _ready(saga: Saga, run_id: str, inputs: Mapping[str, Any], env: Mapping[str,
     """What a run needs before anything is journaled or sent (SPEC §3.2 item 0): `vars`
     rendered, every request that can be prepared prepared and checked, every unset env name
     that is read without a default refused. Raises RenderError or DefinitionErrors (exit 2)."""
+    from sagactl.definition.scope import run_context
     from sagactl.definition.templating import Renderer
-    from sagactl.executors.http.prepare import preflight, run_context
+    from sagactl.executors.http.prepare import preflight
 
     redactor.add(list(secrets.values()), derived=False)
     renderer = Renderer(on_secret=redactor.add)
@@ -67,10 +68,12 @@ def _ready(saga: Saga, run_id: str, inputs: Mapping[str, Any], env: Mapping[str,
 def _engine(saga: Saga, run: RunRecord, journal: Journal, client: Any, secrets: Mapping[str, str],
             on_event: Callable[[Event], None], concurrency: int,
             stop: threading.Event | None, ready: Mapping[str, Any]) -> Engine:
-    from sagactl.engine.machine import Engine  # with httpx: only the commands that send need it
+    from sagactl.engine.machine import Engine
+    from sagactl.executors.http.executor import HttpExecutor  # only the commands that send
 
-    return Engine(saga, run, journal=journal, client=client, secrets=secrets, on_event=on_event,
-                  concurrency=concurrency, stop=stop, **ready)
+    return Engine(saga, run, journal=journal, executors={"http": HttpExecutor(client)},
+                  secrets=secrets, on_event=on_event, concurrency=concurrency, stop=stop,
+                  **ready)
 
 
 def start_run(saga: Saga, inputs: Mapping[str, Any], journal: Journal,

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "COMPENSATION_RETRY",
@@ -20,6 +20,7 @@ __all__ = [
     "METHODS",
     "READ_ONLY_METHODS",
     "BodyKind",
+    "Call",
     "Expect",
     "Phase",
     "Request",
@@ -174,9 +175,53 @@ class Expect:
         return status_matches(self.status, status)
 
 
+class Call(Protocol):
+    """One call of a step (its action, compensation or confirm), of any kind: `kind` names
+    the executor that runs it (`sagactl.executors`). The engine reads only what is here."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def phase(self) -> Phase: ...
+
+    @property
+    def timeout(self) -> float:
+        """Seconds an attempt may take, whole."""
+        ...
+
+    @property
+    def retry(self) -> RetryPolicy: ...
+
+    @property
+    def checks(self) -> tuple[str, ...]:
+        """Expressions over `response` that must all be true for a success."""
+        ...
+
+    @property
+    def read_only(self) -> bool:
+        """Whether, as an action, it has no effect to undo whatever it does."""
+        ...
+
+    @property
+    def reads_steps(self) -> bool:
+        """Whether it reads other steps' outputs: it is prepared only once they are known."""
+        ...
+
+    @property
+    def line(self) -> int:
+        """Its line in the saga file, for messages."""
+        ...
+
+    def templates(self) -> tuple[Any, ...]:
+        """Every value in it that may hold templates."""
+        ...
+
+
 @dataclass(frozen=True)
 class Request:
-    """One request of a step, with the saga's defaults already merged in."""
+    """One HTTP request of a step (a `Call` of kind `http`), with the saga's defaults
+    already merged in."""
 
     phase: Phase
     method: str
@@ -202,6 +247,21 @@ class Request:
     line: int = 0
     """Line of the request in the saga file, for messages."""
 
+    @property
+    def kind(self) -> str:
+        return "http"
+
+    @property
+    def checks(self) -> tuple[str, ...]:
+        return self.expect.that
+
+    @property
+    def read_only(self) -> bool:
+        return self.method in READ_ONLY_METHODS
+
+    def templates(self) -> tuple[Any, ...]:
+        return (self.url, self.base_url, self.query, self.headers, self.auth, self.body)
+
 
 @dataclass(frozen=True)
 class Step:
@@ -212,9 +272,9 @@ class Step:
     """Position in the file, from 0."""
     needs: tuple[str, ...]
     """Direct dependencies: the `needs` list, or every step above when there is none."""
-    action: Request
-    compensate: Request | None = None
-    confirm: Request | None = None
+    action: Call
+    compensate: Call | None = None
+    confirm: Call | None = None
     outputs: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     explicit_needs: bool = False
@@ -230,7 +290,7 @@ class Step:
     def kind(self) -> StepKind:
         if self.compensate is not None:
             return StepKind.COMPENSATABLE
-        if self.safe or self.action.method in READ_ONLY_METHODS:
+        if self.safe or self.action.read_only:
             return StepKind.READ_ONLY
         return StepKind.PIVOT
 
@@ -239,7 +299,7 @@ class Step:
         prefix = f"steps.{self.id}.outputs."
         return [name for name in withheld if name.startswith(prefix)]
 
-    def request(self, phase: Phase) -> Request | None:
+    def request(self, phase: Phase) -> Call | None:
         if phase is Phase.ACTION:
             return self.action
         return self.compensate if phase is Phase.COMPENSATE else self.confirm

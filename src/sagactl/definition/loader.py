@@ -726,7 +726,7 @@ def _credential_outputs(steps: list[Step]) -> dict[str, frozenset[str]]:
     found: dict[str, set[str]] = {}
     for step in steps:
         for request in (step.action, step.compensate, step.confirm):
-            if request is None:
+            if not isinstance(request, Request):
                 continue
             values = [v for k, v in request.headers.items() if k.lower() in _CREDENTIALS]
             values.append(request.auth)

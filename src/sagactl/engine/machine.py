@@ -2,11 +2,12 @@
 
 The engine's next move always comes from the journal: what succeeded, what failed, what is in
 doubt. It writes each attempt before sending it and its result after, emits events instead of
-printing, and takes every side effect (HTTP client, journal, sleep, clock) as a parameter.
+printing, and takes every side effect (executors, journal, sleep, clock) as a parameter. It
+knows no kind of step: each call goes to the executor of its kind (`sagactl.executors`).
 
-Steps run on a pool of threads sharing one `httpx.Client`: on this kind of workload (a few to a
-few dozen requests in flight to local or nearby services) threads with the sync client beat
-asyncio's client, whose per-request overhead is higher and which degrades under concurrency.
+Steps run on a pool of threads: on this kind of workload (a few to a few dozen requests in
+flight to local or nearby services) threads with httpx's sync client beat asyncio's client,
+whose per-request overhead is higher and which degrades under concurrency.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from sagactl.definition.scope import run_context
 from sagactl.definition.templating import Outputs, Renderer, TemplateProblem
+from sagactl.engine.retry import next_wait
 from sagactl.engine.stopping import StopSignal
 from sagactl.errors import (
     Interrupted,
@@ -43,16 +46,19 @@ from sagactl.events import (
     RunStarted,
     StepFinished,
 )
-from sagactl.executors.http import attempt as http
-from sagactl.executors.http.prepare import PreparedRequest, prepare, run_context
+from sagactl.executors.base import (
+    AttemptContext,
+    AttemptResult,
+    Executor,
+    Outcome,
+    Prepared,
+    ResponseView,
+)
 from sagactl.ids import new_run_id, new_span_id, new_trace_id
 from sagactl.journal.contract import Journal
 from sagactl.model import Phase, Saga, Step, StepKind
 from sagactl.records import Owner, RunRecord, RunStatus, StepRecord, StepState
 from sagactl.redact import Redactor
-
-if TYPE_CHECKING:  # a type only: the engine leaves HTTP to its executor
-    import httpx
 
 __all__ = ["WITHHELD", "WITHHELD_BODY", "Engine", "create_run", "env_values", "read_secrets"]
 
@@ -160,7 +166,7 @@ class Engine:
         run: RunRecord,
         *,
         journal: Journal,
-        client: httpx.Client,
+        executors: Mapping[str, Executor],
         secrets: Mapping[str, str],
         on_event: Callable[[Event], None] = lambda event: None,
         concurrency: int = 8,
@@ -170,13 +176,19 @@ class Engine:
         lease_ttl: float = 30.0,
         renderer: Renderer | None = None,
         context: Mapping[str, Any] | None = None,
-        prepared: Mapping[tuple[str, Phase], PreparedRequest] | None = None,
+        prepared: Mapping[tuple[str, Phase], Prepared] | None = None,
         redactor: Redactor | None = None,
     ) -> None:
         self.saga = saga
         self.run_id = run.id
         self.journal = journal
-        self.client = client
+        self.executors = executors
+        """The executor of each kind of step, by kind."""
+        missing = sorted({call.kind for step in saga.steps for phase in Phase
+                          if (call := step.request(phase)) is not None} - set(executors))
+        if missing:
+            raise UsageError(f"steps of kind {', '.join(repr(k) for k in missing)} cannot be "
+                             "run here: there is no executor for them")
         self.emit = on_event
         self.concurrency = max(1, concurrency)
         self.stop = stop or threading.Event()
@@ -312,9 +324,9 @@ class Engine:
                 self.redactor.value(value) != value else value
                 for name, value in outputs.items()}
 
-    def _read_secrets(self, step: Step, result: http.AttemptResult) -> frozenset[str]:
+    def _read_secrets(self, step: Step, result: AttemptResult) -> frozenset[str]:
         """The step's secret outputs that were read from this attempt's answer."""
-        if result.outcome is http.Outcome.SUCCESS:
+        if result.outcome is Outcome.SUCCESS:
             return frozenset(result.outputs) & step.secret_outputs
         view = result.response
         if view is None:
@@ -399,8 +411,7 @@ class Engine:
             if request is None or self._state(step.id, phase) is StepState.SUCCEEDED or (
                     phase is Phase.COMPENSATE and not self._applied(step.id)):
                 continue
-            for text in strings_in([request.url, request.base_url, request.query,
-                                    request.headers, request.auth, request.body]):
+            for text in strings_in(list(request.templates())):
                 for ref in references(text) if is_template(text) else ():
                     name = str(ref)
                     if ref.root == "steps" and name in self.withheld:
@@ -628,13 +639,19 @@ class Engine:
 
     # --- one request ---------------------------------------------------------------------------
 
+    def _executor(self, step: Step, phase: Phase) -> Executor:
+        call = step.request(phase)
+        assert call is not None
+        return self.executors[call.kind]  # every kind has one: checked when built
+
     def _execute(self, step: Step, phase: Phase) -> _Result:
+        executor = self._executor(step, phase)
         ready = self.prepared.get((step.id, phase))
         if ready is not None:
-            return self._attempts(step, phase, ready)
+            return self._attempts(step, phase, executor, ready)
         try:
-            prepared = prepare(self.saga, step, phase, self.context, self.outputs, self.renderer,
-                               secrets=self.redactor)
+            prepared = executor.prepare(self.saga, step, phase, self.context, self.outputs,
+                                        self.renderer, secrets=self.redactor)
         except RenderError as exc:
             why = ""
             if phase is not Phase.ACTION and step.id not in self.outputs and step.outputs:
@@ -644,12 +661,14 @@ class Engine:
                     "did not keep it)"
             return self._give_up(step, phase, f"cannot render the {phase.value}{why}: "
                                               f"{exc.message}")
-        return self._attempts(step, phase, prepared)
+        return self._attempts(step, phase, executor, prepared)
 
-    def _attempts(self, step: Step, phase: Phase, prepared: PreparedRequest) -> _Result:
+    def _attempts(self, step: Step, phase: Phase, executor: Executor,
+                  prepared: Prepared) -> _Result:
         """Send `prepared` until an attempt succeeds or fails for good, its retries are used
         up, a signal arrives, or (for an action) the next retry would start past the saga's
-        deadline. Each attempt is journaled before it is sent, and its result after.
+        deadline. Each attempt is journaled before it is sent, and its result after: begun,
+        made, finished, in this frame, once each.
 
         The request is in doubt when any of its attempts — of this process or of an earlier
         one — may have reached the service and none succeeded: a later 503, 4xx or refused
@@ -666,48 +685,47 @@ class Engine:
             doubt = _Doubt(0, None)
         # A request an earlier process saw accepted (then failing a check) took effect.
         applied = earlier is not None and earlier.state is StepState.FAILED and earlier.applied
-        body_text = self.redactor.text(prepared.body_text) if prepared.body_text is not None \
-            else None
-        shown_url = self.redactor.text(prepared.url)
         deadline = self._deadline if phase is Phase.ACTION else None
+        mask = self.redactor.text
+        shown_target = ""
 
-        def check(view: http.ResponseView) -> tuple[dict[str, Any], str | None]:
+        def check(view: ResponseView) -> tuple[dict[str, Any], str | None]:
             return self._check(step, phase, view)
 
         number = 0
         while True:
             number += 1
             self._hold_lease()
-            span = new_span_id()
-            headers = self._saga_headers(prepared, offset + number, span)
-            shown_headers = self.redactor.headers({**prepared.headers, **headers})
+            context = AttemptContext(run_id, self.trace_id, offset + number, new_span_id(),
+                                     self.clock)
+            shown = executor.shown(prepared, context)
+            shown_target = mask(shown.target)
+            shown_headers = self.redactor.headers(shown.headers)
+            body_text = mask(shown.body) if shown.body is not None else None
             handle = journal.begin_attempt(
-                run_id, step.id, phase_name, offset + number, span_id=span,
-                method=prepared.method, url=shown_url, headers=shown_headers, body=body_text)
-            self.emit(AttemptStarted(step.id, phase_name, offset + number,
-                                     offset + policy.attempts, prepared.method, shown_url,
+                run_id, step.id, phase_name, context.number, span_id=context.span_id,
+                method=shown.operation, url=shown_target, headers=shown_headers, body=body_text)
+            self.emit(AttemptStarted(step.id, phase_name, context.number,
+                                     offset + policy.attempts, shown.operation, shown_target,
                                      shown_headers, _clip(body_text)))
-            result = http.attempt(self.client, prepared, headers, check, self.clock)
+            result = executor.attempt(prepared, context, check)
             if result.in_doubt and doubt is None:
-                doubt = _Doubt(offset + number, self.redactor.text(result.error_message or
-                                                                   "no answer"))
+                doubt = _Doubt(context.number, mask(result.error_message or "no answer"))
             applied = applied or result.applied
             wait: float | None = None
-            if result.outcome is http.Outcome.RETRYABLE and number < policy.attempts \
-                    and not self.stop.is_set():
-                wait = http.wait_before(policy, number, result.retry_after)
-                if deadline is not None and self.clock() + wait > deadline:
-                    wait = None  # the retry would start past the saga's deadline
+            if result.outcome is Outcome.RETRYABLE and not self.stop.is_set():
+                wait = next_wait(policy, number, result.retry_after, now=self.clock(),
+                                 deadline=deadline)
             state: StepState | None = None
             if wait is None:
-                state = StepState.SUCCEEDED if result.outcome is http.Outcome.SUCCESS else \
+                state = StepState.SUCCEEDED if result.outcome is Outcome.SUCCESS else \
                     StepState.IN_DOUBT if doubt is not None and not applied else \
                     StepState.FAILED
             response = result.response
-            error = self.redactor.text(result.error_message) if result.error_message else None
+            error = mask(result.error_message) if result.error_message else None
             shown_response_headers = self.redactor.headers(response.headers) if response \
                 else None
-            shown_body = self.redactor.text(response.text) if response else None
+            shown_body = mask(response.text) if response else None
             if response is not None and phase is Phase.ACTION and step.secret_outputs and \
                     not step.secret_outputs <= self._read_secrets(step, result):
                 # A secret output could not be read from this answer, so it cannot be
@@ -722,16 +740,16 @@ class Engine:
                 response_body=shown_body, step_state=state,
                 applied=doubt is not None or applied,
                 outputs=self._journaled_outputs(step, result.outputs) if state else None,
-                step_error=_step_error(error, doubt, offset + number) if state else None,
+                step_error=_step_error(error, doubt, context.number) if state else None,
                 defer=state is not None)
-            self.emit(AttemptFinished(step.id, phase_name, offset + number,
+            self.emit(AttemptFinished(step.id, phase_name, context.number,
                                       result.outcome.value, result.status, error,
                                       result.duration_ms, shown_response_headers,
                                       _clip(shown_body), in_doubt=result.in_doubt))
             if state is not None:
                 break
             assert wait is not None
-            self.emit(RetryScheduled(step.id, phase_name, offset + number + 1, round(wait, 3)))
+            self.emit(RetryScheduled(step.id, phase_name, context.number + 1, round(wait, 3)))
             self.sleep(wait)
             if self.stop.is_set():
                 # A signal during the backoff: nothing more is sent. The step is left running;
@@ -748,7 +766,7 @@ class Engine:
             for name in step.withheld_names(self.withheld):
                 self.withheld.discard(name)  # sent again, read anew
         self.emit(StepFinished(step.id, phase_name, state.value, step_error,
-                               self._where(step, phase), f"{prepared.method} {shown_url}",
+                               self._where(step, phase), f"{shown.operation} {shown_target}",
                                _clip(shown_body, 300)))
         return _Result(state, record.applied, result.outputs, step_error)
 
@@ -766,22 +784,11 @@ class Engine:
                                self._where(step, phase)))
         return _Result(StepState.FAILED, error=error)
 
-    def _saga_headers(self, prepared: PreparedRequest, number: int,
-                      span: str) -> dict[str, str]:
-        return {
-            "Idempotency-Key": prepared.idempotency_key,
-            "Saga-Id": self.run_id,
-            "Saga-Step": prepared.step,
-            "Saga-Phase": prepared.phase.value,
-            "Saga-Attempt": str(number),
-            "traceparent": f"00-{self.trace_id}-{span}-01",
-        }
-
     def _check(self, step: Step, phase: Phase,
-               view: http.ResponseView) -> tuple[dict[str, Any], str | None]:
+               view: ResponseView) -> tuple[dict[str, Any], str | None]:
         request = step.request(phase)
         assert request is not None
-        if not request.expect.that and (phase is not Phase.ACTION or not step.outputs):
+        if not request.checks and (phase is not Phase.ACTION or not step.outputs):
             return {}, None  # nothing reads the response: spare parsing it
         scope = {**self.context, "response": view.context(),
                  "step": {"id": step.id, "idempotency_key": f"{self.run_id}.{step.id}."
@@ -796,7 +803,7 @@ class Engine:
                     secret[name] = self.renderer.render(step.outputs[name], scope)
                     self.redactor.add(secret[name], derived=False)
         mask = self.redactor.text
-        for i, expression in enumerate(request.expect.that):
+        for i, expression in enumerate(request.checks):
             try:
                 value = self.renderer.evaluate(expression, scope)
             except TemplateProblem as exc:

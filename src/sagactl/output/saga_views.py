@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sagactl.definition import graph
-from sagactl.executors.http.prepare import PreparedRequest
-from sagactl.model import Expect, Phase, RetryPolicy, Saga, StepKind, format_duration
-from sagactl.redact import MASK, SENSITIVE_HEADERS
+from sagactl.model import Phase, Saga, StepKind
 
 __all__ = ["draw_dot", "draw_mermaid", "format_plan", "format_validation"]
 
@@ -34,54 +32,22 @@ def format_validation(saga: Saga) -> str:
     return "\n".join(lines)
 
 
-def _retry_text(retry: RetryPolicy) -> str:
-    if retry.attempts == 1:
-        return "no retry"
-    text = f"{retry.attempts} attempts, backoff {format_duration(retry.backoff)}"
-    if retry.factor != 1:
-        text += f" x{retry.factor:g}"
-    text += f" up to {format_duration(retry.max_backoff)}"
-    return text + (", jitter" if retry.jitter else "")
-
-
-def _expect_text(expect: Expect) -> str:
-    parts = ["status " + ", ".join(str(s) for s in expect.status)]
-    parts.extend(expect.that)
-    return "; ".join(parts)
-
-
-def _body_text(request: PreparedRequest) -> str | None:
-    if request.body_kind is None:
-        return None
-    if isinstance(request.body, str):
-        return f"{request.body_kind.value} {request.body}"
-    return f"{request.body_kind.value} {json.dumps(request.body, ensure_ascii=False)}"
-
-
-def format_plan(
-    saga: Saga, inputs: Mapping[str, Any], requests: Sequence[Sequence[PreparedRequest]]
-) -> str:
-    """The `plan`: for each step in dependency order, every request it may send."""
+def format_plan(saga: Saga, inputs: Mapping[str, Any],
+                calls: Sequence[Sequence[tuple[Phase, Sequence[str]]]]) -> str:
+    """The `plan`: for each step in dependency order, every call it may make, as its
+    executor describes it (a first line, then details)."""
     shown = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in inputs.items())
     lines = [f"plan of saga {saga.name} ({saga.path}), {len(saga.steps)} steps",
              f"inputs: {shown or '-'}"]
-    for position, (step, step_requests) in enumerate(zip(saga.ordered_steps(), requests,
-                                                         strict=True), start=1):
+    for position, (step, step_calls) in enumerate(zip(saga.ordered_steps(), calls,
+                                                      strict=True), start=1):
         needs = ", ".join(step.needs) if step.needs else "nothing"
         lines += ["", f"{position}. {step.id} ({step.kind.value}; needs {needs})"]
-        for request in step_requests:
-            label = request.phase.value.ljust(10)
-            lines.append(f"   {label}  {request.method} {request.url}")
-            pad = " " * 15
-            for name, value in request.headers.items():
-                lines.append(f"{pad}{name}: {MASK if name.lower() in SENSITIVE_HEADERS else value}")
-            body = _body_text(request)
-            if body is not None:
-                lines.append(f"{pad}{body}")
-            lines.append(f"{pad}expect {_expect_text(request.expect)}")
-            lines.append(f"{pad}timeout {format_duration(request.timeout)}, "
-                         f"{_retry_text(request.retry)}")
-            if request.phase is Phase.ACTION:
+        for phase, described in step_calls:
+            first, *details = described
+            lines.append(f"   {phase.value.ljust(10)}  {first}")
+            lines.extend(f"{' ' * 15}{detail}" for detail in details)
+            if phase is Phase.ACTION:
                 for i, (name, value) in enumerate(step.outputs.items()):
                     label = "outputs" if i == 0 else ""
                     lines.append(f"   {label.ljust(10)}  {name} = {value}")

@@ -11,42 +11,25 @@ from __future__ import annotations
 
 import codecs
 import email.utils
-import json
 import math
 import re
 import time
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import httpx
 
 from sagactl.errors import Interrupted
+from sagactl.executors.base import AttemptResult, Check, Outcome, ResponseView
 from sagactl.executors.http.prepare import PreparedRequest
 from sagactl.executors.http.transport import deadline
-from sagactl.model import RetryPolicy, format_size
+from sagactl.model import format_size
 
-__all__ = [
-    "JOURNALED_BODY",
-    "AttemptResult",
-    "Check",
-    "Headers",
-    "Outcome",
-    "ResponseView",
-    "attempt",
-    "wait_before",
-]
+__all__ = ["JOURNALED_BODY", "Headers", "attempt"]
 
 JOURNALED_BODY = 64 * 1024
 """Bytes of a body kept when nothing reads it: what the journal keeps of it."""
-
-
-class Outcome(StrEnum):
-    SUCCESS = "success"
-    RETRYABLE = "retryable"
-    FAILURE = "failure"
 
 
 class Headers(dict[str, str]):
@@ -77,54 +60,6 @@ class Headers(dict[str, str]):
             return self[name]
         except KeyError:
             return default
-
-
-@dataclass(slots=True)
-class ResponseView:
-    """The response as templates see it (`response.status`, `.json`…)."""
-
-    status: int
-    headers: dict[str, str]
-    text: str
-    elapsed_ms: float
-
-    @property
-    def json(self) -> Any:
-        try:
-            return json.loads(self.text)
-        except (ValueError, RecursionError):  # not JSON, or nested past what can be read
-            return None
-
-    def context(self) -> dict[str, Any]:
-        return {"status": self.status, "headers": self.headers, "json": self.json,
-                "text": self.text, "elapsed_ms": self.elapsed_ms}
-
-
-@dataclass(slots=True)
-class AttemptResult:
-    """What one attempt came to (never changed once built; not frozen, which would cost more
-    to build than the rest of classifying an attempt)."""
-
-    outcome: Outcome
-    duration_ms: float
-    response: ResponseView | None = None
-    error_class: str | None = None
-    error_message: str | None = None
-    in_doubt: bool = False
-    """The request may have reached the service, and no answer was read: its effect is
-    unknown. Later attempts prove nothing about this one."""
-    applied: bool = False
-    """The service answered with an accepted status: the request took effect."""
-    outputs: dict[str, Any] = field(default_factory=dict)
-    retry_after: float | None = None
-
-    @property
-    def status(self) -> int | None:
-        return self.response.status if self.response else None
-
-
-Check = Callable[[ResponseView], tuple[dict[str, Any], str | None]]
-"""Evaluates `expect.that` and `outputs` on an accepted response: (outputs, error or None)."""
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -351,23 +286,3 @@ def _decoder(content_encoding: str) -> _Identity | _Inflate | _Unsupported:
     if len(encodings) == 1 and encodings[0] in ("gzip", "x-gzip", "deflate"):
         return _Inflate(encodings[0])
     return _Unsupported(", ".join(encodings))
-
-
-def wait_before(policy: RetryPolicy, number: int, retry_after: float | None = None) -> float:
-    """Seconds to wait before attempt `number + 1`: exponential backoff (with full jitter
-    when the policy says so), raised to `Retry-After`, never past `max_backoff`."""
-    import tenacity  # only now: most runs never retry, and importing it costs milliseconds
-
-    base = dict(multiplier=policy.backoff, exp_base=policy.factor, max=policy.max_backoff)
-    backoff = tenacity.wait_random_exponential(**base) if policy.jitter \
-        else tenacity.wait_exponential(**base)
-    # tenacity's waits read only the number of the attempt that just ended.
-    seconds = float(backoff(_AttemptNumber(number)))  # type: ignore[arg-type]
-    if retry_after is not None:
-        seconds = max(seconds, retry_after)
-    return min(seconds, policy.max_backoff)
-
-
-@dataclass(frozen=True)
-class _AttemptNumber:
-    attempt_number: int

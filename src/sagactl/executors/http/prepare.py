@@ -15,10 +15,9 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from sagactl import __version__
+from sagactl.definition.scope import idempotency_key, run_context
 from sagactl.definition.templating import (
-    Namespace,
     Renderer,
-    Secrets,
     TemplateProblem,
     is_template,
     references,
@@ -33,12 +32,10 @@ __all__ = [
     "MAX_URL",
     "USER_AGENT",
     "PreparedRequest",
-    "idempotency_key",
     "join_url",
     "plan",
     "preflight",
     "prepare",
-    "run_context",
 ]
 
 
@@ -73,11 +70,6 @@ class PreparedRequest:
     body_bytes: bytes | None = None
     reads_body: bool = True
     max_response: int = 16 * 1024 * 1024
-
-
-def idempotency_key(run_id: str, step_id: str, phase: Phase) -> str:
-    """The same for every attempt and every resume of one request (SPEC §3.3)."""
-    return f"{run_id}.{step_id}.{phase.value}"
 
 
 USER_AGENT = f"sagactl/{__version__}"
@@ -171,33 +163,6 @@ def join_url(base: str | None, url: str) -> str:
     if "://" in url or not base:
         return url
     return base.rstrip("/") + "/" + url.lstrip("/")
-
-
-def run_context(
-    saga: Saga,
-    *,
-    run_id: str,
-    inputs: Mapping[str, Any],
-    env: Mapping[str, str],
-    secrets: Mapping[str, str],
-    renderer: Renderer,
-) -> dict[str, Any]:
-    """The names every template of a run sees, with `vars` computed in order."""
-    variables = Namespace("vars")
-    context: dict[str, Any] = {
-        "inputs": Namespace("inputs", inputs),
-        "env": Namespace("env", {name: env[name] for name in saga.env if name in env}),
-        "secrets": Secrets("secrets",
-                             {name: secrets[name] for name in saga.secrets if name in secrets}),
-        "run": {"id": run_id, "name": saga.name},
-        "vars": variables,
-    }
-    for name, value in saga.vars:
-        try:
-            variables[name] = renderer.render(value, context)
-        except TemplateProblem as exc:
-            raise RenderError(Location(saga.path, path=f"vars.{name}"), str(exc)) from None
-    return context
 
 
 # One encoder for every body: json.dumps with options builds a new one per call. JSON has no
@@ -338,8 +303,8 @@ def prepare(
     request that could not be sent (its URL, a header, a body too large). With `secrets`,
     the values of its credential headers become secrets."""
     request = step.request(phase)
-    if request is None:
-        raise ValueError(f"step {step.id} has no {phase.value}")
+    if not isinstance(request, Request):
+        raise ValueError(f"step {step.id} has no HTTP {phase.value}")
     scope = _scope(context, step, phase, steps)
     parts = _Parts(saga, step, phase, request, scope, renderer)
     url = parts.url()
@@ -389,8 +354,8 @@ def preflight(saga: Saga, context: Mapping[str, Any], renderer: Renderer,
     for step in saga.steps:
         for phase, request in ((Phase.ACTION, step.action), (Phase.COMPENSATE, step.compensate),
                                (Phase.CONFIRM, step.confirm)):
-            if request is None:
-                continue
+            if not isinstance(request, Request):
+                continue  # none, or of another kind: its executor checks it as it runs
             if not request.reads_steps:
                 try:
                     ready[(step.id, phase)] = prepare(saga, step, phase, context, {}, renderer,
@@ -455,20 +420,28 @@ def _unset_env(where: Location, value: Any, unset: set[str],
 
 
 def plan(saga: Saga, inputs: Mapping[str, Any], env: Mapping[str, str],
-         renderer: Renderer) -> list[list[PreparedRequest]]:
-    """Every request each step may send, in dependency order, rendered without sending.
+         renderer: Renderer) -> list[list[tuple[Phase, list[str]]]]:
+    """Every request each step may send, in dependency order, rendered without sending and
+    described as `plan` shows them (`format_plan`).
 
     What is known only once running stands as a placeholder: `<run.id>`,
-    `<steps.S.outputs.X>`; secrets stand as `***`.
+    `<steps.S.outputs.X>`; secrets stand as `***`. A call of another kind is named only.
     """
+    from sagactl.executors.http.describe import describe
     from sagactl.redact import MASK
 
     context = run_context(saga, run_id="<run.id>", inputs=inputs, env=env,
                           secrets=dict.fromkeys(saga.secrets, MASK), renderer=renderer)
     steps = {s.id: {"outputs": {name: f"<steps.{s.id}.outputs.{name}>" for name in s.outputs}}
              for s in saga.steps}
-    return [
-        [prepare(saga, step, phase, context, steps, renderer, check=False)
-         for phase in Phase if step.request(phase) is not None]
-        for step in saga.ordered_steps()
-    ]
+    planned: list[list[tuple[Phase, list[str]]]] = []
+    for step in saga.ordered_steps():
+        planned.append([])
+        for phase in Phase:
+            call = step.request(phase)
+            if isinstance(call, Request):
+                prepared = prepare(saga, step, phase, context, steps, renderer, check=False)
+                planned[-1].append((phase, describe(prepared)))
+            elif call is not None:
+                planned[-1].append((phase, [f"({call.kind} step: shown as it runs)"]))
+    return planned

@@ -1,0 +1,45 @@
+"""The names a run's templates see (`inputs`, `env`, `secrets`, `run`, `vars`), and the
+idempotency key of each request (SPEC §3.3): the same for every kind of step."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sagactl.definition.templating import Namespace, Renderer, Secrets, TemplateProblem
+from sagactl.errors import Location, RenderError
+from sagactl.model import Phase, Saga
+
+__all__ = ["idempotency_key", "run_context"]
+
+
+def idempotency_key(run_id: str, step_id: str, phase: Phase) -> str:
+    """The same for every attempt and every resume of one request (SPEC §3.3)."""
+    return f"{run_id}.{step_id}.{phase.value}"
+
+
+def run_context(
+    saga: Saga,
+    *,
+    run_id: str,
+    inputs: Mapping[str, Any],
+    env: Mapping[str, str],
+    secrets: Mapping[str, str],
+    renderer: Renderer,
+) -> dict[str, Any]:
+    """The names every template of a run sees, with `vars` computed in order."""
+    variables = Namespace("vars")
+    context: dict[str, Any] = {
+        "inputs": Namespace("inputs", inputs),
+        "env": Namespace("env", {name: env[name] for name in saga.env if name in env}),
+        "secrets": Secrets("secrets",
+                             {name: secrets[name] for name in saga.secrets if name in secrets}),
+        "run": {"id": run_id, "name": saga.name},
+        "vars": variables,
+    }
+    for name, value in saga.vars:
+        try:
+            variables[name] = renderer.render(value, context)
+        except TemplateProblem as exc:
+            raise RenderError(Location(saga.path, path=f"vars.{name}"), str(exc)) from None
+    return context
