@@ -5,21 +5,25 @@ HTTP steps, journaled by the real journal, shown by the real renderers: the exec
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from helpers import cli
+from sagactl.definition.kinds import Kind, register, unregister
 from sagactl.definition.loader import load_text
 from sagactl.definition.scope import idempotency_key
 from sagactl.definition.templating import Renderer
 from sagactl.engine.machine import Engine, create_run
-from sagactl.errors import UsageError
+from sagactl.errors import DefinitionErrors, UsageError
 from sagactl.events import AttemptStarted, Event
+from sagactl.executors import registry as executors_registry
 from sagactl.executors.base import (
     AttemptContext,
     AttemptResult,
@@ -127,6 +131,32 @@ class LedgerExecutor:
         return AttemptResult(Outcome.SUCCESS, 1.0, view, applied=True, outputs=outputs)
 
 
+LEDGER = Kind(
+    name="ledger",
+    schema={"type": "object", "required": ["kind", "entry"], "additionalProperties": False,
+            "properties": {"kind": {"const": "ledger"}, "entry": {"type": "string"},
+                           "undo": {"type": "boolean"}}},
+    build=lambda raw, phase, line: LedgerCall(
+        phase, raw["entry"], undo=bool(raw.get("undo")), line=line,
+        retry=RetryPolicy(3, 0.001, jitter=False)),
+    templates=("entry",),
+)
+
+
+BOOK = Ledger()
+"""The ledger the commands' runs append to."""
+
+
+@pytest.fixture(autouse=True)
+def ledger_kind() -> Iterator[None]:
+    """The ledger kind, registered from here: no module of sagactl names it."""
+    register(LEDGER)
+    executors_registry.register("ledger", lambda: LedgerExecutor(BOOK))
+    yield
+    unregister("ledger")
+    executors_registry.unregister("ledger")
+
+
 SAGA = """\
 version: 1
 name: mixed
@@ -140,8 +170,8 @@ steps:
     outputs: {id: "{{ run.id }}"}
     compensate: {method: DELETE, url: "/orders/{{ run.id }}"}
   - id: book
-    action: {method: PUT, url: /replaced-by-a-ledger-call}
-    compensate: {method: DELETE, url: /replaced-by-a-ledger-call}
+    action: {kind: ledger, entry: "order {{ steps.order.outputs.id }}"}
+    compensate: {kind: ledger, entry: "order {{ steps.order.outputs.id }}", undo: true}
   - id: ship
     action: {method: PUT, url: "/ships/{{ run.id }}"}
     compensate: {method: DELETE, url: "/ships/{{ run.id }}"}
@@ -149,15 +179,7 @@ steps:
 
 
 def mixed_saga() -> Saga:
-    """The saga above, its `book` step a ledger step."""
-    saga = load_text(SAGA, "mixed.yaml")
-    book = saga.step("book")
-    entry = "order {{ steps.order.outputs.id }}"
-    ledger_book = dataclasses.replace(
-        book, action=LedgerCall(Phase.ACTION, entry, retry=RetryPolicy(3, 0.001, jitter=False)),
-        compensate=LedgerCall(Phase.COMPENSATE, entry, undo=True))
-    return dataclasses.replace(saga, steps=tuple(ledger_book if s.id == "book" else s
-                                                 for s in saga.steps))
+    return load_text(SAGA, "mixed.yaml")
 
 
 def run(tmp_path: Path, ledger: Ledger, service: Service,
@@ -219,3 +241,38 @@ def test_a_kind_without_an_executor_is_refused_before_anything_is_sent(
     with httpx.Client() as client, pytest.raises(UsageError, match="steps of kind 'ledger'"):
         run(tmp_path, Ledger(), service, executors={"http": HttpExecutor(client)})
     assert service.received == []
+
+
+@pytest.mark.parametrize(("call", "says"), [
+    ("{kind: ledger, entyr: x}", "steps[1].action"),
+    ("{kind: ledgr, entry: x}", "steps[1].action.kind"),
+    ('{kind: ledger, entry: "{{ steps.nope.outputs.id }}"}', "nope"),
+])
+def test_a_call_of_another_kind_is_checked_where_it_stands(call: str, says: str) -> None:
+    text = SAGA.replace('{kind: ledger, entry: "order {{ steps.order.outputs.id }}"}', call)
+    with pytest.raises(DefinitionErrors) as raised:
+        load_text(text, "mixed.yaml")
+    shown = str(raised.value)
+    assert says in shown and "mixed.yaml:13:" in shown, shown
+
+
+def test_without_the_kind_registered_a_ledger_call_is_an_error() -> None:
+    unregister("ledger")
+    with pytest.raises(DefinitionErrors, match="kind"):
+        load_text(SAGA, "mixed.yaml")
+
+
+def test_the_commands_run_and_show_a_step_of_another_kind(tmp_path: Path,
+                                                          service: Service) -> None:
+    saga = tmp_path / "mixed.yaml"
+    saga.write_text(SAGA)
+    env = {"BASE": service.url, "SAGACTL_JOURNAL": str(tmp_path / "j.db"), "NO_COLOR": "1"}
+    ran = cli("run", str(saga), "--output", "json", env=env)
+    assert ran.exit_code == 0, ran.stdout + ran.stderr
+    run_id = json.loads(ran.stdout.splitlines()[-1])["run"]
+    assert BOOK.entries[f"{run_id}.book.action"] == f"order {run_id}"
+    shown = cli("show", run_id, env=env)
+    assert "APPEND ledger://book" in shown.stdout, shown.stdout
+    compensated = cli("compensate", run_id, "--yes", env=env)
+    assert compensated.exit_code == 0, compensated.stdout + compensated.stderr
+    assert f"{run_id}.book.action" not in BOOK.entries and service.resources == {}

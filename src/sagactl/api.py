@@ -70,8 +70,10 @@ def _engine(saga: Saga, run: RunRecord, journal: Journal, client: Any, secrets: 
             stop: threading.Event | None, ready: Mapping[str, Any]) -> Engine:
     from sagactl.engine.machine import Engine
     from sagactl.executors.http.executor import HttpExecutor  # only the commands that send
+    from sagactl.executors.registry import executors
 
-    return Engine(saga, run, journal=journal, executors={"http": HttpExecutor(client)},
+    return Engine(saga, run, journal=journal,
+                  executors={"http": HttpExecutor(client), **executors()},
                   secrets=secrets, on_event=on_event, concurrency=concurrency, stop=stop,
                   **ready)
 

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from sagactl.definition import graph
+from sagactl.definition import kinds as kinds_
 from sagactl.errors import DefinitionError, DefinitionErrors, Location
 from sagactl.model import (
     COMPENSATION_RETRY,
@@ -30,6 +31,7 @@ from sagactl.model import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
     BodyKind,
+    Call,
     Expect,
     Phase,
     Request,
@@ -90,11 +92,37 @@ def _inline_refs(node: Any, defs: Mapping[str, Any]) -> Any:
     return node
 
 
-@cache
+def _with_kinds(base: Mapping[str, Any], kinds: Mapping[str, kinds_.Kind]) -> dict[str, Any]:
+    """The saga schema where each request is of the kind it names: HTTP unless `kind` says
+    another registered kind, whose schema it then follows. A kind nobody registered is the
+    only error of its request: its other keys cannot be judged."""
+    defs = dict(base.get("$defs", {}))
+    known = [kinds_.HTTP, *kinds]
+    kind_property = {"enum": known, "description": "The kind of step this request is for."}
+    http = dict(defs["request"])
+    http["properties"] = {**http["properties"], "kind": kind_property}
+    request: dict[str, Any] = {
+        "if": {"required": ["kind"], "not": {"properties": {"kind": {"enum": known}}}},
+        "then": {"properties": {"kind": kind_property}},
+        "else": http,
+    }
+    for name, kind in kinds.items():
+        request = {"if": {"required": ["kind"], "properties": {"kind": {"const": name}}},
+                   "then": dict(kind.schema), "else": request}
+    defs["request"] = request
+    return {**base, "$defs": defs}
+
+
 def _validator() -> Any:
+    return _validator_of(tuple(kinds_.registered()))
+
+
+@cache
+def _validator_of(names: tuple[str, ...]) -> Any:
     import jsonschema  # costly to import; only loading a saga needs it
 
-    return jsonschema.Draft202012Validator(_inline_refs(schema(), schema().get("$defs", {})))
+    full = _with_kinds(schema(), kinds_.registered())
+    return jsonschema.Draft202012Validator(_inline_refs(full, full.get("$defs", {})))
 
 
 def format_path(path: JsonPath) -> str:
@@ -473,6 +501,12 @@ def _non_finite(value: Any, path: JsonPath) -> Iterator[JsonPath]:
 def _check_requests(checker: _Checker, request: Any, path: JsonPath, scope: _Scope) -> None:
     if not isinstance(request, dict):
         return
+    kind = kinds_.registered().get(kinds_.kind_of(request))
+    if kind is not None:
+        for key in kind.templates:
+            if key in request:
+                checker.check_value(request[key], (*path, key), scope)
+        return
     for where in _non_finite(request.get("json"), (*path, "json")):
         checker.error(where, "NaN and infinity are not JSON (RFC 8259): send a number, null or "
                              "a string")
@@ -745,13 +779,17 @@ def _build(data: dict[str, Any], positions: _Positions, file: str, text: str,
     compensation = defaults.get("compensation") or {}
     steps = []
     for i, raw in enumerate(data["steps"]):
-        def make(phase: Phase, raw_request: Any, index: int = i) -> Request | None:
+        def make(phase: Phase, raw_request: Any, index: int = i) -> Call | None:
             if raw_request is None:
                 return None
             layers = [defaults] if phase is Phase.ACTION else [defaults, compensation]
             line = positions.value(("steps", index, phase.value))[0]
+            merged = _merge([*layers, raw_request])
+            kind = kinds_.registered().get(kinds_.kind_of(raw_request))
+            if kind is not None:
+                return kind.build(merged, phase, line)
             outputs = data["steps"][index].get("outputs") if phase is Phase.ACTION else None
-            return _request(_merge([*layers, raw_request]), phase, line, outputs)
+            return _request(merged, phase, line, outputs)
 
         action = make(Phase.ACTION, raw["action"])
         assert action is not None
