@@ -13,7 +13,8 @@ import pytest
 
 from helpers import http_executors
 from sagactl.definition.loader import load_text
-from sagactl.engine.machine import Engine, create_run
+from sagactl.engine.machine import Engine
+from sagactl.engine.runs import create_run
 from sagactl.events import AttemptFinished, Event, PhaseStarted, RunFinished, RunStarted
 from sagactl.journal import open_journal
 from sagactl.records import RunStatus

@@ -20,7 +20,8 @@ from sagactl.definition.kinds import Kind, register, unregister
 from sagactl.definition.loader import load_text
 from sagactl.definition.scope import idempotency_key
 from sagactl.definition.templating import Renderer
-from sagactl.engine.machine import Engine, create_run
+from sagactl.engine.machine import Engine
+from sagactl.engine.runs import create_run
 from sagactl.errors import DefinitionErrors, UsageError
 from sagactl.events import AttemptStarted, Event
 from sagactl.executors import registry as executors_registry

@@ -16,7 +16,8 @@ import pytest
 
 from helpers import Crash, DyingJournal, http_executors, new_run
 from sagactl.definition.loader import load_text
-from sagactl.engine.machine import Engine, create_run
+from sagactl.engine.machine import Engine
+from sagactl.engine.runs import create_run
 from sagactl.errors import JournalError
 from sagactl.journal import Durability, Journal, open_journal
 from sagactl.records import Owner, RunStatus, StepState

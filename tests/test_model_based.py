@@ -33,7 +33,8 @@ from hypothesis import strategies as st
 
 from helpers import Crash, DyingJournal, http_executors
 from sagactl.definition.loader import load_text
-from sagactl.engine.machine import Engine, create_run
+from sagactl.engine.machine import Engine
+from sagactl.engine.runs import create_run
 from sagactl.errors import UsageError
 from sagactl.journal import Durability, open_journal
 from sagactl.model import StepKind

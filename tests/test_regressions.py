@@ -7,7 +7,8 @@ from pathlib import Path
 import sagas
 from helpers import http_executors, new_run
 from sagactl.definition.loader import load_text
-from sagactl.engine.machine import Engine, create_run
+from sagactl.engine.machine import Engine
+from sagactl.engine.runs import create_run
 from sagactl.journal import open_journal
 from sagactl.records import StepState
 from sagactl.testing.service import Fault, Service

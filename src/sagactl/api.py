@@ -88,7 +88,7 @@ def start_run(saga: Saga, inputs: Mapping[str, Any], journal: Journal,
     if run_id is not None and not _RUN_ID.match(run_id):
         raise UsageError(f"--run-id '{run_id}': use 4 to 64 letters, digits, '.', '_' or '-', "
                          "starting with a letter or digit")
-    from sagactl.engine.machine import create_run, env_values, read_secrets
+    from sagactl.engine.runs import create_run, env_values, read_secrets
     from sagactl.ids import new_run_id
 
     redactor = redactor if redactor is not None else Redactor()
@@ -111,7 +111,7 @@ def start_run(saga: Saga, inputs: Mapping[str, Any], journal: Journal,
 def _stored(journal: Journal, prefix: str, environ: Mapping[str, str],
             redactor: Redactor | None) -> tuple[RunRecord, Saga, dict[str, str], dict[str, Any]]:
     from sagactl.definition.loader import load_text
-    from sagactl.engine.machine import WITHHELD, read_secrets
+    from sagactl.engine.runs import WITHHELD, read_secrets
 
     run = journal.find_run(prefix)
     # The journaled text, never the file on disk: the run goes on as it began.

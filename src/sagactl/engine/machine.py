@@ -13,20 +13,18 @@ whose per-request overhead is higher and which degrades under concurrency.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import heapq
-import json
-import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from sagactl.definition.scope import run_context
 from sagactl.definition.templating import Outputs, Renderer, TemplateProblem
+from sagactl.engine.attempts import Doubt, clip, shown_value, step_error
 from sagactl.engine.retry import next_wait
+from sagactl.engine.runs import WITHHELD, WITHHELD_BODY
+from sagactl.engine.scheduler import schedule
 from sagactl.engine.stopping import StopSignal
 from sagactl.errors import (
     Interrupted,
@@ -54,107 +52,21 @@ from sagactl.executors.base import (
     Prepared,
     ResponseView,
 )
-from sagactl.ids import new_run_id, new_span_id, new_trace_id
+from sagactl.ids import new_span_id
 from sagactl.journal.contract import Journal
 from sagactl.model import Phase, Saga, Step, StepKind
 from sagactl.records import Owner, RunRecord, RunStatus, StepRecord, StepState
 from sagactl.redact import Redactor
 
-__all__ = ["WITHHELD", "WITHHELD_BODY", "Engine", "create_run", "env_values", "read_secrets"]
+__all__ = ["Engine"]
 
 FORWARD, CONFIRM, COMPENSATE = "forward", "confirm", "compensate"
-# What the journal keeps in place of an output that held a secret.
-WITHHELD = {"withheld": "held a secret"}
-# In place of an answer that holds a secret output that could not be read from it.
-WITHHELD_BODY = "(withheld: this answer holds a secret output that could not be read from it)"
-
-
 @dataclass
 class _Result:
     state: StepState
     applied: bool = False
     outputs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
-
-
-@dataclass(frozen=True)
-class _Doubt:
-    """The first attempt that may have reached the service unanswered: its number (0 for an
-    earlier process's) and what it met."""
-
-    attempt: int
-    error: str | None
-
-
-def _step_error(error: str | None, doubt: _Doubt | None, last: int) -> str | None:
-    """A failed request's error, and why it is in doubt when it is; `last` is the number of
-    the attempt `error` is from."""
-    if doubt is None:
-        return error
-    if doubt.attempt == 0:
-        why = "an attempt of an earlier run of sagactl may have reached the service"
-    elif doubt.attempt == last:
-        return f"{error} (in doubt: it may have reached the service)"
-    elif doubt.error == error:
-        return f"{error} (in doubt since attempt {doubt.attempt}: it may have reached the " \
-            "service)"
-    else:
-        why = f"attempt {doubt.attempt} may have reached the service ({doubt.error})"
-    return f"{error}; in doubt: {why}" if error else f"in doubt: {why}"
-
-
-def _clip(text: str | None, limit: int = 2048) -> str | None:
-    return text if text is None or len(text) <= limit else text[:limit] + "…"
-
-
-def _shown(value: Any, mask: Callable[[str], str]) -> str:
-    """A value with its type, as a failed expectation reports it: `false (bool)`. Masked
-    before it is cut short: a secret across the cut would no longer be found."""
-    kind = {bool: "bool", int: "int", float: "float", str: "str", list: "list",
-            dict: "dict", type(None): "null"}.get(type(value), type(value).__name__)
-    try:
-        text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError, RecursionError):
-        text = repr(value)
-    text = mask(text)
-    if len(text) > 200:
-        text = text[:200] + "…"
-    return f"{text} ({kind})"
-
-
-def read_secrets(saga: Saga, environ: Mapping[str, str]) -> dict[str, str]:
-    """Every declared secret from the environment; a missing one is a usage error, raised before
-    anything is sent."""
-    missing = [name for name in saga.secrets if name not in environ]
-    if missing:
-        raise UsageError(f"missing secret{'s' if len(missing) > 1 else ''} "
-                         f"{', '.join(missing)}: set {'them' if len(missing) > 1 else 'it'} in "
-                         "the environment")
-    return {name: environ[name] for name in saga.secrets}
-
-
-def env_values(saga: Saga, environ: Mapping[str, str]) -> dict[str, str]:
-    """The values of the env names the saga declares, as a run reads and journals them."""
-    return {name: environ[name] for name in saga.env if name in environ}
-
-
-def create_run(journal: Journal, saga: Saga, inputs: Mapping[str, Any],
-               environ: Mapping[str, str], *, run_id: str | None = None,
-               lease_ttl: float = 30.0, redactor: Redactor | None = None) -> RunRecord:
-    """Journal a new run (saga text and hash, inputs, env values read) before its first
-    request, owned by this process. An env value that holds a secret (a URL with a password
-    in it) is not journaled, only marked: a resume reads it from the environment again."""
-    env: dict[str, Any] = env_values(saga, environ)
-    if redactor:
-        env = {name: WITHHELD if redactor.text(value) != value else value
-               for name, value in env.items()}
-    run_id = run_id or new_run_id()
-    journal.create_run(
-        run_id=run_id, name=saga.name, saga_path=saga.path, saga_text=saga.source,
-        saga_hash=hashlib.sha256(saga.source.encode()).hexdigest(), inputs=inputs, env=env,
-        trace_id=new_trace_id(), owner=Owner.this_process(), lease_ttl=lease_ttl,
-        step_ids=[s.id for s in saga.steps])
-    return journal.get_run(run_id)
 
 
 class Engine:
@@ -549,81 +461,17 @@ class Engine:
 
     def _wave(self, steps: list[Step], deps: Mapping[str, set[str]], phase: Phase, *,
               stop_on_failure: bool, deadline: float | None = None) -> dict[str, _Result]:
-        """Run `phase` of each step once its `deps` succeeded, at most `concurrency` at once,
-        earlier steps of `steps` first among those free to go.
-
-        Stops starting work on a signal, past `deadline`, or (with `stop_on_failure`) once one
-        fails; what is in flight finishes. Returns the results of the steps that ran.
-        """
-        results: dict[str, _Result] = {}
-        done = {s.id for s in self.saga.steps if self._state(s.id, phase) is
-                StepState.SUCCEEDED}
-        by_id = {s.id: s for s in steps}
-        position = {s.id: i for i, s in enumerate(steps)}
-        waiting = {s.id: len(deps[s.id] - done) for s in steps}
-        users: dict[str, list[str]] = {s.id: [] for s in steps}
-        for step in steps:
-            for dep in deps[step.id] - done:
-                users.setdefault(dep, []).append(step.id)
-        ready = [(position[sid], sid) for sid, count in waiting.items() if count == 0]
-        heapq.heapify(ready)
-        finished: queue.SimpleQueue[tuple[str, _Result | BaseException]] = queue.SimpleQueue()
-
-        def work(step: Step) -> None:
-            try:
-                finished.put((step.id, self._execute(step, phase)))
-            except BaseException as exc:  # handed to the scheduling thread, raised there
-                finished.put((step.id, exc))
-
-        running = 0
-        failed = False
-        pool = ThreadPoolExecutor(max_workers=self.concurrency,
-                                  thread_name_prefix=f"sagactl-{phase.value}")
-        try:
-            while True:
-                if not self.stop.is_set() and not (stop_on_failure and failed) and \
-                        (deadline is None or self.clock() < deadline):
-                    if len(ready) == 1 and not running:
-                        # One step alone: sending it from this thread saves two thread
-                        # switches a step, a good part of a fast request's cost.
-                        step = by_id[heapq.heappop(ready)[1]]
-                        finished.put((step.id, self._inline(step, phase)))
-                        running += 1
-                    while ready and running < self.concurrency:
-                        pool.submit(work, by_id[heapq.heappop(ready)[1]])
-                        running += 1
-                if not running:
-                    break
-                try:
-                    try:
-                        step_id, result = finished.get_nowait()
-                    except queue.Empty:
-                        # Nothing to start until a request in flight ends: write the results
-                        # held back so far rather than keep them waiting (one commit for all
-                        # that ended meanwhile).
-                        self.journal.flush()
-                        step_id, result = finished.get(timeout=0.25)
-                except queue.Empty:
-                    if self.stop.is_set():
-                        # Leave what is in flight: its attempts stay journaled without a
-                        # result, that is, in doubt, and the caller settles them.
-                        return results
-                    continue
-                running -= 1
-                if isinstance(result, BaseException):
-                    raise result
-                results[step_id] = result
-                if result.state is not StepState.SUCCEEDED:
-                    failed = True
-                    continue
-                for user in users.get(step_id, ()):
-                    waiting[user] -= 1
-                    if waiting[user] == 0:
-                        heapq.heappush(ready, (position[user], user))
-        finally:
-            # On a signal, do not wait for requests in flight.
-            pool.shutdown(wait=not self.stop.is_set(), cancel_futures=True)
-        return results
+        """Run `phase` of `steps` in the order `deps` allows (see `schedule`)."""
+        # Nothing to start until a request in flight ends: the results held back so far are
+        # written rather than kept waiting (one commit for all that ended meanwhile).
+        return schedule(
+            steps, deps, done={s.id for s in self.saga.steps
+                               if self._state(s.id, phase) is StepState.SUCCEEDED},
+            run=lambda step: self._execute(step, phase),
+            run_here=lambda step: self._inline(step, phase),
+            succeeded=lambda result: result.state is StepState.SUCCEEDED,
+            concurrency=self.concurrency, stop=self.stop, stop_on_failure=stop_on_failure,
+            deadline=deadline, clock=self.clock, idle=self.journal.flush, name=phase.value)
 
     def _inline(self, step: Step, phase: Phase) -> _Result:
         """`_execute` on this thread; a signal arriving meanwhile interrupts the request."""
@@ -679,10 +527,10 @@ class Engine:
         # says `Saga-Attempt: 3` rather than starting again at 1.
         earlier = self.states.get((step.id, phase_name))
         offset = earlier.attempts if earlier else 0
-        doubt: _Doubt | None = None
+        doubt: Doubt | None = None
         """Why the request may have taken effect without a success: the first such attempt."""
         if earlier is not None and earlier.state is StepState.IN_DOUBT:
-            doubt = _Doubt(0, None)
+            doubt = Doubt(0, None)
         # A request an earlier process saw accepted (then failing a check) took effect.
         applied = earlier is not None and earlier.state is StepState.FAILED and earlier.applied
         deadline = self._deadline if phase is Phase.ACTION else None
@@ -707,10 +555,10 @@ class Engine:
                 method=shown.operation, url=shown_target, headers=shown_headers, body=body_text)
             self.emit(AttemptStarted(step.id, phase_name, context.number,
                                      offset + policy.attempts, shown.operation, shown_target,
-                                     shown_headers, _clip(body_text)))
+                                     shown_headers, clip(body_text)))
             result = executor.attempt(prepared, context, check)
             if result.in_doubt and doubt is None:
-                doubt = _Doubt(context.number, mask(result.error_message or "no answer"))
+                doubt = Doubt(context.number, mask(result.error_message or "no answer"))
             applied = applied or result.applied
             wait: float | None = None
             if result.outcome is Outcome.RETRYABLE and not self.stop.is_set():
@@ -740,12 +588,12 @@ class Engine:
                 response_body=shown_body, step_state=state,
                 applied=doubt is not None or applied,
                 outputs=self._journaled_outputs(step, result.outputs) if state else None,
-                step_error=_step_error(error, doubt, context.number) if state else None,
+                step_error=step_error(error, doubt, context.number) if state else None,
                 defer=state is not None)
             self.emit(AttemptFinished(step.id, phase_name, context.number,
                                       result.outcome.value, result.status, error,
                                       result.duration_ms, shown_response_headers,
-                                      _clip(shown_body), in_doubt=result.in_doubt))
+                                      clip(shown_body), in_doubt=result.in_doubt))
             if state is not None:
                 break
             assert wait is not None
@@ -755,20 +603,20 @@ class Engine:
                 # A signal during the backoff: nothing more is sent. The step is left running;
                 # settling the interrupted run says whether it is in doubt.
                 return _Result(StepState.RUNNING, error="interrupted")
-        step_error = _step_error(error, doubt, offset + number) \
+        final_error = step_error(error, doubt, offset + number) \
             if state is not StepState.SUCCEEDED else None
         record = StepRecord(step.id, phase_name, state, doubt is not None or applied,
-                            result.outputs, offset + number, result.status, step_error,
+                            result.outputs, offset + number, result.status, final_error,
                             time.time())
         self.states[(step.id, phase_name)] = record
         if state is StepState.SUCCEEDED and phase is Phase.ACTION:
             self.outputs[step.id] = self._readable(step, result.outputs)
             for name in step.withheld_names(self.withheld):
                 self.withheld.discard(name)  # sent again, read anew
-        self.emit(StepFinished(step.id, phase_name, state.value, step_error,
+        self.emit(StepFinished(step.id, phase_name, state.value, final_error,
                                self._where(step, phase), f"{shown.operation} {shown_target}",
-                               _clip(shown_body, 300)))
-        return _Result(state, record.applied, result.outputs, step_error)
+                               clip(shown_body, 300)))
+        return _Result(state, record.applied, result.outputs, final_error)
 
     def _where(self, step: Step, phase: Phase) -> str:
         request = step.request(phase)
@@ -811,8 +659,8 @@ class Engine:
             if not value:
                 known, actual = self.renderer.actual(expression, scope)
                 if known:
-                    return {}, f"expect.that[{i}] {expression}: actual {_shown(actual, mask)}"
-                return {}, f"expect.that[{i}] {expression}: is {_shown(value, mask)}"
+                    return {}, f"expect.that[{i}] {expression}: actual {shown_value(actual, mask)}"
+                return {}, f"expect.that[{i}] {expression}: is {shown_value(value, mask)}"
         if phase is not Phase.ACTION or not step.outputs:
             return {}, None
         outputs: dict[str, Any] = {}
