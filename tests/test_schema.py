@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 
 from helpers import ROOT
-from sagactl.definition.loader import schema, schema_text
+from sagactl.definition.schema import schema, schema_text
 
 # Objects whose keys are the user's own names: header names, input names, output names.
 USER_MAPS = {"query", "headers", "form", "inputs", "vars", "outputs"}

@@ -179,7 +179,7 @@ def step_order(run: RunRecord) -> list[str]:
     schema and templates: `show` must start fast)."""
     if run.step_ids is not None:
         return list(run.step_ids)
-    from sagactl.definition.loader import parse_data
+    from sagactl.definition.source import parse_data
 
     data = parse_data(run.saga_text)
     return [s["id"] for s in data.get("steps", []) if isinstance(s, dict) and "id" in s]

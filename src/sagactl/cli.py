@@ -177,7 +177,7 @@ def graph(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of saga files (draft 2020-12), for editors and other tools."""
-    from sagactl.definition.loader import schema_text
+    from sagactl.definition.schema import schema_text
 
     sys.stdout.write(schema_text())
 

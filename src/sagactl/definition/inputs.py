@@ -113,7 +113,7 @@ def read_user_file(path: str | Path, what: str) -> str:
 
 def read_inputs_file(path: str | Path) -> dict[str, Any]:
     """Inputs from a JSON or YAML file holding one mapping. Raises UsageError."""
-    from sagactl.definition.loader import parse_data
+    from sagactl.definition.source import parse_data
 
     text = read_user_file(path, "inputs file")
     try:

@@ -1,0 +1,191 @@
+"""A checked saga file built into the model (`sagactl.model`): defaults merged into each
+request, each call built by its kind, outputs sent as credentials made secret."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from sagactl.definition import graph
+from sagactl.definition import kinds as kinds_
+from sagactl.definition.checks import is_secret_output
+from sagactl.definition.source import Positions
+from sagactl.model import (
+    COMPENSATION_RETRY,
+    DEFAULT_MAX_RESPONSE,
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    BodyKind,
+    Call,
+    Expect,
+    Phase,
+    Request,
+    RetryPolicy,
+    Saga,
+    Step,
+    parse_duration,
+    parse_size,
+)
+
+__all__ = ["build"]
+
+
+
+def _merge(layers: list[Any]) -> dict[str, Any]:
+    """Request keys from the least to the most specific layer: headers and query merge key by
+    key (header names case-insensitively), retry field by field, anything else is replaced."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        if not isinstance(layer, dict):
+            continue
+        for key, value in layer.items():
+            if key == "compensation":
+                continue
+            if key == "headers" and key in merged:
+                lowered = {k.lower() for k in value}
+                merged[key] = {k: v for k, v in merged[key].items() if k.lower() not in lowered}
+                merged[key].update(value)
+            elif key in ("query", "retry") and key in merged:
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+    return merged
+
+
+def _retry(raw: Mapping[str, Any] | None, base: RetryPolicy) -> RetryPolicy:
+    raw = raw or {}
+    return RetryPolicy(
+        attempts=raw.get("attempts", base.attempts),
+        backoff=parse_duration(raw["backoff"]) if "backoff" in raw else base.backoff,
+        factor=float(raw.get("factor", base.factor)),
+        max_backoff=parse_duration(raw["max_backoff"]) if "max_backoff" in raw
+        else base.max_backoff,
+        jitter=raw.get("jitter", base.jitter),
+        on=tuple(raw["on"]) if "on" in raw else base.on,
+    )
+
+
+def _reads_body(templates: list[Any], *, bare: bool = False) -> bool:
+    """Whether any of these templates (or bare expressions) reads the response body:
+    `response.json`, `response.text`, or `response` itself or by a computed key."""
+    from sagactl.definition.templating import expression_references, references, strings_in
+
+    for text in strings_in(templates):
+        for ref in (expression_references(text) if bare else references(text)):
+            if ref.root == "response" and (not ref.path or ref.path[0] in ("json", "text")
+                                           or ref.dynamic):
+                return True
+    return False
+
+
+def _request(raw: dict[str, Any], phase: Phase, line: int,
+             outputs: Mapping[str, Any] | None = None) -> Request:
+    from sagactl.definition.templating import is_template, references, strings_in
+
+    body_kind = next((BodyKind(k) for k in ("json", "form", "body") if k in raw), None)
+    expect = raw.get("expect") or {}
+    status = expect.get("status", ["2xx"])
+    that = list(expect.get("that", ()))
+    return Request(
+        phase=phase,
+        method=raw["method"],
+        url=raw["url"],
+        base_url=raw.get("base_url"),
+        query=raw.get("query", {}),
+        headers=raw.get("headers", {}),
+        auth=raw.get("auth"),
+        body_kind=body_kind,
+        body=raw[body_kind.value] if body_kind else None,
+        timeout=parse_duration(raw["timeout"]) if "timeout" in raw else DEFAULT_TIMEOUT,
+        retry=_retry(raw.get("retry"), DEFAULT_RETRY if phase is Phase.ACTION
+                     else COMPENSATION_RETRY),
+        expect=Expect(status=tuple(status) if isinstance(status, list) else (status,),
+                      that=tuple(that)),
+        max_response=parse_size(raw["max_response"]) if "max_response" in raw
+        else DEFAULT_MAX_RESPONSE,
+        reads_body=_reads_body(that, bare=True) or _reads_body([outputs or {}]),
+        reads_steps=any(ref.root == "steps" for text in strings_in(
+            [raw["url"], raw.get("base_url"), raw.get("query"), raw.get("headers"),
+             raw.get("auth"), raw.get(body_kind.value) if body_kind else None])
+            if is_template(text) for ref in references(text)),
+        line=line,
+    )
+
+
+def _outputs(raw: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
+    """The outputs' templates, and the names of those declared secret."""
+    templates = {name: value["value"] if is_secret_output(value) else value
+                 for name, value in raw.items()}
+    return templates, frozenset(name for name, value in raw.items()
+                                if is_secret_output(value) and value["secret"])
+
+
+_CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+def _credential_outputs(steps: list[Step]) -> dict[str, frozenset[str]]:
+    """For each step, its outputs that some request sends in a credential header or `auth`."""
+    from sagactl.definition.templating import is_template, references, strings_in
+
+    found: dict[str, set[str]] = {}
+    for step in steps:
+        for request in (step.action, step.compensate, step.confirm):
+            if not isinstance(request, Request):
+                continue
+            values = [v for k, v in request.headers.items() if k.lower() in _CREDENTIALS]
+            values.append(request.auth)
+            for text in strings_in(values):
+                if not is_template(text):
+                    continue
+                for ref in references(text):
+                    if ref.root == "steps" and len(ref.path) >= 3 and ref.path[1] == "outputs":
+                        found.setdefault(ref.path[0], set()).add(ref.path[2])
+    return {step: frozenset(names) for step, names in found.items()}
+
+
+def build(data: dict[str, Any], positions: Positions, file: str, text: str,
+           needs: dict[str, list[str]], closure: graph.Closure) -> Saga:
+    defaults = data.get("defaults") or {}
+    compensation = defaults.get("compensation") or {}
+    steps = []
+    for i, raw in enumerate(data["steps"]):
+        def make(phase: Phase, raw_request: Any, index: int = i) -> Call | None:
+            if raw_request is None:
+                return None
+            layers = [defaults] if phase is Phase.ACTION else [defaults, compensation]
+            line = positions.value(("steps", index, phase.value))[0]
+            merged = _merge([*layers, raw_request])
+            kind = kinds_.registered().get(kinds_.kind_of(raw_request))
+            if kind is not None:
+                return kind.build(merged, phase, line)
+            outputs = data["steps"][index].get("outputs") if phase is Phase.ACTION else None
+            return _request(merged, phase, line, outputs)
+
+        action = make(Phase.ACTION, raw["action"])
+        assert action is not None
+        outputs, secret = _outputs(raw.get("outputs") or {})
+        steps.append(Step(
+            id=raw["id"], index=i, needs=tuple(needs[raw["id"]]), action=action,
+            compensate=make(Phase.COMPENSATE, raw.get("compensate")),
+            confirm=make(Phase.CONFIRM, raw.get("confirm")),
+            outputs=outputs, description=raw.get("description", ""),
+            explicit_needs="needs" in raw, line=positions.value(("steps", i))[0],
+            safe=bool(raw.get("safe", False)), secret_outputs=secret,
+        ))
+    # An output sent as a credential is a secret too, from the moment it is read: otherwise
+    # a login's token would be journaled and shown before the request that sends it.
+    credential = _credential_outputs(steps)
+    steps = [dataclasses.replace(s, secret_outputs=s.secret_outputs | credential[s.id])
+             if credential.get(s.id) else s for s in steps]
+    return Saga(
+        name=data["name"], steps=tuple(steps), order=tuple(closure.order),
+        ancestors=closure.ancestors,
+        waits_on={k: tuple(v) for k, v in closure.reduced.items()},
+        descendants=closure.descendants,
+        path=file, source=text, version=data["version"],
+        description=data.get("description", ""), inputs=data.get("inputs", {}),
+        env=tuple(data.get("env", ())), secrets=tuple(data.get("secrets", ())),
+        vars=tuple((data.get("vars") or {}).items()),
+        timeout=parse_duration(data["timeout"]) if "timeout" in data else None,
+    )

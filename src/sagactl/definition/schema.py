@@ -1,0 +1,176 @@
+"""The saga JSON Schema (shipped in the package; each request in the branch of its kind) and
+its errors said in the user's words, located by JSON path."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Iterator, Mapping
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from sagactl.definition import kinds as kinds_
+from sagactl.definition.source import JsonPath
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+__all__ = ["describe", "explain", "format_path", "schema", "schema_text", "suggest",
+           "validator"]
+
+
+def schema_text() -> str:
+    """The saga JSON Schema, as shipped in the package."""
+    return resources.files("sagactl").joinpath("saga.schema.json").read_text(encoding="utf-8")
+
+
+@cache
+def schema() -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(schema_text())
+    return result
+
+
+def _inline_refs(node: Any, defs: Mapping[str, Any]) -> Any:
+    """The schema with every local `$ref` replaced by what it names (the saga schema has no
+    recursion). Following `$ref`s at validation time is most of jsonschema's cost."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            target = _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
+            return {**target, **{k: _inline_refs(v, defs) for k, v in node.items()
+                                 if k != "$ref"}}
+        return {k: _inline_refs(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
+def _with_kinds(base: Mapping[str, Any], kinds: Mapping[str, kinds_.Kind]) -> dict[str, Any]:
+    """The saga schema where each request is of the kind it names: HTTP unless `kind` says
+    another registered kind, whose schema it then follows. A kind nobody registered is the
+    only error of its request: its other keys cannot be judged."""
+    defs = dict(base.get("$defs", {}))
+    known = [kinds_.HTTP, *kinds]
+    kind_property = {"enum": known, "description": "The kind of step this request is for."}
+    http = dict(defs["request"])
+    http["properties"] = {**http["properties"], "kind": kind_property}
+    request: dict[str, Any] = {
+        "if": {"required": ["kind"], "not": {"properties": {"kind": {"enum": known}}}},
+        "then": {"properties": {"kind": kind_property}},
+        "else": http,
+    }
+    for name, kind in kinds.items():
+        request = {"if": {"required": ["kind"], "properties": {"kind": {"const": name}}},
+                   "then": dict(kind.schema), "else": request}
+    defs["request"] = request
+    return {**base, "$defs": defs}
+
+
+def validator() -> Any:
+    return _validator_of(tuple(kinds_.registered()))
+
+
+@cache
+def _validator_of(names: tuple[str, ...]) -> Any:
+    import jsonschema  # costly to import; only loading a saga needs it
+
+    full = _with_kinds(schema(), kinds_.registered())
+    return jsonschema.Draft202012Validator(_inline_refs(full, full.get("$defs", {})))
+
+
+def format_path(path: JsonPath) -> str:
+    """`("steps", 1, "action", "method")` as `steps[1].action.method`."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _IDENTIFIER.match(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{json.dumps(part)}]"
+    return out
+
+
+def suggest(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+_TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string",
+               "integer": "an integer", "number": "a number", "boolean": "true or false",
+               "null": "null"}
+
+
+def describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    return f"the string {value!r}"
+
+
+def _expected_type(spec: Any) -> str:
+    names = spec if isinstance(spec, list) else [spec]
+    return " or ".join(_TYPE_NAMES.get(str(n), str(n)) for n in names)
+
+
+def explain(error: Any) -> Iterator[tuple[JsonPath, str, bool]]:
+    """(path, message, at the key rather than the value) for one jsonschema error."""
+    path: JsonPath = tuple(error.absolute_path)
+    kind, instance, spec = error.validator, error.instance, error.validator_value
+    sub = error.schema if isinstance(error.schema, dict) else {}
+    if kind == "additionalProperties":
+        known = list(error.schema.get("properties", {}))
+        for key in instance:
+            if key not in known:
+                hint = suggest(key, known) or f" (expected one of: {', '.join(known)})"
+                yield (*path, key), f"unknown key '{key}'{hint}", True
+    elif kind == "required":
+        for key in spec:
+            if key not in instance:
+                yield path, f"missing required key '{key}'", True
+    elif kind == "enum":
+        yield path, f"{instance!r} is not one of {', '.join(map(str, spec))}", False
+    elif kind == "const":
+        yield path, f"expected {spec!r}, got {describe(instance)}", False
+    elif kind == "type":
+        yield path, f"expected {_expected_type(spec)}, got {describe(instance)}", False
+    elif kind in ("anyOf", "oneOf"):
+        deeper = [e for e in error.context if e.relative_path]
+        if deeper:
+            yield from explain(max(deeper, key=lambda e: len(e.relative_path)))
+        else:
+            wanted = sub.get("title") or sub.get("description", "valid here")
+            yield path, f"expected {wanted}, got {describe(instance)}", False
+    elif kind == "propertyNames":
+        yield (*path, instance), f"'{instance}' is not a valid name: use letters, digits and " \
+            "underscores, not starting with a digit", True
+    elif kind == "pattern" and "propertyNames" in error.schema_path:
+        yield (*path, instance), f"{instance!r} is not a valid name: {sub.get('description')}", \
+            True
+    elif kind == "pattern":
+        hint = sub.get("description", "")
+        yield path, f"{instance!r} does not match {spec}" + (f": {hint}" if hint else ""), False
+    elif kind == "not" and isinstance(instance, dict):  # json, form and body exclude each other
+        bodies = [k for k in ("json", "form", "body") if k in instance]
+        yield (*path, bodies[-1]), f"a request has one body at most, got {' and '.join(bodies)}", \
+            True
+    elif kind == "minItems":
+        yield path, f"expected at least {spec} item{'s' if spec != 1 else ''}", False
+    elif kind == "uniqueItems":
+        yield path, "has duplicate items", False
+    elif kind == "minLength":
+        yield path, "must not be empty", False
+    elif kind == "minimum":
+        yield path, f"expected at least {spec}, got {instance}", False
+    elif kind == "maximum":
+        yield path, f"expected at most {spec}, got {instance}", False
+    else:
+        yield path, error.message, False
