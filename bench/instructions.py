@@ -49,10 +49,11 @@ def one(case: str, url: str, steps: int) -> None:
     elif case == "commits":
         bare_loop_with_commits(url, steps, "NORMAL")
     else:
-        with tempfile.TemporaryDirectory() as tmp, \
-                open_journal(Path(tmp) / "j.db", Durability(case)) as journal:
-            _, status = start_run(sagas[steps], {}, journal, {"BASE": url},
-                                  on_event=lambda e: None)
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            open_journal(Path(tmp) / "j.db", Durability(case)) as journal,
+        ):
+            _, status = start_run(sagas[steps], {}, journal, {"BASE": url}, on_event=lambda e: None)
         assert status.value == "succeeded", status
 
 
@@ -61,10 +62,22 @@ def count(case: str, url: str, steps: int) -> int:
         # A fixed hash seed: with a random one, dict and set orders vary from run to run, and
         # with them the count, by a few percent.
         result = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out",
-             sys.executable, __file__, "--one", case, url, str(steps)],
-            capture_output=True, text=True, check=True,
-            env={**os.environ, "PYTHONHASHSEED": "0"})
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={tmp}/out",
+                sys.executable,
+                __file__,
+                "--one",
+                case,
+                url,
+                str(steps),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+        )
     match = re.search(r"Collected : (\d+)", result.stderr)
     assert match, result.stderr
     return int(match.group(1))
@@ -83,16 +96,21 @@ def main() -> None:
     try:
         jobs = [(case, n) for case in CASES for n in SIZES]
         with ThreadPoolExecutor(2) as pool:  # one valgrind per core
-            counts = dict(zip(jobs, pool.map(lambda job: count(job[0], url, job[1]), jobs),
-                              strict=True))
+            counts = dict(
+                zip(jobs, pool.map(lambda job: count(job[0], url, job[1]), jobs), strict=True)
+            )
     finally:
         server.terminate()
         server.wait()
-    per = {case: (counts[case, SIZES[1]] - counts[case, SIZES[0]]) / (SIZES[1] - SIZES[0])
-           for case in CASES}
+    per = {
+        case: (counts[case, SIZES[1]] - counts[case, SIZES[0]]) / (SIZES[1] - SIZES[0])
+        for case in CASES
+    }
     for case, name in CASES.items():
-        print(f"{name:<32} {per[case] / 1e6:6.2f} M instructions/step  "
-              f"{per[case] / per['bare']:5.2f}x")
+        print(
+            f"{name:<32} {per[case] / 1e6:6.2f} M instructions/step  "
+            f"{per[case] / per['bare']:5.2f}x"
+        )
     print(f"(callgrind, client side, user space; Python {sys.version.split()[0]})")
 
 

@@ -35,21 +35,32 @@ from startup import saga_text as validate_saga_text  # noqa: E402
 
 
 def start_server(delay: float = 0.2) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, str(HERE / "server.py"), "--delay", str(delay)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "server.py"), "--delay", str(delay)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     port = int(proc.stdout.readline())
     return proc, f"http://127.0.0.1:{port}"
 
 
 def chain_saga(steps: int, *, prefix: str = "/items") -> str:
-    lines = ["version: 1", "name: bench", "env: [BASE]", "defaults:",
-             '  base_url: "{{ env.BASE }}"', "steps:"]
+    lines = [
+        "version: 1",
+        "name: bench",
+        "env: [BASE]",
+        "defaults:",
+        '  base_url: "{{ env.BASE }}"',
+        "steps:",
+    ]
     for i in range(steps):
-        lines += [f"  - id: s{i}",
-                  f'    action: {{method: PUT, url: "{prefix}/{i}/{{{{ run.id }}}}", '
-                  f'json: {{n: {i}, run: "{{{{ run.id }}}}"}}}}',
-                  f'    compensate: {{method: DELETE, url: "{prefix}/{i}/{{{{ run.id }}}}"}}']
+        lines += [
+            f"  - id: s{i}",
+            f'    action: {{method: PUT, url: "{prefix}/{i}/{{{{ run.id }}}}", '
+            f'json: {{n: {i}, run: "{{{{ run.id }}}}"}}}}',
+            f'    compensate: {{method: DELETE, url: "{prefix}/{i}/{{{{ run.id }}}}"}}',
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -59,21 +70,30 @@ def fan_saga(steps: int) -> str:
 
 # --- the floor --------------------------------------------------------------------------------
 
+
 def saga_headers(i: int) -> dict[str, str]:
     """The headers every saga request carries (SPEC §3.3), as a hand-written loop would set
     them: part of "the same requests"."""
     run = "01M8FF94HG4K3RFY1XMJZ5WX6W"
-    return {"Idempotency-Key": f"{run}.s{i}.action", "Saga-Id": run, "Saga-Step": f"s{i}",
-            "Saga-Phase": "action", "Saga-Attempt": "1",
-            "traceparent": f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"}
+    return {
+        "Idempotency-Key": f"{run}.s{i}.action",
+        "Saga-Id": run,
+        "Saga-Step": f"s{i}",
+        "Saga-Phase": "action",
+        "Saga-Attempt": "1",
+        "traceparent": f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01",
+    }
 
 
 def bare_loop(url: str, n: int, headers: bool = True) -> float:
     with httpx.Client() as client:
         start = time.perf_counter()
         for i in range(n):
-            client.put(f"{url}/items/{i}/bench", json={"n": i, "run": "bench"},
-                       headers=saga_headers(i) if headers else None)
+            client.put(
+                f"{url}/items/{i}/bench",
+                json={"n": i, "run": "bench"},
+                headers=saga_headers(i) if headers else None,
+            )
         return time.perf_counter() - start
 
 
@@ -87,8 +107,9 @@ def bare_loop_busy(url: str, n: int, busy: float) -> float:
             until = time.perf_counter() + busy
             while time.perf_counter() < until:
                 pass
-            client.put(f"{url}/items/{i}/bench", json={"n": i, "run": "bench"},
-                       headers=saga_headers(i))
+            client.put(
+                f"{url}/items/{i}/bench", json={"n": i, "run": "bench"}, headers=saga_headers(i)
+            )
         return time.perf_counter() - start
 
 
@@ -105,8 +126,9 @@ def bare_loop_with_commits(url: str, n: int, synchronous: str) -> float:
                 db.execute("BEGIN IMMEDIATE")
                 row = db.execute("INSERT INTO a (step) VALUES (?)", (str(i),)).lastrowid
                 db.execute("COMMIT")
-                response = client.put(f"{url}/items/{i}/bench", json={"n": i, "run": "bench"},
-                                      headers=saga_headers(i))
+                response = client.put(
+                    f"{url}/items/{i}/bench", json={"n": i, "run": "bench"}, headers=saga_headers(i)
+                )
                 db.execute("BEGIN IMMEDIATE")
                 db.execute("UPDATE a SET status = ? WHERE id = ?", (response.status_code, row))
                 db.execute("COMMIT")
@@ -121,11 +143,14 @@ def saga_run(url: str, text: str, durability: str, concurrency: int = 8) -> floa
     from sagactl.journal import Durability, open_journal
 
     saga = load_text(text, "bench.yaml")
-    with tempfile.TemporaryDirectory() as tmp, \
-            open_journal(Path(tmp) / "j.db", Durability(durability)) as journal:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        open_journal(Path(tmp) / "j.db", Durability(durability)) as journal,
+    ):
         start = time.perf_counter()
-        _, status = start_run(saga, {}, journal, {"BASE": url}, on_event=lambda e: None,
-                              concurrency=concurrency)
+        _, status = start_run(
+            saga, {}, journal, {"BASE": url}, on_event=lambda e: None, concurrency=concurrency
+        )
         elapsed = time.perf_counter() - start
     assert status.value == "succeeded", status
     return elapsed
@@ -153,9 +178,12 @@ def paired(taken: dict[str, list[float]], name: str, floor: str) -> tuple[float,
 
 # --- fan-out: how to run 50 requests at once --------------------------------------------------
 
+
 def threads_one_client(url: str, n: int) -> float:
-    with httpx.Client(limits=httpx.Limits(max_connections=n)) as client, \
-            ThreadPoolExecutor(n) as pool:
+    with (
+        httpx.Client(limits=httpx.Limits(max_connections=n)) as client,
+        ThreadPoolExecutor(n) as pool,
+    ):
         start = time.perf_counter()
         list(pool.map(lambda i: client.put(f"{url}/slow/{i}/x"), range(n)))
         return time.perf_counter() - start
@@ -167,6 +195,7 @@ def asyncio_one_client(url: str, n: int) -> float:
             start = time.perf_counter()
             await asyncio.gather(*(client.put(f"{url}/slow/{i}/x") for i in range(n)))
             return time.perf_counter() - start
+
     return asyncio.run(main())
 
 
@@ -184,10 +213,12 @@ def fast_async_vs_sync(url: str, n: int) -> tuple[float, float]:
             for i in range(n):
                 await client.put(f"{url}/items/{i}/x")
             return (time.perf_counter() - start) / n
+
     return sync, asyncio.run(main())
 
 
 # --- start-up and large journals --------------------------------------------------------------
+
 
 def timed(command: list[str], runs: int, env: dict[str, str] | None = None) -> float:
     values = []
@@ -214,32 +245,44 @@ def build_journal(path: Path, runs: int) -> str:
         run_id = new_run_id(base + r)
         if r == runs // 2:
             middle = run_id
-        db.execute("INSERT INTO runs (id, name, saga_path, saga_text, saga_hash, inputs, env, "
-                   "status, phase, trace_id, created_at, updated_at, finished_at, step_ids) "
-                   "VALUES (?, 'bench', 'bench.yaml', ?, 'h', '{}', '{}', 'succeeded', "
-                   "'confirm', 't', ?, ?, ?, '[\"s0\",\"s1\",\"s2\"]')",
-                   (run_id, text, base + r, base + r, base + r + 0.01))
+        db.execute(
+            "INSERT INTO runs (id, name, saga_path, saga_text, saga_hash, inputs, env, "
+            "status, phase, trace_id, created_at, updated_at, finished_at, step_ids) "
+            "VALUES (?, 'bench', 'bench.yaml', ?, 'h', '{}', '{}', 'succeeded', "
+            "'confirm', 't', ?, ?, ?, '[\"s0\",\"s1\",\"s2\"]')",
+            (run_id, text, base + r, base + r, base + r + 0.01),
+        )
         for s in range(3):
-            db.execute("INSERT INTO steps (run_id, step_id, phase, state, applied, outputs, "
-                       "attempts, status, updated_at) VALUES (?, ?, 'action', 'succeeded', 1, "
-                       "'{}', 1, 200, ?)", (run_id, f"s{s}", base + r))
-            db.execute("INSERT INTO attempts (run_id, step_id, phase, attempt, span_id, "
-                       "started_at, finished_at, duration_ms, method, url, request_headers, "
-                       "request_body, outcome, status, response_headers, response_body) VALUES "
-                       "(?, ?, 'action', 1, 'abcdef0123456789', ?, ?, 0.5, 'PUT', ?, ?, ?, "
-                       "'success', 200, ?, '{}')",
-                       (run_id, f"s{s}", base + r, base + r,
-                        f"http://127.0.0.1:1/items/{s}/{run_id}",
-                        json.dumps({"Idempotency-Key": f"{run_id}.s{s}.action",
-                                    "Saga-Id": run_id}),
-                        json.dumps({"n": s, "run": run_id}),
-                        '{"content-type":"application/json","content-length":"2"}'))
+            db.execute(
+                "INSERT INTO steps (run_id, step_id, phase, state, applied, outputs, "
+                "attempts, status, updated_at) VALUES (?, ?, 'action', 'succeeded', 1, "
+                "'{}', 1, 200, ?)",
+                (run_id, f"s{s}", base + r),
+            )
+            db.execute(
+                "INSERT INTO attempts (run_id, step_id, phase, attempt, span_id, "
+                "started_at, finished_at, duration_ms, method, url, request_headers, "
+                "request_body, outcome, status, response_headers, response_body) VALUES "
+                "(?, ?, 'action', 1, 'abcdef0123456789', ?, ?, 0.5, 'PUT', ?, ?, ?, "
+                "'success', 200, ?, '{}')",
+                (
+                    run_id,
+                    f"s{s}",
+                    base + r,
+                    base + r,
+                    f"http://127.0.0.1:1/items/{s}/{run_id}",
+                    json.dumps({"Idempotency-Key": f"{run_id}.s{s}.action", "Saga-Id": run_id}),
+                    json.dumps({"n": s, "run": run_id}),
+                    '{"content-type":"application/json","content-length":"2"}',
+                ),
+            )
     db.execute("COMMIT")
     db.close()
     return middle
 
 
 # --- the report -------------------------------------------------------------------------------
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -260,54 +303,82 @@ def main() -> None:
         chain = chain_saga(steps)
         saga_run(url, chain, "normal")
         # Each saga right after the bare loop it is compared with, in every round.
-        taken = samples(rounds, {
-            "bare": lambda: bare_loop(url, steps),
-            "saga normal": lambda: saga_run(url, chain, "normal"),
-            "bare+2 commits (no fsync)": lambda: bare_loop_with_commits(url, steps, "NORMAL"),
-            "saga full": lambda: saga_run(url, chain, "full"),
-            "bare+2 commits (fsync)": lambda: bare_loop_with_commits(url, steps, "FULL"),
-            "bare, no saga headers": lambda: bare_loop(url, steps, headers=False),
-            "bare, 300 µs of work a step": lambda: bare_loop_busy(url, steps, 300e-6),
-        })
+        taken = samples(
+            rounds,
+            {
+                "bare": lambda: bare_loop(url, steps),
+                "saga normal": lambda: saga_run(url, chain, "normal"),
+                "bare+2 commits (no fsync)": lambda: bare_loop_with_commits(url, steps, "NORMAL"),
+                "saga full": lambda: saga_run(url, chain, "full"),
+                "bare+2 commits (fsync)": lambda: bare_loop_with_commits(url, steps, "FULL"),
+                "bare, no saga headers": lambda: bare_loop(url, steps, headers=False),
+                "bare, 300 µs of work a step": lambda: bare_loop_busy(url, steps, 300e-6),
+            },
+        )
         floor = statistics.median(taken["bare"]) / steps
         row(f"bare httpx loop, the same {steps} PUTs", f"{floor * 1e6:.0f} µs/req", "1.00x")
-        for name in ("bare, no saga headers", "bare, 300 µs of work a step",
-                     "bare+2 commits (fsync)", "bare+2 commits (no fsync)"):
+        for name in (
+            "bare, no saga headers",
+            "bare, 300 µs of work a step",
+            "bare+2 commits (fsync)",
+            "bare+2 commits (no fsync)",
+        ):
             per = statistics.median(taken[name]) / steps
             ratio, low, high = paired(taken, name, "bare")
-            row(f"  {name}", f"{per * 1e6:.0f} µs/req", f"{ratio:.2f}x",
-                f"({low:.2f}-{high:.2f})")
+            row(f"  {name}", f"{per * 1e6:.0f} µs/req", f"{ratio:.2f}x", f"({low:.2f}-{high:.2f})")
         for name, target in (("saga full", 2.3), ("saga normal", 1.35)):
             per = statistics.median(taken[name]) / steps
             ratio, low, high = paired(taken, name, "bare")
             ok = "ok" if ratio <= target else "MISSED"
-            row(f"{steps}-step saga, durability {name.split()[1]}", f"{per * 1e6:.0f} µs/step",
-                f"{ratio:.2f}x", f"<= {target}x {ok}  ({low:.2f}-{high:.2f})")
+            row(
+                f"{steps}-step saga, durability {name.split()[1]}",
+                f"{per * 1e6:.0f} µs/step",
+                f"{ratio:.2f}x",
+                f"<= {target}x {ok}  ({low:.2f}-{high:.2f})",
+            )
 
         width = 50
         fan = fan_saga(width)
         saga_run(url, fan, "normal", concurrency=width)
-        fan_medians = interleaved(max(3, rounds // 3), {
-            "saga": lambda: saga_run(url, fan, "normal", concurrency=width),
-            "saga full": lambda: saga_run(url, fan, "full", concurrency=width),
-            "threads": lambda: threads_one_client(url, width),
-            "asyncio": lambda: asyncio_one_client(url, width),
-        })
+        fan_medians = interleaved(
+            max(3, rounds // 3),
+            {
+                "saga": lambda: saga_run(url, fan, "normal", concurrency=width),
+                "saga full": lambda: saga_run(url, fan, "full", concurrency=width),
+                "threads": lambda: threads_one_client(url, width),
+                "asyncio": lambda: asyncio_one_client(url, width),
+            },
+        )
         latency = 0.2
         ok = "ok" if fan_medians["saga"] <= 1.5 * latency else "MISSED"
-        row(f"fan-out: {width} steps x 200 ms, --concurrency {width}",
-            f"{fan_medians['saga'] * 1000:.0f} ms", f"{fan_medians['saga'] / latency:.2f}x",
-            f"<= 1.5x {ok}")
-        row("  the same, durability full", f"{fan_medians['saga full'] * 1000:.0f} ms",
-            f"{fan_medians['saga full'] / latency:.2f}x")
-        row(f"  {width} threads, one httpx.Client", f"{fan_medians['threads'] * 1000:.0f} ms",
-            f"{fan_medians['threads'] / latency:.2f}x")
-        row("  asyncio, one httpx.AsyncClient", f"{fan_medians['asyncio'] * 1000:.0f} ms",
-            f"{fan_medians['asyncio'] / latency:.2f}x")
+        row(
+            f"fan-out: {width} steps x 200 ms, --concurrency {width}",
+            f"{fan_medians['saga'] * 1000:.0f} ms",
+            f"{fan_medians['saga'] / latency:.2f}x",
+            f"<= 1.5x {ok}",
+        )
+        row(
+            "  the same, durability full",
+            f"{fan_medians['saga full'] * 1000:.0f} ms",
+            f"{fan_medians['saga full'] / latency:.2f}x",
+        )
+        row(
+            f"  {width} threads, one httpx.Client",
+            f"{fan_medians['threads'] * 1000:.0f} ms",
+            f"{fan_medians['threads'] / latency:.2f}x",
+        )
+        row(
+            "  asyncio, one httpx.AsyncClient",
+            f"{fan_medians['asyncio'] * 1000:.0f} ms",
+            f"{fan_medians['asyncio'] / latency:.2f}x",
+        )
         sync, asynchronous = fast_async_vs_sync(url, steps)
         row("  sequential request, sync client", f"{sync * 1e6:.0f} µs")
-        row("  sequential request, async client", f"{asynchronous * 1e6:.0f} µs",
-            f"{asynchronous / sync:.2f}x")
+        row(
+            "  sequential request, async client",
+            f"{asynchronous * 1e6:.0f} µs",
+            f"{asynchronous / sync:.2f}x",
+        )
 
         with tempfile.TemporaryDirectory() as tmp:
             one = Path(tmp) / "one.yaml"
@@ -322,46 +393,62 @@ def main() -> None:
                 "python -c pass": [sys.executable, "-c", "pass"],
                 "python: import typer": [sys.executable, "-c", "import typer"],
                 "sagactl --help": [*sagactl, "--help"],
-                "python: import typer, yaml, jsonschema, jinja2":
-                    [sys.executable, "-c", "import typer, yaml, jsonschema, jinja2"],
+                "python: import typer, yaml, jsonschema, jinja2": [
+                    sys.executable,
+                    "-c",
+                    "import typer, yaml, jsonschema, jinja2",
+                ],
                 "sagactl validate (100 steps)": [*sagactl, "validate", str(hundred)],
                 "python: import httpx, one PUT": [sys.executable, "-c", f"import httpx; {put}"],
                 # What `run` cannot start faster than: the libraries it uses, the same request.
                 "python: import run's libraries, one PUT": [
-                    sys.executable, "-c",
-                    f"import typer, yaml, jsonschema, jinja2, sqlite3, httpx; {put}"],
+                    sys.executable,
+                    "-c",
+                    f"import typer, yaml, jsonschema, jinja2, sqlite3, httpx; {put}",
+                ],
                 "sagactl run, 1-step saga": [*sagactl, "run", str(one), "-q"],
             }
-            taken = samples(n, {name: (lambda c=command: timed(c, 1, env))
-                                for name, command in commands.items()})
+            taken = samples(
+                n,
+                {name: (lambda c=command: timed(c, 1, env)) for name, command in commands.items()},
+            )
             took = {name: statistics.median(values) for name, values in taken.items()}
             targets = {"sagactl --help": 8.0, "sagactl validate (100 steps)": 15.0}
             for name in commands:
                 if name.startswith("sagactl run"):
                     ok = "ok" if took[name] <= 0.150 else "MISSED"
                     ratio, _, _ = paired(taken, name, "python: import run's libraries, one PUT")
-                    row(name, f"{took[name] * 1000:.0f} ms", f"{ratio:.2f}x libs",
-                        f"<= 150 ms {ok}")
+                    row(
+                        name, f"{took[name] * 1000:.0f} ms", f"{ratio:.2f}x libs", f"<= 150 ms {ok}"
+                    )
                     continue
                 ratio, _, _ = paired(taken, name, "python -c pass")
                 target = targets.get(name)
-                verdict = "" if target is None else \
-                    f"<= {target:g}x {'ok' if ratio <= target else 'MISSED'}"
+                verdict = (
+                    ""
+                    if target is None
+                    else f"<= {target:g}x {'ok' if ratio <= target else 'MISSED'}"
+                )
                 row(name, f"{took[name] * 1000:.0f} ms", f"{ratio:.2f}x", verdict)
 
             journal = Path(tmp) / "big.db"
             middle = build_journal(journal, big)
             env = {**os.environ, "SAGACTL_JOURNAL": str(journal)}
-            taken = samples(n, {
-                "floor": lambda: timed([sys.executable, "-c", "import typer, sqlite3"], 1, env),
-                "list": lambda: timed([*sagactl, "list", "--limit", "20"], 1, env),
-                "show": lambda: timed([*sagactl, "show", middle], 1, env),
-            })
+            taken = samples(
+                n,
+                {
+                    "floor": lambda: timed([sys.executable, "-c", "import typer, sqlite3"], 1, env),
+                    "list": lambda: timed([*sagactl, "list", "--limit", "20"], 1, env),
+                    "show": lambda: timed([*sagactl, "show", middle], 1, env),
+                },
+            )
             took = {name: statistics.median(values) for name, values in taken.items()}
             size = journal.stat().st_size
             row("python: import typer, sqlite3 (their floor)", f"{took['floor'] * 1000:.0f} ms")
-            for name, label in (("list", f"list --limit 20, {big:,} runs"),
-                                ("show", f"show RUN, {big:,} runs")):
+            for name, label in (
+                ("list", f"list --limit 20, {big:,} runs"),
+                ("show", f"show RUN, {big:,} runs"),
+            ):
                 ok = "ok" if took[name] <= 0.200 else "MISSED"
                 row(label, f"{took[name] * 1000:.0f} ms", "", f"<= 200 ms {ok}")
             row("journal size per step", f"{size / (big * 3):.0f} bytes")
@@ -372,8 +459,10 @@ def main() -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for name, value, ratio, target in rows:
         print(f"{name:<{widths[0]}}  {value:>{widths[1]}}  {ratio:>{widths[2]}}  {target}")
-    print(f"({'quick, ' if args.quick else ''}medians; {os.cpu_count()} cores, Python "
-          f"{sys.version.split()[0]}, {threading.active_count()} threads at the end)")
+    print(
+        f"({'quick, ' if args.quick else ''}medians; {os.cpu_count()} cores, Python "
+        f"{sys.version.split()[0]}, {threading.active_count()} threads at the end)"
+    )
 
 
 if __name__ == "__main__":

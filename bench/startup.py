@@ -29,8 +29,8 @@ def saga_text(steps: int) -> str:
         "vars:",
         "  base: \"{{ env.BASE_URL | default('http://127.0.0.1:8080') }}\"",
         "defaults:",
-        "  base_url: \"{{ vars.base }}\"",
-        "  headers: {Authorization: \"Bearer {{ secrets.TOKEN }}\"}",
+        '  base_url: "{{ vars.base }}"',
+        '  headers: {Authorization: "Bearer {{ secrets.TOKEN }}"}',
         "steps:",
     ]
     for i in range(steps):
@@ -42,9 +42,9 @@ def saga_text(steps: int) -> str:
             "    action:",
             "      method: POST",
             f"      url: /items/s{i}",
-            f"      json: {{sku: \"{{{{ inputs.sku }}}}\", previous: \"{ref}\"}}",
-            "      expect: {status: [200, 201], that: [\"response.json.ok == true\"]}",
-            "    outputs: {id: \"{{ response.json.id }}\"}",
+            f'      json: {{sku: "{{{{ inputs.sku }}}}", previous: "{ref}"}}',
+            '      expect: {status: [200, 201], that: ["response.json.ok == true"]}',
+            '    outputs: {id: "{{ response.json.id }}"}',
             "    compensate:",
             "      method: DELETE",
             f"      url: /items/s{i}/{{{{ steps.s{i}.outputs.id }}}}",
@@ -93,7 +93,10 @@ def main() -> None:
             "python -c pass": [sys.executable, "-c", "pass"],
             # What validate cannot do without: the libraries it must import, and nothing else.
             "import typer+yaml+jsonschema+jinja2": [
-                sys.executable, "-c", "import typer, yaml, jsonschema, jinja2.sandbox"],
+                sys.executable,
+                "-c",
+                "import typer, yaml, jsonschema, jinja2.sandbox",
+            ],
             "sagactl --help": [*sagactl, "--help"],
             "sagactl validate (100 steps)": [*sagactl, "validate", str(saga)],
         }
@@ -105,8 +108,10 @@ def main() -> None:
         target = targets.get(name)
         verdict = "" if target is None else ("ok" if seconds / floor <= target else "MISSED")
         target_text = f"<={target:g}x" if target else ""
-        print(f"{name:<36} {seconds * 1000:>10.1f} {seconds / floor:>6.2f}x {target_text:>7}"
-              f" {verdict}")
+        print(
+            f"{name:<36} {seconds * 1000:>10.1f} {seconds / floor:>6.2f}x {target_text:>7}"
+            f" {verdict}"
+        )
     print(f"({args.runs} runs each, interleaved; {sys.version.split()[0]})")
 
 

@@ -33,8 +33,14 @@ def cli(*args: str, env: dict[str, str | None] | None = None) -> Result:
 
 def cli_process(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> Result:
     """Run the command line as a real process (`python -m sagactl`)."""
-    proc = subprocess.run([sys.executable, "-m", "sagactl", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sagactl", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+    )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -51,13 +57,27 @@ class DyingJournal:
     write, or a read, which flushes first), so that a death at that call loses it as a real
     one would. Calls are serialized: crash points are then single writes."""
 
-    WRITES = frozenset({"create_run", "set_run", "take_lease", "renew_lease", "release_lease",
-                        "begin_attempt", "finish_attempt", "settle_interrupted", "flush"})
+    WRITES = frozenset(
+        {
+            "create_run",
+            "set_run",
+            "take_lease",
+            "renew_lease",
+            "release_lease",
+            "begin_attempt",
+            "finish_attempt",
+            "settle_interrupted",
+            "flush",
+        }
+    )
     QUIET = frozenset({"location", "drive", "undrive", "driven"})
 
-    def __init__(self, inner: Any, crash_at: int | None = None,
-                 dies_at: Callable[[str, tuple[Any, ...], dict[str, Any]], bool] | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        crash_at: int | None = None,
+        dies_at: Callable[[str, tuple[Any, ...], dict[str, Any]], bool] | None = None,
+    ) -> None:
         self.inner = inner
         self.crash_at = crash_at
         self.dies_at = dies_at
@@ -99,7 +119,8 @@ class DyingJournal:
             if name in self.WRITES or self._held:
                 self.writes += 1
                 if (self.crash_at is not None and self.writes >= self.crash_at) or (
-                        self.dies_at is not None and self.dies_at(name, args, kwargs)):
+                    self.dies_at is not None and self.dies_at(name, args, kwargs)
+                ):
                     self.dead = True
                     self._held.clear()
                     raise Crash
@@ -116,14 +137,24 @@ def http_executors(client: Any) -> dict[str, Any]:
     return {"http": HttpExecutor(client)}
 
 
-def new_run(journal: Any, run_id: str = "R0001", *, name: str = "two", owner: Any = None,
-            ttl: float = 30) -> str:
+def new_run(
+    journal: Any, run_id: str = "R0001", *, name: str = "two", owner: Any = None, ttl: float = 30
+) -> str:
     """Journal a run directly, as `create_run` would, owned by `owner` (a host "h", by
     default: nobody that could be driving it from here)."""
     from sagactl.records import Owner
 
-    journal.create_run(run_id=run_id, name=name, saga_path="two.yaml", saga_text="name: two",
-                       saga_hash="h", inputs={"sku": "A"}, env={"BASE": "http://127.0.0.1:9"},
-                       trace_id="t" * 32, owner=owner or Owner("h", 1), lease_ttl=ttl,
-                       step_ids=["a", "b"])
+    journal.create_run(
+        run_id=run_id,
+        name=name,
+        saga_path="two.yaml",
+        saga_text="name: two",
+        saga_hash="h",
+        inputs={"sku": "A"},
+        env={"BASE": "http://127.0.0.1:9"},
+        trace_id="t" * 32,
+        owner=owner or Owner("h", 1),
+        lease_ttl=ttl,
+        step_ids=["a", "b"],
+    )
     return run_id

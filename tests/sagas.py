@@ -36,7 +36,8 @@ steps:
 # Actions get one attempt of 150ms: a slow answer leaves the step in doubt.
 THREE_IMPATIENT = THREE.replace("  timeout: 2s", "  timeout: 150ms").replace(
     "attempts: 3, backoff: 10ms, factor: 1, jitter: false}\n  compensation",
-    "attempts: 1}\n  compensation")
+    "attempts: 1}\n  compensation",
+)
 assert THREE_IMPATIENT.count("attempts: 1}") == 1
 
 PIVOT = f"""\
@@ -85,9 +86,10 @@ steps:
 def fan_out(width: int) -> str:
     steps = "\n".join(
         f"  - id: s{i}\n    needs: []\n"
-        f"    action: {{method: PUT, url: \"/fan/{i}/{{{{ run.id }}}}\"}}\n"
-        f"    compensate: {{method: DELETE, url: \"/fan/{i}/{{{{ run.id }}}}\"}}"
-        for i in range(width))
+        f'    action: {{method: PUT, url: "/fan/{i}/{{{{ run.id }}}}"}}\n'
+        f'    compensate: {{method: DELETE, url: "/fan/{i}/{{{{ run.id }}}}"}}'
+        for i in range(width)
+    )
     return f"""\
 version: 1
 name: fan

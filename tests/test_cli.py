@@ -51,13 +51,17 @@ def test_unknown_command_and_option_are_usage_errors() -> None:
     assert cli("validate", "--nope", "x").exit_code == 2
 
 
-@pytest.mark.parametrize(("target", "says"), [
-    ("postgresql://me:pw@127.0.0.1/sagas", "PostgreSQL journals are not supported"),
-    ("ftp://127.0.0.1/j.db", "unknown journal kind 'ftp'"),
-    ("sqlite://", "no path after sqlite://"),
-])
+@pytest.mark.parametrize(
+    ("target", "says"),
+    [
+        ("postgresql://me:pw@127.0.0.1/sagas", "PostgreSQL journals are not supported"),
+        ("ftp://127.0.0.1/j.db", "unknown journal kind 'ftp'"),
+        ("sqlite://", "no path after sqlite://"),
+    ],
+)
 def test_a_journal_target_that_is_not_a_file_is_a_usage_error(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str, says: str) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str, says: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     result = cli("list", "--journal", target)
     assert result.exit_code == 2 and says in result.stderr, result
@@ -76,8 +80,9 @@ def test_python_dash_m_runs_the_cli() -> None:
     assert "ok: saga add-product" in result.stdout
 
 
-def imported(args: list[str], modules: tuple[str, ...], env: dict[str, str]) -> tuple[
-        str, list[str]]:
+def imported(
+    args: list[str], modules: tuple[str, ...], env: dict[str, str]
+) -> tuple[str, list[str]]:
     """Run the CLI with `args` in a fresh interpreter: its exit code, and which of `modules`
     it imported."""
     code = (
@@ -87,37 +92,76 @@ def imported(args: list[str], modules: tuple[str, ...], env: dict[str, str]) -> 
         "try:\n    main()\nexcept SystemExit as exc:\n    print(exc.code)\n"
         f"print(json.dumps(sorted(m for m in {modules!r} if m in sys.modules)))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, timeout=60, env={**os.environ, **env})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, **env},
+    )
     assert proc.returncode == 0, proc.stderr
     code_line, modules_line = proc.stdout.splitlines()[-2:]
     return code_line, json.loads(modules_line)
 
 
-@pytest.mark.parametrize(("args", "unwanted"), [
-    (["--help"], ("httpx", "rich", "tenacity", "sqlite3", "jinja2", "jsonschema", "yaml")),
-    (["validate", str(SAGAS / "add-product.yaml")], ("httpx", "rich", "tenacity", "sqlite3")),
-    (["list"], ("httpx", "rich", "tenacity", "jinja2", "jsonschema", "yaml", "sagactl.events",
-                "sagactl.model", "sagactl.engine")),
-    (["show", "NOSUCHRUN"], ("httpx", "rich", "tenacity", "jinja2", "jsonschema",
-                             "sagactl.events", "sagactl.model", "sagactl.engine")),
-])
+@pytest.mark.parametrize(
+    ("args", "unwanted"),
+    [
+        (["--help"], ("httpx", "rich", "tenacity", "sqlite3", "jinja2", "jsonschema", "yaml")),
+        (["validate", str(SAGAS / "add-product.yaml")], ("httpx", "rich", "tenacity", "sqlite3")),
+        (
+            ["list"],
+            (
+                "httpx",
+                "rich",
+                "tenacity",
+                "jinja2",
+                "jsonschema",
+                "yaml",
+                "sagactl.events",
+                "sagactl.model",
+                "sagactl.engine",
+            ),
+        ),
+        (
+            ["show", "NOSUCHRUN"],
+            (
+                "httpx",
+                "rich",
+                "tenacity",
+                "jinja2",
+                "jsonschema",
+                "sagactl.events",
+                "sagactl.model",
+                "sagactl.engine",
+            ),
+        ),
+    ],
+)
 def test_start_up_imports_only_what_the_command_needs(
-        args: list[str], unwanted: tuple[str, ...], tmp_path: Path) -> None:
+    args: list[str], unwanted: tuple[str, ...], tmp_path: Path
+) -> None:
     """Commands that send nothing must not pay for httpx and the rest at start-up."""
     _, loaded = imported(args, unwanted, {"SAGACTL_JOURNAL": str(tmp_path / "j.db")})
     assert loaded == []
 
 
 def test_a_run_whose_requests_succeed_at_once_imports_no_retry_or_report_library(
-        tmp_path: Path, service: Any, write: Any) -> None:
+    tmp_path: Path, service: Any, write: Any
+) -> None:
     """tenacity is needed only once a request must be retried, the XML library only for
     --junit: a plain run does not pay for either at start-up."""
-    saga = write("version: 1\nname: one\nenv: [BASE]\nsteps:\n  - id: a\n"
-                 "    action: {method: PUT, url: \"{{ env.BASE }}/a/{{ run.id }}\"}\n"
-                 "    compensate: {method: DELETE, url: \"{{ env.BASE }}/a/{{ run.id }}\"}\n")
-    code, loaded = imported(["run", str(saga), "-q"], ("tenacity", "xml.etree.ElementTree"),
-                            {"SAGACTL_JOURNAL": str(tmp_path / "j.db"), "BASE": service.url})
+    saga = write(
+        "version: 1\nname: one\nenv: [BASE]\nsteps:\n  - id: a\n"
+        '    action: {method: PUT, url: "{{ env.BASE }}/a/{{ run.id }}"}\n'
+        '    compensate: {method: DELETE, url: "{{ env.BASE }}/a/{{ run.id }}"}\n'
+    )
+    code, loaded = imported(
+        ["run", str(saga), "-q"],
+        ("tenacity", "xml.etree.ElementTree"),
+        {"SAGACTL_JOURNAL": str(tmp_path / "j.db"), "BASE": service.url},
+    )
     assert (code, loaded) == ("0", [])
     assert len(service.requests("PUT", "/a/")) == 1
 

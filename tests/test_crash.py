@@ -37,17 +37,28 @@ class Crash:
         self.journal = tmp_path / "journal.db"
         self.saga = tmp_path / "three.yaml"
         self.saga.write_text(sagas.THREE)
-        self.env = {**os.environ, "BASE": service.url, "TOKEN": TOKEN,
-                    "SAGACTL_JOURNAL": str(self.journal)}
+        self.env = {
+            **os.environ,
+            "BASE": service.url,
+            "TOKEN": TOKEN,
+            "SAGACTL_JOURNAL": str(self.journal),
+        }
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "sagactl", *args], cwd=ROOT,
-                                env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "sagactl", *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def cli(self, *args: str) -> tuple[int, str, str]:
-        result = cli(*args, env={"BASE": self.service.url, "TOKEN": TOKEN,
-                                 "SAGACTL_JOURNAL": str(self.journal)})
+        result = cli(
+            *args,
+            env={"BASE": self.service.url, "TOKEN": TOKEN, "SAGACTL_JOURNAL": str(self.journal)},
+        )
         return result.exit_code, result.stdout, result.stderr
 
     def run_id(self) -> str:
@@ -90,8 +101,7 @@ def test_sigkill_in_flight_then_resume_applies_every_effect_once(crash: Crash) -
     assert len(crash.service.requests("PUT", "/a/")) == 1  # finished steps are not re-sent
     with open_journal(crash.journal) as journal:
         outcomes = [(a.step_id, a.outcome) for a in journal.attempts(run_id)]
-    assert outcomes == [("a", "success"), ("b", "interrupted"), ("b", "success"),
-                        ("c", "success")]
+    assert outcomes == [("a", "success"), ("b", "interrupted"), ("b", "success"), ("c", "success")]
 
 
 def test_sigkill_in_flight_then_compensate_undoes_the_step_in_doubt(crash: Crash) -> None:
@@ -100,8 +110,7 @@ def test_sigkill_in_flight_then_compensate_undoes_the_step_in_doubt(crash: Crash
     wait_for(lambda: f"{run_id}.b.action" in crash.applied_keys())
     code, out, err = crash.cli("compensate", run_id)
     assert code == 0, out + err
-    assert [r.path for r in crash.service.requests("DELETE")] == [f"/b/{run_id}",
-                                                                  f"/a/{run_id}"]
+    assert [r.path for r in crash.service.requests("DELETE")] == [f"/b/{run_id}", f"/a/{run_id}"]
     assert crash.service.resources == {}
     assert crash.service.requests("PUT", "/c/") == []
 

@@ -21,7 +21,7 @@ def test_demo_shows_a_success_then_a_compensation(tmp_path: Path) -> None:
     out = result.stdout
     assert out.startswith("Demo services on 127.0.0.1: inventory http://127.0.0.1:")
     assert "1. A run that succeeds" in out and "2. A run where search rejects" in out
-    second = out[out.index("2. A run"):]
+    second = out[out.index("2. A run") :]
     undo = [line.split()[1] for line in second.splitlines() if " compensate attempt " in line]
     assert undo == ["price", "reserve"]
     with open_journal(journal) as store:
@@ -43,8 +43,13 @@ def test_demo_faults(tmp_path: Path) -> None:
 
 def test_demo_serve_prints_a_command_that_works(tmp_path: Path) -> None:
     env = {**os.environ, "SAGACTL_JOURNAL": str(tmp_path / "j.db")}
-    proc = subprocess.Popen([sys.executable, "-m", "sagactl", "demo", "--serve"], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sagactl", "demo", "--serve"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     lines = []
     while not lines or not lines[-1].startswith("Ctrl-C"):

@@ -57,11 +57,12 @@ def examples(doc: Path) -> Iterator[Example]:
         if not marker:
             continue
         fence = lines[i + 1]
-        assert fence.startswith("```"), f"{doc.name}:{i + 1}: a doctest marker must precede " \
-            "a fenced block"
+        assert fence.startswith("```"), (
+            f"{doc.name}:{i + 1}: a doctest marker must precede a fenced block"
+        )
         end = next(j for j in range(i + 2, len(lines)) if lines[j].startswith("```"))
         options = dict(pair.split("=", 1) for pair in marker.group(1).split())
-        yield Example(doc, i + 2, fence[3:].strip(), "\n".join(lines[i + 2:end]), options)
+        yield Example(doc, i + 2, fence[3:].strip(), "\n".join(lines[i + 2 : end]), options)
 
 
 ALL = [example for doc in DOCS for example in examples(doc)]
@@ -107,13 +108,18 @@ def demos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[Path],
     """Each document gets its own demo services and journal, as a reader starting it would."""
     started: dict[Path, Demo] = {}
     with ExitStack() as stack:
+
         def get(doc: Path) -> Demo:
             if doc not in started:
                 services = stack.enter_context(demo_services())
-                env = {**os.environ, **demo_environment(services), "NO_COLOR": "1",
-                       "COLUMNS": "80",
-                       "SAGACTL_JOURNAL": str(tmp_path_factory.mktemp("docs") / "journal.db"),
-                       "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+                env = {
+                    **os.environ,
+                    **demo_environment(services),
+                    "NO_COLOR": "1",
+                    "COLUMNS": "80",
+                    "SAGACTL_JOURNAL": str(tmp_path_factory.mktemp("docs") / "journal.db"),
+                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                }
                 started[doc] = Demo(env, services)
             return started[doc]
 
@@ -123,20 +129,33 @@ def demos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[Path],
 @pytest.mark.parametrize("example", ALL, ids=str)
 def test_example(example: Example, demos: Callable[[Path], Demo]) -> None:
     demo = demos(example.doc)
-    faults = DemoFaults(**{kind: example.options[kind].split(",")
-                           for kind in ("fail", "flaky") if kind in example.options})
+    faults = DemoFaults(
+        **{
+            kind: example.options[kind].split(",")
+            for kind in ("fail", "flaky")
+            if kind in example.options
+        }
+    )
     for name, service in demo.services.items():
         service.clear_faults()
         faults.apply(name, service)
     expected_exit = int(example.options.get("exit", "0"))
     for command, expected in commands(example):
-        proc = subprocess.run(["bash", "-c", command], cwd=ROOT, env=demo.env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        proc = subprocess.run(
+            ["bash", "-c", command],
+            cwd=ROOT,
+            env=demo.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=60,
+        )
         assert proc.returncode == expected_exit, f"{example}: {command}\n{proc.stdout}"
         if expected is not None:
             actual, wanted = mask(proc.stdout), mask("\n".join(expected))
             # Steps that run side by side may finish in either order.
-            assert actual == wanted or Counter(actual) == Counter(wanted), \
+            assert actual == wanted or Counter(actual) == Counter(wanted), (
                 f"{example}: {command}\n" + "\n".join(actual)
+            )
     for service in demo.services.values():
         service.clear_faults()

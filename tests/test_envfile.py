@@ -18,10 +18,15 @@ def test_dotenv_syntax(tmp_path: Path) -> None:
         "TOKEN='a b # not a comment'\n"
         'QUOTED="line\\nnext \\"x\\" \\\\"\n'
         "PLAIN = value   # a comment\n"
-        "EMPTY=\n")
-    assert read_env_file(path) == {"URL": "http://127.0.0.1:1", "TOKEN": "a b # not a comment",
-                                   "QUOTED": 'line\nnext "x" \\', "PLAIN": "value",
-                                   "EMPTY": ""}
+        "EMPTY=\n"
+    )
+    assert read_env_file(path) == {
+        "URL": "http://127.0.0.1:1",
+        "TOKEN": "a b # not a comment",
+        "QUOTED": 'line\nnext "x" \\',
+        "PLAIN": "value",
+        "EMPTY": "",
+    }
 
 
 def test_the_environment_wins(tmp_path: Path) -> None:
@@ -31,12 +36,15 @@ def test_the_environment_wins(tmp_path: Path) -> None:
     assert with_env_file({"A": "env"}, None) == {"A": "env"}
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("A=1\nnot a line\n", ":2: expected KEY=VALUE"),
-    ("A='open\n", ":1: unclosed single quote"),
-    ('A="open\n', ":1: unclosed double quote"),
-    ("1A=x\n", ":1: expected KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("A=1\nnot a line\n", ":2: expected KEY=VALUE"),
+        ("A='open\n", ":1: unclosed single quote"),
+        ('A="open\n', ":1: unclosed double quote"),
+        ("1A=x\n", ":1: expected KEY=VALUE"),
+    ],
+)
 def test_bad_lines(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / ".env"
     path.write_text(text)

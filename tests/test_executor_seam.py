@@ -103,28 +103,55 @@ class LedgerExecutor:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
 
-    def prepare(self, saga: Saga, step: Step, phase: Phase, context: Mapping[str, Any],
-                steps: Mapping[str, Mapping[str, Any]], renderer: Renderer, *,
-                secrets: Any = None) -> LedgerEntry:
+    def prepare(
+        self,
+        saga: Saga,
+        step: Step,
+        phase: Phase,
+        context: Mapping[str, Any],
+        steps: Mapping[str, Mapping[str, Any]],
+        renderer: Renderer,
+        *,
+        secrets: Any = None,
+    ) -> LedgerEntry:
         call = step.request(phase)
         assert isinstance(call, LedgerCall)
         scope = {**context, "steps": steps}
-        return LedgerEntry(step.id, phase, idempotency_key(context["run"]["id"], step.id, phase),
-                           call.retry, str(renderer.render(call.entry, scope)), call.undo)
+        return LedgerEntry(
+            step.id,
+            phase,
+            idempotency_key(context["run"]["id"], step.id, phase),
+            call.retry,
+            str(renderer.render(call.entry, scope)),
+            call.undo,
+        )
 
     def shown(self, prepared: Any, attempt: AttemptContext) -> Shown:
-        return Shown("UNDO" if prepared.undo else "APPEND", "ledger://book",
-                     {"Idempotency-Key": prepared.idempotency_key}, prepared.text)
+        return Shown(
+            "UNDO" if prepared.undo else "APPEND",
+            "ledger://book",
+            {"Idempotency-Key": prepared.idempotency_key},
+            prepared.text,
+        )
 
     def attempt(self, prepared: Any, attempt: AttemptContext, check: Check) -> AttemptResult:
         fault = self.ledger.apply(prepared)
         if fault == "lost":
-            return AttemptResult(Outcome.RETRYABLE, 1.0, error_class="Lost",
-                                 error_message="the ledger's answer was lost", in_doubt=True)
+            return AttemptResult(
+                Outcome.RETRYABLE,
+                1.0,
+                error_class="Lost",
+                error_message="the ledger's answer was lost",
+                in_doubt=True,
+            )
         if fault in ("busy", "closed"):
-            return AttemptResult(Outcome.RETRYABLE if fault == "busy" else Outcome.FAILURE, 1.0,
-                                 ResponseView(423, {}, fault, 1.0), error_class="Refused",
-                                 error_message=f"the ledger is {fault}")
+            return AttemptResult(
+                Outcome.RETRYABLE if fault == "busy" else Outcome.FAILURE,
+                1.0,
+                ResponseView(423, {}, fault, 1.0),
+                error_class="Refused",
+                error_message=f"the ledger is {fault}",
+            )
         view = ResponseView(201, {"X-Ledger": "1"}, '{"ok": true}', 1.0)
         outputs, problem = check(view)
         if problem is not None:
@@ -134,12 +161,23 @@ class LedgerExecutor:
 
 LEDGER = Kind(
     name="ledger",
-    schema={"type": "object", "required": ["kind", "entry"], "additionalProperties": False,
-            "properties": {"kind": {"const": "ledger"}, "entry": {"type": "string"},
-                           "undo": {"type": "boolean"}}},
+    schema={
+        "type": "object",
+        "required": ["kind", "entry"],
+        "additionalProperties": False,
+        "properties": {
+            "kind": {"const": "ledger"},
+            "entry": {"type": "string"},
+            "undo": {"type": "boolean"},
+        },
+    },
     build=lambda raw, phase, line: LedgerCall(
-        phase, raw["entry"], undo=bool(raw.get("undo")), line=line,
-        retry=RetryPolicy(3, 0.001, jitter=False)),
+        phase,
+        raw["entry"],
+        undo=bool(raw.get("undo")),
+        line=line,
+        retry=RetryPolicy(3, 0.001, jitter=False),
+    ),
     templates=("entry",),
 )
 
@@ -183,16 +221,24 @@ def mixed_saga() -> Saga:
     return load_text(SAGA, "mixed.yaml")
 
 
-def run(tmp_path: Path, ledger: Ledger, service: Service,
-        executors: dict[str, Any] | None = None) -> tuple[str, RunStatus, list[Event]]:
+def run(
+    tmp_path: Path, ledger: Ledger, service: Service, executors: dict[str, Any] | None = None
+) -> tuple[str, RunStatus, list[Event]]:
     saga = mixed_saga()
     events: list[Event] = []
     with open_journal(tmp_path / "j.db") as journal, httpx.Client() as client:
         record = create_run(journal, saga, {}, {"BASE": service.url})
-        engine = Engine(saga, record, journal=journal, secrets={}, on_event=events.append,
-                        sleep=lambda seconds: None,
-                        executors=executors if executors is not None else {
-                            "http": HttpExecutor(client), "ledger": LedgerExecutor(ledger)})
+        engine = Engine(
+            saga,
+            record,
+            journal=journal,
+            secrets={},
+            on_event=events.append,
+            sleep=lambda seconds: None,
+            executors=executors
+            if executors is not None
+            else {"http": HttpExecutor(client), "ledger": LedgerExecutor(ledger)},
+        )
         return record.id, engine.start(), events
 
 
@@ -204,17 +250,24 @@ def test_a_step_of_another_kind_runs_between_http_steps(tmp_path: Path, service:
     assert ledger.applied == [f"{run_id}.book.action"]  # once, whatever was sent again
     assert sorted(service.resources) == [f"/orders/{run_id}", f"/ships/{run_id}"]
     started = [e for e in events if isinstance(e, AttemptStarted) and e.step == "book"]
-    assert [(e.method, e.url, e.attempt) for e in started] == [("APPEND", "ledger://book", 1),
-                                                              ("APPEND", "ledger://book", 2)]
+    assert [(e.method, e.url, e.attempt) for e in started] == [
+        ("APPEND", "ledger://book", 1),
+        ("APPEND", "ledger://book", 2),
+    ]
     with open_journal(tmp_path / "j.db") as journal:
         attempts = [a for a in journal.attempts(run_id) if a.step_id == "book"]
         assert [(a.method, a.url, a.outcome, a.in_doubt) for a in attempts] == [
             ("APPEND", "ledger://book", "retryable", True),
-            ("APPEND", "ledger://book", "success", False)]
+            ("APPEND", "ledger://book", "success", False),
+        ]
         assert attempts[0].request_headers == {"Idempotency-Key": f"{run_id}.book.action"}
         assert attempts[0].request_body == f"order {run_id}"
-        report = RunReport(journal.get_run(run_id), journal.steps(run_id),
-                           journal.attempts(run_id), ["order", "book", "ship"])
+        report = RunReport(
+            journal.get_run(run_id),
+            journal.steps(run_id),
+            journal.attempts(run_id),
+            ["order", "book", "ship"],
+        )
         shown = format_show(report.run, "succeeded", report.steps, report.attempts, report.order)
     assert "APPEND ledger://book" in shown
     write_junit(tmp_path / "report.xml", [report])
@@ -238,17 +291,21 @@ def test_a_step_of_another_kind_in_doubt_is_compensated(tmp_path: Path, service:
 
 
 def test_a_kind_without_an_executor_is_refused_before_anything_is_sent(
-        tmp_path: Path, service: Service) -> None:
+    tmp_path: Path, service: Service
+) -> None:
     with httpx.Client() as client, pytest.raises(UsageError, match="steps of kind 'ledger'"):
         run(tmp_path, Ledger(), service, executors={"http": HttpExecutor(client)})
     assert service.received == []
 
 
-@pytest.mark.parametrize(("call", "says"), [
-    ("{kind: ledger, entyr: x}", "steps[1].action"),
-    ("{kind: ledgr, entry: x}", "steps[1].action.kind"),
-    ('{kind: ledger, entry: "{{ steps.nope.outputs.id }}"}', "nope"),
-])
+@pytest.mark.parametrize(
+    ("call", "says"),
+    [
+        ("{kind: ledger, entyr: x}", "steps[1].action"),
+        ("{kind: ledgr, entry: x}", "steps[1].action.kind"),
+        ('{kind: ledger, entry: "{{ steps.nope.outputs.id }}"}', "nope"),
+    ],
+)
 def test_a_call_of_another_kind_is_checked_where_it_stands(call: str, says: str) -> None:
     text = SAGA.replace('{kind: ledger, entry: "order {{ steps.order.outputs.id }}"}', call)
     with pytest.raises(DefinitionErrors) as raised:
@@ -263,8 +320,7 @@ def test_without_the_kind_registered_a_ledger_call_is_an_error() -> None:
         load_text(SAGA, "mixed.yaml")
 
 
-def test_the_commands_run_and_show_a_step_of_another_kind(tmp_path: Path,
-                                                          service: Service) -> None:
+def test_the_commands_run_and_show_a_step_of_another_kind(tmp_path: Path, service: Service) -> None:
     saga = tmp_path / "mixed.yaml"
     saga.write_text(SAGA)
     env = {"BASE": service.url, "SAGACTL_JOURNAL": str(tmp_path / "j.db"), "NO_COLOR": "1"}

@@ -13,10 +13,13 @@ import sagactl
 from helpers import ROOT
 
 SOURCE = ROOT / "src" / "sagactl"
-MODULES = sorted(p for p in SOURCE.rglob("*.py")
-                 if (p.name != "__init__.py" or p.parent == SOURCE)
-                 # The command line's public names are its commands, reached through `app`.
-                 and p.relative_to(SOURCE).as_posix() not in ("__main__.py", "cli.py"))
+MODULES = sorted(
+    p
+    for p in SOURCE.rglob("*.py")
+    if (p.name != "__init__.py" or p.parent == SOURCE)
+    # The command line's public names are its commands, reached through `app`.
+    and p.relative_to(SOURCE).as_posix() not in ("__main__.py", "cli.py")
+)
 
 
 def public_names(path: Path) -> set[str]:

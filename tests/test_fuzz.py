@@ -18,16 +18,56 @@ from sagactl.errors import DefinitionErrors, InputError
 SEED = (SAGAS / "add-product.yaml").read_text()
 EXAMPLES = [p.read_text() for p in sorted(SAGAS.glob("*.yaml"))]
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10, 1000), st.floats(allow_nan=False),
-                    st.text(max_size=20),
-                    st.sampled_from(["{{ inputs.sku }}", "{{ steps.reserve.outputs.x }}",
-                                     "{{", "}}", "{% if %}", "5s", "2xx", "GET", "POST"]))
-values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4),
-    st.dictionaries(st.sampled_from(["id", "action", "method", "url", "needs", "steps",
-                                     "compensate", "retry", "on", "expect", "outputs",
-                                     "json", "version", "name", "x"]), inner, max_size=5)),
-    max_leaves=20)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-10, 1000),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+    st.sampled_from(
+        [
+            "{{ inputs.sku }}",
+            "{{ steps.reserve.outputs.x }}",
+            "{{",
+            "}}",
+            "{% if %}",
+            "5s",
+            "2xx",
+            "GET",
+            "POST",
+        ]
+    ),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "id",
+                    "action",
+                    "method",
+                    "url",
+                    "needs",
+                    "steps",
+                    "compensate",
+                    "retry",
+                    "on",
+                    "expect",
+                    "outputs",
+                    "json",
+                    "version",
+                    "name",
+                    "x",
+                ]
+            ),
+            inner,
+            max_size=5,
+        ),
+    ),
+    max_leaves=20,
+)
 
 
 def check(text: str) -> None:
@@ -65,9 +105,13 @@ def test_mutated_examples(example: str, data: st.DataObject) -> None:
             lines[i], lines[j] = lines[j], lines[i]
         else:
             position = data.draw(st.integers(0, len(lines[i])))
-            lines[i] = lines[i][:position] + data.draw(
-                st.sampled_from(["{{", "}}", ":", "[", "&a", "*a", "!!binary", "- ", "'"])) + \
-                lines[i][position:]
+            lines[i] = (
+                lines[i][:position]
+                + data.draw(
+                    st.sampled_from(["{{", "}}", ":", "[", "&a", "*a", "!!binary", "- ", "'"])
+                )
+                + lines[i][position:]
+            )
     check("\n".join(lines))
 
 

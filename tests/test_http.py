@@ -17,24 +17,37 @@ from sagactl.executors.http.prepare import PreparedRequest
 from sagactl.model import Expect, Phase, RetryPolicy
 
 
-def request(retry: RetryPolicy | None = None, expect: Expect | None = None,
-            **fields: Any) -> PreparedRequest:
+def request(
+    retry: RetryPolicy | None = None, expect: Expect | None = None, **fields: Any
+) -> PreparedRequest:
     return PreparedRequest(
-        step="a", phase=Phase.ACTION, method="POST", url="http://127.0.0.1:9/x",
-        headers={"X-A": "1"}, body_kind=None, body=None, body_text=None, content_type=None,
+        step="a",
+        phase=Phase.ACTION,
+        method="POST",
+        url="http://127.0.0.1:9/x",
+        headers={"X-A": "1"},
+        body_kind=None,
+        body=None,
+        body_text=None,
+        content_type=None,
         timeout=1.0,
-        retry=retry or RetryPolicy(attempts=4, backoff=0.1, factor=2, max_backoff=1.0,
-                                   jitter=False),
-        expect=expect or Expect(), idempotency_key="run.a.action",
-        **{"header_bytes": ((b"X-A", b"1"),), **fields})
+        retry=retry
+        or RetryPolicy(attempts=4, backoff=0.1, factor=2, max_backoff=1.0, jitter=False),
+        expect=expect or Expect(),
+        idempotency_key="run.a.action",
+        **{"header_bytes": ((b"X-A", b"1"),), **fields},
+    )
 
 
 def ok(view: ResponseView) -> tuple[dict[str, Any], str | None]:
     return {}, None
 
 
-def run(handler: Callable[[httpx.Request], httpx.Response], req: PreparedRequest | None = None,
-        check: Any = ok) -> AttemptResult:
+def run(
+    handler: Callable[[httpx.Request], httpx.Response],
+    req: PreparedRequest | None = None,
+    check: Any = ok,
+) -> AttemptResult:
     with httpx.Client(transport=httpx.MockTransport(handler)) as client:
         return attempt(client, req or request(), {"Saga-Attempt": "1"}, check)
 
@@ -43,39 +56,45 @@ def statuses(*codes: int, headers: dict[str, str] | None = None) -> Callable[...
     queue = list(codes)
 
     def handler(req: httpx.Request) -> httpx.Response:
-        return httpx.Response(queue.pop(0) if len(queue) > 1 else queue[0], headers=headers,
-                              json={"n": len(queue)})
+        return httpx.Response(
+            queue.pop(0) if len(queue) > 1 else queue[0], headers=headers, json={"n": len(queue)}
+        )
+
     return handler
 
 
 def raising(exc: Exception) -> Callable[[httpx.Request], httpx.Response]:
     def handler(req: httpx.Request) -> httpx.Response:
         raise exc
+
     return handler
 
 
-@pytest.mark.parametrize(("handler", "outcome", "in_doubt", "applied"), [
-    (statuses(200), Outcome.SUCCESS, False, True),
-    (statuses(201), Outcome.SUCCESS, False, True),
-    (statuses(400), Outcome.FAILURE, False, False),
-    (statuses(404), Outcome.FAILURE, False, False),
-    (statuses(409), Outcome.FAILURE, False, False),
-    (statuses(503), Outcome.RETRYABLE, False, False),
-    (statuses(429), Outcome.RETRYABLE, False, False),
-    (statuses(408), Outcome.RETRYABLE, False, False),
-    (raising(httpx.ConnectError("refused")), Outcome.RETRYABLE, False, False),
-    (raising(httpx.ConnectTimeout("slow connect")), Outcome.RETRYABLE, False, False),
-    (raising(httpx.ReadTimeout("slow answer")), Outcome.RETRYABLE, True, False),
-    (raising(httpx.RemoteProtocolError("reset")), Outcome.RETRYABLE, True, False),
-    (raising(httpx.ReadError("reset")), Outcome.RETRYABLE, True, False),
-    (raising(httpx.WriteError("broken pipe")), Outcome.RETRYABLE, True, False),
-    (raising(httpx.WriteTimeout("slow reader")), Outcome.RETRYABLE, True, False),
-    (raising(httpx.PoolTimeout("no connection free")), Outcome.RETRYABLE, False, False),
-    (raising(httpx.UnsupportedProtocol("ftp")), Outcome.FAILURE, False, False),
-    (raising(httpx.LocalProtocolError("bad header")), Outcome.FAILURE, False, False),
-    (raising(httpx.DecodingError("bad gzip")), Outcome.RETRYABLE, True, False),
-    (raising(RuntimeError("anything at all")), Outcome.RETRYABLE, True, False),
-])
+@pytest.mark.parametrize(
+    ("handler", "outcome", "in_doubt", "applied"),
+    [
+        (statuses(200), Outcome.SUCCESS, False, True),
+        (statuses(201), Outcome.SUCCESS, False, True),
+        (statuses(400), Outcome.FAILURE, False, False),
+        (statuses(404), Outcome.FAILURE, False, False),
+        (statuses(409), Outcome.FAILURE, False, False),
+        (statuses(503), Outcome.RETRYABLE, False, False),
+        (statuses(429), Outcome.RETRYABLE, False, False),
+        (statuses(408), Outcome.RETRYABLE, False, False),
+        (raising(httpx.ConnectError("refused")), Outcome.RETRYABLE, False, False),
+        (raising(httpx.ConnectTimeout("slow connect")), Outcome.RETRYABLE, False, False),
+        (raising(httpx.ReadTimeout("slow answer")), Outcome.RETRYABLE, True, False),
+        (raising(httpx.RemoteProtocolError("reset")), Outcome.RETRYABLE, True, False),
+        (raising(httpx.ReadError("reset")), Outcome.RETRYABLE, True, False),
+        (raising(httpx.WriteError("broken pipe")), Outcome.RETRYABLE, True, False),
+        (raising(httpx.WriteTimeout("slow reader")), Outcome.RETRYABLE, True, False),
+        (raising(httpx.PoolTimeout("no connection free")), Outcome.RETRYABLE, False, False),
+        (raising(httpx.UnsupportedProtocol("ftp")), Outcome.FAILURE, False, False),
+        (raising(httpx.LocalProtocolError("bad header")), Outcome.FAILURE, False, False),
+        (raising(httpx.DecodingError("bad gzip")), Outcome.RETRYABLE, True, False),
+        (raising(RuntimeError("anything at all")), Outcome.RETRYABLE, True, False),
+    ],
+)
 def test_classification(handler: Any, outcome: Outcome, in_doubt: bool, applied: bool) -> None:
     result = run(handler, request(RetryPolicy(attempts=1)))
     assert (result.outcome, result.in_doubt, result.applied) == (outcome, in_doubt, applied)
@@ -90,7 +109,10 @@ def test_a_status_the_saga_expects_is_success_even_if_retryable_by_default() -> 
 def test_unmet_expectation_is_a_failure_that_took_effect() -> None:
     result = run(statuses(200), check=lambda view: ({}, "expect.that[0] no"))
     assert (result.outcome, result.applied, result.error_message) == (
-        Outcome.FAILURE, True, "expect.that[0] no")
+        Outcome.FAILURE,
+        True,
+        "expect.that[0] no",
+    )
 
 
 def test_4xx_is_a_failure_that_did_not_take_effect() -> None:
@@ -106,23 +128,34 @@ def test_retry_on_is_configurable() -> None:
 
 def test_backoff_grows_by_factor_and_is_capped() -> None:
     policy = RetryPolicy(attempts=6, backoff=0.1, factor=3, max_backoff=1.0, jitter=False)
-    assert [wait_before(policy, n) for n in range(1, 6)] == \
-        pytest.approx([0.1, 0.3, 0.9, 1.0, 1.0])
+    assert [wait_before(policy, n) for n in range(1, 6)] == pytest.approx([0.1, 0.3, 0.9, 1.0, 1.0])
 
 
 def test_full_jitter_stays_between_zero_and_the_backoff() -> None:
     policy = RetryPolicy(attempts=30, backoff=0.1, factor=2, max_backoff=0.4, jitter=True)
     waits = [wait_before(policy, n) for n in range(1, 30)]
-    caps = [min(0.1 * 2 ** i, 0.4) for i in range(29)]
+    caps = [min(0.1 * 2**i, 0.4) for i in range(29)]
     assert all(0 <= w <= cap for w, cap in zip(waits, caps, strict=True))
     assert len(set(waits)) > 1
 
 
-@pytest.mark.parametrize(("header", "wait"), [
-    ("0.7", 0.7), ("120", 2.0), ("0", 0.1), ("-5", 0.1), ("nan", 0.1), ("inf", 2.0),
-    ("1e400", 2.0), ("soon", 0.1), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.1),
-    ("Fri, 31 Dec 9999 23:59:59 GMT", 2.0), ("Mon, 99 Foo 0 99:99:99 XYZ", 0.1), ("", 0.1),
-])
+@pytest.mark.parametrize(
+    ("header", "wait"),
+    [
+        ("0.7", 0.7),
+        ("120", 2.0),
+        ("0", 0.1),
+        ("-5", 0.1),
+        ("nan", 0.1),
+        ("inf", 2.0),
+        ("1e400", 2.0),
+        ("soon", 0.1),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.1),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 2.0),
+        ("Mon, 99 Foo 0 99:99:99 XYZ", 0.1),
+        ("", 0.1),
+    ],
+)
 def test_retry_after_is_honoured_up_to_max_backoff(header: str, wait: float) -> None:
     result = run(statuses(429, headers={"Retry-After": header}))
     policy = RetryPolicy(backoff=0.1, max_backoff=2.0, jitter=False)
@@ -143,34 +176,44 @@ def test_headers_and_body_are_sent_as_prepared() -> None:
 
 def test_a_body_nothing_reads_is_read_and_dropped_past_what_the_journal_keeps() -> None:
     body = b"x" * (3 * 2**20)
-    result = run(lambda req: httpx.Response(200, content=body),
-                 request(reads_body=False, max_response=1024))
+    result = run(
+        lambda req: httpx.Response(200, content=body), request(reads_body=False, max_response=1024)
+    )
     assert result.outcome is Outcome.SUCCESS
     assert result.response is not None and len(result.response.text) == 64 * 1024
 
 
 def test_a_body_past_max_response_fails_when_something_reads_it() -> None:
     body = b"x" * 5000
-    result = run(lambda req: httpx.Response(200, content=body),
-                 request(reads_body=True, max_response=4096))
+    result = run(
+        lambda req: httpx.Response(200, content=body), request(reads_body=True, max_response=4096)
+    )
     assert (result.outcome, result.applied, result.error_class) == (
-        Outcome.FAILURE, True, "ResponseTooLarge")
+        Outcome.FAILURE,
+        True,
+        "ResponseTooLarge",
+    )
     assert "max_response (4KiB)" in (result.error_message or "")
-    refused = run(lambda req: httpx.Response(503, content=body),
-                  request(reads_body=True, max_response=4096))
+    refused = run(
+        lambda req: httpx.Response(503, content=body), request(reads_body=True, max_response=4096)
+    )
     assert refused.outcome is Outcome.RETRYABLE  # a status not accepted: the body is not read
 
 
-@pytest.mark.parametrize(("content_type", "body", "text"), [
-    ("application/json", "{\"name\": \"café\"}".encode(), "{\"name\": \"café\"}"),
-    ("text/plain; charset=ISO-8859-1", "café".encode("latin-1"), "café"),
-    ("text/plain;charset=\"utf-16\"", "café".encode("utf-16"), "café"),
-    ("text/plain; charset=no-such-charset", "café".encode(), "café"),
-    ("text/plain", b"caf\xe9", "caf\ufffd"),
-    (None, b"", ""),
-])
+@pytest.mark.parametrize(
+    ("content_type", "body", "text"),
+    [
+        ("application/json", '{"name": "café"}'.encode(), '{"name": "café"}'),
+        ("text/plain; charset=ISO-8859-1", "café".encode("latin-1"), "café"),
+        ('text/plain;charset="utf-16"', "café".encode("utf-16"), "café"),
+        ("text/plain; charset=no-such-charset", "café".encode(), "café"),
+        ("text/plain", b"caf\xe9", "caf\ufffd"),
+        (None, b"", ""),
+    ],
+)
 def test_the_body_is_read_in_the_charset_its_content_type_names(
-        content_type: str | None, body: bytes, text: str) -> None:
+    content_type: str | None, body: bytes, text: str
+) -> None:
     """As httpx's Response.text reads it: the charset parameter, else UTF-8 (also for an
     unknown charset), undecodable bytes replaced."""
     headers = {"Content-Type": content_type} if content_type else {}

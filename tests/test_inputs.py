@@ -36,20 +36,44 @@ def resolve(*assignments: str, file_values: dict[str, Any] | None = None) -> dic
 
 
 def test_values_are_coerced_by_declared_type() -> None:
-    values = resolve("count=3", "price=9.5", "flag=true", "name=abc", 'tags=["x","y"]',
-                     'meta={"k": 1}', "anything=[1, 2]", "level=high")
-    assert values == {"count": 3, "price": 9.5, "flag": True, "name": "abc", "tags": ["x", "y"],
-                      "meta": {"k": 1}, "anything": [1, 2], "level": "high"}
+    values = resolve(
+        "count=3",
+        "price=9.5",
+        "flag=true",
+        "name=abc",
+        'tags=["x","y"]',
+        'meta={"k": 1}',
+        "anything=[1, 2]",
+        "level=high",
+    )
+    assert values == {
+        "count": 3,
+        "price": 9.5,
+        "flag": True,
+        "name": "abc",
+        "tags": ["x", "y"],
+        "meta": {"k": 1},
+        "anything": [1, 2],
+        "level": "high",
+    }
 
 
 def test_defaults_are_applied() -> None:
     assert resolve("price=1", "name=a") == {
-        "count": 1, "price": 1, "flag": False, "name": "a", "tags": [], "meta": {},
-        "anything": None, "level": "low"}
+        "count": 1,
+        "price": 1,
+        "flag": False,
+        "name": "a",
+        "tags": [],
+        "meta": {},
+        "anything": None,
+        "level": "low",
+    }
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("yes", True), ("no", False), ("1", True), ("FALSE", False)])
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("yes", True), ("no", False), ("1", True), ("FALSE", False)]
+)
 def test_boolean_spellings(raw: str, expected: bool) -> None:
     assert resolve("price=1", "name=a", f"flag={raw}")["flag"] is expected
 
@@ -62,20 +86,26 @@ def test_value_may_hold_equals_signs() -> None:
     assert resolve("price=1", "name=a", "anything=a=b")["anything"] == "a=b"
 
 
-@pytest.mark.parametrize(("assignment", "message"), [
-    ("count=abc", "input 'count': expected an integer >= 1, got 'abc'"),
-    ("count=0", "input 'count': 0 is less than the minimum of 1"),
-    ("price=cheap", "input 'price': expected a number, got 'cheap'"),
-    ("price=nan", "input 'price': expected a number, got 'nan'"),
-    ("flag=maybe", "input 'flag': expected true or false, got 'maybe'"),
-    ("tags=[1", "input 'tags': expected a JSON array, got '[1'"),
-    ("tags=[1]", "input 'tags': 1 is not of type 'string'"),
-    ("meta=[]", "input 'meta': expected a JSON object, got '[]'"),
-    ("level=mid", "input 'level': 'mid' is not one of ['low', 'high']"),
-    ("colour=red", "input 'colour': not declared by saga 'typed' (its inputs: count, price, "
-                   "flag, name, tags, meta, anything, level)"),
-    ("novalue", "input 'novalue': expected -i KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("count=abc", "input 'count': expected an integer >= 1, got 'abc'"),
+        ("count=0", "input 'count': 0 is less than the minimum of 1"),
+        ("price=cheap", "input 'price': expected a number, got 'cheap'"),
+        ("price=nan", "input 'price': expected a number, got 'nan'"),
+        ("flag=maybe", "input 'flag': expected true or false, got 'maybe'"),
+        ("tags=[1", "input 'tags': expected a JSON array, got '[1'"),
+        ("tags=[1]", "input 'tags': 1 is not of type 'string'"),
+        ("meta=[]", "input 'meta': expected a JSON object, got '[]'"),
+        ("level=mid", "input 'level': 'mid' is not one of ['low', 'high']"),
+        (
+            "colour=red",
+            "input 'colour': not declared by saga 'typed' (its inputs: count, price, "
+            "flag, name, tags, meta, anything, level)",
+        ),
+        ("novalue", "input 'novalue': expected -i KEY=VALUE"),
+    ],
+)
 def test_bad_values_name_the_input_and_what_was_expected(assignment: str, message: str) -> None:
     with pytest.raises(InputError) as caught:
         resolve("price=1", "name=a", assignment)
@@ -87,8 +117,7 @@ def test_missing_inputs_are_all_reported() -> None:
         resolve()
     assert str(caught.value).splitlines() == [
         "input 'price': required: expected a number (give it as -i price=VALUE)",
-        "input 'name': required: expected a string matching ^[a-z]+$ (give it as -i "
-        "name=VALUE)",
+        "input 'name': required: expected a string matching ^[a-z]+$ (give it as -i name=VALUE)",
     ]
 
 
@@ -110,11 +139,14 @@ def test_file_values_are_validated_not_coerced() -> None:
         resolve(file_values={"price": 1, "name": "a", "count": "3"})
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (None, "no such inputs file"),
-    ("[1, 2]", "expected a mapping of input names to values"),
-    ("a: [1", "not valid JSON or YAML"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such inputs file"),
+        ("[1, 2]", "expected a mapping of input names to values"),
+        ("a: [1", "not valid JSON or YAML"),
+    ],
+)
 def test_bad_inputs_file(tmp_path: Path, content: str | None, message: str) -> None:
     path = tmp_path / "in.yaml"
     if content is not None:

@@ -56,16 +56,20 @@ def run(tmp_path: Path, base: str, text: str, *args: str) -> tuple[int, str, Jou
     path = tmp_path / "interop.yaml"
     path.write_text(text)
     journal = tmp_path / "journal.db"
-    result = cli("run", str(path), *args, env={"BIN": base, "NO_COLOR": "1",
-                                               "SAGACTL_JOURNAL": str(journal)})
+    result = cli(
+        "run", str(path), *args, env={"BIN": base, "NO_COLOR": "1", "SAGACTL_JOURNAL": str(journal)}
+    )
     assert "Traceback" not in result.stdout + result.stderr
     return result.exit_code, result.stdout + result.stderr, open_journal(journal)
 
 
 def call_attempts(store: Journal) -> list[tuple[str | None, int | None, bool]]:
     run_id = store.list_runs()[0].id
-    return [(a.outcome, a.status, a.in_doubt) for a in store.attempts(run_id)
-            if (a.step_id, a.phase) == ("call", "action")]
+    return [
+        (a.outcome, a.status, a.in_doubt)
+        for a in store.attempts(run_id)
+        if (a.step_id, a.phase) == ("call", "action")
+    ]
 
 
 def undone(store: Journal) -> bool:
@@ -74,8 +78,7 @@ def undone(store: Journal) -> bool:
 
 
 def test_delay_past_the_timeout_is_in_doubt_and_undone(tmp_path: Path, base: str) -> None:
-    code, out, store = run(tmp_path, base, saga("{method: POST, url: /delay/3}",
-                                                timeout="500ms"))
+    code, out, store = run(tmp_path, base, saga("{method: POST, url: /delay/3}", timeout="500ms"))
     assert code == 1, out
     assert call_attempts(store) == [("retryable", None, True)] and undone(store)
 
@@ -83,9 +86,13 @@ def test_delay_past_the_timeout_is_in_doubt_and_undone(tmp_path: Path, base: str
 def test_drip_is_cut_off_at_the_timeout(tmp_path: Path, base: str) -> None:
     """httpbin sends the head, then a byte at a time: each within any read timeout."""
     started = time.monotonic()
-    code, out, store = run(tmp_path, base, saga(
-        "{method: GET, url: /drip, query: {duration: 6, numbytes: 6, delay: 0}}",
-        timeout="1s"))
+    code, out, store = run(
+        tmp_path,
+        base,
+        saga(
+            "{method: GET, url: /drip, query: {duration: 6, numbytes: 6, delay: 0}}", timeout="1s"
+        ),
+    )
     assert time.monotonic() - started < 4
     assert code == 1, out
     assert call_attempts(store) == [("retryable", None, True)] and undone(store)
@@ -102,73 +109,113 @@ def test_binary_bodies_nothing_reads(tmp_path: Path, base: str, path: str) -> No
 
 
 def test_a_binary_body_past_max_response(tmp_path: Path, base: str) -> None:
-    code, out, _ = run(tmp_path, base, saga(
-        "{method: GET, url: /stream-bytes/102400, max_response: 64KiB}",
-        outputs='    outputs: {n: "{{ response.text | length }}"}\n'))
+    code, out, _ = run(
+        tmp_path,
+        base,
+        saga(
+            "{method: GET, url: /stream-bytes/102400, max_response: 64KiB}",
+            outputs='    outputs: {n: "{{ response.text | length }}"}\n',
+        ),
+    )
     assert code == 1 and "larger than max_response (64KiB)" in out, out
 
 
-@pytest.mark.parametrize(("status", "code", "attempts"), [
-    (200, 0, 1), (503, 1, 3), (429, 1, 3), (418, 1, 1), (404, 1, 1),
-])
+@pytest.mark.parametrize(
+    ("status", "code", "attempts"),
+    [
+        (200, 0, 1),
+        (503, 1, 3),
+        (429, 1, 3),
+        (418, 1, 1),
+        (404, 1, 1),
+    ],
+)
 def test_statuses(tmp_path: Path, base: str, status: int, code: int, attempts: int) -> None:
-    exit_code, out, store = run(tmp_path, base, saga(
-        f"{{method: POST, url: /status/{status}}}", attempts=3))
+    exit_code, out, store = run(
+        tmp_path, base, saga(f"{{method: POST, url: /status/{status}}}", attempts=3)
+    )
     assert exit_code == code, out
     assert len(call_attempts(store)) == attempts
     assert not undone(store) or status == 200  # a definite refusal is not undone
 
 
 def test_redirects_are_not_followed(tmp_path: Path, base: str) -> None:
-    code, out, store = run(tmp_path, base, saga(
-        "{method: POST, url: /redirect-to, query: {url: /anything/elsewhere}}"))
+    code, out, store = run(
+        tmp_path, base, saga("{method: POST, url: /redirect-to, query: {url: /anything/elsewhere}}")
+    )
     assert code == 1 and "status 302" in out, out
     assert call_attempts(store) == [("failure", 302, False)]
 
 
 def test_anything_echoes_what_was_sent(tmp_path: Path, base: str) -> None:
-    code, out, store = run(tmp_path, base, saga(
-        '{method: PUT, url: "/anything/item", query: {q: "a/b c"}, json: {n: 1}, '
-        'headers: {X-Note: café}}',
-        outputs='    outputs: {method: "{{ response.json.method }}", '
-                'q: "{{ response.json.args.q }}", n: "{{ response.json.json.n }}", '
-                'note: "{{ response.json.headers[\'X-Note\'] }}", '
-                'key: "{{ response.json.headers[\'Idempotency-Key\'] }}"}\n'))
+    code, out, store = run(
+        tmp_path,
+        base,
+        saga(
+            '{method: PUT, url: "/anything/item", query: {q: "a/b c"}, json: {n: 1}, '
+            "headers: {X-Note: café}}",
+            outputs='    outputs: {method: "{{ response.json.method }}", '
+            'q: "{{ response.json.args.q }}", n: "{{ response.json.json.n }}", '
+            "note: \"{{ response.json.headers['X-Note'] }}\", "
+            "key: \"{{ response.json.headers['Idempotency-Key'] }}\"}\n",
+        ),
+    )
     assert code == 0, out
     run_id = store.list_runs()[0].id
     outputs = store.steps(run_id)[("call", "action")].outputs
-    assert outputs == {"method": "PUT", "q": "a/b c", "n": 1, "note": "café",
-                       "key": f"{run_id}.call.action"}
+    assert outputs == {
+        "method": "PUT",
+        "q": "a/b c",
+        "n": 1,
+        "note": "café",
+        "key": f"{run_id}.call.action",
+    }
 
 
 def test_gzip_is_decoded(tmp_path: Path, base: str) -> None:
-    code, out, _ = run(tmp_path, base, saga(
-        "{method: GET, url: /gzip, expect: {that: ['response.json.gzipped == true']}}"))
+    code, out, _ = run(
+        tmp_path,
+        base,
+        saga("{method: GET, url: /gzip, expect: {that: ['response.json.gzipped == true']}}"),
+    )
     assert code == 0, out
 
 
 def test_brotli_is_refused_clearly_when_read(tmp_path: Path, base: str) -> None:
     """sagactl asks for gzip or deflate only; httpbin's /brotli answers br all the same."""
-    code, out, _ = run(tmp_path, base, saga(
-        "{method: GET, url: /brotli, expect: {that: ['response.json.brotli == true']}}"))
+    code, out, _ = run(
+        tmp_path,
+        base,
+        saga("{method: GET, url: /brotli, expect: {that: ['response.json.brotli == true']}}"),
+    )
     assert code == 1 and "encoded with br, which sagactl does not decode" in out, out
     code, out, _ = run(tmp_path / "..", base, saga("{method: GET, url: /brotli}"))
     assert code == 0, out  # nothing reads the body: the status is all that counts
 
 
 def test_utf8_html(tmp_path: Path, base: str) -> None:
-    code, out, _ = run(tmp_path, base, saga(
-        "{method: GET, url: /encoding/utf8, expect: {that: [\"'∮ E⋅da = Q' in response.text\","
-        " 'response.json == none']}}"))
+    code, out, _ = run(
+        tmp_path,
+        base,
+        saga(
+            "{method: GET, url: /encoding/utf8, expect: {that: [\"'∮ E⋅da = Q' in response.text\","
+            " 'response.json == none']}}"
+        ),
+    )
     assert code == 0, out
-    records = [json.loads(line) for line in run(tmp_path, base, saga(
-        "{method: GET, url: /encoding/utf8}"), "--output", "json")[1].splitlines()
-        if line.startswith("{")]
+    records = [
+        json.loads(line)
+        for line in run(
+            tmp_path, base, saga("{method: GET, url: /encoding/utf8}"), "--output", "json"
+        )[1].splitlines()
+        if line.startswith("{")
+    ]
     assert records[-1]["status"] == "succeeded"
 
 
-def test_anything_echoes_secrets_in_its_own_encoding_and_none_shows(tmp_path: Path,
-                                                                    base: str) -> None:
+def test_anything_echoes_secrets_in_its_own_encoding_and_none_shows(
+    tmp_path: Path, base: str
+) -> None:
     """httpbin echoes the URL as werkzeug rebuilds it, the query decoded, every header and
     the body: each form of the secret it chose is masked in every sink."""
     import base64
@@ -196,19 +243,33 @@ steps:
 """
     path = tmp_path / "echoed.yaml"
     path.write_text(text)
-    env = {"BIN": base, "S": secret, "NO_COLOR": "1",
-           "SAGACTL_JOURNAL": str(tmp_path / "journal.db")}
-    outputs = [cli("run", str(path), "-v", env=env), cli("run", str(path), "--output", "json",
-                                                         env=env)]
+    env = {
+        "BIN": base,
+        "S": secret,
+        "NO_COLOR": "1",
+        "SAGACTL_JOURNAL": str(tmp_path / "journal.db"),
+    }
+    outputs = [
+        cli("run", str(path), "-v", env=env),
+        cli("run", str(path), "--output", "json", env=env),
+    ]
     assert outputs[0].exit_code == 0, outputs[0].stdout
     run_id = outputs[0].stdout.splitlines()[0]
     outputs += [cli("show", run_id, env=env), cli("show", run_id, "--output", "json", env=env)]
     sinks = "".join(o.stdout + o.stderr for o in outputs).encode() + b"".join(
-        p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("journal.db"))
+        p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("journal.db")
+    )
     pair = f"user:{secret}".encode()
-    forms = {secret, quote(secret, safe=""), quote(secret), quote_plus(secret),
-             json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
-             base64.b64encode(pair).decode(), quote(quote(secret, safe=""), safe="")}
+    forms = {
+        secret,
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        base64.b64encode(pair).decode(),
+        quote(quote(secret, safe=""), safe=""),
+    }
     leaked = [form for form in forms if form.encode() in sinks]
     assert leaked == []
     assert b"***" in sinks

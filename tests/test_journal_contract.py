@@ -48,16 +48,29 @@ def other(target: str, **kwargs: Any) -> Journal:
     return open_journal(target, Durability.NORMAL, **kwargs)
 
 
-def new_run(journal: Journal, run_id: str = "R0001", *, owner: Owner = ME, ttl: float = 30,
-            name: str = "two") -> str:
+def new_run(
+    journal: Journal,
+    run_id: str = "R0001",
+    *,
+    owner: Owner = ME,
+    ttl: float = 30,
+    name: str = "two",
+) -> str:
     return helpers.new_run(journal, run_id, owner=owner, ttl=ttl, name=name)
 
 
 def begin(journal: Journal, step: str = "a", number: int = 1, run_id: str = "R0001") -> Any:
-    return journal.begin_attempt(run_id, step, "action", number, span_id="s" * 16,
-                                 method="PUT", url=f"http://127.0.0.1:9/{step}",
-                                 headers={"Idempotency-Key": f"{run_id}.{step}.action"},
-                                 body=None)
+    return journal.begin_attempt(
+        run_id,
+        step,
+        "action",
+        number,
+        span_id="s" * 16,
+        method="PUT",
+        url=f"http://127.0.0.1:9/{step}",
+        headers={"Idempotency-Key": f"{run_id}.{step}.action"},
+        body=None,
+    )
 
 
 def dead_pid() -> int:
@@ -70,15 +83,23 @@ def dead_pid() -> int:
 # --- runs ----------------------------------------------------------------------------------
 
 
-def test_a_new_run_is_running_forward_and_owned_by_its_creator(journal: Journal,
-                                                               target: str) -> None:
+def test_a_new_run_is_running_forward_and_owned_by_its_creator(
+    journal: Journal, target: str
+) -> None:
     new_run(journal)
     with other(target) as reader:
         run = reader.get_run("R0001")
-    assert (run.status, run.phase, run.pivot_passed, run.error) == (RunStatus.RUNNING,
-                                                                    "forward", False, None)
-    assert (run.inputs, run.env, run.step_ids) == ({"sku": "A"}, {"BASE": "http://127.0.0.1:9"},
-                                                   ("a", "b"))
+    assert (run.status, run.phase, run.pivot_passed, run.error) == (
+        RunStatus.RUNNING,
+        "forward",
+        False,
+        None,
+    )
+    assert (run.inputs, run.env, run.step_ids) == (
+        {"sku": "A"},
+        {"BASE": "http://127.0.0.1:9"},
+        ("a", "b"),
+    )
     assert (run.owner_host, run.owner_pid) == ME and journal.driven(run)
     assert run.finished_at is None and run.created_at <= run.updated_at
 
@@ -123,21 +144,27 @@ def test_pages_of_runs_neither_repeat_nor_skip_one(journal: Journal) -> None:
             break
         before = (page[-1].created_at, page[-1].id)
     assert seen == [f"R{i:04d}" for i in reversed(range(23))]
-    assert {r.id for r in journal.list_runs(status="succeeded", limit=100)} == \
-        {f"R{i:04d}" for i in range(0, 23, 3)}
-    assert {r.id for r in journal.list_runs(status=["succeeded", "running"], limit=100)} == \
-        {f"R{i:04d}" for i in range(23)}
-    assert {r.id for r in journal.list_runs(name="odd", status="running", limit=100)} == \
-        {f"R{i:04d}" for i in range(23) if i % 2 and i % 3}
+    assert {r.id for r in journal.list_runs(status="succeeded", limit=100)} == {
+        f"R{i:04d}" for i in range(0, 23, 3)
+    }
+    assert {r.id for r in journal.list_runs(status=["succeeded", "running"], limit=100)} == {
+        f"R{i:04d}" for i in range(23)
+    }
+    assert {r.id for r in journal.list_runs(name="odd", status="running", limit=100)} == {
+        f"R{i:04d}" for i in range(23) if i % 2 and i % 3
+    }
 
 
 def test_a_status_sets_its_finish_and_clears_an_error_not_given(journal: Journal) -> None:
     new_run(journal)
-    journal.set_run("R0001", status=RunStatus.COMPENSATING, phase="compensate",
-                    error="step b: 500")
+    journal.set_run("R0001", status=RunStatus.COMPENSATING, phase="compensate", error="step b: 500")
     run = journal.get_run("R0001")
     assert (run.status, run.phase, run.error, run.finished_at) == (
-        RunStatus.COMPENSATING, "compensate", "step b: 500", None)
+        RunStatus.COMPENSATING,
+        "compensate",
+        "step b: 500",
+        None,
+    )
     journal.set_run("R0001", pivot_passed=True)
     assert journal.get_run("R0001").error == "step b: 500"  # no status: the error stays
     journal.set_run("R0001", status=RunStatus.COMPENSATED)
@@ -150,8 +177,10 @@ def test_a_status_sets_its_finish_and_clears_an_error_not_given(journal: Journal
 
 def test_a_run_driven_by_a_live_process_is_not_taken(journal: Journal, target: str) -> None:
     new_run(journal)
-    with other(target) as second, pytest.raises(JournalError,
-                                                match=f"being driven by process {ME.pid}"):
+    with (
+        other(target) as second,
+        pytest.raises(JournalError, match=f"being driven by process {ME.pid}"),
+    ):
         second.take_lease("R0001", Owner(ME.host, ME.pid + 1), 30)
     assert (journal.get_run("R0001").owner_pid) == ME.pid
 
@@ -166,8 +195,9 @@ def zombie() -> subprocess.Popen[bytes]:
     return child
 
 
-@pytest.mark.parametrize("why", ["its lease expired", "its process is gone",
-                                 "its process is a zombie"])
+@pytest.mark.parametrize(
+    "why", ["its lease expired", "its process is gone", "its process is a zombie"]
+)
 def test_a_run_whose_owner_stopped_is_taken(journal: Journal, target: str, why: str) -> None:
     child = None
     if why == "its lease expired":
@@ -230,29 +260,51 @@ def test_an_intent_is_durable_before_begin_returns(journal: Journal, target: str
         (attempt,) = reader.attempts("R0001")
         step = reader.steps("R0001")[("a", "action")]
     assert (attempt.id, attempt.step_id, attempt.outcome, attempt.in_doubt) == (
-        handle.id, "a", None, False)
+        handle.id,
+        "a",
+        None,
+        False,
+    )
     assert attempt.request_headers == {"Idempotency-Key": "R0001.a.action"}
     assert (step.state, step.attempts) == (StepState.RUNNING, 1)
 
 
 def test_a_result_is_durable_when_finish_returns(journal: Journal, target: str) -> None:
     new_run(journal)
-    journal.finish_attempt(begin(journal), outcome="success", duration_ms=3.0, status=201,
-                           response_headers={"Location": "/a/1"}, response_body='{"id": 1}',
-                           step_state=StepState.SUCCEEDED, applied=True, outputs={"id": 1})
+    journal.finish_attempt(
+        begin(journal),
+        outcome="success",
+        duration_ms=3.0,
+        status=201,
+        response_headers={"Location": "/a/1"},
+        response_body='{"id": 1}',
+        step_state=StepState.SUCCEEDED,
+        applied=True,
+        outputs={"id": 1},
+    )
     with other(target) as reader:
         (attempt,) = reader.attempts("R0001")
         step = reader.steps("R0001")[("a", "action")]
-    assert (attempt.outcome, attempt.status, attempt.response_body) == ("success", 201,
-                                                                        '{"id": 1}')
-    assert (step.state, step.applied, step.outputs, step.status) == (StepState.SUCCEEDED, True,
-                                                                     {"id": 1}, 201)
+    assert (attempt.outcome, attempt.status, attempt.response_body) == ("success", 201, '{"id": 1}')
+    assert (step.state, step.applied, step.outputs, step.status) == (
+        StepState.SUCCEEDED,
+        True,
+        {"id": 1},
+        201,
+    )
 
 
 def test_a_deferred_result_waits_for_the_next_write(journal: Journal, target: str) -> None:
     new_run(journal)
-    journal.finish_attempt(begin(journal, "a"), outcome="success", duration_ms=1.0, status=200,
-                           step_state=StepState.SUCCEEDED, applied=True, defer=True)
+    journal.finish_attempt(
+        begin(journal, "a"),
+        outcome="success",
+        duration_ms=1.0,
+        status=200,
+        step_state=StepState.SUCCEEDED,
+        applied=True,
+        defer=True,
+    )
     with other(target) as reader:
         assert [a.outcome for a in reader.attempts("R0001")] == [None]
         begin(journal, "b")  # the next write carries it
@@ -263,8 +315,15 @@ def test_a_deferred_result_waits_for_the_next_write(journal: Journal, target: st
 def test_reads_flush_and_close_write_what_was_deferred(target: str, how: str) -> None:
     journal = other(target)
     new_run(journal)
-    journal.finish_attempt(begin(journal), outcome="failure", duration_ms=1.0, status=409,
-                           step_state=StepState.FAILED, step_error="409", defer=True)
+    journal.finish_attempt(
+        begin(journal),
+        outcome="failure",
+        duration_ms=1.0,
+        status=409,
+        step_state=StepState.FAILED,
+        step_error="409",
+        defer=True,
+    )
     if how == "a read":
         assert journal.steps("R0001")[("a", "action")].state is StepState.FAILED
     elif how == "flush":
@@ -284,22 +343,32 @@ def test_settling_marks_what_had_no_result_in_doubt(journal: Journal) -> None:
     assert journal.settle_interrupted("R0001") == 1
     steps = journal.steps("R0001")
     assert (steps[("a", "action")].state, steps[("a", "action")].applied) == (
-        StepState.IN_DOUBT, True)
+        StepState.IN_DOUBT,
+        True,
+    )
     # Every attempt of b had a definite answer: b is simply not finished.
     assert steps[("b", "action")].state is StepState.RUNNING
     attempts = journal.attempts("R0001")
     assert [(a.step_id, a.attempt, a.outcome, a.in_doubt) for a in attempts] == [
-        ("a", 1, "retryable", False), ("a", 2, "interrupted", True), ("b", 1, "retryable", False)]
+        ("a", 1, "retryable", False),
+        ("a", 2, "interrupted", True),
+        ("b", 1, "retryable", False),
+    ]
     assert journal.settle_interrupted("R0001") == 0
 
 
 def test_a_step_with_an_attempt_in_doubt_stays_in_doubt_whatever_came_after(
-        journal: Journal) -> None:
+    journal: Journal,
+) -> None:
     new_run(journal)
-    journal.finish_attempt(begin(journal, "a", 1), outcome="retryable", duration_ms=1.0,
-                           error_class="ReadTimeout", in_doubt=True)
-    journal.finish_attempt(begin(journal, "a", 2), outcome="retryable", duration_ms=1.0,
-                           status=503)
+    journal.finish_attempt(
+        begin(journal, "a", 1),
+        outcome="retryable",
+        duration_ms=1.0,
+        error_class="ReadTimeout",
+        in_doubt=True,
+    )
+    journal.finish_attempt(begin(journal, "a", 2), outcome="retryable", duration_ms=1.0, status=503)
     begin(journal, "a", 3)
     journal.settle_interrupted("R0001")
     assert journal.steps("R0001")[("a", "action")].state is StepState.IN_DOUBT
@@ -346,8 +415,10 @@ AFTER = {
     "an intent": ("running", [("a", "interrupted", True)], {"a": "in_doubt"}),
     "deferred": ("running", [("a", "interrupted", True)], {"a": "in_doubt"}),
     "deferred, then the next intent": (
-        "running", [("a", "success", False), ("b", "interrupted", True)],
-        {"a": "succeeded", "b": "in_doubt"}),
+        "running",
+        [("a", "success", False), ("b", "interrupted", True)],
+        {"a": "succeeded", "b": "in_doubt"},
+    ),
     "a retryable answer": ("running", [("a", "retryable", False)], {"a": "running"}),
     "the decision to compensate": ("compensating", [("a", "failure", False)], {"a": "failed"}),
 }
@@ -356,11 +427,17 @@ AFTER = {
 @pytest.mark.parametrize("durability", list(Durability))
 @pytest.mark.parametrize("case", list(AFTER))
 def test_a_process_killed_between_two_calls_leaves_what_the_contract_says(
-        target: str, case: str, durability: Durability) -> None:
+    target: str, case: str, durability: Durability
+) -> None:
     src = Path(__file__).resolve().parent.parent / "src"
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.run([sys.executable, "-c", DIES, target, durability.value, case],
-                          capture_output=True, text=True, env=env, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", DIES, target, durability.value, case],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == -signal.SIGKILL and proc.stdout == "ready\n", proc.stderr
     status, attempts, states = AFTER[case]
     with other(target) as resumer:
@@ -369,7 +446,7 @@ def test_a_process_killed_between_two_calls_leaves_what_the_contract_says(
         assert not resumer.driven(run)  # its owner is dead: the run can be taken over
         resumer.take_lease("R0001", Owner(socket.gethostname(), os.getpid()), 30)
         resumer.settle_interrupted("R0001")
-        assert [(a.step_id, a.outcome, a.in_doubt) for a in resumer.attempts("R0001")] == \
-            attempts
-        assert {step: record.state.value
-                for (step, _), record in resumer.steps("R0001").items()} == states
+        assert [(a.step_id, a.outcome, a.in_doubt) for a in resumer.attempts("R0001")] == attempts
+        assert {
+            step: record.state.value for (step, _), record in resumer.steps("R0001").items()
+        } == states

@@ -21,11 +21,20 @@ from test_crash import wait_for
 
 
 def start(saga: Path, journal: Path, service: Service, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "BASE": service.url, "TOKEN": "tok-5ecr3t",
-           "SAGACTL_JOURNAL": str(journal)}
-    return subprocess.Popen([sys.executable, "-m", "sagactl", "run", str(saga), *args],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    env = {
+        **os.environ,
+        "BASE": service.url,
+        "TOKEN": "tok-5ecr3t",
+        "SAGACTL_JOURNAL": str(journal),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "sagactl", "run", str(saga), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_ten_processes_share_one_journal(tmp_path: Path, service: Service) -> None:
@@ -44,10 +53,9 @@ def test_ten_processes_share_one_journal(tmp_path: Path, service: Service) -> No
     assert len(service.applied) == 30 == len({key for key, _, _ in service.applied})
 
 
-
-
 def test_journal_that_cannot_be_written_is_refused_and_nothing_is_sent(
-        tmp_path: Path, service: Service) -> None:
+    tmp_path: Path, service: Service
+) -> None:
     """A journal on a read-only filesystem: SQLite opened with immutable=0 on a file it may not
     write. Simulated with a directory in place of the journal's WAL file, which no user (root
     included) can open as a file."""
@@ -58,8 +66,13 @@ def test_journal_that_cannot_be_written_is_refused_and_nothing_is_sent(
     before = journal.read_bytes()
     (tmp_path / "journal.db-wal").unlink(missing_ok=True)
     (tmp_path / "journal.db-wal").mkdir()
-    result = cli("run", str(saga), "--journal", str(journal),
-                 env={"BASE": service.url, "TOKEN": "tok-5ecr3t"})
+    result = cli(
+        "run",
+        str(saga),
+        "--journal",
+        str(journal),
+        env={"BASE": service.url, "TOKEN": "tok-5ecr3t"},
+    )
     assert result.exit_code == 4, result.stderr
     assert "cannot" in result.stderr and str(journal) in result.stderr
     assert service.received == []
@@ -86,11 +99,21 @@ def test_a_full_disk_stops_the_run_resumably_at_any_point(tmp_path: Path) -> Non
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
         with Service() as service:
-            env = {**os.environ, "BASE": service.url, "TOKEN": "tok-5ecr3t",
-                   "SAGACTL_JOURNAL": str(journal)}
-            proc = subprocess.run([sys.executable, "-m", "sagactl", "run", str(saga)],
-                                  cwd=ROOT, env=env, capture_output=True, text=True,
-                                  timeout=60, preexec_fn=disk_fills_at)
+            env = {
+                **os.environ,
+                "BASE": service.url,
+                "TOKEN": "tok-5ecr3t",
+                "SAGACTL_JOURNAL": str(journal),
+            }
+            proc = subprocess.run(
+                [sys.executable, "-m", "sagactl", "run", str(saga)],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                preexec_fn=disk_fills_at,
+            )
             assert proc.returncode in (0, 4), proc.stderr
             assert "Traceback" not in proc.stderr
             with open_journal(journal) as store:
@@ -106,20 +129,30 @@ def test_a_full_disk_stops_the_run_resumably_at_any_point(tmp_path: Path) -> Non
                 assert f"sagactl resume {run_id}" in proc.stderr
                 assert not runs[0].status.final
                 outcome = f"stopped after {len(service.applied)} of 3"
-                result = cli("resume", run_id, "--journal", str(journal),
-                             env={"BASE": service.url, "TOKEN": "tok-5ecr3t"})
+                result = cli(
+                    "resume",
+                    run_id,
+                    "--journal",
+                    str(journal),
+                    env={"BASE": service.url, "TOKEN": "tok-5ecr3t"},
+                )
                 assert result.exit_code == 0, result.stdout + result.stderr
             keys = [key for key, _, _ in service.applied]
             assert len(keys) == len(set(keys)) == (0 if outcome == "not started" else 3)
             seen[outcome] = seen.get(outcome, limit)
             if outcome == "succeeded":
                 break  # room enough for the whole run: larger sizes change nothing
-    assert {"not started", "stopped after 0 of 3", "stopped after 1 of 3",
-            "stopped after 2 of 3", "stopped after 3 of 3", "succeeded"} <= set(seen), seen
+    assert {
+        "not started",
+        "stopped after 0 of 3",
+        "stopped after 1 of 3",
+        "stopped after 2 of 3",
+        "stopped after 3 of 3",
+        "succeeded",
+    } <= set(seen), seen
 
 
-def test_a_copy_taken_mid_run_resumes_to_the_same_end(tmp_path: Path,
-                                                       service: Service) -> None:
+def test_a_copy_taken_mid_run_resumes_to_the_same_end(tmp_path: Path, service: Service) -> None:
     """Copy the database and its WAL while a step is in flight, as a power cut would leave
     them; the copy opens, and `resume` from it applies nothing twice."""
     saga = tmp_path / "three.yaml"
@@ -138,8 +171,13 @@ def test_a_copy_taken_mid_run_resumes_to_the_same_end(tmp_path: Path,
     with open_journal(copy / "journal.db") as store:
         run = store.list_runs()[0]
         assert run.status is RunStatus.RUNNING
-    result = cli("resume", run.id, "--journal", str(copy / "journal.db"),
-                 env={"BASE": service.url, "TOKEN": "tok-5ecr3t"})
+    result = cli(
+        "resume",
+        run.id,
+        "--journal",
+        str(copy / "journal.db"),
+        env={"BASE": service.url, "TOKEN": "tok-5ecr3t"},
+    )
     assert result.exit_code == 0, result.stdout + result.stderr
     keys = [key for key, _, _ in service.applied]
     assert sorted(keys) == sorted(f"{run.id}.{s}.action" for s in "abc")
@@ -161,9 +199,15 @@ def test_eight_processes_creating_the_journal_at_once_all_succeed(tmp_path: Path
     take it for a foreign database, and the file is private."""
     for round_ in range(12):
         journal, go = tmp_path / f"j{round_}.db", tmp_path / f"go{round_}"
-        procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, str(journal), str(go)],
-                                  cwd=ROOT, stderr=subprocess.PIPE, text=True)
-                 for _ in range(8)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPEN_AT_ONCE, str(journal), str(go)],
+                cwd=ROOT,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(8)
+        ]
         wait_for(lambda go=go: len(list(tmp_path.glob(f"{go.name}.*"))) == 8, timeout=60)
         go.touch()
         errors = [p.communicate(timeout=60)[1] for p in procs]

@@ -15,7 +15,7 @@ from sagactl.events import (
     RunStarted,
     StepFinished,
 )
-from sagactl.output.live import LiveRenderer
+from sagactl.output.live import LiveView
 
 RUN = "01M8FF6MKXGDRCYQFDY3WQT8RR"
 
@@ -32,31 +32,56 @@ def story() -> list[object]:
         AttemptFinished("reserve", "action", 2, "success", 201, None, 2.0),
         StepFinished("reserve", "action", "succeeded"),
         AttemptStarted("index", "action", 1, 3, "PUT", "http://127.0.0.1:8083/i/A"),
-        AttemptFinished("index", "action", 1, "failure", 422,
-                        "status 422, expected 200, 201 " + "and a long tail " * 10, 4.0),
-        StepFinished("index", "action", "failed", "status 422, expected 200, 201",
-                     "sagas/add-product.yaml:57", "PUT http://127.0.0.1:8083/i/A",
-                     '{"error": "search rejects this request"}'),
+        AttemptFinished(
+            "index",
+            "action",
+            1,
+            "failure",
+            422,
+            "status 422, expected 200, 201 " + "and a long tail " * 10,
+            4.0,
+        ),
+        StepFinished(
+            "index",
+            "action",
+            "failed",
+            "status 422, expected 200, 201",
+            "sagas/add-product.yaml:57",
+            "PUT http://127.0.0.1:8083/i/A",
+            '{"error": "search rejects this request"}',
+        ),
         PhaseStarted("compensate"),
         AttemptStarted("reserve", "compensate", 1, 10, "DELETE", "http://127.0.0.1:8081/r/1"),
         AttemptFinished("reserve", "compensate", 1, "retryable", 500, "status 500", 1.0),
-        StepFinished("reserve", "compensate", "failed", "status 500, retried",
-                     "sagas/add-product.yaml:38", "DELETE http://127.0.0.1:8081/r/1"),
-        RunFinished(RUN, "stuck", "compensation not finished for reserve: status 500", 1.5,
-                    "reserve", "compensate"),
+        StepFinished(
+            "reserve",
+            "compensate",
+            "failed",
+            "status 500, retried",
+            "sagas/add-product.yaml:38",
+            "DELETE http://127.0.0.1:8081/r/1",
+        ),
+        RunFinished(
+            RUN,
+            "stuck",
+            "compensation not finished for reserve: status 500",
+            1.5,
+            "reserve",
+            "compensate",
+        ),
     ]
 
 
 def render(width: int = 80) -> tuple[list[str], str]:
     """Every frame the live view would paint, and what stays on the screen at the end."""
-    live_console = Console(file=io.StringIO(), force_terminal=True, width=width,
-                           color_system=None)
-    renderer = LiveRenderer(live_console, clock=lambda: 100.0)
+    live_console = Console(file=io.StringIO(), force_terminal=True, width=width, color_system=None)
+    renderer = LiveView(live_console, clock=lambda: 100.0)
     frames = []
     for event in story():
         if isinstance(event, RunFinished):
-            final = Console(file=io.StringIO(), force_terminal=True, width=width,
-                            color_system=None, record=True)
+            final = Console(
+                file=io.StringIO(), force_terminal=True, width=width, color_system=None, record=True
+            )
             renderer.console = final
             renderer(event)
             return frames, final.export_text()
@@ -95,7 +120,7 @@ def test_live_view_is_also_fine_when_narrow() -> None:
 def test_countdown_to_the_next_retry() -> None:
     now = [100.0]
     console = Console(file=io.StringIO(), force_terminal=True, width=80, color_system=None)
-    renderer = LiveRenderer(console, clock=lambda: now[0])
+    renderer = LiveView(console, clock=lambda: now[0])
     for event in story()[:5]:
         renderer(event)  # type: ignore[arg-type]
     now[0] += 0.125

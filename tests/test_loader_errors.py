@@ -22,101 +22,155 @@ inputs:
 """
 
 CASES = {
-    "yaml-syntax": (HEAD + """\
+    "yaml-syntax": (
+        HEAD
+        + """\
 steps:
   - id: a
     action: {method: GET, url: /x
   - id: b  #!
-""", "YAML syntax error: did not find expected ',' or '}' (while parsing a flow mapping that "
-     "starts at line 9)"),
-    "unknown-key": (HEAD + """\
+""",
+        "YAML syntax error: did not find expected ',' or '}' (while parsing a flow mapping that "
+        "starts at line 9)",
+    ),
+    "unknown-key": (
+        HEAD
+        + """\
 steps:
   - id: a
     action: {method: POST, url: /x}
     compensation: {method: DELETE, url: /x}  #!
-""", "steps[0].compensation: unknown key 'compensation' (did you mean 'compensate'?)"),
-    "wrong-enum": (HEAD + """\
+""",
+        "steps[0].compensation: unknown key 'compensation' (did you mean 'compensate'?)",
+    ),
+    "wrong-enum": (
+        HEAD
+        + """\
 steps:
   - id: a
     action:
       method: FETCH  #!
       url: /x
-""", "steps[0].action.method: 'FETCH' is not one of GET, POST, PUT, PATCH, DELETE, HEAD, "
-     "OPTIONS"),
-    "bad-duration": (HEAD + """\
+""",
+        "steps[0].action.method: 'FETCH' is not one of GET, POST, PUT, PATCH, DELETE, HEAD, "
+        "OPTIONS",
+    ),
+    "bad-duration": (
+        HEAD
+        + """\
 steps:
   - id: a
     action:
       method: GET
       url: /x
       timeout: 5 seconds  #!
-""", "steps[0].action.timeout: expected a duration such as 250ms, 5s, 2m, 1h, or a number of "
-     "seconds, got the string '5 seconds'"),
-    "bad-status-class": (HEAD + """\
+""",
+        "steps[0].action.timeout: expected a duration such as 250ms, 5s, 2m, 1h, or a number of "
+        "seconds, got the string '5 seconds'",
+    ),
+    "bad-status-class": (
+        HEAD
+        + """\
 steps:
   - id: a
     action:
       method: GET
       url: /x
       expect: {status: [200, 6xx]}  #!
-""", "steps[0].action.expect.status[1]: expected a status code (100 to 599) or a status class"),
-    "duplicate-step-id": (HEAD + """\
+""",
+        "steps[0].action.expect.status[1]: expected a status code (100 to 599) or a status class",
+    ),
+    "duplicate-step-id": (
+        HEAD
+        + """\
 steps:
   - id: a
     action: {method: GET, url: /x}
   - id: a  #!
     action: {method: GET, url: /y}
-""", "steps[1].id: duplicate step id 'a' (first used by steps[0])"),
-    "unknown-needs": (HEAD + """\
+""",
+        "steps[1].id: duplicate step id 'a' (first used by steps[0])",
+    ),
+    "unknown-needs": (
+        HEAD
+        + """\
 steps:
   - id: a
     action: {method: GET, url: /x}
   - id: b
     needs: [a, c]  #!
     action: {method: GET, url: /y}
-""", "steps[1].needs[1]: unknown step 'c'"),
-    "cycle": (HEAD + """\
+""",
+        "steps[1].needs[1]: unknown step 'c'",
+    ),
+    "cycle": (
+        HEAD
+        + """\
 steps:
   - id: a
     needs: [b]  #!
     action: {method: GET, url: /x}
   - id: b
     action: {method: GET, url: /y}
-""", "steps[0].needs: steps depend on each other in a cycle: a -> b -> a (b without needs "
-     "depends on every step above)"),
-    "undefined-name": (HEAD + """\
+""",
+        "steps[0].needs: steps depend on each other in a cycle: a -> b -> a (b without needs "
+        "depends on every step above)",
+    ),
+    "undefined-name": (
+        HEAD
+        + """\
 steps:
   - id: a
     action: {method: GET, url: "/{{ imputs.sku }}"}  #!
-""", "steps[0].action.url: undefined name 'imputs' (did you mean 'inputs'?)"),
-    "undeclared-env": (HEAD + """\
+""",
+        "steps[0].action.url: undefined name 'imputs' (did you mean 'inputs'?)",
+    ),
+    "undeclared-env": (
+        HEAD
+        + """\
 steps:
   - id: a
     action: {method: GET, url: "{{ env.SHOP_UR }}/x"}  #!
-""", "steps[0].action.url: env.SHOP_UR is not declared (did you mean 'SHOP_URL'?)"),
-    "undeclared-secret": (HEAD + """\
+""",
+        "steps[0].action.url: env.SHOP_UR is not declared (did you mean 'SHOP_URL'?)",
+    ),
+    "undeclared-secret": (
+        HEAD
+        + """\
 steps:
   - id: a
     action:
       method: GET
       url: /x
       headers: {Authorization: "Bearer {{ secrets.API_KEY }}"}  #!
-""", "steps[0].action.headers.Authorization: secrets.API_KEY is not declared (add API_KEY to "
-     "the saga's secrets list)"),
-    "unknown-output": (HEAD + """\
+""",
+        "steps[0].action.headers.Authorization: secrets.API_KEY is not declared (add API_KEY to "
+        "the saga's secrets list)",
+    ),
+    "unknown-output": (
+        HEAD
+        + """\
 steps:
   - id: a
     action: {method: POST, url: /x}
     outputs: {ident: "{{ response.json.id }}"}
   - id: b
     action: {method: POST, url: "/y/{{ steps.a.outputs.id }}"}  #!
-""", "steps[1].action.url: step 'a' has no output 'id' (its outputs: ident)"),
-    "unknown-step-reference": (HEAD + """\
+""",
+        "steps[1].action.url: step 'a' has no output 'id' (its outputs: ident)",
+    ),
+    "unknown-step-reference": (
+        HEAD
+        + """\
 steps:
   - id: a
     action: {method: POST, url: "/y/{{ steps.zz.outputs.id }}"}  #!
-""", "steps[0].action.url: unknown step 'zz'"),
-    "not-upstream": (HEAD + """\
+""",
+        "steps[0].action.url: unknown step 'zz'",
+    ),
+    "not-upstream": (
+        HEAD
+        + """\
 steps:
   - id: a
     needs: []
@@ -128,27 +182,43 @@ steps:
       method: POST
       url: /y
       json: {a: "{{ steps.a.outputs.id }}"}  #!
-""", "steps[1].action.json.a: step 'a' is not guaranteed to have finished before this action "
-     "of 'b': add it to the needs of 'b'"),
-    "own-outputs-in-action": (HEAD + """\
+""",
+        "steps[1].action.json.a: step 'a' is not guaranteed to have finished before this action "
+        "of 'b': add it to the needs of 'b'",
+    ),
+    "own-outputs-in-action": (
+        HEAD
+        + """\
 steps:
   - id: a
     action: {method: POST, url: "/x/{{ steps.a.outputs.id }}"}  #!
     outputs: {id: "{{ response.json.id }}"}
-""", "steps[0].action.url: step 'a' cannot read its own outputs in its action"),
-    "response-outside-outputs": (HEAD + """\
+""",
+        "steps[0].action.url: step 'a' cannot read its own outputs in its action",
+    ),
+    "response-outside-outputs": (
+        HEAD
+        + """\
 steps:
   - id: a
     action: {method: POST, url: "/x/{{ response.status }}"}  #!
-""", "steps[0].action.url: 'response' is only available in outputs and expect.that"),
-    "response-in-vars": (HEAD + """\
+""",
+        "steps[0].action.url: 'response' is only available in outputs and expect.that",
+    ),
+    "response-in-vars": (
+        HEAD
+        + """\
 vars:
   x: "{{ response.json }}"  #!
 steps:
   - id: a
     action: {method: POST, url: /x}
-""", "vars.x: 'response' is only available in outputs and expect.that"),
-    "braces-in-expect-that": (HEAD + """\
+""",
+        "vars.x: 'response' is only available in outputs and expect.that",
+    ),
+    "braces-in-expect-that": (
+        HEAD
+        + """\
 steps:
   - id: a
     action:
@@ -156,18 +226,30 @@ steps:
       url: /x
       expect:
         that: ["{{ response.status == 200 }}"]  #!
-""", "steps[0].action.expect.that[0]: template error: write a bare expression here, without"),
-    "template-syntax": (HEAD + """\
+""",
+        "steps[0].action.expect.that[0]: template error: write a bare expression here, without",
+    ),
+    "template-syntax": (
+        HEAD
+        + """\
 steps:
   - id: a
     action: {method: POST, url: "/x/{{ inputs.sku "}  #!
-""", "steps[0].action.url: template error:"),
-    "unknown-filter": (HEAD + """\
+""",
+        "steps[0].action.url: template error:",
+    ),
+    "unknown-filter": (
+        HEAD
+        + """\
 steps:
   - id: a
     action: {method: POST, url: "/x/{{ inputs.sku | shout }}"}  #!
-""", "steps[0].action.url: template error: no filter named 'shout'"),
-    "two-bodies": (HEAD + """\
+""",
+        "steps[0].action.url: template error: no filter named 'shout'",
+    ),
+    "two-bodies": (
+        HEAD
+        + """\
 steps:
   - id: a
     action:
@@ -175,58 +257,92 @@ steps:
       url: /x
       json: {a: 1}
       body: text  #!
-""", "steps[0].action.body: a request has one body at most, got json and body"),
-    "duplicate-yaml-key": (HEAD + """\
+""",
+        "steps[0].action.body: a request has one body at most, got json and body",
+    ),
+    "duplicate-yaml-key": (
+        HEAD
+        + """\
 steps:
   - id: a
     action:
       method: POST
       method: PUT  #!
       url: /x
-""", "steps[0].action.method: duplicate key 'method'"),
-    "missing-required": (HEAD + """\
+""",
+        "steps[0].action.method: duplicate key 'method'",
+    ),
+    "missing-required": (
+        HEAD
+        + """\
 steps:
   - id: a
     action:  #!
       url: /x
-""", "steps[0].action: missing required key 'method'"),
-    "wrong-type": (HEAD + """\
+""",
+        "steps[0].action: missing required key 'method'",
+    ),
+    "wrong-type": (
+        HEAD
+        + """\
 steps:
   - id: a
     needs: a  #!
     action: {method: GET, url: /x}
-""", "steps[0].needs: expected a list, got the string 'a'"),
-    "bad-step-id": (HEAD + """\
+""",
+        "steps[0].needs: expected a list, got the string 'a'",
+    ),
+    "bad-step-id": (
+        HEAD
+        + """\
 steps:
   - id: Reserve-Stock  #!
     action: {method: GET, url: /x}
-""", "steps[0].id: 'Reserve-Stock' does not match ^[a-z][a-z0-9_]*$"),
-    "steps-in-defaults": (HEAD + """\
+""",
+        "steps[0].id: 'Reserve-Stock' does not match ^[a-z][a-z0-9_]*$",
+    ),
+    "steps-in-defaults": (
+        HEAD
+        + """\
 defaults:
   headers: {X-Id: "{{ steps.a.outputs.id }}"}  #!
 steps:
   - id: a
     action: {method: GET, url: /x}
     outputs: {id: "{{ response.json.id }}"}
-""", "defaults.headers[\"X-Id\"]: step outputs cannot be read in defaults"),
-    "var-used-before-defined": (HEAD + """\
+""",
+        'defaults.headers["X-Id"]: step outputs cannot be read in defaults',
+    ),
+    "var-used-before-defined": (
+        HEAD
+        + """\
 vars:
   a: "{{ vars.b }}"  #!
   b: "1"
 steps:
   - id: a
     action: {method: GET, url: /x}
-""", "vars.a: vars.b is computed after this one: vars are computed in order"),
-    "bad-input-schema": (HEAD.replace("sku: {type: string}", "sku: {type: strung}  #!") + """\
+""",
+        "vars.a: vars.b is computed after this one: vars are computed in order",
+    ),
+    "bad-input-schema": (
+        HEAD.replace("sku: {type: string}", "sku: {type: strung}  #!")
+        + """\
 steps:
   - id: a
     action: {method: GET, url: /x}
-""", "inputs.sku.type: not a valid JSON Schema"),
-    "wrong-version": (HEAD.replace("version: 1", "version: 2  #!") + """\
+""",
+        "inputs.sku.type: not a valid JSON Schema",
+    ),
+    "wrong-version": (
+        HEAD.replace("version: 1", "version: 2  #!")
+        + """\
 steps:
   - id: a
     action: {method: GET, url: /x}
-""", "version: expected 1, got the number 2"),
+""",
+        "version: expected 1, got the number 2",
+    ),
 }
 
 
@@ -264,7 +380,9 @@ def test_position_points_at_the_value() -> None:
 
 
 def test_every_problem_is_reported_at_once(write) -> None:  # type: ignore[no-untyped-def]
-    path = write(HEAD + """\
+    path = write(
+        HEAD
+        + """\
 steps:
   - id: a
     action: {method: FETCH, url: /x, timeout: soon}
@@ -272,7 +390,8 @@ steps:
   - id: b
     needs: [zz]
     action: {method: POST, url: "/{{ env.NOPE }}"}
-""")
+"""
+    )
     result = cli("validate", str(path))
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
@@ -288,15 +407,18 @@ steps:
     assert positions == sorted(positions)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("", "expected a saga (a mapping), got an empty file"),
-    ("- a\n- b\n", "expected a saga (a mapping), got a list"),
-    ("a: [1\n", "YAML syntax error"),
-    ("a: &x\n  b: *x\n", "an alias refers to a node that contains it"),
-    ("a: !!binary aGVsbG8=\n", "unsupported YAML value"),
-    ("a: !!python/object:os.system x\n", "YAML"),
-    ("? [a, b]\n: c\n", "a mapping key must be a plain string"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "expected a saga (a mapping), got an empty file"),
+        ("- a\n- b\n", "expected a saga (a mapping), got a list"),
+        ("a: [1\n", "YAML syntax error"),
+        ("a: &x\n  b: *x\n", "an alias refers to a node that contains it"),
+        ("a: !!binary aGVsbG8=\n", "unsupported YAML value"),
+        ("a: !!python/object:os.system x\n", "YAML"),
+        ("? [a, b]\n: c\n", "a mapping key must be a plain string"),
+    ],
+)
 def test_malformed_documents(write, text: str, message: str) -> None:  # type: ignore[no-untyped-def]
     path = write(text)
     result = cli("validate", str(path))
@@ -332,7 +454,9 @@ def test_yaml_12_scalars(write) -> None:  # type: ignore[no-untyped-def]
     """`on:` is a key and `NO` a country code, not booleans; dates stay strings."""
     from sagactl.definition.loader import load
 
-    path = write(HEAD + """\
+    path = write(
+        HEAD
+        + """\
 steps:
   - id: a
     action:
@@ -340,7 +464,8 @@ steps:
       url: /x
       json: {country: NO, answer: yes, day: 2024-01-31, flag: true}
       retry: {on: [503]}
-""")
+"""
+    )
     saga = load(path)
     action = saga.step("a").action
     assert action.body == {"country": "NO", "answer": "yes", "day": "2024-01-31", "flag": True}

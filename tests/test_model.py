@@ -21,9 +21,18 @@ from sagactl.model import (
 )
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("250ms", 0.25), ("5s", 5.0), ("2m", 120.0), ("1h", 3600.0), ("1.5s", 1.5), (3, 3.0),
-    (0.1, 0.1)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("250ms", 0.25),
+        ("5s", 5.0),
+        ("2m", 120.0),
+        ("1h", 3600.0),
+        ("1.5s", 1.5),
+        (3, 3.0),
+        (0.1, 0.1),
+    ],
+)
 def test_parse_duration(text: str | float, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
@@ -34,8 +43,10 @@ def test_parse_duration_refuses(text: str | float) -> None:
         parse_duration(text)
 
 
-@pytest.mark.parametrize(("seconds", "text"), [
-    (0.2, "200ms"), (5.0, "5s"), (120.0, "2m"), (3600.0, "1h"), (1.5, "1500ms"), (0, "0s")])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.2, "200ms"), (5.0, "5s"), (120.0, "2m"), (3600.0, "1h"), (1.5, "1500ms"), (0, "0s")],
+)
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
 
@@ -88,8 +99,9 @@ def test_defaults_merge_into_requests() -> None:
     assert action.headers == {"X-Trace": "on", "authorization": "Bearer other"}
     assert action.query == {"lang": "en", "page": 1}
     assert action.timeout == 3.0
-    assert action.retry == RetryPolicy(attempts=2, backoff=1.0, factor=DEFAULT_RETRY.factor,
-                                       max_backoff=DEFAULT_RETRY.max_backoff)
+    assert action.retry == RetryPolicy(
+        attempts=2, backoff=1.0, factor=DEFAULT_RETRY.factor, max_backoff=DEFAULT_RETRY.max_backoff
+    )
     assert action.expect.status == (200, 201)
     assert (action.body_kind, action.body) == (BodyKind.FORM, {"a": "b"})
 
@@ -124,8 +136,11 @@ steps:
 
 def test_kinds_needs_and_order() -> None:
     saga = load_text(SAGA)
-    assert [s.kind for s in saga.steps] == [StepKind.COMPENSATABLE, StepKind.READ_ONLY,
-                                            StepKind.PIVOT]
+    assert [s.kind for s in saga.steps] == [
+        StepKind.COMPENSATABLE,
+        StepKind.READ_ONLY,
+        StepKind.PIVOT,
+    ]
     assert saga.step("look").needs == ("create",)  # implied: every step above
     assert saga.step("send").needs == ("create",)
     assert saga.step("send").explicit_needs
@@ -155,14 +170,17 @@ def dags(draw: st.DrawFn) -> tuple[dict[str, list[str]], list[str]]:
     as densely as a saga whose steps have no `needs`."""
     size = draw(st.integers(1, 14))
     made = [f"n{i}" for i in range(size)]
-    needs = {node: draw(st.lists(st.sampled_from(made[:i]), unique=True)) if i else []
-             for i, node in enumerate(made)}
+    needs = {
+        node: draw(st.lists(st.sampled_from(made[:i]), unique=True)) if i else []
+        for i, node in enumerate(made)
+    }
     return needs, draw(st.permutations(made))
 
 
 @given(dags())
-def test_the_closure_agrees_with_walking_the_graph(graph: tuple[dict[str, list[str]],
-                                                                list[str]]) -> None:
+def test_the_closure_agrees_with_walking_the_graph(
+    graph: tuple[dict[str, list[str]], list[str]],
+) -> None:
     needs, order = graph
     topo = topological_order(needs, order)
     assert all(topo.index(dep) < topo.index(node) for node in needs for dep in needs[node])
@@ -182,6 +200,8 @@ def test_the_closure_agrees_with_walking_the_graph(graph: tuple[dict[str, list[s
     assert result.ancestors == {node: reach(node) for node in needs}
     assert result.descendants == {node: {n for n in needs if node in reach(n)} for node in needs}
     # A need stays unless another need of the same node depends on it.
-    assert result.reduced == {node: [d for d in deps if not any(d in reach(o) for o in deps)]
-                              for node, deps in needs.items()}
+    assert result.reduced == {
+        node: [d for d in deps if not any(d in reach(o) for o in deps)]
+        for node, deps in needs.items()
+    }
     assert reduce(needs, result.ancestors) == result.reduced

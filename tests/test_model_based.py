@@ -236,8 +236,14 @@ def drive(case: Case, service: Service, tmp: Path) -> tuple[str, RunStatus, Any,
 
     def resumer(store: Any) -> Engine:
         """The engine of a later process, carrying the run on."""
-        return Engine(saga, store.get_run(run_id), journal=store,
-                      executors=http_executors(client), secrets={}, sleep=lambda s: None)
+        return Engine(
+            saga,
+            store.get_run(run_id),
+            journal=store,
+            executors=http_executors(client),
+            secrets={},
+            sleep=lambda s: None,
+        )
 
     for choice in case.choices:
         if status in (RunStatus.SUCCEEDED, RunStatus.COMPENSATED):

@@ -31,16 +31,27 @@ CASES = int(os.environ.get("SAGACTL_SLOW_CASES", "2000"))
 
 
 def sagactl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sagactl", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "sagactl", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.slow
-@settings(max_examples=CASES, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=CASES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(case=cases(real_processes=True), kill_after=st.floats(0.0, 0.3))
-def test_sigkill_at_random_moments_breaks_no_promise(case: Case, kill_after: float,
-                                                     tmp_path: Path) -> None:
+def test_sigkill_at_random_moments_breaks_no_promise(
+    case: Case, kill_after: float, tmp_path: Path
+) -> None:
     journal = tmp_path / f"j{os.urandom(4).hex()}.db"
     saga_file = tmp_path / "model.yaml"
     saga_file.write_text(saga_text(case))
@@ -48,9 +59,13 @@ def test_sigkill_at_random_moments_breaks_no_promise(case: Case, kill_after: flo
     with Service() as service:
         service.faults = faults(case)
         env = {**os.environ, "BASE": service.url, "SAGACTL_JOURNAL": str(journal)}
-        proc = subprocess.Popen([sys.executable, "-m", "sagactl", "run", str(saga_file),
-                                 "--durability", "normal"], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sagactl", "run", str(saga_file), "--durability", "normal"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         # A real process: no clock of ours to inject. Wait until its run is journaled (or it
         # ended), then let it go on for a random while before the kill.
         deadline = time.monotonic() + 30

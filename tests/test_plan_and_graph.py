@@ -6,8 +6,12 @@ import json
 
 from helpers import SAGAS, cli
 
-ENV = {"NO_COLOR": "1", "COLUMNS": "80", "SEARCH_URL": "http://127.0.0.1:9003",
-       "SHOP_TOKEN": "s3cr3t-token-value"}
+ENV = {
+    "NO_COLOR": "1",
+    "COLUMNS": "80",
+    "SEARCH_URL": "http://127.0.0.1:9003",
+    "SHOP_TOKEN": "s3cr3t-token-value",
+}
 
 PLAN = """\
 plan of saga add-product (sagas/add-product.yaml), 3 steps
@@ -53,8 +57,17 @@ def test_plan_of_add_product_exactly(monkeypatch) -> None:  # type: ignore[no-un
     monkeypatch.chdir(SAGAS.parent)
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
-    result = cli("plan", "sagas/add-product.yaml", "-i", "sku=ABC-1", "-i", "price=9.5",
-                 "-i", "qty=2", env=ENV)
+    result = cli(
+        "plan",
+        "sagas/add-product.yaml",
+        "-i",
+        "sku=ABC-1",
+        "-i",
+        "price=9.5",
+        "-i",
+        "qty=2",
+        env=ENV,
+    )
     assert result.exit_code == 0, result.stderr
     assert result.stdout == PLAN
     assert "s3cr3t" not in result.stdout + result.stderr
@@ -62,8 +75,7 @@ def test_plan_of_add_product_exactly(monkeypatch) -> None:  # type: ignore[no-un
 
 def test_plan_shows_confirms_and_outputs_of_earlier_steps(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.delenv("TRAVEL_URL", raising=False)
-    result = cli("plan", str(SAGAS / "book-trip.yaml"), "-i", "traveller=Ada", "-i",
-                 "flight=BA123")
+    result = cli("plan", str(SAGAS / "book-trip.yaml"), "-i", "traveller=Ada", "-i", "flight=BA123")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "   confirm     POST http://127.0.0.1:8090/hotel/holds/<run.id>/confirm" in lines
@@ -106,8 +118,10 @@ steps:
 """)
     result = cli("plan", str(path), env={"BASE": ""})
     assert result.exit_code == 2
-    assert result.stderr == f"{path}:8: steps[1].action.url: '/relative' is relative and no " \
+    assert (
+        result.stderr == f"{path}:8: steps[1].action.url: '/relative' is relative and no "
         "base_url is set\n"
+    )
 
 
 def test_plan_reports_an_unset_env_value(write) -> None:  # type: ignore[no-untyped-def]
@@ -186,7 +200,8 @@ def test_schema_command_prints_the_shipped_schema() -> None:
     result = cli("schema")
     assert result.exit_code == 0
     assert json.loads(result.stdout) == json.loads(
-        (SAGAS.parent / "schemas" / "saga.schema.json").read_text())
+        (SAGAS.parent / "schemas" / "saga.schema.json").read_text()
+    )
 
 
 def test_a_body_that_is_not_json_is_a_clear_error(write) -> None:  # type: ignore[no-untyped-def]
@@ -201,5 +216,7 @@ steps:
 """)
     result = cli("plan", str(path))
     assert result.exit_code == 2
-    assert f"{path}:7: steps[0].action.json: cannot be sent as JSON: Object of type " \
+    assert (
+        f"{path}:7: steps[0].action.json: cannot be sent as JSON: Object of type "
         "builtin_function_or_method is not JSON serializable" in result.stderr
+    )

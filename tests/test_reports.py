@@ -42,7 +42,10 @@ def test_json_lines_events_then_a_summary(runs: Runs, service: Service) -> None:
     summary = records[-1]
     assert summary["status"] == "compensated" and summary["exit_code"] == 1
     assert [(s["id"], s["action"], s["compensate"]) for s in summary["steps"]] == [
-        ("a", "succeeded", "succeeded"), ("b", "succeeded", "succeeded"), ("c", "failed", None)]
+        ("a", "succeeded", "succeeded"),
+        ("b", "succeeded", "succeeded"),
+        ("c", "failed", None),
+    ]
     listed = lines(runs("list", "--output", "json").stdout)
     assert [r["run"] for r in listed] == [summary["run"]]
     shown = json.loads(runs("show", str(summary["run"]), "--output", "json").stdout)
@@ -60,8 +63,13 @@ def test_junit_report_has_a_testcase_per_step_and_phase(runs: Runs, service: Ser
     suite = root.find("testsuite")
     assert suite is not None and suite.get("failures") == "1" and suite.get("tests") == "5"
     cases = [(c.get("classname"), c.get("name")) for c in suite.iter("testcase")]
-    assert cases == [("three.action", "a"), ("three.compensate", "a"), ("three.action", "b"),
-                     ("three.compensate", "b"), ("three.action", "c")]
+    assert cases == [
+        ("three.action", "a"),
+        ("three.compensate", "a"),
+        ("three.action", "b"),
+        ("three.compensate", "b"),
+        ("three.action", "c"),
+    ]
     failure = suite.find("testcase[@name='c']/failure")
     assert failure is not None
     assert failure.get("message") == "action failed: status 400, expected 2xx"
@@ -89,20 +97,21 @@ def test_cleanup_that_cannot_finish_is_stuck(runs: Runs, service: Service) -> No
     assert result.exit_code == 3
 
 
-def test_cleanup_refuses_sagas_with_a_pivot_before_sending(runs: Runs,
-                                                           service: Service) -> None:
+def test_cleanup_refuses_sagas_with_a_pivot_before_sending(runs: Runs, service: Service) -> None:
     result = runs("run", str(runs.file(sagas.PIVOT)), "--cleanup")
     assert result.exit_code == 2
     assert "--cleanup cannot undo pivot step charge" in result.stderr
     assert service.received == []
 
 
-def test_several_files_run_in_order_with_the_worst_exit_code(runs: Runs,
-                                                             service: Service) -> None:
+def test_several_files_run_in_order_with_the_worst_exit_code(runs: Runs, service: Service) -> None:
     service.faults.append(Fault("PUT", "/mail/", status=400))
     report = runs.tmp / "report.xml"
-    files = [str(runs.file(sagas.THREE, "one.yaml")), str(runs.file(sagas.TCC, "two.yaml")),
-             str(runs.file(sagas.THREE, "three.yaml"))]
+    files = [
+        str(runs.file(sagas.THREE, "one.yaml")),
+        str(runs.file(sagas.TCC, "two.yaml")),
+        str(runs.file(sagas.THREE, "three.yaml")),
+    ]
     result = runs("run", *files, "--junit", str(report))
     assert result.exit_code == 1
     assert result.stdout.count(" succeeded in ") == 2
@@ -122,8 +131,9 @@ def test_a_bad_file_among_several_stops_everything(runs: Runs, service: Service)
 def test_env_file_provides_env_and_secrets(runs: Runs, service: Service) -> None:
     env_file = runs.tmp / ".env"
     env_file.write_text(f"BASE={service.url}\nTOKEN='from-the-file'\n")
-    result = runs("run", str(runs.file(sagas.THREE)), "--env-file", str(env_file),
-                  BASE=None, TOKEN=None)
+    result = runs(
+        "run", str(runs.file(sagas.THREE)), "--env-file", str(env_file), BASE=None, TOKEN=None
+    )
     assert result.exit_code == 0, result.stderr
     assert service.received[0].headers["Authorization"] == "Bearer from-the-file"
     overridden = runs("run", str(runs.file(sagas.THREE)), "--env-file", str(env_file))

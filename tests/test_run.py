@@ -27,8 +27,13 @@ class Runs:
         self.tmp = tmp_path
 
     def env(self, **extra: str | None) -> dict[str, str | None]:
-        return {"BASE": self.service.url, "TOKEN": TOKEN, "NO_COLOR": "1",
-                "SAGACTL_JOURNAL": str(self.journal), **extra}
+        return {
+            "BASE": self.service.url,
+            "TOKEN": TOKEN,
+            "NO_COLOR": "1",
+            "SAGACTL_JOURNAL": str(self.journal),
+            **extra,
+        }
 
     def file(self, text: str, name: str = "saga.yaml") -> Path:
         path = self.tmp / name
@@ -64,8 +69,12 @@ def test_happy_path_sends_every_saga_header(runs: Runs, service: Service) -> Non
     for request, step in zip(received, "abc", strict=True):
         headers = request.headers
         assert headers["Idempotency-Key"] == f"{run_id}.{step}.action"
-        assert (headers["Saga-Id"], headers["Saga-Step"], headers["Saga-Phase"],
-                headers["Saga-Attempt"]) == (run_id, step, "action", "1")
+        assert (
+            headers["Saga-Id"],
+            headers["Saga-Step"],
+            headers["Saga-Phase"],
+            headers["Saga-Attempt"],
+        ) == (run_id, step, "action", "1")
         assert headers["Authorization"] == f"Bearer {TOKEN}"
         version, trace, span, flags = headers["traceparent"].split("-")
         assert (version, flags, len(trace), len(span)) == ("00", "01", 32, 16)
@@ -78,7 +87,8 @@ def test_happy_path_sends_every_saga_header(runs: Runs, service: Service) -> Non
 
 @pytest.mark.parametrize("failing", ["a", "b", "c"])
 def test_failure_at_each_position_compensates_exactly_the_steps_before(
-        runs: Runs, service: Service, failing: str) -> None:
+    runs: Runs, service: Service, failing: str
+) -> None:
     service.faults.append(Fault("PUT", f"/{failing}/", status=400))
     result, run_id = runs.run(sagas.THREE)
     assert result.exit_code == 1, result.stdout
@@ -110,9 +120,12 @@ def test_a_compensation_is_retried(runs: Runs, service: Service) -> None:
 
 
 def test_exhausted_compensation_is_stuck_until_compensated_again(
-        runs: Runs, service: Service) -> None:
-    service.faults += [Fault("PUT", "/c/", status=400),
-                       Fault("DELETE", "/b/", status=503, times=None)]
+    runs: Runs, service: Service
+) -> None:
+    service.faults += [
+        Fault("PUT", "/c/", status=400),
+        Fault("DELETE", "/b/", status=503, times=None),
+    ]
     result, run_id = runs.run(sagas.THREE)
     assert result.exit_code == 3, result.stdout
     assert f"sagactl resume {run_id}" in result.stdout
@@ -128,7 +141,8 @@ def test_exhausted_compensation_is_stuck_until_compensated_again(
 
 
 def test_timeout_after_the_service_applied_is_in_doubt_and_compensated(
-        runs: Runs, service: Service) -> None:
+    runs: Runs, service: Service
+) -> None:
     text = sagas.THREE_IMPATIENT
     service.faults.append(Fault("PUT", "/c/", kind="delay_after", delay=0.4))
     result, run_id = runs.run(text)
@@ -162,7 +176,10 @@ def test_pivot_then_failure_is_stuck_then_resumed_forward(runs: Runs, service: S
     resumed = runs("resume", run_id)
     assert resumed.exit_code == 0, resumed.stdout
     assert [k for k, _, _ in service.applied] == [
-        f"{run_id}.reserve.action", f"{run_id}.charge.action", f"{run_id}.ship.action"]
+        f"{run_id}.reserve.action",
+        f"{run_id}.charge.action",
+        f"{run_id}.ship.action",
+    ]
     assert len(service.requests("PUT", "/charge/")) == 1
 
 
@@ -197,8 +214,9 @@ def test_fan_out_runs_in_parallel_up_to_the_concurrency(runs: Runs, service: Ser
 
 
 def test_secrets_never_reach_the_journal_or_the_output(runs: Runs, service: Service) -> None:
-    text = sagas.THREE.replace('json: {v: 3}', 'json: {v: "{{ secrets.TOKEN }}"}').replace(
-        'url: "/c/{{ run.id }}",', 'url: "/c/{{ run.id }}?t={{ secrets.TOKEN }}",')
+    text = sagas.THREE.replace("json: {v: 3}", 'json: {v: "{{ secrets.TOKEN }}"}').replace(
+        'url: "/c/{{ run.id }}",', 'url: "/c/{{ run.id }}?t={{ secrets.TOKEN }}",'
+    )
     service.faults.append(Fault("DELETE", "/b/", status=500))  # an error message too
     service.faults.append(Fault("PUT", "/c/", status=422))
     result, run_id = runs.run(text)
@@ -207,8 +225,7 @@ def test_secrets_never_reach_the_journal_or_the_output(runs: Runs, service: Serv
     import base64
     from urllib.parse import quote
 
-    forms = [TOKEN, quote(TOKEN, safe=""), base64.b64encode(TOKEN.encode()).decode(),
-             "5ecr3t"]
+    forms = [TOKEN, quote(TOKEN, safe=""), base64.b64encode(TOKEN.encode()).decode(), "5ecr3t"]
     stored = b"".join(p.read_bytes() for p in runs.journal.parent.glob("journal.db*"))
     shown = runs("show", run_id).stdout + result.stdout + result.stderr
     for form in forms:
@@ -234,7 +251,9 @@ def test_list_show_and_prefixes(runs: Runs, service: Service) -> None:
     assert (ok.exit_code, bad.exit_code) == (0, 1)
     listed = runs("list").stdout.splitlines()
     assert [line.split()[:3] for line in listed] == [
-        [second, "three", "compensated"], [first, "three", "succeeded"]]
+        [second, "three", "compensated"],
+        [first, "three", "succeeded"],
+    ]
     assert runs("list", "--status", "succeeded").stdout.split()[0] == first
     assert runs("list", "--limit", "1").stdout.count("\n") == 1
     ambiguous = runs("show", "01ABCD")
@@ -247,12 +266,14 @@ def test_list_show_and_prefixes(runs: Runs, service: Service) -> None:
     assert "status    compensated" in shown
     assert "c action: failed, 1 attempt" in shown
     assert "b compensate: succeeded" in shown
-    assert re.search(r"\+ *\d+\.\d{3}s c action #1 PUT http://127\.0\.0\.1:\d+/c/\S+ -> 400 "
-                     r"failure", shown)
+    assert re.search(
+        r"\+ *\d+\.\d{3}s c action #1 PUT http://127\.0\.0\.1:\d+/c/\S+ -> 400 "
+        r"failure",
+        shown,
+    )
 
 
-def test_resume_uses_the_journaled_saga_not_the_edited_file(
-        runs: Runs, service: Service) -> None:
+def test_resume_uses_the_journaled_saga_not_the_edited_file(runs: Runs, service: Service) -> None:
     service.faults.append(Fault("PUT", "/ship/", status=400))
     path = runs.file(sagas.PIVOT, "pivot.yaml")
     result = runs("run", str(path))
@@ -304,8 +325,10 @@ def test_newer_and_foreign_journals_are_refused_untouched(runs: Runs, tmp_path: 
     db.execute("CREATE TABLE notes (x TEXT)")
     db.commit()
     db.close()
-    for path, message in [(newer, "schema version 99 is newer"),
-                          (foreign, "not a sagactl journal")]:
+    for path, message in [
+        (newer, "schema version 99 is newer"),
+        (foreign, "not a sagactl journal"),
+    ]:
         before = path.read_bytes()
         result = runs("run", str(runs.file(sagas.THREE)), SAGACTL_JOURNAL=str(path))
         assert result.exit_code == 4, result.stderr
@@ -366,37 +389,48 @@ def test_resume_without_its_secret_sends_nothing(runs: Runs, service: Service) -
 
 
 def test_compensation_of_an_in_doubt_step_that_reads_its_own_outputs_is_stuck(
-        runs: Runs, service: Service) -> None:
+    runs: Runs, service: Service
+) -> None:
     """`a` undoes itself with an id from its own response: in doubt, there is no response."""
     text = sagas.THREE_IMPATIENT
     service.faults.append(Fault("PUT", "/a/", kind="delay_after", delay=0.4))
     result, run_id = runs.run(text)
     assert result.exit_code == 3, result.stdout
-    assert "cannot render the compensate (the outputs of a are unknown: its action is in " \
+    assert (
+        "cannot render the compensate (the outputs of a are unknown: its action is in "
         "doubt)" in result.stdout
+    )
     assert f"sagactl compensate {run_id}" in result.stdout
 
 
-def test_an_output_holding_a_secret_is_withheld_not_garbled(runs: Runs,
-                                                            service: Service) -> None:
+def test_an_output_holding_a_secret_is_withheld_not_garbled(runs: Runs, service: Service) -> None:
     """A masked value must never be sent as if it were the real one after a resume."""
-    text = sagas.PIVOT.replace("env: [BASE]", "env: [BASE]\nsecrets: [TOKEN]").replace(
-        '''    action: {method: PUT, url: "/reserve/{{ run.id }}"}''',
-        '''    action: {method: PUT, url: "/reserve/{{ run.id }}", json: {k: "{{ secrets.TOKEN }}"}}
-    outputs: {copy: "{{ response.json.k }}"}''').replace(
-        '''    action: {method: PUT, url: "/ship/{{ run.id }}"}''',
-        '''    action:
+    text = (
+        sagas.PIVOT.replace("env: [BASE]", "env: [BASE]\nsecrets: [TOKEN]")
+        .replace(
+            """    action: {method: PUT, url: "/reserve/{{ run.id }}"}""",
+            """    action:
+      {method: PUT, url: "/reserve/{{ run.id }}", json: {k: "{{ secrets.TOKEN }}"}}
+    outputs: {copy: "{{ response.json.k }}"}""",
+        )
+        .replace(
+            """    action: {method: PUT, url: "/ship/{{ run.id }}"}""",
+            """    action:
       method: PUT
       url: "/ship/{{ run.id }}"
-      json: {k: "{{ steps.reserve.outputs.copy }}"}''')
+      json: {k: "{{ steps.reserve.outputs.copy }}"}""",
+        )
+    )
     service.faults.append(Fault("PUT", "/ship/", status=400))
     result, run_id = runs.run(text)
     assert result.exit_code == 3
     assert service.requests("PUT", "/ship/")[0].body == {"k": TOKEN}  # in-process: the real one
     resumed = runs("resume", run_id)
     assert resumed.exit_code == 3
-    assert "steps.reserve.outputs.copy held a secret, so the journal did not keep it" in \
-        resumed.stdout
+    assert (
+        "steps.reserve.outputs.copy held a secret, so the journal did not keep it" in resumed.stdout
+    )
     assert len(service.requests("PUT", "/ship/")) == 1  # nothing garbled was sent
-    assert TOKEN.encode() not in b"".join(p.read_bytes() for p in runs.journal.parent.glob(
-        "journal.db*"))
+    assert TOKEN.encode() not in b"".join(
+        p.read_bytes() for p in runs.journal.parent.glob("journal.db*")
+    )

@@ -39,37 +39,76 @@ def test_schema_is_valid_draft_2020_12() -> None:
 
 
 def test_every_property_has_a_description() -> None:
-    missing = [f"{path}/properties/{name}"
-               for path, node in _subschemas(schema())
-               for name, sub in node.get("properties", {}).items()
-               if isinstance(sub, dict) and not sub.get("description")]
+    missing = [
+        f"{path}/properties/{name}"
+        for path, node in _subschemas(schema())
+        for name, sub in node.get("properties", {}).items()
+        if isinstance(sub, dict) and not sub.get("description")
+    ]
     assert missing == []
 
 
 def test_every_object_refuses_unknown_keys() -> None:
     open_objects = [
-        path for path, node in _subschemas(schema())
-        if node.get("type") == "object" and "additionalProperties" not in node
+        path
+        for path, node in _subschemas(schema())
+        if node.get("type") == "object"
+        and "additionalProperties" not in node
         and path.rsplit("/", 1)[-1] not in USER_MAPS
         # each input is declared by a JSON Schema of the user's, which may hold any keyword
         and path != "/properties/inputs/additionalProperties"
     ]
     assert open_objects == []
     closed = [path for path, node in _subschemas(schema()) if node.get("properties")]
-    assert all(dict(_subschemas(schema()))[p].get("additionalProperties") is False
-               for p in closed)
+    assert all(dict(_subschemas(schema()))[p].get("additionalProperties") is False for p in closed)
 
 
 def test_every_key_of_the_spec_example_is_in_the_schema() -> None:
     defs = schema()["$defs"]
-    assert set(schema()["properties"]) == {"version", "name", "description", "inputs", "env",
-                                           "secrets", "vars", "defaults", "timeout", "steps"}
-    assert set(defs["step"]["properties"]) == {"id", "description", "needs", "safe", "action",
-                                               "compensate", "confirm", "outputs"}
-    assert {"method", "url", "query", "headers", "auth", "json", "form", "body", "timeout",
-            "retry", "expect", "max_response"} <= set(defs["request"]["properties"])
-    assert set(defs["retry"]["properties"]) == {"attempts", "backoff", "factor", "max_backoff",
-                                                "jitter", "on"}
+    assert set(schema()["properties"]) == {
+        "version",
+        "name",
+        "description",
+        "inputs",
+        "env",
+        "secrets",
+        "vars",
+        "defaults",
+        "timeout",
+        "steps",
+    }
+    assert set(defs["step"]["properties"]) == {
+        "id",
+        "description",
+        "needs",
+        "safe",
+        "action",
+        "compensate",
+        "confirm",
+        "outputs",
+    }
+    assert {
+        "method",
+        "url",
+        "query",
+        "headers",
+        "auth",
+        "json",
+        "form",
+        "body",
+        "timeout",
+        "retry",
+        "expect",
+        "max_response",
+    } <= set(defs["request"]["properties"])
+    assert set(defs["retry"]["properties"]) == {
+        "attempts",
+        "backoff",
+        "factor",
+        "max_backoff",
+        "jitter",
+        "on",
+    }
     assert "compensation" in defs["defaults"]["properties"]
 
 

@@ -34,6 +34,7 @@ CASES = int(os.environ.get("SAGACTL_SECRET_CASES", "500"))
 
 # --- the echo service ------------------------------------------------------------------------
 
+
 class Echo:
     """Answers every request with all of it — request line (as sent, and decoded), headers,
     body — in its body (as JSON, percent-encoded, form-encoded, base64…) and in its headers.
@@ -57,15 +58,20 @@ class Echo:
                 encoded = request.encode("utf-8", "replace")
                 echoed = {
                     "request": request,
-                    "quoted": quote(request, safe=""), "quoted_slash": quote(request),
-                    "lower": lower_hex(quote(request, safe="")), "form": quote_plus(request),
+                    "quoted": quote(request, safe=""),
+                    "quoted_slash": quote(request),
+                    "lower": lower_hex(quote(request, safe="")),
+                    "form": quote_plus(request),
                     "b64": base64.b64encode(encoded).decode(),
                     "b64url": base64.urlsafe_b64encode(encoded).decode().rstrip("="),
                     # and each header value on its own, as a service that logs one would
-                    "header_b64": {k: base64.b64encode(v.encode()).decode()
-                                   for k, v in self.headers.items()},
-                    "header_b64url": {k: base64.urlsafe_b64encode(v.encode()).decode()
-                                      for k, v in self.headers.items()},
+                    "header_b64": {
+                        k: base64.b64encode(v.encode()).decode() for k, v in self.headers.items()
+                    },
+                    "header_b64url": {
+                        k: base64.urlsafe_b64encode(v.encode()).decode()
+                        for k, v in self.headers.items()
+                    },
                 }
                 key = self.headers.get("Idempotency-Key", "")
                 status = 200
@@ -120,8 +126,19 @@ FILTERS = {
     "trim": "{x} | trim",
     "replace": "{x} | replace('a', '@@')",
 }
-LOCATIONS = ("path", "query", "header", "basic", "bearer", "json", "form", "body", "vars",
-             "env", "compensate")
+LOCATIONS = (
+    "path",
+    "query",
+    "header",
+    "basic",
+    "bearer",
+    "json",
+    "form",
+    "body",
+    "vars",
+    "env",
+    "compensate",
+)
 PATHS = ("ok", "ok-ascii", "fail", "flaky")
 
 
@@ -130,8 +147,11 @@ def secret_values() -> st.SearchStrategy[str]:
     keeps a secret from being a string that sagactl writes anyway (four spaces, `NULL`),
     which would be found where no secret went."""
     hostile = st.text(st.sampled_from(HOSTILE), max_size=28)
-    core = st.text(st.sampled_from("abcdefghijkmnopqrstuvwxyzBCDEFGHJKLMNPRSTUVWXY3456789"),
-                   min_size=6, max_size=6).map(lambda c: "Qz" + c)
+    core = st.text(
+        st.sampled_from("abcdefghijkmnopqrstuvwxyzBCDEFGHJKLMNPRSTUVWXY3456789"),
+        min_size=6,
+        max_size=6,
+    ).map(lambda c: "Qz" + c)
     return st.tuples(hostile, core, hostile).map("".join).filter(lambda s: len(s) <= 64)
 
 
@@ -144,8 +164,14 @@ class Case:
     path: str
 
 
-cases = st.builds(Case, secret_values(), secret_values(), st.sampled_from(LOCATIONS),
-                  st.sampled_from(list(FILTERS)), st.sampled_from(PATHS))
+cases = st.builds(
+    Case,
+    secret_values(),
+    secret_values(),
+    st.sampled_from(LOCATIONS),
+    st.sampled_from(list(FILTERS)),
+    st.sampled_from(PATHS),
+)
 
 
 def expression(case: Case, source: str = "secrets.S") -> str:
@@ -177,17 +203,30 @@ def saga_text(case: Case) -> str:
     elif case.location == "body":
         fields["body"] = json.dumps("text " + x)
     elif case.location == "vars":
-        fields["headers"] = "{X-Var: \"{{ vars.v }}\"}"
+        fields["headers"] = '{X-Var: "{{ vars.v }}"}'
     elif case.location == "env":
         base = "{{ env.AUTH_BASE }}"
-    action = ", ".join([f"method: PUT, url: {json.dumps(url)}", f"base_url: {json.dumps(base)}",
-                        *(f"{k}: {v}" for k, v in fields.items())])
+    action = ", ".join(
+        [
+            f"method: PUT, url: {json.dumps(url)}",
+            f"base_url: {json.dumps(base)}",
+            *(f"{k}: {v}" for k, v in fields.items()),
+        ]
+    )
     compensate = f'url: "/ok/undo-a{"/" + x if case.location == "compensate" else ""}"'
     lines = [
-        "version: 1", "name: secrets", "env: [BASE, AUTH_BASE]", "secrets: [S, OTHER]",
-        "vars:", f"  v: {json.dumps(x)}", "defaults:", '  base_url: "{{ env.BASE }}"',
-        "  timeout: 2s", "  retry: {attempts: 2, backoff: 1ms, jitter: false}",
-        "  headers: {X-Other: \"{{ secrets.OTHER }}\"}", "steps:",
+        "version: 1",
+        "name: secrets",
+        "env: [BASE, AUTH_BASE]",
+        "secrets: [S, OTHER]",
+        "vars:",
+        f"  v: {json.dumps(x)}",
+        "defaults:",
+        '  base_url: "{{ env.BASE }}"',
+        "  timeout: 2s",
+        "  retry: {attempts: 2, backoff: 1ms, jitter: false}",
+        '  headers: {X-Other: "{{ secrets.OTHER }}"}',
+        "steps:",
         "  - id: a",
         f"    action: {{{action}}}",
         "    outputs:",
@@ -210,14 +249,14 @@ def saga_text(case: Case) -> str:
 
 _PLAIN_JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined)
 _PLAIN_JINJA.filters["b64encode"] = lambda v, urlsafe=False: (
-    base64.urlsafe_b64encode if urlsafe else base64.b64encode)(str(v).encode()).decode()
+    base64.urlsafe_b64encode if urlsafe else base64.b64encode
+)(str(v).encode()).decode()
 
 
 def derived(case: Case) -> set[str]:
     """Every value a template of the saga derives from a secret, computed with plain
     Jinja2: the value itself, the filtered one, and credentials built from them."""
-    filtered = _PLAIN_JINJA.from_string("{{ " + expression(case, "s") + " }}").render(
-        s=case.secret)
+    filtered = _PLAIN_JINJA.from_string("{{ " + expression(case, "s") + " }}").render(s=case.secret)
     values = {case.secret, case.other, filtered}
     if case.location == "basic":
         pair = f"user:{filtered}"
@@ -234,18 +273,25 @@ def lower_hex(text: str) -> str:
 
 def forms(value: str) -> set[str]:
     raw = value.encode()
-    found = {value, quote(value, safe=""), quote(value), quote_plus(value),
-             lower_hex(quote(value, safe="")), lower_hex(quote(value)),
-             lower_hex(quote_plus(value)),
-             json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
-             json.dumps(value)[1:-1].replace("/", "\\/")}
+    found = {
+        value,
+        quote(value, safe=""),
+        quote(value),
+        quote_plus(value),
+        lower_hex(quote(value, safe="")),
+        lower_hex(quote(value)),
+        lower_hex(quote_plus(value)),
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        json.dumps(value)[1:-1].replace("/", "\\/"),
+    }
     for encode in (base64.b64encode, base64.urlsafe_b64encode):
         whole = encode(raw).decode()
         found |= {whole, whole.rstrip("=")}
         for before in (0, 1, 2):  # inside a longer base64 text
             encoded = encode(b"\0" * before + raw).decode()
             first, last = -(-before // 3), (before + len(raw)) // 3
-            found.add(encoded[4 * first:4 * last])
+            found.add(encoded[4 * first : 4 * last])
     return {f for f in found if len(f) >= 4}
 
 
@@ -271,9 +317,14 @@ def run_everything(tmp: Path, echo: Echo, case: Case) -> Sinks:
     saga.write_text(saga_text(case))
     journal = tmp / "journal.db"
     junit = tmp / "report.xml"
-    env = {"BASE": echo.url, "S": case.secret, "OTHER": case.other, "NO_COLOR": "1",
-           "AUTH_BASE": f"http://admin:{quote(case.secret, safe='')}@{echo.url[7:]}",
-           "SAGACTL_JOURNAL": str(journal)}
+    env = {
+        "BASE": echo.url,
+        "S": case.secret,
+        "OTHER": case.other,
+        "NO_COLOR": "1",
+        "AUTH_BASE": f"http://admin:{quote(case.secret, safe='')}@{echo.url[7:]}",
+        "SAGACTL_JOURNAL": str(journal),
+    }
     parts: dict[str, bytes] = {}
 
     def keep(name: str, *args: str) -> str:
@@ -297,15 +348,19 @@ def run_everything(tmp: Path, echo: Echo, case: Case) -> Sinks:
     return Sinks(parts)
 
 
-@settings(max_examples=CASES, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=CASES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(case=cases)
 @example(case=Case("ab+/Qzcd=ef", "tok-5ecr3t/+=value", "query", "urlencode", "ok"))
 @example(case=Case("p@ss w0rd/Qzé", "tok-5ecr3t/+=value", "basic", "none", "flaky"))
-@example(case=Case("Qzq9x\n\"\\<>", "tok-5ecr3t/+=value", "header", "none", "ok"))
-def test_no_form_of_any_secret_reaches_any_sink(case: Case, echo: Echo,
-                                                tmp_path_factory: pytest.TempPathFactory
-                                                ) -> None:
+@example(case=Case('Qzq9x\n"\\<>', "tok-5ecr3t/+=value", "header", "none", "ok"))
+def test_no_form_of_any_secret_reaches_any_sink(
+    case: Case, echo: Echo, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     tmp = tmp_path_factory.mktemp("secrets")
     sinks = run_everything(tmp, echo, case)
     assert sinks.parts["run -v stdout"] or sinks.parts["run -v stderr"]
@@ -318,10 +373,22 @@ MUTATION_CASE = Case('Qz>?~ a b+/"cd=é', "tok-5ecr3t/+=value", "header", "none"
 differ: every form of it is met."""
 
 
-@pytest.mark.parametrize("form", ["literal", "percent", "percent-lowercase", "form", "json",
-                                  "base64", "base64url", "base64-embedded"])
-def test_each_form_the_redactor_masks_is_needed(form: str, echo: Echo, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "form",
+    [
+        "literal",
+        "percent",
+        "percent-lowercase",
+        "form",
+        "json",
+        "base64",
+        "base64url",
+        "base64-embedded",
+    ],
+)
+def test_each_form_the_redactor_masks_is_needed(
+    form: str, echo: Echo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With any one form left out of the redactor, a secret leaks in that form, and the
     search above finds it: no form is masked for nothing, and none goes unchecked."""
     import sagactl.redact

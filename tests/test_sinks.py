@@ -21,8 +21,7 @@ from helpers import ROOT, cli
 
 SOURCE = ROOT / "src" / "sagactl"
 
-WRITERS = {"echo", "write", "write_text", "write_bytes", "print", "writelines", "sendall",
-           "send"}
+WRITERS = {"echo", "write", "write_text", "write_bytes", "print", "writelines", "sendall", "send"}
 
 SINKS: dict[str, str] = {
     "cli._reported": "terminal",
@@ -39,11 +38,11 @@ SINKS: dict[str, str] = {
     "cli.show": "terminal",
     "cli.demo": "terminal",
     "demo.run_demo": "terminal",
-    "output.live.LiveRenderer.__call__": "terminal",
-    "output.lines.PlainRenderer.line": "terminal",
-    "output.lines.PlainRenderer.exchange": "terminal",
-    "output.lines.JsonRenderer.write": "terminal",
-    "output.lines.JsonRenderer.__call__": "terminal",
+    "output.live.LiveView.__call__": "terminal",
+    "output.lines.PlainLines.line": "terminal",
+    "output.lines.PlainLines.exchange": "terminal",
+    "output.lines.JsonLines.write": "terminal",
+    "output.lines.JsonLines.__call__": "terminal",
     "output.junit.write_junit": "junit",
     "redact._MaskedStream.write": "not a sink: the mask itself",
     "definition.templating._BoundedCodeGenerator.visit_Concat": "not a sink: generated code",
@@ -73,8 +72,13 @@ def writers() -> set[str]:
                     continue
                 if isinstance(child, ast.Call):
                     func = child.func
-                    name = func.attr if isinstance(func, ast.Attribute) else \
-                        func.id if isinstance(func, ast.Name) else ""
+                    name = (
+                        func.attr
+                        if isinstance(func, ast.Attribute)
+                        else func.id
+                        if isinstance(func, ast.Name)
+                        else ""
+                    )
                     if name in WRITERS and scope:
                         found.add(".".join((module, *scope)))
                 visit(child, scope)
@@ -87,7 +91,8 @@ def test_every_place_that_writes_is_a_known_sink() -> None:
     unknown = sorted(writers() - set(SINKS))
     assert unknown == [], (
         f"new output paths: {unknown}. Add each to SINKS with the sink it writes to, make "
-        "sure the redactor masks what it writes, and that tests/test_secrets.py reads it")
+        "sure the redactor masks what it writes, and that tests/test_secrets.py reads it"
+    )
     gone = sorted(set(SINKS) - writers())
     assert gone == [], f"SINKS lists places that no longer write: {gone}"
 
@@ -98,8 +103,14 @@ def test_nothing_writes_past_the_masked_streams() -> None:
         if path.name in NOT_CHECKED:
             continue
         text = path.read_text()
-        for bypass in ("sys.__stdout__", "sys.__stderr__", "os.write(", ".buffer.write",
-                       "stdout.buffer", "stderr.buffer"):
+        for bypass in (
+            "sys.__stdout__",
+            "sys.__stderr__",
+            "os.write(",
+            ".buffer.write",
+            "stdout.buffer",
+            "stderr.buffer",
+        ):
             assert bypass not in text, f"{path.name}: {bypass}"
 
 

@@ -16,40 +16,53 @@ from sagactl.definition.templating import (
 )
 
 CONTEXT = {
-    "inputs": {"qty": 2, "price": 9.5, "flag": True, "tags": ["a", "b"], "meta": {"k": 1},
-               "none": None, "sku": "ABC-1"},
+    "inputs": {
+        "qty": 2,
+        "price": 9.5,
+        "flag": True,
+        "tags": ["a", "b"],
+        "meta": {"k": 1},
+        "none": None,
+        "sku": "ABC-1",
+    },
     "response": {"json": {"items": [1, 2], "id": "r-1"}, "status": 201},
 }
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ("{{ inputs.qty }}", 2),
-    ("{{ inputs.price }}", 9.5),
-    ("{{ inputs.flag }}", True),
-    ("{{ inputs.tags }}", ["a", "b"]),
-    ("{{ inputs.meta }}", {"k": 1}),
-    ("{{ inputs.none }}", None),
-    ("{{inputs.qty}}", 2),
-    ("{{- inputs.qty -}}", 2),
-    ("{{ inputs.qty + 1 }}", 3),
-    ("{{ -inputs.qty }}", -2),
-    ("{{ inputs.sku }}", "ABC-1"),
-])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{ inputs.qty }}", 2),
+        ("{{ inputs.price }}", 9.5),
+        ("{{ inputs.flag }}", True),
+        ("{{ inputs.tags }}", ["a", "b"]),
+        ("{{ inputs.meta }}", {"k": 1}),
+        ("{{ inputs.none }}", None),
+        ("{{inputs.qty}}", 2),
+        ("{{- inputs.qty -}}", 2),
+        ("{{ inputs.qty + 1 }}", 3),
+        ("{{ -inputs.qty }}", -2),
+        ("{{ inputs.sku }}", "ABC-1"),
+    ],
+)
 def test_whole_expression_keeps_its_type(source: str, expected: Any) -> None:
     value = Renderer().render(source, CONTEXT)
     assert value == expected
     assert type(value) is type(expected)
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ("qty={{ inputs.qty }}", "qty=2"),
-    (" {{ inputs.qty }} ", " 2 "),
-    ("{{ inputs.qty }}{{ inputs.qty }}", "22"),
-    ("{{ inputs.flag }} ", "True "),
-    ("{% if inputs.flag %}yes{% endif %}", "yes"),
-    ("/items/{{ inputs.sku | lower }}", "/items/abc-1"),
-    ("no template here", "no template here"),
-])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("qty={{ inputs.qty }}", "qty=2"),
+        (" {{ inputs.qty }} ", " 2 "),
+        ("{{ inputs.qty }}{{ inputs.qty }}", "22"),
+        ("{{ inputs.flag }} ", "True "),
+        ("{% if inputs.flag %}yes{% endif %}", "yes"),
+        ("/items/{{ inputs.sku | lower }}", "/items/abc-1"),
+        ("no template here", "no template here"),
+    ],
+)
 def test_other_strings_stay_strings(source: str, expected: str) -> None:
     assert Renderer().render(source, CONTEXT) == expected
 
@@ -77,9 +90,15 @@ def test_a_missing_key_is_undefined_even_if_a_dict_method_has_its_name() -> None
     assert renderer.render("{{ h.get('a') }}", {"h": {"a": 1}}) == 1
 
 
-@pytest.mark.parametrize("source", [
-    "{{ inputs.missing }}", "x{{ inputs.missing }}", "{{ nothing }}", "{{ inputs.none.k }}",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ inputs.missing }}",
+        "x{{ inputs.missing }}",
+        "{{ nothing }}",
+        "{{ inputs.none.k }}",
+    ],
+)
 def test_undefined_names_are_errors(source: str) -> None:
     with pytest.raises(TemplateProblem):
         Renderer().render(source, CONTEXT)
@@ -137,37 +156,56 @@ def test_expression_references() -> None:
         expression_references("{{ response.status }}")
 
 
-@pytest.mark.parametrize(("source", "message"), [
-    ("{{ x | shout }}", "no filter named 'shout'"),
-    ("{{ x is odd_number }}", "no test named 'odd_number'"),
-    ("{{ x ", "unexpected end of template"),
-])
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{{ x | shout }}", "no filter named 'shout'"),
+        ("{{ x is odd_number }}", "no test named 'odd_number'"),
+        ("{{ x ", "unexpected end of template"),
+    ],
+)
 def test_references_report_bad_templates(source: str, message: str) -> None:
     with pytest.raises(TemplateProblem, match=message):
         references(source)
 
 
 HUGE = [
-    "{{ 'x' * 10**13 }}", "{{ 10**13 * 'x' }}", "{{ [1] * 10**9 }}", "{{ 10 ** 100000000 }}",
+    "{{ 'x' * 10**13 }}",
+    "{{ 10**13 * 'x' }}",
+    "{{ [1] * 10**9 }}",
+    "{{ 10 ** 100000000 }}",
     "{{ range(10**9) | list }}",
     "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
-    "{{ 'x' | center(10**10) }}", "{{ 'x'.center(10**10) }}", "{{ 'x'.ljust(width=10**10) }}",
-    "{{ 'x'.zfill(10**10) }}", "{{ ('\\t' * 1000).expandtabs(10**4) }}",
-    "{{ '%999999999d' % 1 }}", "{{ '%*d' | format(10**9, 1) }}",
-    "{{ '{:>9999999999}'.format(1) }}", "{{ ([inputs.s] * 100000) | join('') }}",
-    "{{ ''.join([inputs.s] * 100000) }}", "{{ [inputs.s] * 100000 }}",
-    "{{ inputs.s.replace('x', 'y' * 100000) }}", "{{ inputs.s | replace('x', 'y' * 2000) }}",
+    "{{ 'x' | center(10**10) }}",
+    "{{ 'x'.center(10**10) }}",
+    "{{ 'x'.ljust(width=10**10) }}",
+    "{{ 'x'.zfill(10**10) }}",
+    "{{ ('\\t' * 1000).expandtabs(10**4) }}",
+    "{{ '%999999999d' % 1 }}",
+    "{{ '%*d' | format(10**9, 1) }}",
+    "{{ '{:>9999999999}'.format(1) }}",
+    "{{ ([inputs.s] * 100000) | join('') }}",
+    "{{ ''.join([inputs.s] * 100000) }}",
+    "{{ [inputs.s] * 100000 }}",
+    "{{ inputs.s.replace('x', 'y' * 100000) }}",
+    "{{ inputs.s | replace('x', 'y' * 2000) }}",
     "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
     "{% endfor %}{{ ns.s | length }}",
     "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}"
     "{% endfor %}{{ ns.s | length }}",
-    "{{ 'x' | indent(10**9) }}", "{{ [1, 2] | slice(10**9) | list }}",
-    "{{ [1] * 60000 + [1] * 60000 }}", "{{ lipsum(10**6) }}",
+    "{{ 'x' | indent(10**9) }}",
+    "{{ [1, 2] | slice(10**9) | list }}",
+    "{{ [1] * 60000 + [1] * 60000 }}",
+    "{{ lipsum(10**6) }}",
     "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",
-    "{{ '{:{}}'.format('x', 10**9) }}", "{{ '{:0>999999999}'.format(1) }}",
-    "{{ '{:.999999999f}'.format(1.0) }}", "{{ '%(a)999999999s' % {'a': 1} }}",
-    "{{ 'x'.encode() * 10**9 }}", "{{ 'a' | indent(width=10**9) }}",
-    "{{ 'x' | center(width=10**9) }}", "{{ ('a ' * 1000) | wordwrap(1, wrapstring='x' * 1000) }}",
+    "{{ '{:{}}'.format('x', 10**9) }}",
+    "{{ '{:0>999999999}'.format(1) }}",
+    "{{ '{:.999999999f}'.format(1.0) }}",
+    "{{ '%(a)999999999s' % {'a': 1} }}",
+    "{{ 'x'.encode() * 10**9 }}",
+    "{{ 'a' | indent(width=10**9) }}",
+    "{{ 'x' | center(width=10**9) }}",
+    "{{ ('a ' * 1000) | wordwrap(1, wrapstring='x' * 1000) }}",
 ]
 
 
@@ -186,12 +224,20 @@ def test_a_template_cannot_build_a_huge_value(source: str) -> None:
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024  # KiB
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ("{{ 'ab' * 3 }}", "ababab"), ("{{ 2 ** 10 }}", 1024), ("{{ 'a-%s' % 5 }}", "a-5"),
-    ("{{ [1, 2] + [3] }}", [1, 2, 3]), ("{{ '{}-{}'.format(1, 2) }}", "1-2"),
-    ("{{ ['a', 'b'] | join(',') }}", "a,b"), ("{{ 'x' * 10 ~ 'y' }}", "xxxxxxxxxxy"),
-    ("{{ 'x' | center(5) }}", "  x  "), ("{{ 7 % 3 }}", 1),
-    ("{{ range(100000) | list | length }}", 100000),
-])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{ 'ab' * 3 }}", "ababab"),
+        ("{{ 2 ** 10 }}", 1024),
+        ("{{ 'a-%s' % 5 }}", "a-5"),
+        ("{{ [1, 2] + [3] }}", [1, 2, 3]),
+        ("{{ '{}-{}'.format(1, 2) }}", "1-2"),
+        ("{{ ['a', 'b'] | join(',') }}", "a,b"),
+        ("{{ 'x' * 10 ~ 'y' }}", "xxxxxxxxxxy"),
+        ("{{ 'x' | center(5) }}", "  x  "),
+        ("{{ 7 % 3 }}", 1),
+        ("{{ range(100000) | list | length }}", 100000),
+    ],
+)
 def test_ordinary_templates_stay_within_the_limits(source: str, expected: Any) -> None:
     assert Renderer().render(source, {}) == expected

@@ -48,8 +48,14 @@ def _client(concurrency: int) -> Any:
     return client(concurrency)
 
 
-def _ready(saga: Saga, run_id: str, inputs: Mapping[str, Any], env: Mapping[str, str],
-           secrets: Mapping[str, str], redactor: Redactor) -> dict[str, Any]:
+def _ready(
+    saga: Saga,
+    run_id: str,
+    inputs: Mapping[str, Any],
+    env: Mapping[str, str],
+    secrets: Mapping[str, str],
+    redactor: Redactor,
+) -> dict[str, Any]:
     """What a run needs before anything is journaled or sent (SPEC §3.2 item 0): `vars`
     rendered, every request that can be prepared prepared and checked, every unset env name
     that is read without a default refused. Raises RenderError or DefinitionErrors (exit 2)."""
@@ -59,35 +65,64 @@ def _ready(saga: Saga, run_id: str, inputs: Mapping[str, Any], env: Mapping[str,
 
     redactor.add(list(secrets.values()), derived=False)
     renderer = Renderer(on_secret=redactor.add)
-    context = run_context(saga, run_id=run_id, inputs=inputs, env=env, secrets=secrets,
-                          renderer=renderer)
-    return {"renderer": renderer, "context": context, "redactor": redactor,
-            "prepared": preflight(saga, context, renderer, secrets=redactor)}
+    context = run_context(
+        saga, run_id=run_id, inputs=inputs, env=env, secrets=secrets, renderer=renderer
+    )
+    return {
+        "renderer": renderer,
+        "context": context,
+        "redactor": redactor,
+        "prepared": preflight(saga, context, renderer, secrets=redactor),
+    }
 
 
-def _engine(saga: Saga, run: RunRecord, journal: Journal, client: Any, secrets: Mapping[str, str],
-            on_event: Callable[[Event], None], concurrency: int,
-            stop: threading.Event | None, ready: Mapping[str, Any]) -> Engine:
+def _engine(
+    saga: Saga,
+    run: RunRecord,
+    journal: Journal,
+    client: Any,
+    secrets: Mapping[str, str],
+    on_event: Callable[[Event], None],
+    concurrency: int,
+    stop: threading.Event | None,
+    ready: Mapping[str, Any],
+) -> Engine:
     from sagactl.engine.machine import Engine
     from sagactl.executors.http.executor import HttpExecutor  # only the commands that send
     from sagactl.executors.registry import executors
 
-    return Engine(saga, run, journal=journal,
-                  executors={"http": HttpExecutor(client), **executors()},
-                  secrets=secrets, on_event=on_event, concurrency=concurrency, stop=stop,
-                  **ready)
+    return Engine(
+        saga,
+        run,
+        journal=journal,
+        executors={"http": HttpExecutor(client), **executors()},
+        secrets=secrets,
+        on_event=on_event,
+        concurrency=concurrency,
+        stop=stop,
+        **ready,
+    )
 
 
-def start_run(saga: Saga, inputs: Mapping[str, Any], journal: Journal,
-              environ: Mapping[str, str], *, on_event: Callable[[Event], None],
-              concurrency: int = 8, run_id: str | None = None,
-              stop: threading.Event | None = None,
-              redactor: Redactor | None = None) -> tuple[str, RunStatus]:
+def start_run(
+    saga: Saga,
+    inputs: Mapping[str, Any],
+    journal: Journal,
+    environ: Mapping[str, str],
+    *,
+    on_event: Callable[[Event], None],
+    concurrency: int = 8,
+    run_id: str | None = None,
+    stop: threading.Event | None = None,
+    redactor: Redactor | None = None,
+) -> tuple[str, RunStatus]:
     """Journal a new run of `saga`, then drive it. `redactor` is the one the caller's sinks
     mask with: it learns the run's secrets."""
     if run_id is not None and not _RUN_ID.match(run_id):
-        raise UsageError(f"--run-id '{run_id}': use 4 to 64 letters, digits, '.', '_' or '-', "
-                         "starting with a letter or digit")
+        raise UsageError(
+            f"--run-id '{run_id}': use 4 to 64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
     from sagactl.engine.runs import create_run, env_values, read_secrets
     from sagactl.ids import new_run_id
 
@@ -97,9 +132,11 @@ def start_run(saga: Saga, inputs: Mapping[str, Any], journal: Journal,
     redactor.add(list(secrets.values()), derived=False)
     for name, value in inputs.items():
         if redactor.value(value) != value:
-            raise UsageError(f"input '{name}' holds a secret's value: inputs are journaled "
-                             "and shown, so pass it as a secret (secrets: in the saga, read "
-                             "as secrets.NAME)")
+            raise UsageError(
+                f"input '{name}' holds a secret's value: inputs are journaled "
+                "and shown, so pass it as a secret (secrets: in the saga, read "
+                "as secrets.NAME)"
+            )
     run_id = run_id or new_run_id()
     ready = _ready(saga, run_id, inputs, env_values(saga, environ), secrets, redactor)
     run = create_run(journal, saga, inputs, environ, run_id=run_id, redactor=redactor)
@@ -108,8 +145,9 @@ def start_run(saga: Saga, inputs: Mapping[str, Any], journal: Journal,
         return run.id, engine.start()
 
 
-def _stored(journal: Journal, prefix: str, environ: Mapping[str, str],
-            redactor: Redactor | None) -> tuple[RunRecord, Saga, dict[str, str], dict[str, Any]]:
+def _stored(
+    journal: Journal, prefix: str, environ: Mapping[str, str], redactor: Redactor | None
+) -> tuple[RunRecord, Saga, dict[str, str], dict[str, Any]]:
     from sagactl.definition.loader import load_text
     from sagactl.engine.runs import WITHHELD, read_secrets
 
@@ -122,28 +160,49 @@ def _stored(journal: Journal, prefix: str, environ: Mapping[str, str],
     # again, like the secrets.
     missing = [name for name, value in env.items() if value == WITHHELD and name not in environ]
     if missing:
-        raise UsageError(f"env {', '.join(missing)} held a secret, so the journal did not keep "
-                         f"{'them' if len(missing) > 1 else 'it'}: set "
-                         f"{'them' if len(missing) > 1 else 'it'} in the environment")
+        raise UsageError(
+            f"env {', '.join(missing)} held a secret, so the journal did not keep "
+            f"{'them' if len(missing) > 1 else 'it'}: set "
+            f"{'them' if len(missing) > 1 else 'it'} in the environment"
+        )
     env.update({name: environ[name] for name, value in env.items() if value == WITHHELD})
-    return run, saga, secrets, _ready(saga, run.id, run.inputs, env, secrets,
-                                      redactor if redactor is not None else Redactor())
+    return (
+        run,
+        saga,
+        secrets,
+        _ready(
+            saga, run.id, run.inputs, env, secrets, redactor if redactor is not None else Redactor()
+        ),
+    )
 
 
-def resume_run(journal: Journal, prefix: str, environ: Mapping[str, str], *,
-               on_event: Callable[[Event], None], concurrency: int = 8,
-               stop: threading.Event | None = None,
-               redactor: Redactor | None = None) -> tuple[str, RunStatus]:
+def resume_run(
+    journal: Journal,
+    prefix: str,
+    environ: Mapping[str, str],
+    *,
+    on_event: Callable[[Event], None],
+    concurrency: int = 8,
+    stop: threading.Event | None = None,
+    redactor: Redactor | None = None,
+) -> tuple[str, RunStatus]:
     run, saga, secrets, ready = _stored(journal, prefix, environ, redactor)
     with _client(concurrency) as client:
         engine = _engine(saga, run, journal, client, secrets, on_event, concurrency, stop, ready)
         return run.id, engine.resume()
 
 
-def compensate_run(journal: Journal, prefix: str, environ: Mapping[str, str], *,
-                   on_event: Callable[[Event], None], concurrency: int = 8, yes: bool = False,
-                   stop: threading.Event | None = None,
-                   redactor: Redactor | None = None) -> tuple[str, RunStatus]:
+def compensate_run(
+    journal: Journal,
+    prefix: str,
+    environ: Mapping[str, str],
+    *,
+    on_event: Callable[[Event], None],
+    concurrency: int = 8,
+    yes: bool = False,
+    stop: threading.Event | None = None,
+    redactor: Redactor | None = None,
+) -> tuple[str, RunStatus]:
     run, saga, secrets, ready = _stored(journal, prefix, environ, redactor)
     with _client(concurrency) as client:
         engine = _engine(saga, run, journal, client, secrets, on_event, concurrency, stop, ready)
@@ -153,19 +212,31 @@ def compensate_run(journal: Journal, prefix: str, environ: Mapping[str, str], *,
 _LIVE = ("running", "compensating")
 
 
-def list_runs(journal: Journal, *, status: str | None = None, name: str | None = None,
-              limit: int = 20, page: int = 1000) -> Sequence[tuple[RunRecord, str]]:
+def list_runs(
+    journal: Journal,
+    *,
+    status: str | None = None,
+    name: str | None = None,
+    limit: int = 20,
+    page: int = 1000,
+) -> Sequence[tuple[RunRecord, str]]:
     """Runs newest first, with the status users see; `status` filters on that status. A
     run shown `interrupted` is journaled `running` or `compensating` with its owner gone, so
     those are read a page at a time until `limit` match, however many runs there are."""
     if status not in (*_LIVE, "interrupted"):
-        return [(r, shown_status(journal, r)) for r in journal.list_runs(status=status, name=name,
-                                                                limit=limit)]
+        return [
+            (r, shown_status(journal, r))
+            for r in journal.list_runs(status=status, name=name, limit=limit)
+        ]
     found: list[tuple[RunRecord, str]] = []
     before: tuple[float, str] | None = None
     while len(found) < limit:
-        runs = journal.list_runs(status=_LIVE if status == "interrupted" else status,
-                                 name=name, limit=page, before=before)
+        runs = journal.list_runs(
+            status=_LIVE if status == "interrupted" else status,
+            name=name,
+            limit=page,
+            before=before,
+        )
         found += [(r, shown) for r in runs if (shown := shown_status(journal, r)) == status]
         if len(runs) < page:
             break
@@ -205,7 +276,9 @@ def load_all(files: Sequence[str | Path], *, cleanup: bool = False) -> list[Saga
         for saga in sagas:
             pivots = [s.id for s in saga.steps if s.kind is StepKind.PIVOT]
             if pivots:
-                raise UsageError(f"{saga.path}: --cleanup cannot undo pivot step"
-                                 f"{'s' if len(pivots) > 1 else ''} {', '.join(pivots)}: "
-                                 "give them a compensate request, or run without --cleanup")
+                raise UsageError(
+                    f"{saga.path}: --cleanup cannot undo pivot step"
+                    f"{'s' if len(pivots) > 1 else ''} {', '.join(pivots)}: "
+                    "give them a compensate request, or run without --cleanup"
+                )
     return sagas

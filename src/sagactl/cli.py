@@ -64,8 +64,12 @@ def redactor() -> Any:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """Run sagas of HTTP steps from YAML files: every step done, or every step undone."""
     global _redactor
@@ -80,8 +84,12 @@ def _root(
 
 InputOption = Annotated[
     list[str] | None,
-    typer.Option("-i", "--input", metavar="KEY=VALUE",
-                 help="An input value, coerced to its declared type (repeatable)."),
+    typer.Option(
+        "-i",
+        "--input",
+        metavar="KEY=VALUE",
+        help="An input value, coerced to its declared type (repeatable).",
+    ),
 ]
 InputsFileOption = Annotated[
     Path | None,
@@ -98,10 +106,13 @@ def _known_secrets(saga: Any, environ: Any) -> None:
     redactor().add(list(values.values()), derived=False)
     for name, value in values.items():
         if len(value) < MIN_DERIVED:
-            typer.echo(f"warning: {saga.path}: secret {name} is {len(value)} character"
-                       f"{'s' if len(value) != 1 else ''} long: it is masked as *** wherever "
-                       "those characters appear, which garbles messages; use a longer "
-                       "secret", err=True)
+            typer.echo(
+                f"warning: {saga.path}: secret {name} is {len(value)} character"
+                f"{'s' if len(value) != 1 else ''} long: it is masked as *** wherever "
+                "those characters appear, which garbles messages; use a longer "
+                "secret",
+                err=True,
+            )
 
 
 @app.command()
@@ -160,9 +171,9 @@ class GraphFormat(StrEnum):
 @app.command()
 def graph(
     file: Annotated[Path, typer.Argument(help="The saga file.", show_default=False)],
-    format: Annotated[GraphFormat, typer.Option("--format", "-f",
-                                                help="Mermaid or Graphviz dot.")] =
-    GraphFormat.MERMAID,
+    format: Annotated[
+        GraphFormat, typer.Option("--format", "-f", help="Mermaid or Graphviz dot.")
+    ] = GraphFormat.MERMAID,
 ) -> None:
     """Draw the step graph: steps and their needs, confirms, and the order compensations
     undo them in."""
@@ -184,9 +195,14 @@ def schema() -> None:
 
 JournalOption = Annotated[
     str | None,
-    typer.Option("--journal", metavar="PATH", envvar="SAGACTL_JOURNAL", show_envvar=False,
-                 help="The journal file, or sqlite:///PATH (default: $SAGACTL_JOURNAL, else "
-                      "$XDG_STATE_HOME/sagactl/journal.db)."),
+    typer.Option(
+        "--journal",
+        metavar="PATH",
+        envvar="SAGACTL_JOURNAL",
+        show_envvar=False,
+        help="The journal file, or sqlite:///PATH (default: $SAGACTL_JOURNAL, else "
+        "$XDG_STATE_HOME/sagactl/journal.db).",
+    ),
 ]
 
 
@@ -197,15 +213,22 @@ class DurabilityChoice(StrEnum):
 
 DurabilityOption = Annotated[
     DurabilityChoice,
-    typer.Option("--durability", help="full: fsync every journal commit (survives power loss); "
-                                      "normal: faster, survives a killed process."),
+    typer.Option(
+        "--durability",
+        help="full: fsync every journal commit (survives power loss); "
+        "normal: faster, survives a killed process.",
+    ),
 ]
 ConcurrencyOption = Annotated[
-    int, typer.Option("--concurrency", min=1, max=256, help="Steps in flight at most.")]
+    int, typer.Option("--concurrency", min=1, max=256, help="Steps in flight at most.")
+]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")]
-VerboseOption = Annotated[bool, typer.Option(
-    "--verbose", "-v", help="Also print each request and response, curl-style, secrets "
-                            "masked.")]
+VerboseOption = Annotated[
+    bool,
+    typer.Option(
+        "--verbose", "-v", help="Also print each request and response, curl-style, secrets masked."
+    ),
+]
 
 # Exit codes of SPEC §5.1, for `run` and `resume`; `compensate` maps compensated to 0.
 _EXIT = {"succeeded": 0, "compensated": 1, "stuck": 3}
@@ -245,15 +268,31 @@ class OutputChoice(StrEnum):
     JSON = "json"
 
 
-OutputOption = Annotated[OutputChoice, typer.Option(
-    "--output", "-o", help="text: one line per event; json: one JSON object per line, events "
-                           "then a summary per run (docs/events.md).")]
-JunitOption = Annotated[Path | None, typer.Option(
-    "--junit", metavar="FILE", help="Write a JUnit XML report, even when a run fails or is "
-                                    "interrupted.")]
-EnvFileOption = Annotated[Path | None, typer.Option(
-    "--env-file", metavar="FILE", help="Env and secret values in dotenv syntax; the "
-                                       "environment wins over the file.")]
+OutputOption = Annotated[
+    OutputChoice,
+    typer.Option(
+        "--output",
+        "-o",
+        help="text: one line per event; json: one JSON object per line, events "
+        "then a summary per run (docs/events.md).",
+    ),
+]
+JunitOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--junit",
+        metavar="FILE",
+        help="Write a JUnit XML report, even when a run fails or is interrupted.",
+    ),
+]
+EnvFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--env-file",
+        metavar="FILE",
+        help="Env and secret values in dotenv syntax; the environment wins over the file.",
+    ),
+]
 
 Call = Callable[[Any, Any, Any], tuple[str, Any]]
 
@@ -261,36 +300,49 @@ Call = Callable[[Any, Any, Any], tuple[str, Any]]
 def _screen(journal_flag: str, *, quiet: bool = False, verbose: bool = False) -> Any:
     """The live view on a terminal; plain lines when piped, quiet, verbose or TERM=dumb."""
     if sys.stdout.isatty() and not (quiet or verbose) and os.environ.get("TERM") != "dumb":
-        from sagactl.output.live import LiveRenderer
+        from sagactl.output.live import LiveView
 
-        return LiveRenderer(journal_flag=journal_flag)
-    from sagactl.output.lines import PlainRenderer
+        return LiveView(journal_flag=journal_flag)
+    from sagactl.output.lines import PlainLines
 
-    return PlainRenderer(journal_flag=journal_flag, quiet=quiet, verbose=verbose)
+    return PlainLines(journal_flag=journal_flag, quiet=quiet, verbose=verbose)
 
 
-def _drive(journal: str | None, durability: DurabilityChoice, quiet: bool,
-           calls: list[Call], *, verbose: bool = False,
-           output: OutputChoice = OutputChoice.TEXT,
-           junit: Path | None = None, cleanup: Callable[..., tuple[str, Any]] | None = None,
-           compensating: bool = False) -> None:
+def _drive(
+    journal: str | None,
+    durability: DurabilityChoice,
+    quiet: bool,
+    calls: list[Call],
+    *,
+    verbose: bool = False,
+    output: OutputChoice = OutputChoice.TEXT,
+    junit: Path | None = None,
+    cleanup: Callable[..., tuple[str, Any]] | None = None,
+    compensating: bool = False,
+) -> None:
     """Drive each call's run in turn; report, and exit with the worst code (3 > 1 > 0)."""
     from sagactl.api import step_order
     from sagactl.errors import Interrupted, JournalError, LeaseLost
     from sagactl.journal import Durability, open_journal
-    from sagactl.output.lines import JsonRenderer, next_commands
+    from sagactl.output.lines import JsonLines, next_commands
     from sagactl.output.run_views import summary_record
 
     if junit:
         from sagactl.output.junit import RunReport, write_junit
     flag = _journal_flag(journal)
-    renderer = JsonRenderer() if output is OutputChoice.JSON else \
-        _screen(flag, quiet=quiet, verbose=verbose)
+    renderer = (
+        JsonLines() if output is OutputChoice.JSON else _screen(flag, quiet=quiet, verbose=verbose)
+    )
     reports: list[RunReport] = []
     worst = 0
 
-    def report(store: Any, run_id: str, code: int, cleanup_from: int | None = None,
-               cleanup_status: str | None = None) -> None:
+    def report(
+        store: Any,
+        run_id: str,
+        code: int,
+        cleanup_from: int | None = None,
+        cleanup_status: str | None = None,
+    ) -> None:
         if not junit and output is not OutputChoice.JSON:
             return
         run = store.get_run(run_id)
@@ -300,8 +352,11 @@ def _drive(journal: str | None, durability: DurabilityChoice, quiet: bool,
         if output is OutputChoice.JSON:
             renderer.write(summary_record(run, steps, attempts, order, code, cleanup_status))
 
-    with _reported(), _signals() as stop, \
-            open_journal(journal, Durability(durability.value)) as store:
+    with (
+        _reported(),
+        _signals() as stop,
+        open_journal(journal, Durability(durability.value)) as store,
+    ):
         try:
             for call in calls:
                 run_id, status = call(store, renderer, stop)
@@ -323,18 +378,23 @@ def _drive(journal: str | None, durability: DurabilityChoice, quiet: bool,
                 report(store, exc.run_id, exc.exit_code)
             if junit:
                 write_junit(junit, reports, redactor())
-            typer.echo(f"run {exc.run_id} interrupted; it can be carried on or undone:\n"
-                       f"{next_commands(exc.run_id, flag)}", err=True)
+            typer.echo(
+                f"run {exc.run_id} interrupted; it can be carried on or undone:\n"
+                f"{next_commands(exc.run_id, flag)}",
+                err=True,
+            )
             sys.stdout.flush()
             # Worker threads may still wait on a slow response: do not wait for them.
             os._exit(exc.exit_code)
         except JournalError as exc:
             if exc.run_id is None or isinstance(exc, LeaseLost):
                 raise
-            raise JournalError(f"{exc}\nrun {exc.run_id} stopped: nothing more was sent, and "
-                               "the journal keeps what was done. Once the journal can be "
-                               f"written again (is the disk full?):\n"
-                               f"{next_commands(exc.run_id, flag)}") from None
+            raise JournalError(
+                f"{exc}\nrun {exc.run_id} stopped: nothing more was sent, and "
+                "the journal keeps what was done. Once the journal can be "
+                f"written again (is the disk full?):\n"
+                f"{next_commands(exc.run_id, flag)}"
+            ) from None
         finally:
             if junit and reports:
                 write_junit(junit, reports, redactor())
@@ -343,19 +403,24 @@ def _drive(journal: str | None, durability: DurabilityChoice, quiet: bool,
 
 @app.command()
 def run(
-    files: Annotated[list[Path], typer.Argument(help="Saga files, each run in turn.",
-                                                show_default=False)],
+    files: Annotated[
+        list[Path], typer.Argument(help="Saga files, each run in turn.", show_default=False)
+    ],
     input_values: InputOption = None,
     inputs_file: InputsFileOption = None,
     journal: JournalOption = None,
     durability: DurabilityOption = DurabilityChoice.FULL,
     concurrency: ConcurrencyOption = 8,
-    run_id: Annotated[str | None, typer.Option("--run-id", help="Use this run id instead of "
-                                                                "a new one.")] = None,
-    cleanup: Annotated[bool, typer.Option("--cleanup", help="After a run succeeds, "
-                                                            "compensate every step: a smoke "
-                                                            "test that leaves nothing.")]
-    = False,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Use this run id instead of a new one.")
+    ] = None,
+    cleanup: Annotated[
+        bool,
+        typer.Option(
+            "--cleanup",
+            help="After a run succeeds, compensate every step: a smoke test that leaves nothing.",
+        ),
+    ] = False,
     junit: JunitOption = None,
     output: OutputOption = OutputChoice.TEXT,
     env_file: EnvFileOption = None,
@@ -381,15 +446,40 @@ def run(
 
     def starter(saga: Any, values: Any) -> Call:
         return lambda store, renderer, stop: start_run(
-            saga, values, store, environ, on_event=renderer, concurrency=concurrency,
-            run_id=run_id, stop=stop, redactor=redactor())
+            saga,
+            values,
+            store,
+            environ,
+            on_event=renderer,
+            concurrency=concurrency,
+            run_id=run_id,
+            stop=stop,
+            redactor=redactor(),
+        )
 
-    _drive(journal, durability, quiet,
-           [starter(saga, values) for saga, values in zip(sagas, inputs, strict=True)],
-           verbose=verbose, output=output, junit=junit,
-           cleanup=(lambda store, rid, renderer, stop: compensate_run(
-               store, rid, environ, on_event=renderer, concurrency=concurrency, yes=True,
-               stop=stop, redactor=redactor())) if cleanup else None)
+    _drive(
+        journal,
+        durability,
+        quiet,
+        [starter(saga, values) for saga, values in zip(sagas, inputs, strict=True)],
+        verbose=verbose,
+        output=output,
+        junit=junit,
+        cleanup=(
+            lambda store, rid, renderer, stop: compensate_run(
+                store,
+                rid,
+                environ,
+                on_event=renderer,
+                concurrency=concurrency,
+                yes=True,
+                stop=stop,
+                redactor=redactor(),
+            )
+        )
+        if cleanup
+        else None,
+    )
 
 
 def _usage(message: str) -> Exception:
@@ -398,9 +488,14 @@ def _usage(message: str) -> Exception:
     return UsageError(message)
 
 
-RunArgument = Annotated[str, typer.Argument(metavar="RUN", show_default=False,
-                                            help="Run id, or a unique prefix of 4 or more "
-                                                 "characters.")]
+RunArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="RUN",
+        show_default=False,
+        help="Run id, or a unique prefix of 4 or more characters.",
+    ),
+]
 
 
 @app.command()
@@ -422,10 +517,25 @@ def resume(
         from sagactl.definition.envfile import with_env_file
 
         environ = with_env_file(os.environ, env_file)
-    _drive(journal, durability, quiet, [lambda store, renderer, stop: resume_run(
-        store, run_id, environ, on_event=renderer, concurrency=concurrency, stop=stop,
-        redactor=redactor())],
-        verbose=verbose, output=output, junit=junit)
+    _drive(
+        journal,
+        durability,
+        quiet,
+        [
+            lambda store, renderer, stop: resume_run(
+                store,
+                run_id,
+                environ,
+                on_event=renderer,
+                concurrency=concurrency,
+                stop=stop,
+                redactor=redactor(),
+            )
+        ],
+        verbose=verbose,
+        output=output,
+        junit=junit,
+    )
 
 
 @app.command()
@@ -434,8 +544,9 @@ def compensate(
     journal: JournalOption = None,
     durability: DurabilityOption = DurabilityChoice.FULL,
     concurrency: ConcurrencyOption = 8,
-    yes: Annotated[bool, typer.Option("--yes", help="Also undo a run that succeeded (when no "
-                                                    "pivot step ran).")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Also undo a run that succeeded (when no pivot step ran).")
+    ] = False,
     junit: JunitOption = None,
     output: OutputOption = OutputChoice.TEXT,
     env_file: EnvFileOption = None,
@@ -449,10 +560,27 @@ def compensate(
         from sagactl.definition.envfile import with_env_file
 
         environ = with_env_file(os.environ, env_file)
-    _drive(journal, durability, quiet, [lambda store, renderer, stop: compensate_run(
-        store, run_id, environ, on_event=renderer, concurrency=concurrency, yes=yes,
-        stop=stop, redactor=redactor())], verbose=verbose, output=output, junit=junit,
-        compensating=True)
+    _drive(
+        journal,
+        durability,
+        quiet,
+        [
+            lambda store, renderer, stop: compensate_run(
+                store,
+                run_id,
+                environ,
+                on_event=renderer,
+                concurrency=concurrency,
+                yes=yes,
+                stop=stop,
+                redactor=redactor(),
+            )
+        ],
+        verbose=verbose,
+        output=output,
+        junit=junit,
+        compensating=True,
+    )
 
 
 class StatusChoice(StrEnum):
@@ -466,8 +594,9 @@ class StatusChoice(StrEnum):
 
 @app.command("list")
 def list_command(
-    status: Annotated[StatusChoice | None, typer.Option("--status", help="Only runs in this "
-                                                                         "state.")] = None,
+    status: Annotated[
+        StatusChoice | None, typer.Option("--status", help="Only runs in this state.")
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Only runs of this saga.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 20,
     journal: JournalOption = None,
@@ -481,8 +610,7 @@ def list_command(
         from sagactl.output.run_views import format_list, json_line, list_records
 
         with open_journal(journal) as store:
-            runs = list_runs(store, status=status.value if status else None, name=name,
-                             limit=limit)
+            runs = list_runs(store, status=status.value if status else None, name=name, limit=limit)
         if output is OutputChoice.JSON:
             for record in list_records(runs):
                 typer.echo(json_line(record))
@@ -508,8 +636,9 @@ def show(
             order = step_order(record)
             steps, attempts = store.steps(record.id), store.attempts(record.id)
         if output is OutputChoice.JSON:
-            typer.echo(json_line(show_record(record, shown_status(store, record), steps, attempts,
-                                             order)))
+            typer.echo(
+                json_line(show_record(record, shown_status(store, record), steps, attempts, order))
+            )
         else:
             typer.echo(format_show(record, shown_status(store, record), steps, attempts, order))
 
@@ -520,25 +649,43 @@ class ServiceName(StrEnum):
     SEARCH = "search"
 
 
-
-
 @app.command()
 def demo(
-    journal: Annotated[Path | None, typer.Option(
-        "--journal", metavar="PATH", help="Journal to use (default: a new one in a temporary "
-                                          "directory, kept so that the runs can be shown).")]
-    = None,
-    serve: Annotated[bool, typer.Option("--serve", help="Keep the services up and print how "
-                                                        "to run sagas against them.")] = False,
-    fail: Annotated[list[ServiceName] | None, typer.Option(
-        "--fail", metavar="SERVICE", help="This service rejects every action (repeatable).")]
-    = None,
-    flaky: Annotated[list[ServiceName] | None, typer.Option(
-        "--flaky", metavar="SERVICE", help="This service answers 503 twice, then works.")]
-    = None,
-    slow: Annotated[list[ServiceName] | None, typer.Option(
-        "--slow", metavar="SERVICE", help="This service answers once after the 5s attempt "
-                                          "timeout, having done the work.")] = None,
+    journal: Annotated[
+        Path | None,
+        typer.Option(
+            "--journal",
+            metavar="PATH",
+            help="Journal to use (default: a new one in a temporary "
+            "directory, kept so that the runs can be shown).",
+        ),
+    ] = None,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve", help="Keep the services up and print how to run sagas against them."
+        ),
+    ] = False,
+    fail: Annotated[
+        list[ServiceName] | None,
+        typer.Option(
+            "--fail", metavar="SERVICE", help="This service rejects every action (repeatable)."
+        ),
+    ] = None,
+    flaky: Annotated[
+        list[ServiceName] | None,
+        typer.Option(
+            "--flaky", metavar="SERVICE", help="This service answers 503 twice, then works."
+        ),
+    ] = None,
+    slow: Annotated[
+        list[ServiceName] | None,
+        typer.Option(
+            "--slow",
+            metavar="SERVICE",
+            help="This service answers once after the 5s attempt timeout, having done the work.",
+        ),
+    ] = None,
 ) -> None:
     """Start demo services (inventory, pricing, search) on 127.0.0.1 and run the bundled
     add-product saga against them: once succeeding, once with search rejecting the product."""
@@ -546,8 +693,11 @@ def demo(
 
     from sagactl.demo import DemoFaults, demo_services, run_demo, serve_instructions
 
-    faults = DemoFaults(fail=[s.value for s in fail or []], flaky=[s.value for s in flaky or []],
-                        slow=[s.value for s in slow or []])
+    faults = DemoFaults(
+        fail=[s.value for s in fail or []],
+        flaky=[s.value for s in flaky or []],
+        slow=[s.value for s in slow or []],
+    )
     if serve:
         with demo_services(faults) as started, _signals() as stop:
             typer.echo(serve_instructions(started, str(journal) if journal else None))
@@ -558,8 +708,7 @@ def demo(
         from sagactl.journal import open_journal
 
         with open_journal(path) as store:
-            code = run_demo(store, faults, sys.stdout, _screen(f" --journal {path}"),
-                            stop=stop)
+            code = run_demo(store, faults, sys.stdout, _screen(f" --journal {path}"), stop=stop)
     raise typer.Exit(code)
 
 

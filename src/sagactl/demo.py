@@ -56,11 +56,21 @@ class DemoFaults:
     def apply(self, name: str, service: Service) -> None:
         path = _PATHS[name]
         if name in self.fail:
-            service.faults.append(Fault("PUT", path, status=422, times=None, body={
-                "error": f"{name} rejects this request"}))
+            service.faults.append(
+                Fault(
+                    "PUT",
+                    path,
+                    status=422,
+                    times=None,
+                    body={"error": f"{name} rejects this request"},
+                )
+            )
         if name in self.flaky:
-            service.faults.append(Fault("PUT", path, status=503, times=2, body={
-                "error": f"{name} is busy, try again"}))
+            service.faults.append(
+                Fault(
+                    "PUT", path, status=503, times=2, body={"error": f"{name} is busy, try again"}
+                )
+            )
         if name in self.slow:
             service.faults.append(Fault("PUT", path, kind="delay_after", delay=6.0, times=1))
 
@@ -82,8 +92,7 @@ def saga_argument() -> str:
 def demo_services(faults: DemoFaults | None = None) -> Iterator[dict[str, Service]]:
     """The three demo services, each on its own random port of 127.0.0.1."""
     with ExitStack() as stack:
-        started = {name: stack.enter_context(Service(extra=_EXTRA.get(name)))
-                   for name in SERVICES}
+        started = {name: stack.enter_context(Service(extra=_EXTRA.get(name))) for name in SERVICES}
         for name, service in started.items():
             (faults or DemoFaults()).apply(name, service)
         yield started
@@ -91,12 +100,19 @@ def demo_services(faults: DemoFaults | None = None) -> Iterator[dict[str, Servic
 
 def demo_environment(started: Mapping[str, Service]) -> dict[str, str]:
     """The env and secret values the add-product saga reads."""
-    return {**{f"{name.upper()}_URL": service.url for name, service in started.items()},
-            "SHOP_TOKEN": DEMO_TOKEN}
+    return {
+        **{f"{name.upper()}_URL": service.url for name, service in started.items()},
+        "SHOP_TOKEN": DEMO_TOKEN,
+    }
 
 
-def run_demo(journal: Journal, faults: DemoFaults, out: IO[str],
-             on_event: Callable[[Event], None], stop: threading.Event | None = None) -> int:
+def run_demo(
+    journal: Journal,
+    faults: DemoFaults,
+    out: IO[str],
+    on_event: Callable[[Event], None],
+    stop: threading.Event | None = None,
+) -> int:
     """Run the bundled saga against the demo services; print what happened and what to try."""
     from sagactl.api import list_runs, start_run
     from sagactl.definition.inputs import resolve_inputs
@@ -107,44 +123,67 @@ def run_demo(journal: Journal, faults: DemoFaults, out: IO[str],
     saga = dataclasses.replace(saga, path=saga_argument())
     title = "A run that succeeds: stock reserved, price set, product indexed."
     if faults.any():
-        title = "A run where " + "; ".join(
-            f"{name} {what}" for names, what in [
-                (faults.fail, "rejects every action"), (faults.flaky, "answers 503 twice"),
-                (faults.slow, "answers once after the attempt timeout")]
-            for name in names) + "."
+        title = (
+            "A run where "
+            + "; ".join(
+                f"{name} {what}"
+                for names, what in [
+                    (faults.fail, "rejects every action"),
+                    (faults.flaky, "answers 503 twice"),
+                    (faults.slow, "answers once after the attempt timeout"),
+                ]
+                for name in names
+            )
+            + "."
+        )
     plan: list[tuple[str, Sequence[str], DemoFaults]] = [
-        (title, ["sku=ABC-1", "price=9.5"], faults)]
+        (title, ["sku=ABC-1", "price=9.5"], faults)
+    ]
     if not faults.any():
-        plan.append(("A run where search rejects the product: what was done is undone.",
-                     ["sku=XYZ-2", "price=12"],
-                     DemoFaults(fail=["search"])))
+        plan.append(
+            (
+                "A run where search rejects the product: what was done is undone.",
+                ["sku=XYZ-2", "price=12"],
+                DemoFaults(fail=["search"]),
+            )
+        )
     with demo_services() as started:
-        out.write("Demo services on 127.0.0.1: " + ", ".join(
-            f"{name} {service.url}" for name, service in started.items()) + "\n")
+        out.write(
+            "Demo services on 127.0.0.1: "
+            + ", ".join(f"{name} {service.url}" for name, service in started.items())
+            + "\n"
+        )
         for number, (title, inputs, run_faults) in enumerate(plan, start=1):
             for name, service in started.items():
                 service.clear_faults()
                 run_faults.apply(name, service)
             out.write(f"\n{number}. {title}\n")
             out.flush()
-            start_run(saga, resolve_inputs(saga, inputs), journal,
-                      {**os.environ, **demo_environment(started)}, on_event=on_event,
-                      stop=stop)
+            start_run(
+                saga,
+                resolve_inputs(saga, inputs),
+                journal,
+                {**os.environ, **demo_environment(started)},
+                on_event=on_event,
+                stop=stop,
+            )
     runs = list_runs(journal, limit=len(plan))
     flag = f" --journal {shlex.quote(journal.location)}"
     out.write(f"\nThe runs, newest first (sagactl list{flag}):\n{format_list(runs)}\n")
-    out.write("\nTry next:\n"
-              f"  sagactl show {runs[0][0].id}{flag}\n"
-              "      every request and response of the last run\n"
-              "  sagactl demo --flaky search\n"
-              "      search answers 503 twice: retried with the same Idempotency-Key\n"
-              "  sagactl demo --slow inventory\n"
-              "      inventory answers after the 5s timeout, having done the work: in doubt;\n"
-              "      the retry is answered from the service's idempotency table\n"
-              "  sagactl demo --fail pricing\n"
-              "      pricing rejects the price: the reservation is released\n"
-              "  sagactl demo --serve\n"
-              "      keep the services up and run sagas against them yourself\n")
+    out.write(
+        "\nTry next:\n"
+        f"  sagactl show {runs[0][0].id}{flag}\n"
+        "      every request and response of the last run\n"
+        "  sagactl demo --flaky search\n"
+        "      search answers 503 twice: retried with the same Idempotency-Key\n"
+        "  sagactl demo --slow inventory\n"
+        "      inventory answers after the 5s timeout, having done the work: in doubt;\n"
+        "      the retry is answered from the service's idempotency table\n"
+        "  sagactl demo --fail pricing\n"
+        "      pricing rejects the price: the reservation is released\n"
+        "  sagactl demo --serve\n"
+        "      keep the services up and run sagas against them yourself\n"
+    )
     statuses = {run.status for run, _ in runs}
     return 0 if statuses <= {RunStatus.SUCCEEDED, RunStatus.COMPENSATED} else 3
 

@@ -83,8 +83,11 @@ class DefinitionErrors(SagactlError):
     exit_code = 2
 
     def __init__(self, errors: list[DefinitionError], *, by_position: bool = True) -> None:
-        self.errors = sorted(errors, key=lambda e: (e.location.line, e.location.column)) \
-            if by_position else list(errors)
+        self.errors = (
+            sorted(errors, key=lambda e: (e.location.line, e.location.column))
+            if by_position
+            else list(errors)
+        )
         super().__init__("\n".join(str(e) for e in self.errors))
 
 

@@ -9,8 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["AttemptFinished", "AttemptStarted", "Event", "PhaseStarted", "RetryScheduled",
-           "RunFinished", "RunStarted", "StepFinished"]
+__all__ = [
+    "AttemptFinished",
+    "AttemptStarted",
+    "Event",
+    "PhaseStarted",
+    "RetryScheduled",
+    "RunFinished",
+    "RunStarted",
+    "StepFinished",
+]
 
 
 @dataclass(slots=True)
@@ -95,5 +103,12 @@ class RunFinished:
     """And which of its requests: `action`, `compensate` or `confirm`."""
 
 
-Event = (RunStarted | PhaseStarted | AttemptStarted | AttemptFinished | RetryScheduled
-         | StepFinished | RunFinished)
+Event = (
+    RunStarted
+    | PhaseStarted
+    | AttemptStarted
+    | AttemptFinished
+    | RetryScheduled
+    | StepFinished
+    | RunFinished
+)

@@ -71,8 +71,17 @@ def format_duration(seconds: float) -> str:
 
 
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(B|kB|KB|KiB|MB|MiB|GB|GiB)?\s*$")
-_UNIT_BYTES = {None: 1, "B": 1, "kB": 1000, "KB": 1000, "KiB": 1024, "MB": 1000**2,
-               "MiB": 1024**2, "GB": 1000**3, "GiB": 1024**3}
+_UNIT_BYTES = {
+    None: 1,
+    "B": 1,
+    "kB": 1000,
+    "KB": 1000,
+    "KiB": 1024,
+    "MB": 1000**2,
+    "MiB": 1024**2,
+    "GB": 1000**3,
+    "GiB": 1024**3,
+}
 
 
 def parse_size(value: str | int) -> int:

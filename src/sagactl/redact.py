@@ -37,8 +37,16 @@ MIN_DERIVED = 4
 """A value derived from a secret (by a template, or a part of a credential header) is masked
 only from this length: masking a one-letter slice would garble every message."""
 
-FORMS = ("literal", "percent", "percent-lowercase", "form", "json", "base64",
-         "base64url", "base64-embedded")
+FORMS = (
+    "literal",
+    "percent",
+    "percent-lowercase",
+    "form",
+    "json",
+    "base64",
+    "base64url",
+    "base64-embedded",
+)
 """The forms masked: each can be left out (`Redactor(forms=…)`), to check that the tests
 notice its absence."""
 
@@ -54,7 +62,7 @@ def _json_escapes(char: str) -> list[str]:
     """JSON's escapes for a character (json.dumps, or any encoder with other choices)."""
     code = ord(char)
     forms = []
-    if char in "\"\\/":
+    if char in '"\\/':
         forms.append("\\" + char)
     named = {"\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
     if char in named:
@@ -107,7 +115,7 @@ def _base64_forms(secret: str, forms: frozenset[str]) -> set[str]:
             for before in (0, 1, 2):
                 encoded = encode(b"\0" * before + raw).decode()
                 first, last = -(-before // 3), (before + len(raw)) // 3
-                out.add(encoded[4 * first:4 * last])
+                out.add(encoded[4 * first : 4 * last])
     return {form for form in out if len(form) >= MIN_DERIVED}
 
 
@@ -121,13 +129,13 @@ class _Secret:
         self.size = len(value)
         parts = "".join(_char_pattern(char, forms) for char in value)
         literals = sorted(_base64_forms(value, forms), key=len, reverse=True)
-        self.pattern: re.Pattern[str] | None = re.compile("|".join([parts, *map(re.escape,
-                                                                              literals)]))
+        self.pattern: re.Pattern[str] | None = re.compile(
+            "|".join([parts, *map(re.escape, literals)])
+        )
         runs = _PLAIN.findall(value)
         longest = max(runs, key=len) if runs else ""
         # Without a plain run of two characters or more, every text is searched.
-        self.anchors: tuple[str, ...] | None = (longest, *literals) \
-            if len(longest) >= 2 else None
+        self.anchors: tuple[str, ...] | None = (longest, *literals) if len(longest) >= 2 else None
 
     def found_in(self, text: str) -> bool:
         return self.anchors is None or any(anchor in text for anchor in self.anchors)
@@ -137,8 +145,7 @@ class Redactor:
     """Masks every secret value it was given, in every form, wherever it appears. Shared by
     the threads of a run: `add` may be called while another thread masks."""
 
-    def __init__(self, secrets: Iterable[str] = (), *,
-                 forms: Iterable[str] = FORMS) -> None:
+    def __init__(self, secrets: Iterable[str] = (), *, forms: Iterable[str] = FORMS) -> None:
         self._forms = frozenset(forms)
         self._lock = threading.Lock()
         self._values: set[str] = set()
@@ -151,8 +158,11 @@ class Redactor:
         mapping. A derived value shorter than MIN_DERIVED is not masked."""
         values: list[str] = []
         _collect(value, values)
-        new = [v for v in values if v and v not in self._values
-               and (not derived or len(v) >= MIN_DERIVED)]
+        new = [
+            v
+            for v in values
+            if v and v not in self._values and (not derived or len(v) >= MIN_DERIVED)
+        ]
         if not new:
             return
         with self._lock:

@@ -31,7 +31,6 @@ from sagactl.model import (
 __all__ = ["build"]
 
 
-
 def _merge(layers: list[Any]) -> dict[str, Any]:
     """Request keys from the least to the most specific layer: headers and query merge key by
     key (header names case-insensitively), retry field by field, anything else is replaced."""
@@ -59,7 +58,8 @@ def _retry(raw: Mapping[str, Any] | None, base: RetryPolicy) -> RetryPolicy:
         attempts=raw.get("attempts", base.attempts),
         backoff=parse_duration(raw["backoff"]) if "backoff" in raw else base.backoff,
         factor=float(raw.get("factor", base.factor)),
-        max_backoff=parse_duration(raw["max_backoff"]) if "max_backoff" in raw
+        max_backoff=parse_duration(raw["max_backoff"])
+        if "max_backoff" in raw
         else base.max_backoff,
         jitter=raw.get("jitter", base.jitter),
         on=tuple(raw["on"]) if "on" in raw else base.on,
@@ -72,15 +72,17 @@ def _reads_body(templates: list[Any], *, bare: bool = False) -> bool:
     from sagactl.definition.templating import expression_references, references, strings_in
 
     for text in strings_in(templates):
-        for ref in (expression_references(text) if bare else references(text)):
-            if ref.root == "response" and (not ref.path or ref.path[0] in ("json", "text")
-                                           or ref.dynamic):
+        for ref in expression_references(text) if bare else references(text):
+            if ref.root == "response" and (
+                not ref.path or ref.path[0] in ("json", "text") or ref.dynamic
+            ):
                 return True
     return False
 
 
-def _request(raw: dict[str, Any], phase: Phase, line: int,
-             outputs: Mapping[str, Any] | None = None) -> Request:
+def _request(
+    raw: dict[str, Any], phase: Phase, line: int, outputs: Mapping[str, Any] | None = None
+) -> Request:
     from sagactl.definition.templating import is_template, references, strings_in
 
     body_kind = next((BodyKind(k) for k in ("json", "form", "body") if k in raw), None)
@@ -98,27 +100,43 @@ def _request(raw: dict[str, Any], phase: Phase, line: int,
         body_kind=body_kind,
         body=raw[body_kind.value] if body_kind else None,
         timeout=parse_duration(raw["timeout"]) if "timeout" in raw else DEFAULT_TIMEOUT,
-        retry=_retry(raw.get("retry"), DEFAULT_RETRY if phase is Phase.ACTION
-                     else COMPENSATION_RETRY),
-        expect=Expect(status=tuple(status) if isinstance(status, list) else (status,),
-                      that=tuple(that)),
-        max_response=parse_size(raw["max_response"]) if "max_response" in raw
+        retry=_retry(
+            raw.get("retry"), DEFAULT_RETRY if phase is Phase.ACTION else COMPENSATION_RETRY
+        ),
+        expect=Expect(
+            status=tuple(status) if isinstance(status, list) else (status,), that=tuple(that)
+        ),
+        max_response=parse_size(raw["max_response"])
+        if "max_response" in raw
         else DEFAULT_MAX_RESPONSE,
         reads_body=_reads_body(that, bare=True) or _reads_body([outputs or {}]),
-        reads_steps=any(ref.root == "steps" for text in strings_in(
-            [raw["url"], raw.get("base_url"), raw.get("query"), raw.get("headers"),
-             raw.get("auth"), raw.get(body_kind.value) if body_kind else None])
-            if is_template(text) for ref in references(text)),
+        reads_steps=any(
+            ref.root == "steps"
+            for text in strings_in(
+                [
+                    raw["url"],
+                    raw.get("base_url"),
+                    raw.get("query"),
+                    raw.get("headers"),
+                    raw.get("auth"),
+                    raw.get(body_kind.value) if body_kind else None,
+                ]
+            )
+            if is_template(text)
+            for ref in references(text)
+        ),
         line=line,
     )
 
 
 def _outputs(raw: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
     """The outputs' templates, and the names of those declared secret."""
-    templates = {name: value["value"] if is_secret_output(value) else value
-                 for name, value in raw.items()}
-    return templates, frozenset(name for name, value in raw.items()
-                                if is_secret_output(value) and value["secret"])
+    templates = {
+        name: value["value"] if is_secret_output(value) else value for name, value in raw.items()
+    }
+    return templates, frozenset(
+        name for name, value in raw.items() if is_secret_output(value) and value["secret"]
+    )
 
 
 _CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
@@ -144,12 +162,19 @@ def _credential_outputs(steps: list[Step]) -> dict[str, frozenset[str]]:
     return {step: frozenset(names) for step, names in found.items()}
 
 
-def build(data: dict[str, Any], positions: Positions, file: str, text: str,
-           needs: dict[str, list[str]], closure: graph.Closure) -> Saga:
+def build(
+    data: dict[str, Any],
+    positions: Positions,
+    file: str,
+    text: str,
+    needs: dict[str, list[str]],
+    closure: graph.Closure,
+) -> Saga:
     defaults = data.get("defaults") or {}
     compensation = defaults.get("compensation") or {}
     steps = []
     for i, raw in enumerate(data["steps"]):
+
         def make(phase: Phase, raw_request: Any, index: int = i) -> Call | None:
             if raw_request is None:
                 return None
@@ -165,27 +190,45 @@ def build(data: dict[str, Any], positions: Positions, file: str, text: str,
         action = make(Phase.ACTION, raw["action"])
         assert action is not None
         outputs, secret = _outputs(raw.get("outputs") or {})
-        steps.append(Step(
-            id=raw["id"], index=i, needs=tuple(needs[raw["id"]]), action=action,
-            compensate=make(Phase.COMPENSATE, raw.get("compensate")),
-            confirm=make(Phase.CONFIRM, raw.get("confirm")),
-            outputs=outputs, description=raw.get("description", ""),
-            explicit_needs="needs" in raw, line=positions.value(("steps", i))[0],
-            safe=bool(raw.get("safe", False)), secret_outputs=secret,
-        ))
+        steps.append(
+            Step(
+                id=raw["id"],
+                index=i,
+                needs=tuple(needs[raw["id"]]),
+                action=action,
+                compensate=make(Phase.COMPENSATE, raw.get("compensate")),
+                confirm=make(Phase.CONFIRM, raw.get("confirm")),
+                outputs=outputs,
+                description=raw.get("description", ""),
+                explicit_needs="needs" in raw,
+                line=positions.value(("steps", i))[0],
+                safe=bool(raw.get("safe", False)),
+                secret_outputs=secret,
+            )
+        )
     # An output sent as a credential is a secret too, from the moment it is read: otherwise
     # a login's token would be journaled and shown before the request that sends it.
     credential = _credential_outputs(steps)
-    steps = [dataclasses.replace(s, secret_outputs=s.secret_outputs | credential[s.id])
-             if credential.get(s.id) else s for s in steps]
+    steps = [
+        dataclasses.replace(s, secret_outputs=s.secret_outputs | credential[s.id])
+        if credential.get(s.id)
+        else s
+        for s in steps
+    ]
     return Saga(
-        name=data["name"], steps=tuple(steps), order=tuple(closure.order),
+        name=data["name"],
+        steps=tuple(steps),
+        order=tuple(closure.order),
         ancestors=closure.ancestors,
         waits_on={k: tuple(v) for k, v in closure.reduced.items()},
         descendants=closure.descendants,
-        path=file, source=text, version=data["version"],
-        description=data.get("description", ""), inputs=data.get("inputs", {}),
-        env=tuple(data.get("env", ())), secrets=tuple(data.get("secrets", ())),
+        path=file,
+        source=text,
+        version=data["version"],
+        description=data.get("description", ""),
+        inputs=data.get("inputs", {}),
+        env=tuple(data.get("env", ())),
+        secrets=tuple(data.get("secrets", ())),
         vars=tuple((data.get("vars") or {}).items()),
         timeout=parse_duration(data["timeout"]) if "timeout" in data else None,
     )

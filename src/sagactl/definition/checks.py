@@ -15,14 +15,21 @@ from sagactl.definition.schema import format_path, suggest
 from sagactl.definition.source import JsonPath, Positions
 from sagactl.errors import DefinitionError, Location
 
-__all__ = ["RESPONSE_FIELDS", "ROOTS", "RUN_FIELDS", "STEP_FIELDS", "Checker", "Scope", "check",
-           "is_secret_output"]
+__all__ = [
+    "RESPONSE_FIELDS",
+    "ROOTS",
+    "RUN_FIELDS",
+    "STEP_FIELDS",
+    "Checker",
+    "Scope",
+    "check",
+    "is_secret_output",
+]
 
 RESPONSE_FIELDS = ("status", "headers", "json", "text", "elapsed_ms")
 RUN_FIELDS = ("id", "name")
 STEP_FIELDS = ("id", "idempotency_key")
 ROOTS = ("inputs", "env", "secrets", "vars", "run", "step", "steps", "response")
-
 
 
 @dataclass(frozen=True)
@@ -47,12 +54,19 @@ class Checker:
         self._steps = [s for s in steps if isinstance(s, dict)] if isinstance(steps, list) else []
         self.outputs: dict[str, list[str]] = {
             s["id"]: list(s["outputs"]) if isinstance(s.get("outputs"), dict) else []
-            for s in self._steps if isinstance(s.get("id"), str)
+            for s in self._steps
+            if isinstance(s.get("id"), str)
         }
         """Each step's output names, by step id."""
 
-    def error(self, path: JsonPath, message: str, *, at_key: bool = False,
-              at: tuple[int, int] | None = None) -> None:
+    def error(
+        self,
+        path: JsonPath,
+        message: str,
+        *,
+        at_key: bool = False,
+        at: tuple[int, int] | None = None,
+    ) -> None:
         line, column = at or (self.positions.key(path) if at_key else self.positions.value(path))
         self.errors.append(
             DefinitionError(Location(self.file, line, column, format_path(path)), message)
@@ -102,14 +116,18 @@ class Checker:
         if root not in ROOTS:
             return f"undefined name '{root}'{suggest(root, ROOTS)}"
         if ref.dynamic and root in ("env", "secrets", "steps"):
-            return f"'{ref}[…]': name the {root[:-1] if root != 'steps' else 'step'} literally, " \
+            return (
+                f"'{ref}[…]': name the {root[:-1] if root != 'steps' else 'step'} literally, "
                 "so that it can be checked"
+            )
         if root == "response":
             if not scope.response:
                 return "'response' is only available in outputs and expect.that"
             if first is not None and first not in RESPONSE_FIELDS:
-                return f"response has no field '{first}' (expected one of: " \
+                return (
+                    f"response has no field '{first}' (expected one of: "
                     f"{', '.join(RESPONSE_FIELDS)})"
+                )
         elif root == "inputs":
             declared = self._names("inputs")
             if first is not None and first not in declared:
@@ -141,8 +159,10 @@ class Checker:
     def steps_problem(self, ref: Any, scope: Scope) -> str | None:
         path = ref.path
         if scope.where in ("vars", "defaults"):
-            return f"step outputs cannot be read in {scope.where}: no step has run when " \
+            return (
+                f"step outputs cannot be read in {scope.where}: no step has run when "
                 f"{'vars are computed' if scope.where == 'vars' else 'defaults apply'}"
+            )
         if ref.dynamic:
             return None
         if len(path) < 3 or path[1] != "outputs":
@@ -157,8 +177,10 @@ class Checker:
         if scope.upstream is not None and target not in scope.upstream:
             if target == scope.step:
                 return f"step '{target}' cannot read its own outputs in its {scope.where}"
-            return f"step '{target}' is not guaranteed to have finished before this " \
+            return (
+                f"step '{target}' is not guaranteed to have finished before this "
                 f"{scope.where} of '{scope.step}': add it to the needs of '{scope.step}'"
+            )
         return None
 
 
@@ -184,8 +206,9 @@ def _check_requests(checker: Checker, request: Any, path: JsonPath, scope: Scope
                 checker.check_value(request[key], (*path, key), scope)
         return
     for where in _non_finite(request.get("json"), (*path, "json")):
-        checker.error(where, "NaN and infinity are not JSON (RFC 8259): send a number, null or "
-                             "a string")
+        checker.error(
+            where, "NaN and infinity are not JSON (RFC 8259): send a number, null or a string"
+        )
     for key in ("url", "base_url", "body"):
         if isinstance(request.get(key), str):
             checker.check_text(request[key], (*path, key), scope)
@@ -210,8 +233,9 @@ def _dependencies(checker: Checker) -> tuple[dict[str, list[str]], list[str]]:
         if not isinstance(sid, str):
             continue
         if sid in seen:
-            checker.error(("steps", i, "id"), f"duplicate step id '{sid}' (first used by "
-                          f"steps[{seen[sid]}])")
+            checker.error(
+                ("steps", i, "id"), f"duplicate step id '{sid}' (first used by steps[{seen[sid]}])"
+            )
             continue
         seen[sid] = i
         explicit = step.get("needs")
@@ -223,8 +247,10 @@ def _dependencies(checker: Checker) -> tuple[dict[str, list[str]], list[str]]:
                 if dep == sid:
                     checker.error(("steps", i, "needs", j), f"step '{sid}' cannot need itself")
                 elif dep not in checker.outputs:
-                    checker.error(("steps", i, "needs", j),
-                                  f"unknown step '{dep}'{suggest(dep, checker.outputs)}")
+                    checker.error(
+                        ("steps", i, "needs", j),
+                        f"unknown step '{dep}'{suggest(dep, checker.outputs)}",
+                    )
                 else:
                     deps.append(dep)
             needs[sid] = deps
@@ -241,20 +267,30 @@ def _check_secrets(checker: Checker) -> None:
     secrets = checker.data.get("secrets")
     for i, name in enumerate(secrets if isinstance(secrets, list) else []):
         if name in env:
-            checker.error(("secrets", i), f"{name} is declared both in env and in secrets: "
-                                          f"read it as secrets.{name} only, which is never "
-                                          "journaled or shown (env values are journaled)")
+            checker.error(
+                ("secrets", i),
+                f"{name} is declared both in env and in secrets: "
+                f"read it as secrets.{name} only, which is never "
+                "journaled or shown (env values are journaled)",
+            )
     for i, step in enumerate(checker.steps()):
         if step.get("safe") is True and "compensate" in step:
-            checker.error(("steps", i, "safe"), "a safe step has no effect to undo: remove "
-                                                "its compensate, or safe")
+            checker.error(
+                ("steps", i, "safe"),
+                "a safe step has no effect to undo: remove its compensate, or safe",
+            )
         outputs = step.get("outputs")
-        for name, value in (outputs.items() if isinstance(outputs, dict) else ()):
-            if isinstance(value, dict) and "secret" in value and "value" in value and \
-                    not is_secret_output(value):
-                checker.error(("steps", i, "outputs", name),
-                              "a secret output is {value: TEMPLATE, secret: true}, and nothing "
-                              "else")
+        for name, value in outputs.items() if isinstance(outputs, dict) else ():
+            if (
+                isinstance(value, dict)
+                and "secret" in value
+                and "value" in value
+                and not is_secret_output(value)
+            ):
+                checker.error(
+                    ("steps", i, "outputs", name),
+                    "a secret output is {value: TEMPLATE, secret: true}, and nothing else",
+                )
 
 
 def check(checker: Checker) -> tuple[dict[str, list[str]], graph.Closure | None]:
@@ -267,12 +303,20 @@ def check(checker: Checker) -> tuple[dict[str, list[str]], graph.Closure | None]
     if cycle:
         first = cycle[0]
         index = next(i for i, s in enumerate(checker.steps()) if s.get("id") == first)
-        where: JsonPath = ("steps", index, "needs") if "needs" in checker.steps()[index] \
+        where: JsonPath = (
+            ("steps", index, "needs")
+            if "needs" in checker.steps()[index]
             else ("steps", index, "id")
-        implied = [str(s["id"]) for s in checker.steps()
-                   if s.get("id") in cycle and "needs" not in s]
-        why = f" ({', '.join(implied)} without needs depend{'s' if len(implied) == 1 else ''} " \
-            "on every step above)" if implied else ""
+        )
+        implied = [
+            str(s["id"]) for s in checker.steps() if s.get("id") in cycle and "needs" not in s
+        ]
+        why = (
+            f" ({', '.join(implied)} without needs depend{'s' if len(implied) == 1 else ''} "
+            "on every step above)"
+            if implied
+            else ""
+        )
         checker.error(where, f"steps depend on each other in a cycle: {' -> '.join(cycle)}{why}")
     else:
         closure = graph.closure(needs, graph.topological_order(needs, ids))
@@ -289,24 +333,33 @@ def check(checker: Checker) -> tuple[dict[str, list[str]], graph.Closure | None]
     if isinstance(defaults, dict):
         scope = Scope("defaults", vars=all_vars)
         _check_requests(checker, defaults, ("defaults",), scope)
-        _check_requests(checker, defaults.get("compensation"), ("defaults", "compensation"),
-                        scope)
+        _check_requests(checker, defaults.get("compensation"), ("defaults", "compensation"), scope)
 
     for i, step in enumerate(checker.steps()):
         sid = step.get("id") if isinstance(step.get("id"), str) else None
         up = above.get(sid) if above is not None and sid else None
         base: JsonPath = ("steps", i)
-        _check_requests(checker, step.get("action"), (*base, "action"),
-                        Scope("action", sid, all_vars, up))
-        _check_requests(checker, step.get("compensate"), (*base, "compensate"),
-                        Scope("compensate", sid, all_vars, up | {sid} if up is not None and sid
-                               else None))
-        _check_requests(checker, step.get("confirm"), (*base, "confirm"),
-                        Scope("confirm", sid, all_vars, frozenset(ids) if above is not None
-                               else None))
+        _check_requests(
+            checker, step.get("action"), (*base, "action"), Scope("action", sid, all_vars, up)
+        )
+        _check_requests(
+            checker,
+            step.get("compensate"),
+            (*base, "compensate"),
+            Scope("compensate", sid, all_vars, up | {sid} if up is not None and sid else None),
+        )
+        _check_requests(
+            checker,
+            step.get("confirm"),
+            (*base, "confirm"),
+            Scope("confirm", sid, all_vars, frozenset(ids) if above is not None else None),
+        )
         if isinstance(step.get("outputs"), dict):
-            checker.check_value(step["outputs"], (*base, "outputs"),
-                                Scope("outputs", sid, all_vars, up, response=True))
+            checker.check_value(
+                step["outputs"],
+                (*base, "outputs"),
+                Scope("outputs", sid, all_vars, up, response=True),
+            )
 
     inputs = data.get("inputs")
     if isinstance(inputs, dict):
@@ -320,15 +373,21 @@ def check(checker: Checker) -> tuple[dict[str, list[str]], graph.Closure | None]
                 if "default" in spec:
                     jsonschema.Draft202012Validator(spec).validate(spec["default"])
             except jsonschema.SchemaError as exc:
-                checker.error(("inputs", name, *exc.absolute_path),
-                              f"not a valid JSON Schema: {exc.message}")
+                checker.error(
+                    ("inputs", name, *exc.absolute_path), f"not a valid JSON Schema: {exc.message}"
+                )
             except jsonschema.ValidationError as exc:
-                checker.error(("inputs", name, "default"),
-                              f"the default does not fit the input's schema: {exc.message}")
+                checker.error(
+                    ("inputs", name, "default"),
+                    f"the default does not fit the input's schema: {exc.message}",
+                )
     return needs, closure
 
 
 def is_secret_output(value: Any) -> bool:
     """`{value: TEMPLATE, secret: true}`: an output declared secret."""
-    return isinstance(value, dict) and set(value) == {"value", "secret"} and \
-        isinstance(value["secret"], bool)
+    return (
+        isinstance(value, dict)
+        and set(value) == {"value", "secret"}
+        and isinstance(value["secret"], bool)
+    )

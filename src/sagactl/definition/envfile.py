@@ -34,8 +34,9 @@ def _value(raw: str, where: str) -> str:
         match = re.match(r'^"((?:[^"\\]|\\.)*)"\s*(?:#.*)?$', raw)
         if not match:
             raise UsageError(f"{where}: unclosed double quote")
-        return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), "\\" + m.group(1)),
-                      match.group(1))
+        return re.sub(
+            r"\\(.)", lambda m: _ESCAPES.get(m.group(1), "\\" + m.group(1)), match.group(1)
+        )
     return re.split(r"\s+#", raw, maxsplit=1)[0].strip()
 
 

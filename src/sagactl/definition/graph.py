@@ -25,7 +25,7 @@ def find_cycle(needs: Edges, order: Sequence[str]) -> list[str] | None:
         path.append(node)
         for dep in needs.get(node, ()):
             if state.get(dep) == 1:
-                return [*path[path.index(dep):], dep]
+                return [*path[path.index(dep) :], dep]
             if dep in needs and dep not in state:
                 found = visit(dep)
                 if found:
@@ -122,8 +122,12 @@ def closure(needs: Edges, topo: Sequence[str]) -> Closure:
         for user in users[node]:
             mask |= below[user] | 1 << position[user]
         below[node] = mask
-    return Closure(list(topo), {node: _members(above[node], topo) for node in topo},
-                   {node: _members(below[node], topo) for node in topo}, reduced)
+    return Closure(
+        list(topo),
+        {node: _members(above[node], topo) for node in topo},
+        {node: _members(below[node], topo) for node in topo},
+        reduced,
+    )
 
 
 def ancestors(needs: Edges, topo: Sequence[str]) -> dict[str, frozenset[str]]:

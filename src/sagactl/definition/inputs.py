@@ -28,9 +28,15 @@ __all__ = [
 _INTEGER = re.compile(r"^[+-]?[0-9]+$")
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
-_TYPE_WORDS = {"string": "a string", "integer": "an integer", "number": "a number",
-               "boolean": "true or false", "array": "a JSON array", "object": "a JSON object",
-               "null": "null"}
+_TYPE_WORDS = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "array": "a JSON array",
+    "object": "a JSON object",
+    "null": "null",
+}
 
 
 def describe_schema(spec: Mapping[str, Any]) -> str:
@@ -159,8 +165,7 @@ def resolve_inputs(
     for name in values:
         if name not in saga.inputs:
             declared = ", ".join(saga.inputs) or "none"
-            problems.append((name, f"not declared by saga '{saga.name}' (its inputs: "
-                                   f"{declared})"))
+            problems.append((name, f"not declared by saga '{saga.name}' (its inputs: {declared})"))
     result: dict[str, Any] = {}
     bad = {name for name, _ in problems}
     for name, spec in saga.inputs.items():
@@ -170,11 +175,16 @@ def resolve_inputs(
             value = copy.deepcopy(spec["default"])
         else:
             if name not in bad:
-                problems.append((name, f"required: expected {describe_schema(spec)} "
-                                       f"(give it as -i {name}=VALUE)"))
+                problems.append(
+                    (
+                        name,
+                        f"required: expected {describe_schema(spec)} (give it as -i {name}=VALUE)",
+                    )
+                )
             continue
         error = jsonschema.exceptions.best_match(
-            jsonschema.Draft202012Validator(spec).iter_errors(value))
+            jsonschema.Draft202012Validator(spec).iter_errors(value)
+        )
         if error is not None and name not in bad:
             problems.append((name, f"{error.message} (expected {describe_schema(spec)})"))
         result[name] = value
@@ -183,16 +193,19 @@ def resolve_inputs(
     return result
 
 
-def resolve_many(sagas: Sequence[Saga], assignments: Sequence[str],
-                 file_values: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+def resolve_many(
+    sagas: Sequence[Saga], assignments: Sequence[str], file_values: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Inputs for each of several sagas run in one call: each saga takes the values it
     declares; a value that no saga declares is an error."""
     if len(sagas) == 1:
         return [resolve_inputs(sagas[0], assignments, file_values)]
     declared = {name for saga in sagas for name in saga.inputs}
     named = [(item.partition("=")[0].strip(), item) for item in assignments]
-    unknown = sorted({n for n, _ in named if n not in declared} |
-                     {n for n in (file_values or {}) if n not in declared})
+    unknown = sorted(
+        {n for n, _ in named if n not in declared}
+        | {n for n in (file_values or {}) if n not in declared}
+    )
     if unknown:
         raise InputError([(n, "not declared by any of the sagas given") for n in unknown])
     result = []
@@ -202,6 +215,5 @@ def resolve_many(sagas: Sequence[Saga], assignments: Sequence[str],
         try:
             result.append(resolve_inputs(saga, mine, values))
         except InputError as exc:
-            raise InputError([(f"{n}' of saga '{saga.name}", m) for n, m in exc.problems]) \
-                from None
+            raise InputError([(f"{n}' of saga '{saga.name}", m) for n, m in exc.problems]) from None
     return result

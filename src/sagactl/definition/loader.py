@@ -24,12 +24,14 @@ def load_text(text: str, file: str = "<saga>") -> Saga:
     try:
         data, positions, problems = read_yaml(text)
     except YamlProblem as exc:
-        raise DefinitionErrors([DefinitionError(Location(file, exc.line, exc.column),
-                                                exc.message)]) from None
+        raise DefinitionErrors(
+            [DefinitionError(Location(file, exc.line, exc.column), exc.message)]
+        ) from None
     if not isinstance(data, dict):
         got = "an empty file" if data is None else describe(data)
-        raise DefinitionErrors([DefinitionError(Location(file, 1, 1),
-                                                f"expected a saga (a mapping), got {got}")])
+        raise DefinitionErrors(
+            [DefinitionError(Location(file, 1, 1), f"expected a saga (a mapping), got {got}")]
+        )
     checker = Checker(file, data, positions)
     for path, message, at in problems:
         checker.error(path, message, at=at)
@@ -54,14 +56,17 @@ def load(path: str | Path) -> Saga:
     except FileNotFoundError:
         raise DefinitionErrors([DefinitionError(Location(file), "no such file")]) from None
     except IsADirectoryError:
-        raise DefinitionErrors([DefinitionError(Location(file),
-                                                "is a directory, not a saga file")]) from None
+        raise DefinitionErrors(
+            [DefinitionError(Location(file), "is a directory, not a saga file")]
+        ) from None
     except OSError as exc:
-        raise DefinitionErrors([DefinitionError(Location(file),
-                                                f"cannot read: {exc.strerror}")]) from None
+        raise DefinitionErrors(
+            [DefinitionError(Location(file), f"cannot read: {exc.strerror}")]
+        ) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DefinitionErrors([DefinitionError(
-            Location(file), f"not UTF-8 text (byte {exc.start})")]) from None
+        raise DefinitionErrors(
+            [DefinitionError(Location(file), f"not UTF-8 text (byte {exc.start})")]
+        ) from None
     return load_text(text, file)

@@ -16,8 +16,7 @@ from sagactl.definition.source import JsonPath
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-__all__ = ["describe", "explain", "format_path", "schema", "schema_text", "suggest",
-           "validator"]
+__all__ = ["describe", "explain", "format_path", "schema", "schema_text", "suggest", "validator"]
 
 
 def schema_text() -> str:
@@ -38,8 +37,7 @@ def _inline_refs(node: Any, defs: Mapping[str, Any]) -> Any:
         ref = node.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/$defs/"):
             target = _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
-            return {**target, **{k: _inline_refs(v, defs) for k, v in node.items()
-                                 if k != "$ref"}}
+            return {**target, **{k: _inline_refs(v, defs) for k, v in node.items() if k != "$ref"}}
         return {k: _inline_refs(v, defs) for k, v in node.items() if k != "$defs"}
     if isinstance(node, list):
         return [_inline_refs(v, defs) for v in node]
@@ -61,8 +59,11 @@ def _with_kinds(base: Mapping[str, Any], kinds: Mapping[str, kinds_.Kind]) -> di
         "else": http,
     }
     for name, kind in kinds.items():
-        request = {"if": {"required": ["kind"], "properties": {"kind": {"const": name}}},
-                   "then": dict(kind.schema), "else": request}
+        request = {
+            "if": {"required": ["kind"], "properties": {"kind": {"const": name}}},
+            "then": dict(kind.schema),
+            "else": request,
+        }
     defs["request"] = request
     return {**base, "$defs": defs}
 
@@ -97,9 +98,15 @@ def suggest(word: str, choices: Any) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-_TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string",
-               "integer": "an integer", "number": "a number", "boolean": "true or false",
-               "null": "null"}
+_TYPE_NAMES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "null",
+}
 
 
 def describe(value: Any) -> str:
@@ -150,18 +157,24 @@ def explain(error: Any) -> Iterator[tuple[JsonPath, str, bool]]:
             wanted = sub.get("title") or sub.get("description", "valid here")
             yield path, f"expected {wanted}, got {describe(instance)}", False
     elif kind == "propertyNames":
-        yield (*path, instance), f"'{instance}' is not a valid name: use letters, digits and " \
-            "underscores, not starting with a digit", True
+        yield (
+            (*path, instance),
+            f"'{instance}' is not a valid name: use letters, digits and "
+            "underscores, not starting with a digit",
+            True,
+        )
     elif kind == "pattern" and "propertyNames" in error.schema_path:
-        yield (*path, instance), f"{instance!r} is not a valid name: {sub.get('description')}", \
-            True
+        yield (*path, instance), f"{instance!r} is not a valid name: {sub.get('description')}", True
     elif kind == "pattern":
         hint = sub.get("description", "")
         yield path, f"{instance!r} does not match {spec}" + (f": {hint}" if hint else ""), False
     elif kind == "not" and isinstance(instance, dict):  # json, form and body exclude each other
         bodies = [k for k in ("json", "form", "body") if k in instance]
-        yield (*path, bodies[-1]), f"a request has one body at most, got {' and '.join(bodies)}", \
-            True
+        yield (
+            (*path, bodies[-1]),
+            f"a request has one body at most, got {' and '.join(bodies)}",
+            True,
+        )
     elif kind == "minItems":
         yield path, f"expected at least {spec} item{'s' if spec != 1 else ''}", False
     elif kind == "uniqueItems":

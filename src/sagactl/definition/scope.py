@@ -32,8 +32,9 @@ def run_context(
     context: dict[str, Any] = {
         "inputs": Namespace("inputs", inputs),
         "env": Namespace("env", {name: env[name] for name in saga.env if name in env}),
-        "secrets": Secrets("secrets",
-                             {name: secrets[name] for name in saga.secrets if name in secrets}),
+        "secrets": Secrets(
+            "secrets", {name: secrets[name] for name in saga.secrets if name in secrets}
+        ),
         "run": {"id": run_id, "name": saga.name},
         "vars": variables,
     }

@@ -78,8 +78,11 @@ def read_yaml(text: str) -> tuple[Any, Positions, list[tuple[JsonPath, str, tupl
             if exc.context_mark and mark and exc.context_mark.line != mark.line:
                 context += f" that starts at line {exc.context_mark.line + 1}"
             problem = f"{problem} ({context})"
-        raise YamlProblem(mark.line + 1 if mark else 1, mark.column + 1 if mark else 1,
-                           f"YAML syntax error: {problem}") from None
+        raise YamlProblem(
+            mark.line + 1 if mark else 1,
+            mark.column + 1 if mark else 1,
+            f"YAML syntax error: {problem}",
+        ) from None
     except yaml.YAMLError as exc:
         raise YamlProblem(1, 1, f"YAML syntax error: {exc}") from None
     finally:

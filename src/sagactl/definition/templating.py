@@ -90,8 +90,10 @@ class _TooLarge(jinja2.exceptions.SecurityError):
 
 
 def _too_large(what: str = "the result") -> _TooLarge:
-    return _TooLarge(f"{what} would pass {MAX_RESULT // 2**20} MiB or {MAX_ITEMS:,} items, "
-                     "the most a template may build")
+    return _TooLarge(
+        f"{what} would pass {MAX_RESULT // 2**20} MiB or {MAX_ITEMS:,} items, "
+        "the most a template may build"
+    )
 
 
 def _bounded(value: Any) -> Any:
@@ -122,7 +124,7 @@ def _bounded(value: Any) -> Any:
 
 
 def _bounded_join(parts: Any) -> str:
-    """"".join, stopping as soon as the text passes the limit (a template's output, `~`)."""
+    """ "".join, stopping as soon as the text passes the limit (a template's output, `~`)."""
     out: list[str] = []
     size = 0
     for part in parts:
@@ -168,8 +170,9 @@ def _check_format(fmt: Any, *, printf: bool, arguments: Iterable[Any] = ()) -> N
             continue
         if "{" in spec:
             # A width or precision given as an argument (`{:{}}`): refuse any huge number.
-            if any(isinstance(a, int) and not isinstance(a, bool) and a > MAX_RESULT
-                   for a in arguments):
+            if any(
+                isinstance(a, int) and not isinstance(a, bool) and a > MAX_RESULT for a in arguments
+            ):
                 raise _too_large("the formatted text")
             continue
         parsed = _FORMAT_SPEC.match(spec)
@@ -202,14 +205,17 @@ _WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
 def _check_call(obj: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
     """Refuse a method call whose arguments would build a huge value, before it runs."""
     name = getattr(obj, "__name__", "")
-    owner = getattr(obj, "__self__", None) or getattr(getattr(obj, "__wrapped__", None),
-                                                      "__self__", None)
+    owner = getattr(obj, "__self__", None) or getattr(
+        getattr(obj, "__wrapped__", None), "__self__", None
+    )
     if not isinstance(owner, str):
         return
     if name in _WIDTH_METHODS:
         width = args[0] if args else next(iter(kwargs.values()), 0)
-        if isinstance(width, int) and width * (len(owner) if name == "expandtabs" else 1) > \
-                MAX_RESULT:
+        if (
+            isinstance(width, int)
+            and width * (len(owner) if name == "expandtabs" else 1) > MAX_RESULT
+        ):
             raise _too_large()
     elif name == "replace" and len(args) >= 2 and all(isinstance(a, str) for a in args[:2]):
         old, new = args[0], args[1]
@@ -232,8 +238,13 @@ def _checked_filter(name: str, function: Any) -> Any:
     @functools.wraps(function)
     def filtered(*args: Any, **kwargs: Any) -> Any:
         # Filters that take the environment or context get it first: skip it.
-        values = [a for a in args if not isinstance(a, jinja2.Environment | jinja2.runtime.Context
-                                                    | jinja2.nodes.EvalContext)]
+        values = [
+            a
+            for a in args
+            if not isinstance(
+                a, jinja2.Environment | jinja2.runtime.Context | jinja2.nodes.EvalContext
+            )
+        ]
         value = values[0] if values else None
         rest = values[1:]
         if name in ("center", "indent", "wordwrap", "truncate"):
@@ -253,8 +264,9 @@ def _checked_filter(name: str, function: Any) -> Any:
             _check_join(str(rest[0]) if rest else kwargs.get("d", ""), value)
         elif name == "format":
             _check_format(value, printf=True)
-        elif name in ("slice", "batch") and rest and isinstance(rest[0], int) and \
-                rest[0] > MAX_ITEMS:
+        elif (
+            name in ("slice", "batch") and rest and isinstance(rest[0], int) and rest[0] > MAX_ITEMS
+        ):
             raise _too_large()
         return _bounded(function(*args, **kwargs))
 
@@ -299,9 +311,11 @@ class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
         if operator == "*":
             for sequence, times in ((left, right), (right, left)):
                 size = _length(sequence)
-                if size is not None and isinstance(times, int) and \
-                        size * times > (MAX_RESULT if isinstance(sequence, _TEXTS)
-                                        else MAX_ITEMS):
+                if (
+                    size is not None
+                    and isinstance(times, int)
+                    and size * times > (MAX_RESULT if isinstance(sequence, _TEXTS) else MAX_ITEMS)
+                ):
                     raise _too_large()
         elif operator == "**" and isinstance(left, int) and isinstance(right, int):
             if abs(left) > 1 and right > 0 and right * abs(left).bit_length() > 8 * MAX_RESULT:
@@ -310,8 +324,7 @@ class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
             _check_format(left, printf=True)
         return _bounded(super().call_binop(context, operator, left, right))
 
-    def call(__self, __context: Any, __obj: Any, *args: Any,
-             **kwargs: Any) -> Any:
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _check_call(__obj, args, kwargs)
         return _bounded(super().call(__context, __obj, *args, **kwargs))
 
@@ -325,13 +338,19 @@ class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
                 pass
             # Without such a key, only the methods templates iterate with: any other (say
             # `outputs.copy` when there is no output `copy`) must be undefined, not dict.copy.
-            value = super().getattr(obj, attribute) if attribute in _MAPPING_METHODS \
+            value = (
+                super().getattr(obj, attribute)
+                if attribute in _MAPPING_METHODS
                 else self.undefined(obj=obj, name=attribute)
+            )
             if isinstance(value, jinja2.Undefined):
                 label = getattr(obj, "label", None)
                 keys = ", ".join(map(str, obj)) or "none"
-                hint = f"{label}.{attribute} is not set" if label \
+                hint = (
+                    f"{label}.{attribute} is not set"
+                    if label
                     else f"no key '{attribute}' (keys: {keys})"
+                )
                 return self.undefined(hint=hint, obj=obj, name=attribute)
             return value
         return super().getattr(obj, attribute)
@@ -340,7 +359,6 @@ class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
 @cache
 def _environment() -> _Environment:
     return _Environment(undefined=jinja2.StrictUndefined, autoescape=False)
-
 
 
 def is_template(text: str) -> bool:
@@ -371,10 +389,14 @@ def _parse(source: str) -> nodes.Template:
 _GUARDS = frozenset({"default", "d", "defined", "undefined"})
 
 
-def _collect(node: nodes.Node, roots: set[str], out: list[Reference],
-             guarded: bool = False) -> None:
-    if isinstance(node, nodes.Filter | nodes.Test) and node.name in _GUARDS and \
-            node.node is not None:
+def _collect(
+    node: nodes.Node, roots: set[str], out: list[Reference], guarded: bool = False
+) -> None:
+    if (
+        isinstance(node, nodes.Filter | nodes.Test)
+        and node.name in _GUARDS
+        and node.node is not None
+    ):
         _collect(node.node, roots, out, guarded=True)
         for child in node.iter_child_nodes():
             if child is not node.node:
@@ -400,8 +422,7 @@ def _collect(node: nodes.Node, roots: set[str], out: list[Reference],
                     if part is None:
                         break
                     path.append(part)
-                out.append(Reference(cur.name, tuple(path), dynamic=None in parts,
-                                     guarded=guarded))
+                out.append(Reference(cur.name, tuple(path), dynamic=None in parts, guarded=guarded))
             for arg in computed:
                 _collect(arg, roots, out)
             return
@@ -593,9 +614,15 @@ class Renderer:
         whole = len(parts) == 1 and not isinstance(parts[0], str)
         # Only an expression that builds values can hold strings written in it (plain
         # lookups are the commonest templates: spare walking their tree).
-        constants = frozenset(str(const.value) for const in ast.find_all(nodes.Const)
-                              if isinstance(const.value, str | int | float)) \
-            if checked else frozenset()
+        constants = (
+            frozenset(
+                str(const.value)
+                for const in ast.find_all(nodes.Const)
+                if isinstance(const.value, str | int | float)
+            )
+            if checked
+            else frozenset()
+        )
         return _Compiled(tuple(parts), whole, constants=constants, checked=checked)
 
     def _lookup(self, node: nodes.Node) -> Part | None:
@@ -635,8 +662,9 @@ class Renderer:
         from jinja2.environment import TemplateExpression
 
         assign = nodes.Assign(nodes.Name("result", "store"), copy.deepcopy(node), lineno=1)
-        evaluate = TemplateExpression(self._env.from_string(nodes.Template([assign], lineno=1)),
-                                      False)
+        evaluate = TemplateExpression(
+            self._env.from_string(nodes.Template([assign], lineno=1)), False
+        )
 
         def expression(context: Mapping[str, Any]) -> Any:
             value = evaluate(**context)
@@ -666,8 +694,9 @@ class Renderer:
             _reading.secret = False
             value = part(context)
             if _reading.secret:
-                tracked(value if isinstance(value, str)
-                        else _leaves(value, context, compiled.constants))
+                tracked(
+                    value if isinstance(value, str) else _leaves(value, context, compiled.constants)
+                )
             return value
         out: list[str] = []
         for part in parts:
@@ -729,8 +758,7 @@ class Renderer:
         node = body[0].nodes[0] if body and isinstance(body[0], nodes.Output) else None
         if not isinstance(node, nodes.Compare) or len(node.ops) != 1:
             return False, None
-        assign = nodes.Assign(nodes.Name("result", "store"), copy.deepcopy(node.expr),
-                              lineno=1)
+        assign = nodes.Assign(nodes.Name("result", "store"), copy.deepcopy(node.expr), lineno=1)
         try:
             template = self._env.from_string(nodes.Template([assign], lineno=1))
             return True, TemplateExpression(template, False)(**context)

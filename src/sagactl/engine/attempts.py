@@ -30,8 +30,7 @@ def step_error(error: str | None, doubt: Doubt | None, last: int) -> str | None:
     elif doubt.attempt == last:
         return f"{error} (in doubt: it may have reached the service)"
     elif doubt.error == error:
-        return f"{error} (in doubt since attempt {doubt.attempt}: it may have reached the " \
-            "service)"
+        return f"{error} (in doubt since attempt {doubt.attempt}: it may have reached the service)"
     else:
         why = f"attempt {doubt.attempt} may have reached the service ({doubt.error})"
     return f"{error}; in doubt: {why}" if error else f"in doubt: {why}"
@@ -44,8 +43,15 @@ def clip(text: str | None, limit: int = 2048) -> str | None:
 def shown_value(value: Any, mask: Callable[[str], str]) -> str:
     """A value with its type, as a failed expectation reports it: `false (bool)`. Masked
     before it is cut short: a secret across the cut would no longer be found."""
-    kind = {bool: "bool", int: "int", float: "float", str: "str", list: "list",
-            dict: "dict", type(None): "null"}.get(type(value), type(value).__name__)
+    kind = {
+        bool: "bool",
+        int: "int",
+        float: "float",
+        str: "str",
+        list: "list",
+        dict: "dict",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
     try:
         text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError, RecursionError):

@@ -61,6 +61,8 @@ from sagactl.redact import Redactor
 __all__ = ["Engine"]
 
 FORWARD, CONFIRM, COMPENSATE = "forward", "confirm", "compensate"
+
+
 @dataclass
 class _Result:
     state: StepState
@@ -96,11 +98,20 @@ class Engine:
         self.journal = journal
         self.executors = executors
         """The executor of each kind of step, by kind."""
-        missing = sorted({call.kind for step in saga.steps for phase in Phase
-                          if (call := step.request(phase)) is not None} - set(executors))
+        missing = sorted(
+            {
+                call.kind
+                for step in saga.steps
+                for phase in Phase
+                if (call := step.request(phase)) is not None
+            }
+            - set(executors)
+        )
         if missing:
-            raise UsageError(f"steps of kind {', '.join(repr(k) for k in missing)} cannot be "
-                             "run here: there is no executor for them")
+            raise UsageError(
+                f"steps of kind {', '.join(repr(k) for k in missing)} cannot be "
+                "run here: there is no executor for them"
+            )
         self.emit = on_event
         self.concurrency = max(1, concurrency)
         self.stop = stop or threading.Event()
@@ -114,9 +125,18 @@ class Engine:
         self.renderer = renderer or Renderer(on_secret=self.redactor.add)
         self.trace_id = run.trace_id
         self.owner = Owner.this_process()
-        self.context = dict(context) if context is not None else run_context(
-            saga, run_id=run.id, inputs=run.inputs, env=run.env, secrets=secrets,
-            renderer=self.renderer)
+        self.context = (
+            dict(context)
+            if context is not None
+            else run_context(
+                saga,
+                run_id=run.id,
+                inputs=run.inputs,
+                env=run.env,
+                secrets=secrets,
+                renderer=self.renderer,
+            )
+        )
         self.prepared = dict(prepared or {})
         """Requests that depend on no step's outputs, prepared before the run started."""
         self.states: dict[tuple[str, str], StepRecord] = {}
@@ -147,8 +167,9 @@ class Engine:
         """Roll the run back: every step whose action may have taken effect is compensated."""
         return self._drive(compensate=True, allow_succeeded=allow_succeeded)
 
-    def _drive(self, *, compensate: bool, allow_succeeded: bool = False,
-               fresh: bool = False) -> RunStatus:
+    def _drive(
+        self, *, compensate: bool, allow_succeeded: bool = False, fresh: bool = False
+    ) -> RunStatus:
         run = self.journal.get_run(self.run_id)
         if not fresh:
             self.journal.take_lease(self.run_id, self.owner, self.lease_ttl)
@@ -164,12 +185,17 @@ class Engine:
                 # service.
                 self.journal.settle_interrupted(self.run_id)
                 self._load_states()
-            self.emit(RunStarted(self.run_id, self.saga.name, self.journal.location,
-                                 resumed=bool(self.states)))
+            self.emit(
+                RunStarted(
+                    self.run_id, self.saga.name, self.journal.location, resumed=bool(self.states)
+                )
+            )
             if run.status is RunStatus.STUCK and not compensate:
-                self.journal.set_run(self.run_id, status=RunStatus.COMPENSATING
-                                     if run.phase == COMPENSATE else RunStatus.RUNNING,
-                                     error=run.error)
+                self.journal.set_run(
+                    self.run_id,
+                    status=RunStatus.COMPENSATING if run.phase == COMPENSATE else RunStatus.RUNNING,
+                    error=run.error,
+                )
             if compensate:
                 status = self._compensate_command(run, allow_succeeded)
             elif run.status.final:
@@ -198,8 +224,11 @@ class Engine:
                 self.journal.release_lease(self.run_id, self.owner)
         final = self.journal.get_run(self.run_id)
         step, phase = self._cause or (None, None)
-        self.emit(RunFinished(self.run_id, status.value, final.error,
-                              self.clock() - self._started, step, phase))
+        self.emit(
+            RunFinished(
+                self.run_id, status.value, final.error, self.clock() - self._started, step, phase
+            )
+        )
         return status
 
     def _wait(self, seconds: float) -> None:
@@ -221,9 +250,12 @@ class Engine:
         if time.monotonic() - self._renewed < self.lease_ttl * 2 / 3:
             return
         if not self.journal.renew_lease(self.run_id, self.owner, self.lease_ttl):
-            raise LeaseLost(f"run {self.run_id} was taken over by another process: this one "
-                            f"had not renewed its lease within {self.lease_ttl:g}s (was it "
-                            "stopped?), so it sends nothing more", run_id=self.run_id)
+            raise LeaseLost(
+                f"run {self.run_id} was taken over by another process: this one "
+                f"had not renewed its lease within {self.lease_ttl:g}s (was it "
+                "stopped?), so it sends nothing more",
+                run_id=self.run_id,
+            )
         self._renewed = time.monotonic()
 
     # --- state ---------------------------------------------------------------------------------
@@ -232,9 +264,12 @@ class Engine:
         """Outputs as the journal keeps them: a secret one, or one that holds a secret, is not
         kept at all (a masked value would be sent as if it were the real one after a
         resume), only marked."""
-        return {name: WITHHELD if name in step.secret_outputs or
-                self.redactor.value(value) != value else value
-                for name, value in outputs.items()}
+        return {
+            name: WITHHELD
+            if name in step.secret_outputs or self.redactor.value(value) != value
+            else value
+            for name, value in outputs.items()
+        }
 
     def _read_secrets(self, step: Step, result: AttemptResult) -> frozenset[str]:
         """The step's secret outputs that were read from this attempt's answer."""
@@ -243,13 +278,16 @@ class Engine:
         view = result.response
         if view is None:
             return frozenset()
-        scope = {**self.context, "response": view.context(), "steps": self.outputs,
-                 "step": {"id": step.id, "idempotency_key": f"{self.run_id}.{step.id}.action"}}
+        scope = {
+            **self.context,
+            "response": view.context(),
+            "steps": self.outputs,
+            "step": {"id": step.id, "idempotency_key": f"{self.run_id}.{step.id}.action"},
+        }
         read = set()
         for name in step.secret_outputs:
             with contextlib.suppress(TemplateProblem):
-                self.redactor.add(self.renderer.render(step.outputs[name], scope),
-                                  derived=False)
+                self.redactor.add(self.renderer.render(step.outputs[name], scope), derived=False)
                 read.add(name)
         return frozenset(read)
 
@@ -258,8 +296,9 @@ class Engine:
         secret (a service's echo) — makes what reads it a secret too."""
         secret = step.secret_outputs
         if self.redactor:
-            secret |= {name for name, value in outputs.items()
-                       if self.redactor.value(value) != value}
+            secret |= {
+                name for name, value in outputs.items() if self.redactor.value(value) != value
+            }
         return {"outputs": Outputs(outputs, frozenset(secret)) if secret else outputs}
 
     def _load_states(self) -> None:
@@ -268,8 +307,9 @@ class Engine:
         for (step_id, phase), record in self.states.items():
             if phase == Phase.ACTION.value and record.state is StepState.SUCCEEDED:
                 kept = {k: v for k, v in record.outputs.items() if v != WITHHELD}
-                self.withheld.update(f"steps.{step_id}.outputs.{k}" for k in record.outputs
-                                     if k not in kept)
+                self.withheld.update(
+                    f"steps.{step_id}.outputs.{k}" for k in record.outputs if k not in kept
+                )
                 if step_id in by_id:
                     self.outputs[step_id] = self._readable(by_id[step_id], kept)
 
@@ -279,8 +319,9 @@ class Engine:
 
     def _applied(self, step_id: str) -> bool:
         record = self.states.get((step_id, Phase.ACTION.value))
-        return bool(record and (record.applied or record.state in (StepState.SUCCEEDED,
-                                                                    StepState.IN_DOUBT)))
+        return bool(
+            record and (record.applied or record.state in (StepState.SUCCEEDED, StepState.IN_DOUBT))
+        )
 
     def _pivot_block(self) -> tuple[str, str] | None:
         """(step, why) of a pivot that forbids rolling back: one that succeeded, one whose
@@ -294,12 +335,17 @@ class Engine:
                 continue
             if record.state is StepState.SUCCEEDED:
                 return step.id, f"pivot {step.id} succeeded, so the saga can only go forward"
-            if record.state is StepState.IN_DOUBT or (record.state is StepState.FAILED
-                                                       and record.applied):
-                what = "is in doubt" if record.state is StepState.IN_DOUBT else \
-                    "took effect (the service accepted it) but failed its checks"
-                return step.id, (f"pivot {step.id} {what}: it can be neither compensated "
-                                 "nor assumed undone")
+            if record.state is StepState.IN_DOUBT or (
+                record.state is StepState.FAILED and record.applied
+            ):
+                what = (
+                    "is in doubt"
+                    if record.state is StepState.IN_DOUBT
+                    else "took effect (the service accepted it) but failed its checks"
+                )
+                return step.id, (
+                    f"pivot {step.id} {what}: it can be neither compensated nor assumed undone"
+                )
         return None
 
     def _check_stop(self) -> None:
@@ -320,8 +366,11 @@ class Engine:
         needed: dict[str, list[str]] = {}
         for step in self.saga.steps:
             request = step.request(phase)
-            if request is None or self._state(step.id, phase) is StepState.SUCCEEDED or (
-                    phase is Phase.COMPENSATE and not self._applied(step.id)):
+            if (
+                request is None
+                or self._state(step.id, phase) is StepState.SUCCEEDED
+                or (phase is Phase.COMPENSATE and not self._applied(step.id))
+            ):
                 continue
             for text in strings_in(list(request.templates())):
                 for ref in references(text) if is_template(text) else ():
@@ -332,9 +381,11 @@ class Engine:
             step = self.saga.step(step_id)
             listed = ", ".join(sorted(set(names)))
             if step.kind is not StepKind.READ_ONLY:
-                return (f"{listed} held a secret, so the journal did not keep it, and step "
-                        f"{step_id} cannot be sent again to read it anew: it is not safe "
-                        f"(mark it `safe: true` if its action has no effect)")
+                return (
+                    f"{listed} held a secret, so the journal did not keep it, and step "
+                    f"{step_id} cannot be sent again to read it anew: it is not safe "
+                    f"(mark it `safe: true` if its action has no effect)"
+                )
             result = self._execute(step, Phase.ACTION)
             if result.state is not StepState.SUCCEEDED:
                 return f"step {step_id}, sent again to read {listed} anew: {result.error}"
@@ -354,26 +405,32 @@ class Engine:
         held = self._held(Phase.ACTION, FORWARD)
         if held is not None:
             return held
-        failed = [s.id for s in self.saga.steps
-                  if self._state(s.id, Phase.ACTION) is StepState.FAILED]
+        failed = [
+            s.id for s in self.saga.steps if self._state(s.id, Phase.ACTION) is StepState.FAILED
+        ]
         if failed and not self._pivot_block():
             return self._fail_forward(failed[0], self.states[(failed[0], "action")].error)
-        todo = [s for s in self.saga.ordered_steps()
-                if self._state(s.id, Phase.ACTION) is not StepState.SUCCEEDED]
+        todo = [
+            s
+            for s in self.saga.ordered_steps()
+            if self._state(s.id, Phase.ACTION) is not StepState.SUCCEEDED
+        ]
         deps = {s.id: set(self.saga.waits_on.get(s.id, s.needs)) for s in todo}
-        results = self._wave(todo, deps, Phase.ACTION, stop_on_failure=True,
-                             deadline=self._deadline)
+        results = self._wave(
+            todo, deps, Phase.ACTION, stop_on_failure=True, deadline=self._deadline
+        )
         self._check_stop()
-        problem = next(((sid, r) for sid, r in results.items()
-                        if r.state is not StepState.SUCCEEDED), None)
-        if problem is None and all(self._state(s.id, Phase.ACTION) is StepState.SUCCEEDED
-                                   for s in self.saga.steps):
+        problem = next(
+            ((sid, r) for sid, r in results.items() if r.state is not StepState.SUCCEEDED), None
+        )
+        if problem is None and all(
+            self._state(s.id, Phase.ACTION) is StepState.SUCCEEDED for s in self.saga.steps
+        ):
             return self._confirm()
         if problem is not None:
             return self._fail_forward(problem[0], problem[1].error)
         # Nothing failed, yet not everything ran: the saga's deadline passed.
-        return self._fail_forward(None, f"the saga's timeout "
-                                        f"({self.saga.timeout:g}s) passed")
+        return self._fail_forward(None, f"the saga's timeout ({self.saga.timeout:g}s) passed")
 
     def _fail_forward(self, step_id: str | None, error: str | None) -> RunStatus:
         where = f"step {step_id}: {error}" if step_id else (error or "failed")
@@ -381,17 +438,22 @@ class Engine:
             self._cause = (step_id, Phase.ACTION.value)
         block = self._pivot_block()
         if block:
-            self.journal.set_run(self.run_id, status=RunStatus.STUCK, phase=FORWARD,
-                                 error=f"{where}; {block[1]}")
+            self.journal.set_run(
+                self.run_id, status=RunStatus.STUCK, phase=FORWARD, error=f"{where}; {block[1]}"
+            )
             return RunStatus.STUCK
         # The decision to roll back is journaled before any compensation is sent.
-        self.journal.set_run(self.run_id, status=RunStatus.COMPENSATING, phase=COMPENSATE,
-                             error=where)
+        self.journal.set_run(
+            self.run_id, status=RunStatus.COMPENSATING, phase=COMPENSATE, error=where
+        )
         return self._compensate()
 
     def _confirm(self) -> RunStatus:
-        confirming = [s for s in self.saga.ordered_steps() if s.confirm is not None
-                      and self._state(s.id, Phase.CONFIRM) is not StepState.SUCCEEDED]
+        confirming = [
+            s
+            for s in self.saga.ordered_steps()
+            if s.confirm is not None and self._state(s.id, Phase.CONFIRM) is not StepState.SUCCEEDED
+        ]
         if confirming:
             self.journal.set_run(self.run_id, phase=CONFIRM)
             self.emit(PhaseStarted(CONFIRM))
@@ -402,15 +464,20 @@ class Engine:
             deps = {s.id: {a for a in self.saga.ancestors[s.id] if a in ids} for s in confirming}
             results = self._wave(confirming, deps, Phase.CONFIRM, stop_on_failure=False)
             self._check_stop()
-            bad = next(((sid, r) for sid, r in results.items()
-                        if r.state is not StepState.SUCCEEDED), None)
+            bad = next(
+                ((sid, r) for sid, r in results.items() if r.state is not StepState.SUCCEEDED), None
+            )
             # Confirms do not stop on failure, so every confirm that did not run waits on one
             # that failed: `bad` names it.
             if bad is not None:
                 sid, result = bad
                 self._cause = (sid, Phase.CONFIRM.value)
-                self.journal.set_run(self.run_id, status=RunStatus.STUCK, phase=CONFIRM,
-                                     error=f"confirm of step {sid}: {result.error}")
+                self.journal.set_run(
+                    self.run_id,
+                    status=RunStatus.STUCK,
+                    phase=CONFIRM,
+                    error=f"confirm of step {sid}: {result.error}",
+                )
                 return RunStatus.STUCK
         self.journal.set_run(self.run_id, status=RunStatus.SUCCEEDED, phase=CONFIRM)
         return RunStatus.SUCCEEDED
@@ -418,14 +485,20 @@ class Engine:
     def _compensate_command(self, run: RunRecord, allow_succeeded: bool) -> RunStatus:
         block = self._pivot_block()
         if block:
-            raise UsageError(f"run {run.id} cannot be compensated: {block[1]}; resume it "
-                             f"instead (sagactl resume {run.id})")
+            raise UsageError(
+                f"run {run.id} cannot be compensated: {block[1]}; resume it "
+                f"instead (sagactl resume {run.id})"
+            )
         if run.status is RunStatus.COMPENSATED:
             return RunStatus.COMPENSATED
         if run.status is RunStatus.SUCCEEDED and not allow_succeeded:
             raise UsageError(f"run {run.id} succeeded; to undo it anyway, add --yes")
-        self.journal.set_run(self.run_id, status=RunStatus.COMPENSATING, phase=COMPENSATE,
-                             error=run.error or "compensation requested")
+        self.journal.set_run(
+            self.run_id,
+            status=RunStatus.COMPENSATING,
+            phase=COMPENSATE,
+            error=run.error or "compensation requested",
+        )
         return self._compensate()
 
     def _compensate(self) -> RunStatus:
@@ -433,51 +506,80 @@ class Engine:
         held = self._held(Phase.COMPENSATE, COMPENSATE)
         if held is not None:
             return held
-        undo = [s for s in self.saga.ordered_steps()
-                if s.compensate is not None and self._applied(s.id)
-                and self._state(s.id, Phase.COMPENSATE) is not StepState.SUCCEEDED]
+        undo = [
+            s
+            for s in self.saga.ordered_steps()
+            if s.compensate is not None
+            and self._applied(s.id)
+            and self._state(s.id, Phase.COMPENSATE) is not StepState.SUCCEEDED
+        ]
         ids = {s.id for s in undo}
         # A step is undone only after every step that depends on it.
         deps = {s.id: {d for d in self.saga.dependents(s.id) if d in ids} for s in undo}
-        results = self._wave(list(reversed(undo)), deps, Phase.COMPENSATE,
-                             stop_on_failure=False)
+        results = self._wave(list(reversed(undo)), deps, Phase.COMPENSATE, stop_on_failure=False)
         self._check_stop()
-        left = [s.id for s in undo if results.get(s.id, _Result(StepState.FAILED)).state
-                is not StepState.SUCCEEDED]
+        left = [
+            s.id
+            for s in undo
+            if results.get(s.id, _Result(StepState.FAILED)).state is not StepState.SUCCEEDED
+        ]
         if left:
             first = next((s for s in left if s in results), None)
             error = results[first].error if first else "waiting on another compensation"
             if first is not None:
                 self._cause = (first, Phase.COMPENSATE.value)
-            self.journal.set_run(self.run_id, status=RunStatus.STUCK, phase=COMPENSATE,
-                                 error=f"compensation not finished for {', '.join(left)}: "
-                                       f"{error}")
+            self.journal.set_run(
+                self.run_id,
+                status=RunStatus.STUCK,
+                phase=COMPENSATE,
+                error=f"compensation not finished for {', '.join(left)}: {error}",
+            )
             return RunStatus.STUCK
-        self.journal.set_run(self.run_id, status=RunStatus.COMPENSATED, phase=COMPENSATE,
-                             error=self.journal.get_run(self.run_id).error)
+        self.journal.set_run(
+            self.run_id,
+            status=RunStatus.COMPENSATED,
+            phase=COMPENSATE,
+            error=self.journal.get_run(self.run_id).error,
+        )
         return RunStatus.COMPENSATED
 
     # --- scheduling ----------------------------------------------------------------------------
 
-    def _wave(self, steps: list[Step], deps: Mapping[str, set[str]], phase: Phase, *,
-              stop_on_failure: bool, deadline: float | None = None) -> dict[str, _Result]:
+    def _wave(
+        self,
+        steps: list[Step],
+        deps: Mapping[str, set[str]],
+        phase: Phase,
+        *,
+        stop_on_failure: bool,
+        deadline: float | None = None,
+    ) -> dict[str, _Result]:
         """Run `phase` of `steps` in the order `deps` allows (see `schedule`)."""
         # Nothing to start until a request in flight ends: the results held back so far are
         # written rather than kept waiting (one commit for all that ended meanwhile).
         return schedule(
-            steps, deps, done={s.id for s in self.saga.steps
-                               if self._state(s.id, phase) is StepState.SUCCEEDED},
+            steps,
+            deps,
+            done={s.id for s in self.saga.steps if self._state(s.id, phase) is StepState.SUCCEEDED},
             run=lambda step: self._execute(step, phase),
             run_here=lambda step: self._inline(step, phase),
             succeeded=lambda result: result.state is StepState.SUCCEEDED,
-            concurrency=self.concurrency, stop=self.stop, stop_on_failure=stop_on_failure,
-            deadline=deadline, clock=self.clock, idle=self.journal.flush, name=phase.value)
+            concurrency=self.concurrency,
+            stop=self.stop,
+            stop_on_failure=stop_on_failure,
+            deadline=deadline,
+            clock=self.clock,
+            idle=self.journal.flush,
+            name=phase.value,
+        )
 
     def _inline(self, step: Step, phase: Phase) -> _Result:
         """`_execute` on this thread; a signal arriving meanwhile interrupts the request."""
         stop = self.stop
-        if not isinstance(stop, StopSignal) or \
-                threading.current_thread() is not threading.main_thread():
+        if (
+            not isinstance(stop, StopSignal)
+            or threading.current_thread() is not threading.main_thread()
+        ):
             return self._execute(step, phase)
         stop.interruptible = True
         try:
@@ -498,21 +600,32 @@ class Engine:
         if ready is not None:
             return self._attempts(step, phase, executor, ready)
         try:
-            prepared = executor.prepare(self.saga, step, phase, self.context, self.outputs,
-                                        self.renderer, secrets=self.redactor)
+            prepared = executor.prepare(
+                self.saga,
+                step,
+                phase,
+                self.context,
+                self.outputs,
+                self.renderer,
+                secrets=self.redactor,
+            )
         except RenderError as exc:
             why = ""
             if phase is not Phase.ACTION and step.id not in self.outputs and step.outputs:
                 why = f" (the outputs of {step.id} are unknown: its action is in doubt)"
             elif self.withheld:
-                why = f" ({', '.join(sorted(self.withheld))} held a secret, so the journal " \
+                why = (
+                    f" ({', '.join(sorted(self.withheld))} held a secret, so the journal "
                     "did not keep it)"
-            return self._give_up(step, phase, f"cannot render the {phase.value}{why}: "
-                                              f"{exc.message}")
+                )
+            return self._give_up(
+                step, phase, f"cannot render the {phase.value}{why}: {exc.message}"
+            )
         return self._attempts(step, phase, executor, prepared)
 
-    def _attempts(self, step: Step, phase: Phase, executor: Executor,
-                  prepared: Prepared) -> _Result:
+    def _attempts(
+        self, step: Step, phase: Phase, executor: Executor, prepared: Prepared
+    ) -> _Result:
         """Send `prepared` until an attempt succeeds or fails for good, its retries are used
         up, a signal arrives, or (for an action) the next retry would start past the saga's
         deadline. Each attempt is journaled before it is sent, and its result after: begun,
@@ -544,56 +657,99 @@ class Engine:
         while True:
             number += 1
             self._hold_lease()
-            context = AttemptContext(run_id, self.trace_id, offset + number, new_span_id(),
-                                     self.clock)
+            context = AttemptContext(
+                run_id, self.trace_id, offset + number, new_span_id(), self.clock
+            )
             shown = executor.shown(prepared, context)
             shown_target = mask(shown.target)
             shown_headers = self.redactor.headers(shown.headers)
             body_text = mask(shown.body) if shown.body is not None else None
             handle = journal.begin_attempt(
-                run_id, step.id, phase_name, context.number, span_id=context.span_id,
-                method=shown.operation, url=shown_target, headers=shown_headers, body=body_text)
-            self.emit(AttemptStarted(step.id, phase_name, context.number,
-                                     offset + policy.attempts, shown.operation, shown_target,
-                                     shown_headers, clip(body_text)))
+                run_id,
+                step.id,
+                phase_name,
+                context.number,
+                span_id=context.span_id,
+                method=shown.operation,
+                url=shown_target,
+                headers=shown_headers,
+                body=body_text,
+            )
+            self.emit(
+                AttemptStarted(
+                    step.id,
+                    phase_name,
+                    context.number,
+                    offset + policy.attempts,
+                    shown.operation,
+                    shown_target,
+                    shown_headers,
+                    clip(body_text),
+                )
+            )
             result = executor.attempt(prepared, context, check)
             if result.in_doubt and doubt is None:
                 doubt = Doubt(context.number, mask(result.error_message or "no answer"))
             applied = applied or result.applied
             wait: float | None = None
             if result.outcome is Outcome.RETRYABLE and not self.stop.is_set():
-                wait = next_wait(policy, number, result.retry_after, now=self.clock(),
-                                 deadline=deadline)
+                wait = next_wait(
+                    policy, number, result.retry_after, now=self.clock(), deadline=deadline
+                )
             state: StepState | None = None
             if wait is None:
-                state = StepState.SUCCEEDED if result.outcome is Outcome.SUCCESS else \
-                    StepState.IN_DOUBT if doubt is not None and not applied else \
-                    StepState.FAILED
+                state = (
+                    StepState.SUCCEEDED
+                    if result.outcome is Outcome.SUCCESS
+                    else StepState.IN_DOUBT
+                    if doubt is not None and not applied
+                    else StepState.FAILED
+                )
             response = result.response
             error = mask(result.error_message) if result.error_message else None
-            shown_response_headers = self.redactor.headers(response.headers) if response \
-                else None
+            shown_response_headers = self.redactor.headers(response.headers) if response else None
             shown_body = mask(response.text) if response else None
-            if response is not None and phase is Phase.ACTION and step.secret_outputs and \
-                    not step.secret_outputs <= self._read_secrets(step, result):
+            if (
+                response is not None
+                and phase is Phase.ACTION
+                and step.secret_outputs
+                and not step.secret_outputs <= self._read_secrets(step, result)
+            ):
                 # A secret output could not be read from this answer, so it cannot be
                 # masked in it: the answer is not kept, only its status.
                 shown_body, shown_response_headers = WITHHELD_BODY, {}
             # A final result goes in with the next write (the next step's intent, most often):
             # one commit a step. A retryable one is written now, before the backoff.
             journal.finish_attempt(
-                handle, outcome=result.outcome.value, duration_ms=result.duration_ms,
-                status=result.status, error_class=result.error_class, error_message=error,
-                in_doubt=result.in_doubt, response_headers=shown_response_headers,
-                response_body=shown_body, step_state=state,
+                handle,
+                outcome=result.outcome.value,
+                duration_ms=result.duration_ms,
+                status=result.status,
+                error_class=result.error_class,
+                error_message=error,
+                in_doubt=result.in_doubt,
+                response_headers=shown_response_headers,
+                response_body=shown_body,
+                step_state=state,
                 applied=doubt is not None or applied,
                 outputs=self._journaled_outputs(step, result.outputs) if state else None,
                 step_error=step_error(error, doubt, context.number) if state else None,
-                defer=state is not None)
-            self.emit(AttemptFinished(step.id, phase_name, context.number,
-                                      result.outcome.value, result.status, error,
-                                      result.duration_ms, shown_response_headers,
-                                      clip(shown_body), in_doubt=result.in_doubt))
+                defer=state is not None,
+            )
+            self.emit(
+                AttemptFinished(
+                    step.id,
+                    phase_name,
+                    context.number,
+                    result.outcome.value,
+                    result.status,
+                    error,
+                    result.duration_ms,
+                    shown_response_headers,
+                    clip(shown_body),
+                    in_doubt=result.in_doubt,
+                )
+            )
             if state is not None:
                 break
             assert wait is not None
@@ -603,19 +759,36 @@ class Engine:
                 # A signal during the backoff: nothing more is sent. The step is left running;
                 # settling the interrupted run says whether it is in doubt.
                 return _Result(StepState.RUNNING, error="interrupted")
-        final_error = step_error(error, doubt, offset + number) \
-            if state is not StepState.SUCCEEDED else None
-        record = StepRecord(step.id, phase_name, state, doubt is not None or applied,
-                            result.outputs, offset + number, result.status, final_error,
-                            time.time())
+        final_error = (
+            step_error(error, doubt, offset + number) if state is not StepState.SUCCEEDED else None
+        )
+        record = StepRecord(
+            step.id,
+            phase_name,
+            state,
+            doubt is not None or applied,
+            result.outputs,
+            offset + number,
+            result.status,
+            final_error,
+            time.time(),
+        )
         self.states[(step.id, phase_name)] = record
         if state is StepState.SUCCEEDED and phase is Phase.ACTION:
             self.outputs[step.id] = self._readable(step, result.outputs)
             for name in step.withheld_names(self.withheld):
                 self.withheld.discard(name)  # sent again, read anew
-        self.emit(StepFinished(step.id, phase_name, state.value, final_error,
-                               self._where(step, phase), f"{shown.operation} {shown_target}",
-                               clip(shown_body, 300)))
+        self.emit(
+            StepFinished(
+                step.id,
+                phase_name,
+                state.value,
+                final_error,
+                self._where(step, phase),
+                f"{shown.operation} {shown_target}",
+                clip(shown_body, 300),
+            )
+        )
         return _Result(state, record.applied, result.outputs, final_error)
 
     def _where(self, step: Step, phase: Phase) -> str:
@@ -625,23 +798,30 @@ class Engine:
     def _give_up(self, step: Step, phase: Phase, error: str) -> _Result:
         """A request that cannot even be rendered fails without being sent."""
         error = self.redactor.text(error)
-        record = StepRecord(step.id, phase.value, StepState.FAILED, False, {}, 0, None, error,
-                            time.time())
+        record = StepRecord(
+            step.id, phase.value, StepState.FAILED, False, {}, 0, None, error, time.time()
+        )
         self.states[(step.id, phase.value)] = record
-        self.emit(StepFinished(step.id, phase.value, StepState.FAILED.value, error,
-                               self._where(step, phase)))
+        self.emit(
+            StepFinished(
+                step.id, phase.value, StepState.FAILED.value, error, self._where(step, phase)
+            )
+        )
         return _Result(StepState.FAILED, error=error)
 
-    def _check(self, step: Step, phase: Phase,
-               view: ResponseView) -> tuple[dict[str, Any], str | None]:
+    def _check(
+        self, step: Step, phase: Phase, view: ResponseView
+    ) -> tuple[dict[str, Any], str | None]:
         request = step.request(phase)
         assert request is not None
         if not request.checks and (phase is not Phase.ACTION or not step.outputs):
             return {}, None  # nothing reads the response: spare parsing it
-        scope = {**self.context, "response": view.context(),
-                 "step": {"id": step.id, "idempotency_key": f"{self.run_id}.{step.id}."
-                                                            f"{phase.value}"},
-                 "steps": self.outputs}
+        scope = {
+            **self.context,
+            "response": view.context(),
+            "step": {"id": step.id, "idempotency_key": f"{self.run_id}.{step.id}.{phase.value}"},
+            "steps": self.outputs,
+        }
         secret: dict[str, Any] = {}
         if phase is Phase.ACTION:
             # Secret outputs are read first, whatever comes of the checks: the redactor must

@@ -20,8 +20,11 @@ def wait_before(policy: RetryPolicy, number: int, retry_after: float | None = No
     import tenacity  # only now: most runs never retry, and importing it costs milliseconds
 
     base = dict(multiplier=policy.backoff, exp_base=policy.factor, max=policy.max_backoff)
-    backoff = tenacity.wait_random_exponential(**base) if policy.jitter \
+    backoff = (
+        tenacity.wait_random_exponential(**base)
+        if policy.jitter
         else tenacity.wait_exponential(**base)
+    )
     # tenacity's waits read only the number of the attempt that just ended.
     seconds = float(backoff(_AttemptNumber(number)))  # type: ignore[arg-type]
     if retry_after is not None:
@@ -29,8 +32,14 @@ def wait_before(policy: RetryPolicy, number: int, retry_after: float | None = No
     return min(seconds, policy.max_backoff)
 
 
-def next_wait(policy: RetryPolicy, number: int, retry_after: float | None, *, now: float,
-              deadline: float | None) -> float | None:
+def next_wait(
+    policy: RetryPolicy,
+    number: int,
+    retry_after: float | None,
+    *,
+    now: float,
+    deadline: float | None,
+) -> float | None:
     """The wait before the attempt after `number`, or None when there is none: the policy's
     attempts are used up, or it would start past `deadline` (a time of the same clock as
     `now`)."""

@@ -27,9 +27,11 @@ def read_secrets(saga: Saga, environ: Mapping[str, str]) -> dict[str, str]:
     anything is sent."""
     missing = [name for name in saga.secrets if name not in environ]
     if missing:
-        raise UsageError(f"missing secret{'s' if len(missing) > 1 else ''} "
-                         f"{', '.join(missing)}: set {'them' if len(missing) > 1 else 'it'} in "
-                         "the environment")
+        raise UsageError(
+            f"missing secret{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)}: set {'them' if len(missing) > 1 else 'it'} in "
+            "the environment"
+        )
     return {name: environ[name] for name in saga.secrets}
 
 
@@ -38,20 +40,37 @@ def env_values(saga: Saga, environ: Mapping[str, str]) -> dict[str, str]:
     return {name: environ[name] for name in saga.env if name in environ}
 
 
-def create_run(journal: Journal, saga: Saga, inputs: Mapping[str, Any],
-               environ: Mapping[str, str], *, run_id: str | None = None,
-               lease_ttl: float = 30.0, redactor: Redactor | None = None) -> RunRecord:
+def create_run(
+    journal: Journal,
+    saga: Saga,
+    inputs: Mapping[str, Any],
+    environ: Mapping[str, str],
+    *,
+    run_id: str | None = None,
+    lease_ttl: float = 30.0,
+    redactor: Redactor | None = None,
+) -> RunRecord:
     """Journal a new run (saga text and hash, inputs, env values read) before its first
     request, owned by this process. An env value that holds a secret (a URL with a password
     in it) is not journaled, only marked: a resume reads it from the environment again."""
     env: dict[str, Any] = env_values(saga, environ)
     if redactor:
-        env = {name: WITHHELD if redactor.text(value) != value else value
-               for name, value in env.items()}
+        env = {
+            name: WITHHELD if redactor.text(value) != value else value
+            for name, value in env.items()
+        }
     run_id = run_id or new_run_id()
     journal.create_run(
-        run_id=run_id, name=saga.name, saga_path=saga.path, saga_text=saga.source,
-        saga_hash=hashlib.sha256(saga.source.encode()).hexdigest(), inputs=inputs, env=env,
-        trace_id=new_trace_id(), owner=Owner.this_process(), lease_ttl=lease_ttl,
-        step_ids=[s.id for s in saga.steps])
+        run_id=run_id,
+        name=saga.name,
+        saga_path=saga.path,
+        saga_text=saga.source,
+        saga_hash=hashlib.sha256(saga.source.encode()).hexdigest(),
+        inputs=inputs,
+        env=env,
+        trace_id=new_trace_id(),
+        owner=Owner.this_process(),
+        lease_ttl=lease_ttl,
+        step_ids=[s.id for s in saga.steps],
+    )
     return journal.get_run(run_id)

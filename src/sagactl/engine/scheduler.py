@@ -17,11 +17,22 @@ __all__ = ["schedule"]
 _R = TypeVar("_R")
 
 
-def schedule(steps: Sequence[Step], deps: Mapping[str, set[str]], *, done: set[str],
-             run: Callable[[Step], _R], run_here: Callable[[Step], _R],
-             succeeded: Callable[[_R], bool], concurrency: int, stop: threading.Event,
-             stop_on_failure: bool, deadline: float | None, clock: Callable[[], float],
-             idle: Callable[[], None], name: str) -> dict[str, _R]:
+def schedule(
+    steps: Sequence[Step],
+    deps: Mapping[str, set[str]],
+    *,
+    done: set[str],
+    run: Callable[[Step], _R],
+    run_here: Callable[[Step], _R],
+    succeeded: Callable[[_R], bool],
+    concurrency: int,
+    stop: threading.Event,
+    stop_on_failure: bool,
+    deadline: float | None,
+    clock: Callable[[], float],
+    idle: Callable[[], None],
+    name: str,
+) -> dict[str, _R]:
     """`run` each of `steps` once its `deps` (minus those `done`) succeeded, and return the
     results of those that ran.
 
@@ -53,8 +64,11 @@ def schedule(steps: Sequence[Step], deps: Mapping[str, set[str]], *, done: set[s
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"sagactl-{name}")
     try:
         while True:
-            if not stop.is_set() and not (stop_on_failure and failed) and \
-                    (deadline is None or clock() < deadline):
+            if (
+                not stop.is_set()
+                and not (stop_on_failure and failed)
+                and (deadline is None or clock() < deadline)
+            ):
                 if len(ready) == 1 and not running:
                     step = by_id[heapq.heappop(ready)[1]]
                     finished.put((step.id, run_here(step)))

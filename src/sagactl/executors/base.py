@@ -59,8 +59,13 @@ class ResponseView:
             return None
 
     def context(self) -> dict[str, Any]:
-        return {"status": self.status, "headers": self.headers, "json": self.json,
-                "text": self.text, "elapsed_ms": self.elapsed_ms}
+        return {
+            "status": self.status,
+            "headers": self.headers,
+            "json": self.json,
+            "text": self.text,
+            "elapsed_ms": self.elapsed_ms,
+        }
 
 
 @dataclass(slots=True)
@@ -133,9 +138,17 @@ class Prepared(Protocol):
 class Executor(Protocol):
     """Runs the calls of one kind of step."""
 
-    def prepare(self, saga: Saga, step: Step, phase: Phase, context: Mapping[str, Any],
-                steps: Mapping[str, Mapping[str, Any]], renderer: Renderer, *,
-                secrets: Redactor | None = None) -> Prepared:
+    def prepare(
+        self,
+        saga: Saga,
+        step: Step,
+        phase: Phase,
+        context: Mapping[str, Any],
+        steps: Mapping[str, Mapping[str, Any]],
+        renderer: Renderer,
+        *,
+        secrets: Redactor | None = None,
+    ) -> Prepared:
         """`step`'s call for `phase`, rendered with the run's `context` and `steps`, the
         outputs known so far (`{"reserve": {"outputs": {...}}}`). Raises `RenderError` for a
         template that cannot be rendered or a request that could not be sent; tells
@@ -146,8 +159,7 @@ class Executor(Protocol):
         """What this attempt sends, as it is to be journaled (the engine masks it)."""
         ...
 
-    def attempt(self, prepared: Prepared, attempt: AttemptContext, check: Check
-                ) -> AttemptResult:
+    def attempt(self, prepared: Prepared, attempt: AttemptContext, check: Check) -> AttemptResult:
         """Send it once and classify what came back; `check` judges an accepted answer.
         Raises only `Interrupted` (a signal)."""
         ...

@@ -28,8 +28,12 @@ def default_path(environ: Mapping[str, str] | None = None) -> Path:
     return Path(state) / "sagactl" / "journal.db"
 
 
-def open_journal(target: str | Path | None = None, durability: Durability = Durability.FULL,
-                 *, alive: Alive = owner_alive) -> Journal:
+def open_journal(
+    target: str | Path | None = None,
+    durability: Durability = Durability.FULL,
+    *,
+    alive: Alive = owner_alive,
+) -> Journal:
     """The journal at `target`: a file path (or `sqlite:///path`), by default `default_path()`.
     The file is created, private to its user, when it is not there. `alive` is the lease
     policy: whether a run's owner may still be driving it."""
@@ -38,15 +42,18 @@ def open_journal(target: str | Path | None = None, durability: Durability = Dura
     text = str(target)
     scheme = text.partition("://")[0].lower() if "://" in text else ""
     if scheme in ("postgres", "postgresql"):
-        raise UsageError("PostgreSQL journals are not supported by this version of sagactl; "
-                         "give the path of a journal file")
+        raise UsageError(
+            "PostgreSQL journals are not supported by this version of sagactl; "
+            "give the path of a journal file"
+        )
     if scheme == "sqlite":
         text = text.partition("://")[2]
         if not text:
             raise UsageError(f"{target}: no path after sqlite://")
     elif scheme:
-        raise UsageError(f"{target}: unknown journal kind '{scheme}'; give the path of a "
-                         "journal file")
+        raise UsageError(
+            f"{target}: unknown journal kind '{scheme}'; give the path of a journal file"
+        )
     from sagactl.journal.sqlite import SqliteJournal  # sqlite3 only for the commands that use it
 
     return SqliteJournal(Path(text), durability, alive=alive)

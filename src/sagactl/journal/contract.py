@@ -58,10 +58,21 @@ class Journal(Protocol):
 
     # --- runs ----------------------------------------------------------------------------------
 
-    def create_run(self, *, run_id: str, name: str, saga_path: str, saga_text: str,
-                   saga_hash: str, inputs: Mapping[str, Any], env: Mapping[str, Any],
-                   trace_id: str, owner: Owner, lease_ttl: float,
-                   step_ids: Sequence[str] | None = None) -> None:
+    def create_run(
+        self,
+        *,
+        run_id: str,
+        name: str,
+        saga_path: str,
+        saga_text: str,
+        saga_hash: str,
+        inputs: Mapping[str, Any],
+        env: Mapping[str, Any],
+        trace_id: str,
+        owner: Owner,
+        lease_ttl: float,
+        step_ids: Sequence[str] | None = None,
+    ) -> None:
         """Durably add a run, `running` in phase `forward`, with `owner` holding its lease for
         `lease_ttl` seconds. Raises `JournalError` when a run with this id exists (the
         existing run is untouched). A crash after it returns leaves a run that a resume
@@ -78,15 +89,28 @@ class Journal(Protocol):
         when none does."""
         ...
 
-    def list_runs(self, *, status: str | Sequence[str] | None = None, name: str | None = None,
-                  limit: int = 20, before: tuple[float, str] | None = None) -> list[RunRecord]:
+    def list_runs(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        name: str | None = None,
+        limit: int = 20,
+        before: tuple[float, str] | None = None,
+    ) -> list[RunRecord]:
         """At most `limit` runs, newest first (by creation time, then id): of a status or any
         of several, of a saga name, and strictly older than `before` (the creation time and id
         of the last run of the previous page), so pages neither repeat nor skip a run."""
         ...
 
-    def set_run(self, run_id: str, *, status: RunStatus | None = None, phase: str | None = None,
-                error: str | None = None, pivot_passed: bool | None = None) -> None:
+    def set_run(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus | None = None,
+        phase: str | None = None,
+        error: str | None = None,
+        pivot_passed: bool | None = None,
+    ) -> None:
         """Durably change what is given, and the update time. A new status also sets the
         finish time (cleared unless the status is final) and the error (cleared unless
         given). This is how each decision is journaled before it is acted on: the decision
@@ -139,9 +163,19 @@ class Journal(Protocol):
         flight, or was cut off by a crash."""
         ...
 
-    def begin_attempt(self, run_id: str, step_id: str, phase: str, attempt: int, *,
-                      span_id: str, method: str, url: str, headers: Mapping[str, str],
-                      body: str | None) -> AttemptHandle:
+    def begin_attempt(
+        self,
+        run_id: str,
+        step_id: str,
+        phase: str,
+        attempt: int,
+        *,
+        span_id: str,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: str | None,
+    ) -> AttemptHandle:
         """Durably record an attempt about to be sent (its request as it will be shown:
         already masked) and make its step `running`. Returns only once that is durable: a
         crash after it returns, before `finish_attempt`, leaves an attempt without a result,
@@ -149,14 +183,24 @@ class Journal(Protocol):
         durable by the same transaction, first."""
         ...
 
-    def finish_attempt(self, attempt: AttemptHandle, *, outcome: str, duration_ms: float,
-                       status: int | None = None, error_class: str | None = None,
-                       error_message: str | None = None, in_doubt: bool = False,
-                       response_headers: Mapping[str, str] | None = None,
-                       response_body: str | None = None,
-                       step_state: StepState | None = None, applied: bool = False,
-                       outputs: Mapping[str, Any] | None = None,
-                       step_error: str | None = None, defer: bool = False) -> None:
+    def finish_attempt(
+        self,
+        attempt: AttemptHandle,
+        *,
+        outcome: str,
+        duration_ms: float,
+        status: int | None = None,
+        error_class: str | None = None,
+        error_message: str | None = None,
+        in_doubt: bool = False,
+        response_headers: Mapping[str, str] | None = None,
+        response_body: str | None = None,
+        step_state: StepState | None = None,
+        applied: bool = False,
+        outputs: Mapping[str, Any] | None = None,
+        step_error: str | None = None,
+        defer: bool = False,
+    ) -> None:
         """Record an attempt's result and, when it was the step's last, the step's new state
         (`applied`: whether it may have taken effect; `step_error`: why it did not succeed),
         both in one transaction. Bodies and messages may be cut to what the journal keeps.

@@ -117,10 +117,12 @@ _MIGRATIONS: dict[int, list[str]] = {
     # Whether each attempt may have reached the service without an answer being read: a step
     # is in doubt when any of its attempts is, whatever later ones answered. Attempts journaled
     # before kept only the last attempt's doubt, in its outcome or error class.
-    3: ["ALTER TABLE attempts ADD COLUMN in_doubt INTEGER NOT NULL DEFAULT 0",
+    3: [
+        "ALTER TABLE attempts ADD COLUMN in_doubt INTEGER NOT NULL DEFAULT 0",
         "UPDATE attempts SET in_doubt = 1 WHERE outcome IN ('in_doubt', 'interrupted') OR"
         " error_class IN ('ReadTimeout', 'WriteTimeout', 'ReadError', 'WriteError',"
-        " 'RemoteProtocolError')"],
+        " 'RemoteProtocolError')",
+    ],
 }
 
 
@@ -164,8 +166,13 @@ class SqliteJournal:
     """Seconds by which another host's clock may run ahead of this one's: how long before its
     lease expires a commit starts checking that the run is still this process's."""
 
-    def __init__(self, path: str | Path, durability: Durability = Durability.FULL,
-                 clock: Callable[[], float] = time.time, alive: Alive = owner_alive) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        durability: Durability = Durability.FULL,
+        clock: Callable[[], float] = time.time,
+        alive: Alive = owner_alive,
+    ) -> None:
         self.path = Path(path)
         self.clock = clock
         self._alive = alive
@@ -203,13 +210,15 @@ class SqliteJournal:
             except FileExistsError:
                 pass  # another process created it meanwhile
             except OSError as exc:
-                raise JournalError(f"{self.path}: cannot create the journal: "
-                                   f"{exc.strerror}") from None
+                raise JournalError(
+                    f"{self.path}: cannot create the journal: {exc.strerror}"
+                ) from None
         # An existing file is only read through SQLite (reading pragmas writes nothing), never
         # opened directly: closing a descriptor of it would drop this process's SQLite locks.
         try:
-            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
-                                 check_same_thread=False)
+            db = sqlite3.connect(
+                self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+            )
         except sqlite3.Error as exc:
             raise JournalError(f"{self.path}: cannot open the journal: {exc}") from None
         try:
@@ -218,7 +227,8 @@ class SqliteJournal:
             app_id, version, tables = db.execute(
                 "SELECT (SELECT application_id FROM pragma_application_id),"
                 " (SELECT user_version FROM pragma_user_version),"
-                " (SELECT count(*) FROM sqlite_master)").fetchone()
+                " (SELECT count(*) FROM sqlite_master)"
+            ).fetchone()
         except sqlite3.OperationalError as exc:
             # Not the file's fault: it cannot be read or its shared-memory index cannot be
             # written (a full disk, a read-only directory).
@@ -234,8 +244,10 @@ class SqliteJournal:
             raise self._refuse("not a sagactl journal (an SQLite database of something else)")
         if version > SCHEMA_VERSION:
             db.close()
-            raise self._refuse(f"journal schema version {version} is newer than this sagactl "
-                               f"understands ({SCHEMA_VERSION}); upgrade sagactl")
+            raise self._refuse(
+                f"journal schema version {version} is newer than this sagactl "
+                f"understands ({SCHEMA_VERSION}); upgrade sagactl"
+            )
         try:
             self._use_wal(db)
             sync = "FULL" if durability is Durability.FULL else "NORMAL"
@@ -344,14 +356,18 @@ class SqliteJournal:
         for run_id, owner in self._driving.items():
             if now < self._leases.get(run_id, 0.0) - self.clock_margin:
                 continue
-            row = self._db.execute("SELECT owner_host, owner_pid FROM runs WHERE id = ?",
-                                   (run_id,)).fetchone()
+            row = self._db.execute(
+                "SELECT owner_host, owner_pid FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
             if row is not None and tuple(row) != owner:
                 # What this process had still to write is stale: it must not land later.
                 self._pending.clear()
-                raise LeaseLost(f"run {run_id} was taken over by another process (process "
-                                f"{row[1]} on {row[0]}) while this one was stalled: this one "
-                                "writes and sends nothing more", run_id=run_id)
+                raise LeaseLost(
+                    f"run {run_id} was taken over by another process (process "
+                    f"{row[1]} on {row[0]}) while this one was stalled: this one "
+                    "writes and sends nothing more",
+                    run_id=run_id,
+                )
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -365,10 +381,21 @@ class SqliteJournal:
 
     # --- runs --------------------------------------------------------------------------------
 
-    def create_run(self, *, run_id: str, name: str, saga_path: str, saga_text: str,
-                   saga_hash: str, inputs: Mapping[str, Any], env: Mapping[str, Any],
-                   trace_id: str, owner: Owner, lease_ttl: float,
-                   step_ids: Sequence[str] | None = None) -> None:
+    def create_run(
+        self,
+        *,
+        run_id: str,
+        name: str,
+        saga_path: str,
+        saga_text: str,
+        saga_hash: str,
+        inputs: Mapping[str, Any],
+        env: Mapping[str, Any],
+        trace_id: str,
+        owner: Owner,
+        lease_ttl: float,
+        step_ids: Sequence[str] | None = None,
+    ) -> None:
         now = self.clock()
         with self._write() as db:
             try:
@@ -377,25 +404,50 @@ class SqliteJournal:
                     " status, phase, trace_id, created_at, updated_at, owner_host, owner_pid,"
                     " lease_expires, step_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'forward', ?, ?, ?,"
                     " ?, ?, ?, ?)",
-                    (run_id, name, saga_path, saga_text, saga_hash, _json(dict(inputs)),
-                     _json(dict(env)), RunStatus.RUNNING.value, trace_id, now, now, owner.host,
-                     owner.pid, self._leased(run_id, now + lease_ttl),
-                     _json(list(step_ids)) if step_ids is not None else None))
+                    (
+                        run_id,
+                        name,
+                        saga_path,
+                        saga_text,
+                        saga_hash,
+                        _json(dict(inputs)),
+                        _json(dict(env)),
+                        RunStatus.RUNNING.value,
+                        trace_id,
+                        now,
+                        now,
+                        owner.host,
+                        owner.pid,
+                        self._leased(run_id, now + lease_ttl),
+                        _json(list(step_ids)) if step_ids is not None else None,
+                    ),
+                )
             except sqlite3.IntegrityError:
                 raise JournalError(f"a run with id {run_id} already exists") from None
 
     @staticmethod
     def _run(row: sqlite3.Row) -> RunRecord:
         return RunRecord(
-            id=row["id"], name=row["name"], saga_path=row["saga_path"],
-            saga_text=row["saga_text"], saga_hash=row["saga_hash"],
-            inputs=json.loads(row["inputs"]), env=json.loads(row["env"]),
-            status=RunStatus(row["status"]), phase=row["phase"],
-            pivot_passed=bool(row["pivot_passed"]), trace_id=row["trace_id"], error=row["error"],
-            created_at=row["created_at"], updated_at=row["updated_at"],
-            finished_at=row["finished_at"], owner_host=row["owner_host"],
-            owner_pid=row["owner_pid"], lease_expires=row["lease_expires"],
-            step_ids=tuple(json.loads(row["step_ids"])) if row["step_ids"] else None)
+            id=row["id"],
+            name=row["name"],
+            saga_path=row["saga_path"],
+            saga_text=row["saga_text"],
+            saga_hash=row["saga_hash"],
+            inputs=json.loads(row["inputs"]),
+            env=json.loads(row["env"]),
+            status=RunStatus(row["status"]),
+            phase=row["phase"],
+            pivot_passed=bool(row["pivot_passed"]),
+            trace_id=row["trace_id"],
+            error=row["error"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            finished_at=row["finished_at"],
+            owner_host=row["owner_host"],
+            owner_pid=row["owner_pid"],
+            lease_expires=row["lease_expires"],
+            step_ids=tuple(json.loads(row["step_ids"])) if row["step_ids"] else None,
+        )
 
     def get_run(self, run_id: str) -> RunRecord:
         rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
@@ -407,8 +459,7 @@ class SqliteJournal:
         """The run whose id is `prefix`, or starts with it (4 characters at least)."""
         prefix = prefix.strip()
         if len(prefix) < 4:
-            raise JournalError(f"run id prefix '{prefix}' is too short: give 4 characters or "
-                               "more")
+            raise JournalError(f"run id prefix '{prefix}' is too short: give 4 characters or more")
         exact = self._read("SELECT * FROM runs WHERE id = ?", (prefix,))
         if exact:
             return self._run(exact[0])
@@ -416,18 +467,26 @@ class SqliteJournal:
         rows = self._read(
             "SELECT * FROM runs WHERE (id >= ?1 AND id < ?1 || char(1114111)) OR "
             "(id >= ?2 AND id < ?2 || char(1114111)) ORDER BY id LIMIT 11",
-            (prefix, prefix.upper()))
+            (prefix, prefix.upper()),
+        )
         if not rows:
             raise JournalError(f"no run matches '{prefix}' in {self.path}")
         if len(rows) > 1:
             listed = "\n".join(f"  {r['id']}  {r['name']}  {r['status']}" for r in rows[:10])
             more = "\n  …" if len(rows) > 10 else ""
-            raise JournalError(f"'{prefix}' matches several runs; give more characters:\n"
-                               f"{listed}{more}")
+            raise JournalError(
+                f"'{prefix}' matches several runs; give more characters:\n{listed}{more}"
+            )
         return self._run(rows[0])
 
-    def list_runs(self, *, status: str | Sequence[str] | None = None, name: str | None = None,
-                  limit: int = 20, before: tuple[float, str] | None = None) -> list[RunRecord]:
+    def list_runs(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        name: str | None = None,
+        limit: int = 20,
+        before: tuple[float, str] | None = None,
+    ) -> list[RunRecord]:
         """Runs newest first: of a status (or any of several), of a saga, and older than
         `before` (the created time and id of the last run of the previous page)."""
         where: list[str] = []
@@ -448,8 +507,15 @@ class SqliteJournal:
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         return [self._run(r) for r in self._read(sql, (*args, limit))]
 
-    def set_run(self, run_id: str, *, status: RunStatus | None = None, phase: str | None = None,
-                error: str | None = None, pivot_passed: bool | None = None) -> None:
+    def set_run(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus | None = None,
+        phase: str | None = None,
+        error: str | None = None,
+        pivot_passed: bool | None = None,
+    ) -> None:
         now = self.clock()
         sets: list[str] = ["updated_at = ?"]
         args: list[Any] = [now]
@@ -475,18 +541,25 @@ class SqliteJournal:
     def take_lease(self, run_id: str, owner: Owner, ttl: float) -> None:
         host, pid = owner
         with self._write() as db:
-            row = db.execute("SELECT owner_host, owner_pid, lease_expires FROM runs WHERE id = ?",
-                             (run_id,)).fetchone()
+            row = db.execute(
+                "SELECT owner_host, owner_pid, lease_expires FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
             if row is None:
                 raise JournalError(f"no run {run_id} in {self.path}")
             owner_host, owner_pid, expires = row
-            if owner_pid is not None and (owner_host, owner_pid) != (host, pid) and \
-                    self._alive(Owner(owner_host, owner_pid), expires):
-                raise JournalError(f"run {run_id} is being driven by process {owner_pid} on "
-                                   f"{owner_host}; wait for it to finish, or stop it first")
-            db.execute("UPDATE runs SET owner_host = ?, owner_pid = ?, lease_expires = ? "
-                       "WHERE id = ?", (host, pid, self._leased(run_id, self.clock() + ttl),
-                                        run_id))
+            if (
+                owner_pid is not None
+                and (owner_host, owner_pid) != (host, pid)
+                and self._alive(Owner(owner_host, owner_pid), expires)
+            ):
+                raise JournalError(
+                    f"run {run_id} is being driven by process {owner_pid} on "
+                    f"{owner_host}; wait for it to finish, or stop it first"
+                )
+            db.execute(
+                "UPDATE runs SET owner_host = ?, owner_pid = ?, lease_expires = ? WHERE id = ?",
+                (host, pid, self._leased(run_id, self.clock() + ttl), run_id),
+            )
 
     def driven(self, run: RunRecord) -> bool:
         if run.owner_host is None or run.owner_pid is None:
@@ -497,8 +570,11 @@ class SqliteJournal:
         host, pid = owner
         with self._write() as db:
             expires = self.clock() + ttl
-            cursor = db.execute("UPDATE runs SET lease_expires = ? WHERE id = ? AND "
-                                "owner_host = ? AND owner_pid = ?", (expires, run_id, host, pid))
+            cursor = db.execute(
+                "UPDATE runs SET lease_expires = ? WHERE id = ? AND "
+                "owner_host = ? AND owner_pid = ?",
+                (expires, run_id, host, pid),
+            )
             if cursor.rowcount != 1:
                 return False
         self._leased(run_id, expires)
@@ -507,9 +583,11 @@ class SqliteJournal:
     def release_lease(self, run_id: str, owner: Owner) -> None:
         host, pid = owner
         with self._write() as db:
-            db.execute("UPDATE runs SET owner_host = NULL, owner_pid = NULL, "
-                       "lease_expires = NULL WHERE id = ? AND owner_host = ? AND owner_pid = ?",
-                       (run_id, host, pid))
+            db.execute(
+                "UPDATE runs SET owner_host = NULL, owner_pid = NULL, "
+                "lease_expires = NULL WHERE id = ? AND owner_host = ? AND owner_pid = ?",
+                (run_id, host, pid),
+            )
 
     # --- steps and attempts ------------------------------------------------------------------
 
@@ -517,21 +595,49 @@ class SqliteJournal:
         rows = self._read("SELECT * FROM steps WHERE run_id = ?", (run_id,))
         return {
             (r["step_id"], r["phase"]): StepRecord(
-                step_id=r["step_id"], phase=r["phase"], state=StepState(r["state"]),
-                applied=bool(r["applied"]), outputs=json.loads(r["outputs"] or "{}"),
-                attempts=r["attempts"], status=r["status"], error=r["error"],
-                updated_at=r["updated_at"])
+                step_id=r["step_id"],
+                phase=r["phase"],
+                state=StepState(r["state"]),
+                applied=bool(r["applied"]),
+                outputs=json.loads(r["outputs"] or "{}"),
+                attempts=r["attempts"],
+                status=r["status"],
+                error=r["error"],
+                updated_at=r["updated_at"],
+            )
             for r in rows
         }
 
-    def begin_attempt(self, run_id: str, step_id: str, phase: str, attempt: int, *,
-                      span_id: str, method: str, url: str, headers: Mapping[str, str],
-                      body: str | None) -> AttemptHandle:
+    def begin_attempt(
+        self,
+        run_id: str,
+        step_id: str,
+        phase: str,
+        attempt: int,
+        *,
+        span_id: str,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: str | None,
+    ) -> AttemptHandle:
         """Group commit: intents of several threads that arrive while another commit is under
         way are committed together; the first thread to get the lock writes every intent
         queued by then, so steps started together cost one commit rather than one each."""
-        intent = _Intent((run_id, step_id, phase, attempt, span_id, self.clock(), method,
-                          _clip(url), _json(dict(headers)), _clip(body)))
+        intent = _Intent(
+            (
+                run_id,
+                step_id,
+                phase,
+                attempt,
+                span_id,
+                self.clock(),
+                method,
+                _clip(url),
+                _json(dict(headers)),
+                _clip(body),
+            )
+        )
         with self._queue_lock:
             self._intents.append(intent)
         with self._lock:
@@ -553,14 +659,18 @@ class SqliteJournal:
                     cursor = db.execute(
                         "INSERT INTO attempts (run_id, step_id, phase, attempt, span_id,"
                         " started_at, method, url, request_headers, request_body) VALUES"
-                        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", intent.row)
+                        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        intent.row,
+                    )
                     ids.append(int(cursor.lastrowid or 0))
                     run_id, step_id, phase, _, _, now = intent.row[:6]
                     db.execute(
                         "INSERT INTO steps (run_id, step_id, phase, state, attempts, updated_at)"
                         " VALUES (?, ?, ?, 'running', 1, ?) ON CONFLICT (run_id, step_id, phase)"
                         " DO UPDATE SET state = 'running', attempts = attempts + 1,"
-                        " updated_at = excluded.updated_at", (run_id, step_id, phase, now))
+                        " updated_at = excluded.updated_at",
+                        (run_id, step_id, phase, now),
+                    )
         except JournalError as exc:
             for intent in batch:
                 intent.error = exc
@@ -574,31 +684,64 @@ class SqliteJournal:
         for intent, attempt_id in zip(batch, ids, strict=True):
             intent.id = attempt_id
 
-    def finish_attempt(self, attempt: AttemptHandle, *, outcome: str, duration_ms: float,
-                       status: int | None = None, error_class: str | None = None,
-                       error_message: str | None = None, in_doubt: bool = False,
-                       response_headers: Mapping[str, str] | None = None,
-                       response_body: str | None = None,
-                       step_state: StepState | None = None, applied: bool = False,
-                       outputs: Mapping[str, Any] | None = None,
-                       step_error: str | None = None, defer: bool = False) -> None:
+    def finish_attempt(
+        self,
+        attempt: AttemptHandle,
+        *,
+        outcome: str,
+        duration_ms: float,
+        status: int | None = None,
+        error_class: str | None = None,
+        error_message: str | None = None,
+        in_doubt: bool = False,
+        response_headers: Mapping[str, str] | None = None,
+        response_body: str | None = None,
+        step_state: StepState | None = None,
+        applied: bool = False,
+        outputs: Mapping[str, Any] | None = None,
+        step_error: str | None = None,
+        defer: bool = False,
+    ) -> None:
         """Deferred results are statements kept in memory and run first by the next
         transaction: most often the next attempt's intent, so a step costs one commit."""
         now = self.clock()
-        statements: list[tuple[str, tuple[Any, ...]]] = [(
-            "UPDATE attempts SET finished_at = ?, duration_ms = ?, outcome = ?, status = ?,"
-            " error_class = ?, error_message = ?, response_headers = ?, response_body = ?,"
-            " in_doubt = ? WHERE id = ?",
-            (now, duration_ms, outcome, status, error_class, _clip(error_message),
-             _json(dict(response_headers)) if response_headers is not None else None,
-             _clip(response_body), int(in_doubt), attempt.id))]
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            (
+                "UPDATE attempts SET finished_at = ?, duration_ms = ?, outcome = ?, status = ?,"
+                " error_class = ?, error_message = ?, response_headers = ?, response_body = ?,"
+                " in_doubt = ? WHERE id = ?",
+                (
+                    now,
+                    duration_ms,
+                    outcome,
+                    status,
+                    error_class,
+                    _clip(error_message),
+                    _json(dict(response_headers)) if response_headers is not None else None,
+                    _clip(response_body),
+                    int(in_doubt),
+                    attempt.id,
+                ),
+            )
+        ]
         if step_state is not None:
-            statements.append((
-                "UPDATE steps SET state = ?, applied = ?, outputs = ?, status = ?, error = ?,"
-                " updated_at = ? WHERE run_id = ? AND step_id = ? AND phase = ?",
-                (step_state.value, int(applied), _json(dict(outputs or {})), status,
-                 _clip(step_error if step_error is not None else error_message), now,
-                 attempt.run_id, attempt.step_id, attempt.phase)))
+            statements.append(
+                (
+                    "UPDATE steps SET state = ?, applied = ?, outputs = ?, status = ?, error = ?,"
+                    " updated_at = ? WHERE run_id = ? AND step_id = ? AND phase = ?",
+                    (
+                        step_state.value,
+                        int(applied),
+                        _json(dict(outputs or {})),
+                        status,
+                        _clip(step_error if step_error is not None else error_message),
+                        now,
+                        attempt.run_id,
+                        attempt.step_id,
+                        attempt.phase,
+                    ),
+                )
+            )
         with self._lock:
             self._pending += statements
             if not defer:
@@ -606,36 +749,55 @@ class SqliteJournal:
 
     def settle_interrupted(self, run_id: str) -> int:
         now = self.clock()
-        if not self._read("SELECT 1 FROM attempts WHERE run_id = ? AND outcome IS NULL UNION "
-                          "ALL SELECT 1 FROM steps WHERE run_id = ? AND state = 'running' "
-                          "LIMIT 1", (run_id, run_id)):
+        if not self._read(
+            "SELECT 1 FROM attempts WHERE run_id = ? AND outcome IS NULL UNION "
+            "ALL SELECT 1 FROM steps WHERE run_id = ? AND state = 'running' "
+            "LIMIT 1",
+            (run_id, run_id),
+        ):
             return 0  # nothing to settle: spare the commit
         with self._write() as db:
             cursor = db.execute(
                 "UPDATE attempts SET outcome = 'interrupted', in_doubt = 1, finished_at = ?,"
                 " error_class = 'Interrupted', error_message = 'no result was recorded: the"
                 " request may have reached the service' WHERE run_id = ? AND outcome IS NULL",
-                (now, run_id))
+                (now, run_id),
+            )
             db.execute(
                 "UPDATE steps SET state = 'in_doubt', applied = 1, error = 'in doubt: "
                 "interrupted while an attempt may have reached the service', updated_at = ?"
                 " WHERE run_id = ? AND state = 'running' AND (applied = 1 OR EXISTS (SELECT 1"
                 " FROM attempts a WHERE a.run_id = steps.run_id AND a.step_id = steps.step_id"
-                " AND a.phase = steps.phase AND a.in_doubt = 1))", (now, run_id))
+                " AND a.phase = steps.phase AND a.in_doubt = 1))",
+                (now, run_id),
+            )
             return cursor.rowcount
 
     def attempts(self, run_id: str) -> list[AttemptRecord]:
         rows = self._read("SELECT * FROM attempts WHERE run_id = ? ORDER BY id", (run_id,))
         return [
             AttemptRecord(
-                id=r["id"], step_id=r["step_id"], phase=r["phase"], attempt=r["attempt"],
-                span_id=r["span_id"], started_at=r["started_at"], finished_at=r["finished_at"],
-                duration_ms=r["duration_ms"], method=r["method"], url=r["url"],
-                request_headers=json.loads(r["request_headers"]), request_body=r["request_body"],
-                outcome=r["outcome"], status=r["status"], error_class=r["error_class"],
+                id=r["id"],
+                step_id=r["step_id"],
+                phase=r["phase"],
+                attempt=r["attempt"],
+                span_id=r["span_id"],
+                started_at=r["started_at"],
+                finished_at=r["finished_at"],
+                duration_ms=r["duration_ms"],
+                method=r["method"],
+                url=r["url"],
+                request_headers=json.loads(r["request_headers"]),
+                request_body=r["request_body"],
+                outcome=r["outcome"],
+                status=r["status"],
+                error_class=r["error_class"],
                 error_message=r["error_message"],
                 response_headers=json.loads(r["response_headers"])
-                if r["response_headers"] else None,
-                response_body=r["response_body"], in_doubt=bool(r["in_doubt"]))
+                if r["response_headers"]
+                else None,
+                response_body=r["response_body"],
+                in_doubt=bool(r["in_doubt"]),
+            )
             for r in rows
         ]

@@ -39,8 +39,12 @@ def _classname(report: RunReport, phase: str, cleanup: bool) -> str:
 
 def _suite(report: RunReport) -> ET.Element:
     run = report.run
-    suite = ET.Element("testsuite", name=f"{run.name} {run.id}", timestamp=time.strftime(
-        "%Y-%m-%dT%H:%M:%S", time.gmtime(run.created_at)), hostname=socket.gethostname())
+    suite = ET.Element(
+        "testsuite",
+        name=f"{run.name} {run.id}",
+        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(run.created_at)),
+        hostname=socket.gethostname(),
+    )
     props = ET.SubElement(suite, "properties")
     for name, value in (("run", run.id), ("file", run.saga_path), ("status", run.status.value)):
         ET.SubElement(props, "property", name=name, value=value)
@@ -49,19 +53,33 @@ def _suite(report: RunReport) -> ET.Element:
     for step_id in report.order:
         for phase in _PHASES:
             mine = [a for a in report.attempts if a.step_id == step_id and a.phase == phase]
-            groups = [(False, [a for a in mine if report.cleanup_from is None
-                               or a.id < report.cleanup_from]),
-                      (True, [a for a in mine if report.cleanup_from is not None
-                              and a.id >= report.cleanup_from])]
+            groups = [
+                (
+                    False,
+                    [a for a in mine if report.cleanup_from is None or a.id < report.cleanup_from],
+                ),
+                (
+                    True,
+                    [
+                        a
+                        for a in mine
+                        if report.cleanup_from is not None and a.id >= report.cleanup_from
+                    ],
+                ),
+            ]
             for cleanup, attempts in groups:
                 record = report.steps.get((step_id, phase))
                 if not attempts and not (phase == "action" and not cleanup):
                     continue
                 seconds = sum(a.duration_ms or 0 for a in attempts) / 1000
                 total += seconds
-                case = ET.SubElement(suite, "testcase", name=step_id,
-                                     classname=_classname(report, phase, cleanup),
-                                     time=f"{seconds:.3f}")
+                case = ET.SubElement(
+                    suite,
+                    "testcase",
+                    name=step_id,
+                    classname=_classname(report, phase, cleanup),
+                    time=f"{seconds:.3f}",
+                )
                 counts["tests"] += 1
                 if not attempts:
                     ET.SubElement(case, "skipped", message="never started")
@@ -73,18 +91,25 @@ def _suite(report: RunReport) -> ET.Element:
                     counts["failures"] += 1
                     # The step's own error says why it is in doubt when an earlier attempt
                     # is the reason; the last attempt's says only what it met.
-                    why = (record.error if record and record.error and not cleanup else None) \
-                        or last.error_message or last.outcome
+                    why = (
+                        (record.error if record and record.error and not cleanup else None)
+                        or last.error_message
+                        or last.outcome
+                    )
                     message = f"{phase} {state}: {why}"
-                    failure = ET.SubElement(case, "failure", message=message,
-                                            type=last.error_class or "Error")
-                    lines = [f"{last.method} {last.url}",
-                             f"status: {last.status if last.status is not None else '-'}",
-                             f"attempts: {len(attempts)}"]
+                    failure = ET.SubElement(
+                        case, "failure", message=message, type=last.error_class or "Error"
+                    )
+                    lines = [
+                        f"{last.method} {last.url}",
+                        f"status: {last.status if last.status is not None else '-'}",
+                        f"attempts: {len(attempts)}",
+                    ]
                     doubtful = [str(a.attempt) for a in attempts if a.in_doubt]
                     if doubtful:
-                        lines.append(f"in doubt: attempt {', '.join(doubtful)} may have "
-                                     "reached the service")
+                        lines.append(
+                            f"in doubt: attempt {', '.join(doubtful)} may have reached the service"
+                        )
                     if last.response_body:
                         lines.append(last.response_body[:SNIPPET])
                     failure.text = "\n".join(lines)
@@ -96,8 +121,9 @@ def _suite(report: RunReport) -> ET.Element:
     return suite
 
 
-def write_junit(path: str | Path, reports: Sequence[RunReport],
-                redactor: Redactor | None = None) -> None:
+def write_junit(
+    path: str | Path, reports: Sequence[RunReport], redactor: Redactor | None = None
+) -> None:
     """Write the report of every run, one <testsuite> each, in order; every text in it
     masked by `redactor` (before it is escaped as XML, and once more after)."""
     root = ET.Element("testsuites", name="sagactl")

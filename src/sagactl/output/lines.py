@@ -1,5 +1,5 @@
 """How runs look: one plain line per event, and the summary with what to do next. All terminal
-output of a run goes through a `PlainRenderer` (the `list` and `show` views: `history`)."""
+output of a run goes through a `PlainLines` (the `list` and `show` views: `history`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from sagactl.events import (
 )
 from sagactl.output.run_views import iso_time, json_line
 
-__all__ = ["JsonRenderer", "PlainRenderer", "cause_of", "next_commands", "where_to_look"]
+__all__ = ["JsonLines", "PlainLines", "cause_of", "next_commands", "where_to_look"]
 
 
 def _clock(now: float | None = None) -> str:
@@ -40,8 +40,9 @@ def where_to_look(failure: StepFinished | None) -> list[str]:
     return lines
 
 
-def cause_of(event: RunFinished, failures: dict[tuple[str, str], StepFinished]
-             ) -> StepFinished | None:
+def cause_of(
+    event: RunFinished, failures: dict[tuple[str, str], StepFinished]
+) -> StepFinished | None:
     """The failure the run's cause names: its location, request and response, all of that
     one step's, also when several failed at once."""
     if event.step is None or event.phase is None:
@@ -50,16 +51,24 @@ def cause_of(event: RunFinished, failures: dict[tuple[str, str], StepFinished]
 
 
 def next_commands(run_id: str, journal_flag: str = "") -> str:
-    return (f"  to carry it on:  sagactl resume {run_id}{journal_flag}\n"
-            f"  to roll it back: sagactl compensate {run_id}{journal_flag}")
+    return (
+        f"  to carry it on:  sagactl resume {run_id}{journal_flag}\n"
+        f"  to roll it back: sagactl compensate {run_id}{journal_flag}"
+    )
 
 
-class PlainRenderer:
+class PlainLines:
     """One grep-able line per event on `out`; the run id alone on the first line; with
     `verbose`, each request and response curl-style (`>` sent, `<` received)."""
 
-    def __init__(self, out: IO[str] | None = None, *, journal_flag: str = "",
-                 quiet: bool = False, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        out: IO[str] | None = None,
+        *,
+        journal_flag: str = "",
+        quiet: bool = False,
+        verbose: bool = False,
+    ) -> None:
         self.out = out or sys.stdout
         self.journal_flag = journal_flag
         self.quiet = quiet
@@ -89,27 +98,31 @@ class PlainRenderer:
                 self.exchange(">", f"{event.method} {event.url}", event.headers, event.body)
         elif isinstance(event, AttemptFinished):
             if self.verbose and event.status is not None:
-                self.exchange("<", str(event.status), event.response_headers or {},
-                              event.response_body)
+                self.exchange(
+                    "<", str(event.status), event.response_headers or {}, event.response_body
+                )
             elif self.verbose:
                 self.line(f"* no response: {event.error}")
             result = str(event.status) if event.status is not None else "no response"
             if event.outcome != "success" and event.error:
                 result = f"{event.outcome}: {event.error}"
-            self.line(f"{_clock()} {event.step} {event.phase} attempt {event.attempt} "
-                      f"{result} ({event.duration_ms:.0f}ms)")
+            self.line(
+                f"{_clock()} {event.step} {event.phase} attempt {event.attempt} "
+                f"{result} ({event.duration_ms:.0f}ms)"
+            )
         elif isinstance(event, RetryScheduled):
             if self.verbose:
                 self.line(f"* attempt {event.attempt} in {event.wait_s:.3f}s")
         elif isinstance(event, StepFinished):
             if event.state != "succeeded":
-                self.line(f"{_clock()} {event.step} {event.phase} {event.state}"
-                          + (f": {event.error}" if event.error else ""))
+                self.line(
+                    f"{_clock()} {event.step} {event.phase} {event.state}"
+                    + (f": {event.error}" if event.error else "")
+                )
         elif isinstance(event, RunFinished):
             self.summary(event)
 
-    def exchange(self, mark: str, first: str, headers: dict[str, str],
-                 body: str | None) -> None:
+    def exchange(self, mark: str, first: str, headers: dict[str, str], body: str | None) -> None:
         lines = [f"{mark} {first}", *(f"{mark} {k}: {v}" for k, v in headers.items())]
         if body:
             lines += [f"{mark}", *(f"{mark} {part}" for part in body.splitlines())]
@@ -130,7 +143,7 @@ def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
-class JsonRenderer:
+class JsonLines:
     """JSON Lines on `out`: one object per event (docs/events.md), versioned by `"v": 1`."""
 
     def __init__(self, out: IO[str] | None = None) -> None:
@@ -143,5 +156,11 @@ class JsonRenderer:
     def __call__(self, event: Event) -> None:
         import dataclasses
 
-        self.write({"v": 1, "event": _snake(type(event).__name__), "time": iso_time(time.time()),
-                    **dataclasses.asdict(event)})
+        self.write(
+            {
+                "v": 1,
+                "event": _snake(type(event).__name__),
+                "time": iso_time(time.time()),
+                **dataclasses.asdict(event),
+            }
+        )

@@ -2,7 +2,7 @@
 summary panel that says what happened and what to do next.
 
 Used only when standard output is a terminal; pipes and files get the plain lines of
-`render.PlainRenderer`. rich is imported here and nowhere else on the way to a run.
+`render.PlainLines`. rich is imported here and nowhere else on the way to a run.
 """
 
 from __future__ import annotations
@@ -29,10 +29,16 @@ from sagactl.events import (
 )
 from sagactl.output.lines import cause_of, next_commands, where_to_look
 
-__all__ = ["LiveRenderer"]
+__all__ = ["LiveView"]
 
-_SYMBOLS = {"pending": ("·", "dim"), "running": ("…", "cyan"), "waiting": ("↻", "yellow"),
-            "succeeded": ("✓", "green"), "failed": ("✗", "red"), "in_doubt": ("?", "magenta")}
+_SYMBOLS = {
+    "pending": ("·", "dim"),
+    "running": ("…", "cyan"),
+    "waiting": ("↻", "yellow"),
+    "succeeded": ("✓", "green"),
+    "failed": ("✗", "red"),
+    "in_doubt": ("?", "magenta"),
+}
 _OUTCOME = {"succeeded": "green", "compensated": "yellow", "stuck": "red"}
 
 
@@ -50,11 +56,12 @@ class _Row:
     error: str | None = None
 
 
-class LiveRenderer:
+class LiveView:
     """Renders events as a live table; `console` is injectable for tests."""
 
-    def __init__(self, console: Console | None = None, *, journal_flag: str = "",
-                 clock: Any = time.monotonic) -> None:
+    def __init__(
+        self, console: Console | None = None, *, journal_flag: str = "", clock: Any = time.monotonic
+    ) -> None:
         self.console = console or Console()
         self.journal_flag = journal_flag
         self.clock = clock
@@ -68,9 +75,14 @@ class LiveRenderer:
             self.rows.clear()
             self.failures = {}
             verb = "resuming" if event.resumed else "running"
-            self.header = Text.assemble((f"{verb} ", "dim"), (event.saga, "bold"),
-                                        ("  run ", "dim"), event.run_id,
-                                        ("  journal ", "dim"), event.journal)
+            self.header = Text.assemble(
+                (f"{verb} ", "dim"),
+                (event.saga, "bold"),
+                ("  run ", "dim"),
+                event.run_id,
+                ("  journal ", "dim"),
+                event.journal,
+            )
             # transient: the table is replaced by the summary panel, no garbage left behind
             self.live = Live(self, console=self.console, refresh_per_second=8, transient=True)
             self.live.start()
@@ -112,9 +124,15 @@ class LiveRenderer:
 
     def table(self) -> Table:
         table = Table(box=None, pad_edge=False, expand=False, show_edge=False)
-        for name, justify in (("", "left"), ("step", "left"), ("phase", "left"),
-                              ("attempt", "right"), ("status", "right"), ("time", "right"),
-                              ("", "left")):
+        for name, justify in (
+            ("", "left"),
+            ("step", "left"),
+            ("phase", "left"),
+            ("attempt", "right"),
+            ("status", "right"),
+            ("time", "right"),
+            ("", "left"),
+        ):
             table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
         now = self.clock()
         for row in self.rows.values():
@@ -125,10 +143,15 @@ class LiveRenderer:
                 note = f"retry in {max(0.0, row.retry_at - now):.1f}s"
             elif row.state in ("failed", "in_doubt") and row.error:
                 note = row.error
-            table.add_row(Text(symbol, style=style), row.step, row.phase,
-                          f"{row.attempt}/{row.attempts}" if row.attempts else "",
-                          row.status, f"{elapsed:.2f}s", Text(note, style="dim",
-                                                              overflow="ellipsis"))
+            table.add_row(
+                Text(symbol, style=style),
+                row.step,
+                row.phase,
+                f"{row.attempt}/{row.attempts}" if row.attempts else "",
+                row.status,
+                f"{elapsed:.2f}s",
+                Text(note, style="dim", overflow="ellipsis"),
+            )
         return table
 
     def __rich__(self) -> Group:
@@ -136,12 +159,18 @@ class LiveRenderer:
 
     def summary(self, event: RunFinished) -> Panel:
         style = _OUTCOME.get(event.status, "white")
-        lines = [Text.assemble((f"{event.status}", f"bold {style}"),
-                               f" in {event.duration_s:.2f}s  run {event.run_id}")]
+        lines = [
+            Text.assemble(
+                (f"{event.status}", f"bold {style}"),
+                f" in {event.duration_s:.2f}s  run {event.run_id}",
+            )
+        ]
         if event.error and event.status != "succeeded":
             lines.append(Text(f"cause: {event.error}"))
-            lines += [Text(f"  {line}", style="dim")
-                      for line in where_to_look(cause_of(event, self.failures))]
+            lines += [
+                Text(f"  {line}", style="dim")
+                for line in where_to_look(cause_of(event, self.failures))
+            ]
         if event.status == "stuck":
             lines.append(Text(next_commands(event.run_id, self.journal_flag)))
         return Panel(Group(*lines), border_style=style, expand=False)

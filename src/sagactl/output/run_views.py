@@ -42,8 +42,10 @@ def format_list(runs: Sequence[tuple[RunRecord, str]]) -> str:
     if not runs:
         return "no runs"
     width = max(len(r.name) for r, _ in runs)
-    return "\n".join(f"{run.id}  {run.name.ljust(width)}  {status.ljust(12)}  "
-                     f"{_age(run.created_at)}" for run, status in runs)
+    return "\n".join(
+        f"{run.id}  {run.name.ljust(width)}  {status.ljust(12)}  {_age(run.created_at)}"
+        for run, status in runs
+    )
 
 
 def timeline(attempts: Sequence[AttemptRecord], width: int = 40) -> list[str]:
@@ -79,14 +81,23 @@ def timeline(attempts: Sequence[AttemptRecord], width: int = 40) -> list[str]:
     return lines
 
 
-def format_show(run: RunRecord, shown_status: str, steps: dict[tuple[str, str], StepRecord],
-                attempts: Sequence[AttemptRecord], order: Sequence[str]) -> str:
-    lines = [f"run {run.id}", f"  saga      {run.name} ({run.saga_path}, sha256 "
-             f"{run.saga_hash[:12]})", f"  status    {shown_status} (phase {run.phase})",
-             f"  started   {_age(run.created_at)}"]
+def format_show(
+    run: RunRecord,
+    shown_status: str,
+    steps: dict[tuple[str, str], StepRecord],
+    attempts: Sequence[AttemptRecord],
+    order: Sequence[str],
+) -> str:
+    lines = [
+        f"run {run.id}",
+        f"  saga      {run.name} ({run.saga_path}, sha256 {run.saga_hash[:12]})",
+        f"  status    {shown_status} (phase {run.phase})",
+        f"  started   {_age(run.created_at)}",
+    ]
     if run.finished_at:
-        lines.append(f"  finished  {_age(run.finished_at)} "
-                     f"({run.finished_at - run.created_at:.2f}s)")
+        lines.append(
+            f"  finished  {_age(run.finished_at)} ({run.finished_at - run.created_at:.2f}s)"
+        )
     if run.error:
         lines.append(f"  cause     {run.error}")
     lines.append(f"  inputs    {json.dumps(run.inputs, ensure_ascii=False)}")
@@ -98,8 +109,10 @@ def format_show(run: RunRecord, shown_status: str, steps: dict[tuple[str, str], 
                 continue
             extra = f" outputs {json.dumps(record.outputs)}" if record.outputs else ""
             error = f" error: {record.error}" if record.error else ""
-            lines.append(f"  {step_id} {phase}: {record.state.value}, {record.attempts} "
-                         f"attempt{'s' if record.attempts != 1 else ''}{extra}{error}")
+            lines.append(
+                f"  {step_id} {phase}: {record.state.value}, {record.attempts} "
+                f"attempt{'s' if record.attempts != 1 else ''}{extra}{error}"
+            )
     lines += ["", "timeline:", *timeline(attempts), "", "attempts:"]
     start = run.created_at
     for a in attempts:
@@ -107,14 +120,19 @@ def format_show(run: RunRecord, shown_status: str, steps: dict[tuple[str, str], 
         status = a.status if a.status is not None else "-"
         error = f" {a.error_class}: {a.error_message}" if a.error_class else ""
         doubt = ", in doubt" if a.in_doubt else ""
-        lines.append(f"  +{a.started_at - start:7.3f}s {a.step_id} {a.phase} #{a.attempt} "
-                     f"{a.method} {a.url} -> {status} {a.outcome or 'in flight'}{doubt} "
-                     f"{took}{error}")
+        lines.append(
+            f"  +{a.started_at - start:7.3f}s {a.step_id} {a.phase} #{a.attempt} "
+            f"{a.method} {a.url} -> {status} {a.outcome or 'in flight'}{doubt} "
+            f"{took}{error}"
+        )
     failing = failing_attempt(steps, attempts)
     if failing is not None:
-        lines += ["", f"failing attempt: {failing.step_id} {failing.phase} #{failing.attempt}",
-                  f"  > {failing.method} {failing.url}",
-                  *(f"  > {k}: {v}" for k, v in failing.request_headers.items())]
+        lines += [
+            "",
+            f"failing attempt: {failing.step_id} {failing.phase} #{failing.attempt}",
+            f"  > {failing.method} {failing.url}",
+            *(f"  > {k}: {v}" for k, v in failing.request_headers.items()),
+        ]
         if failing.request_body:
             lines += [f"  > {part}" for part in failing.request_body[:2048].splitlines()]
         if failing.status is not None:
@@ -127,17 +145,23 @@ def format_show(run: RunRecord, shown_status: str, steps: dict[tuple[str, str], 
     return "\n".join(lines)
 
 
-def failing_attempt(steps: dict[tuple[str, str], StepRecord],
-                    attempts: Sequence[AttemptRecord]) -> AttemptRecord | None:
+def failing_attempt(
+    steps: dict[tuple[str, str], StepRecord], attempts: Sequence[AttemptRecord]
+) -> AttemptRecord | None:
     """The last attempt of the last request that did not succeed: what a reader of a failed
     run looks at first."""
     unfinished = {key for key, record in steps.items() if record.state.value != "succeeded"}
     return next((a for a in reversed(attempts) if (a.step_id, a.phase) in unfinished), None)
 
 
-def summary_record(run: RunRecord, steps: dict[tuple[str, str], StepRecord],
-                   attempts: Sequence[AttemptRecord], order: Sequence[str], exit_code: int,
-                   cleanup: str | None = None) -> dict[str, object]:
+def summary_record(
+    run: RunRecord,
+    steps: dict[tuple[str, str], StepRecord],
+    attempts: Sequence[AttemptRecord],
+    order: Sequence[str],
+    exit_code: int,
+    cleanup: str | None = None,
+) -> dict[str, object]:
     """The last JSON line of a run: its outcome and every step's state."""
     per_step = []
     for step_id in order:
@@ -149,22 +173,43 @@ def summary_record(run: RunRecord, steps: dict[tuple[str, str], StepRecord],
         entry["attempts"] = len(mine)
         entry["duration_ms"] = round(sum(a.duration_ms or 0 for a in mine), 3)
         per_step.append(entry)
-    return {"v": 1, "event": "summary", "run": run.id, "saga": run.name, "file": run.saga_path,
-            "status": run.status.value, "cleanup": cleanup, "exit_code": exit_code,
-            "error": run.error,
-            "duration_s": round((run.finished_at or run.updated_at) - run.created_at, 3),
-            "steps": per_step}
+    return {
+        "v": 1,
+        "event": "summary",
+        "run": run.id,
+        "saga": run.name,
+        "file": run.saga_path,
+        "status": run.status.value,
+        "cleanup": cleanup,
+        "exit_code": exit_code,
+        "error": run.error,
+        "duration_s": round((run.finished_at or run.updated_at) - run.created_at, 3),
+        "steps": per_step,
+    }
 
 
 def list_records(runs: Sequence[tuple[RunRecord, str]]) -> list[dict[str, object]]:
-    return [{"v": 1, "run": run.id, "saga": run.name, "status": status,
-             "created": iso_time(run.created_at),
-             "finished": iso_time(run.finished_at) if run.finished_at else None,
-             "error": run.error} for run, status in runs]
+    return [
+        {
+            "v": 1,
+            "run": run.id,
+            "saga": run.name,
+            "status": status,
+            "created": iso_time(run.created_at),
+            "finished": iso_time(run.finished_at) if run.finished_at else None,
+            "error": run.error,
+        }
+        for run, status in runs
+    ]
 
 
-def show_record(run: RunRecord, shown: str, steps: dict[tuple[str, str], StepRecord],
-                attempts: Sequence[AttemptRecord], order: Sequence[str]) -> dict[str, object]:
+def show_record(
+    run: RunRecord,
+    shown: str,
+    steps: dict[tuple[str, str], StepRecord],
+    attempts: Sequence[AttemptRecord],
+    order: Sequence[str],
+) -> dict[str, object]:
     """`show --output json`: the run, its steps and every attempt."""
     record = summary_record(run, steps, attempts, order, exit_code=0)
     del record["exit_code"]
@@ -173,11 +218,23 @@ def show_record(run: RunRecord, shown: str, steps: dict[tuple[str, str], StepRec
         action = steps.get((entry["id"], "action"))
         entry["outputs"] = action.outputs if action else {}
     record["attempts"] = [
-        {"step": a.step_id, "phase": a.phase, "attempt": a.attempt,
-         "started": iso_time(a.started_at), "duration_ms": a.duration_ms, "method": a.method,
-         "url": a.url, "status": a.status, "outcome": a.outcome, "in_doubt": a.in_doubt,
-         "error": a.error_message,
-         "request_headers": a.request_headers, "request_body": a.request_body,
-         "response_headers": a.response_headers, "response_body": a.response_body}
-        for a in attempts]
+        {
+            "step": a.step_id,
+            "phase": a.phase,
+            "attempt": a.attempt,
+            "started": iso_time(a.started_at),
+            "duration_ms": a.duration_ms,
+            "method": a.method,
+            "url": a.url,
+            "status": a.status,
+            "outcome": a.outcome,
+            "in_doubt": a.in_doubt,
+            "error": a.error_message,
+            "request_headers": a.request_headers,
+            "request_body": a.request_body,
+            "response_headers": a.response_headers,
+            "response_body": a.response_body,
+        }
+        for a in attempts
+    ]
     return record

@@ -32,15 +32,19 @@ def format_validation(saga: Saga) -> str:
     return "\n".join(lines)
 
 
-def format_plan(saga: Saga, inputs: Mapping[str, Any],
-                calls: Sequence[Sequence[tuple[Phase, Sequence[str]]]]) -> str:
+def format_plan(
+    saga: Saga, inputs: Mapping[str, Any], calls: Sequence[Sequence[tuple[Phase, Sequence[str]]]]
+) -> str:
     """The `plan`: for each step in dependency order, every call it may make, as its
     executor describes it (a first line, then details)."""
     shown = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in inputs.items())
-    lines = [f"plan of saga {saga.name} ({saga.path}), {len(saga.steps)} steps",
-             f"inputs: {shown or '-'}"]
-    for position, (step, step_calls) in enumerate(zip(saga.ordered_steps(), calls,
-                                                      strict=True), start=1):
+    lines = [
+        f"plan of saga {saga.name} ({saga.path}), {len(saga.steps)} steps",
+        f"inputs: {shown or '-'}",
+    ]
+    for position, (step, step_calls) in enumerate(
+        zip(saga.ordered_steps(), calls, strict=True), start=1
+    ):
         needs = ", ".join(step.needs) if step.needs else "nothing"
         lines += ["", f"{position}. {step.id} ({step.kind.value}; needs {needs})"]
         for phase, described in step_calls:
@@ -77,12 +81,18 @@ def _order_among(saga: Saga, subset: list[str]) -> list[tuple[str, str]]:
 def _drawing(saga: Saga) -> _Drawing:
     drawing = _Drawing()
     drawing.nodes = [(s.id, f"{s.id} ({s.kind.value})", False) for s in saga.steps]
-    drawing.edges = [(dep, s.id, False) for s in saga.steps
-                     for dep in saga.waits_on.get(s.id, s.needs)]
+    drawing.edges = [
+        (dep, s.id, False) for s in saga.steps for dep in saga.waits_on.get(s.id, s.needs)
+    ]
     confirming = [s.id for s in saga.steps if s.confirm is not None]
     if confirming:
-        drawing.groups.append(("confirms", "confirms, once every action succeeded",
-                               [(f"confirm_{s}", f"confirm {s}", True) for s in confirming]))
+        drawing.groups.append(
+            (
+                "confirms",
+                "confirms, once every action succeeded",
+                [(f"confirm_{s}", f"confirm {s}", True) for s in confirming],
+            )
+        )
         order = _order_among(saga, confirming)
         drawing.edges += [(f"confirm_{a}", f"confirm_{b}", False) for a, b in order]
         first = [s for s in confirming if all(b != s for _, b in order)]
@@ -90,10 +100,17 @@ def _drawing(saga: Saga) -> _Drawing:
         drawing.edges += [(sink, f"confirm_{s}", False) for sink in sinks for s in first]
     undoable = [s.id for s in saga.steps if s.kind is StepKind.COMPENSATABLE]
     if undoable:
-        drawing.groups.append(("compensation", "compensation, if the saga fails",
-                               [(f"undo_{s}", f"undo {s}", False) for s in undoable]))
-        drawing.edges += [(f"undo_{later}", f"undo_{earlier}", True)
-                          for earlier, later in _order_among(saga, undoable)]
+        drawing.groups.append(
+            (
+                "compensation",
+                "compensation, if the saga fails",
+                [(f"undo_{s}", f"undo {s}", False) for s in undoable],
+            )
+        )
+        drawing.edges += [
+            (f"undo_{later}", f"undo_{earlier}", True)
+            for earlier, later in _order_among(saga, undoable)
+        ]
     return drawing
 
 
@@ -128,7 +145,8 @@ def draw_dot(saga: Saga) -> str:
         lines += [f"  subgraph cluster_{group_id} {{", f'    label="{title}"; style=dashed;']
         lines += [f"    {node(*n)}" for n in nodes]
         lines.append("  }")
-    lines += [f'  "{a}" -> "{b}"{" [style=dashed]" if dashed else ""};'
-              for a, b, dashed in drawing.edges]
+    lines += [
+        f'  "{a}" -> "{b}"{" [style=dashed]" if dashed else ""};' for a, b, dashed in drawing.edges
+    ]
     lines.append("}")
     return "\n".join(lines)

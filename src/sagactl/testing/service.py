@@ -58,10 +58,14 @@ class Fault:
 
     def matches(self, method: str, path: str, headers: Mapping[str, str] | None = None) -> bool:
         headers = headers or {}
-        return (self.method in ("*", method) and path.startswith(self.path)
-                and path.endswith(self.suffix) and (self.times is None or self.times > 0)
-                and (self.step is None or headers.get("Saga-Step") == self.step)
-                and (self.phase is None or headers.get("Saga-Phase") == self.phase))
+        return (
+            self.method in ("*", method)
+            and path.startswith(self.path)
+            and path.endswith(self.suffix)
+            and (self.times is None or self.times > 0)
+            and (self.step is None or headers.get("Saga-Step") == self.step)
+            and (self.phase is None or headers.get("Saga-Phase") == self.phase)
+        )
 
 
 @dataclass
@@ -96,8 +100,9 @@ class Service:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         # A short poll interval: shutting down waits for one, and tests start many services.
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,),
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.02,), daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -116,8 +121,11 @@ class Service:
             self.faults.clear()
 
     def requests(self, method: str | None = None, path: str | None = None) -> list[Received]:
-        return [r for r in self.received if (method is None or r.method == method)
-                and (path is None or r.path.startswith(path))]
+        return [
+            r
+            for r in self.received
+            if (method is None or r.method == method) and (path is None or r.path.startswith(path))
+        ]
 
     # --- request handling ---------------------------------------------------------------------
 
@@ -154,17 +162,29 @@ class Service:
             if method == "PUT":
                 previous = self.resources.get(path)
                 self.resources[path] = body
-                status, reply = (200 if previous is not None else 201), {
-                    "id": path.rsplit("/", 1)[-1], "path": path,
-                    "previous": previous.get("version") if isinstance(previous, dict) else None,
-                    **(body if isinstance(body, dict) else {}), **self._extra(path)}
+                status, reply = (
+                    (200 if previous is not None else 201),
+                    {
+                        "id": path.rsplit("/", 1)[-1],
+                        "path": path,
+                        "previous": previous.get("version") if isinstance(previous, dict) else None,
+                        **(body if isinstance(body, dict) else {}),
+                        **self._extra(path),
+                    },
+                )
             elif method == "POST":
                 self._counter += 1
                 child = f"{path.rstrip('/')}/{self._counter}"
                 self.resources[child] = body
-                status, reply = 201, {"id": str(self._counter), "path": child,
-                                      **(body if isinstance(body, dict) else {}),
-                                      **self._extra(path)}
+                status, reply = (
+                    201,
+                    {
+                        "id": str(self._counter),
+                        "path": child,
+                        **(body if isinstance(body, dict) else {}),
+                        **self._extra(path),
+                    },
+                )
             elif method == "DELETE":
                 removed = [p for p in self.resources if p == path or p.startswith(path + "/")]
                 if not removed:
@@ -202,9 +222,16 @@ class Service:
                 if fault and fault.kind == "ok":
                     fault = None
                 with service._lock:
-                    service.received.append(Received(self.command, self.path, headers, body,
-                                                     time.monotonic(),
-                                                     fault.kind if fault else None))
+                    service.received.append(
+                        Received(
+                            self.command,
+                            self.path,
+                            headers,
+                            body,
+                            time.monotonic(),
+                            fault.kind if fault else None,
+                        )
+                    )
                 if fault and fault.kind == "status":
                     time.sleep(fault.delay)
                     self._reply(fault.status, fault.body, fault.headers)
@@ -229,24 +256,30 @@ class Service:
 
             def _trickle(self, status: int, payload: Any, delay: float) -> None:
                 data = json.dumps(payload).encode()
-                head = (f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\n"
-                        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-                        "\r\n")
+                head = (
+                    f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+                    "\r\n"
+                )
                 try:
                     self.wfile.write(head.encode() + data[:-4])
                     for i in range(len(data) - 4, len(data)):
                         time.sleep(delay)
-                        self.wfile.write(data[i:i + 1])
+                        self.wfile.write(data[i : i + 1])
                 except OSError:
                     self.close_connection = True
 
-            def _reply(self, status: int, payload: Any,
-                       headers: dict[str, str] | None = None) -> None:
+            def _reply(
+                self, status: int, payload: Any, headers: dict[str, str] | None = None
+            ) -> None:
                 data = json.dumps(payload).encode()
                 # One write for head and body: no Nagle delay on keep-alive connections.
-                head = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}",
-                        "Content-Type: application/json", f"Content-Length: {len(data)}",
-                        *(f"{k}: {v}" for k, v in (headers or {}).items())]
+                head = [
+                    f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}",
+                    "Content-Type: application/json",
+                    f"Content-Length: {len(data)}",
+                    *(f"{k}: {v}" for k, v in (headers or {}).items()),
+                ]
                 try:
                     self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
                 except OSError:

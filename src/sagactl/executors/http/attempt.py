@@ -107,8 +107,13 @@ def _error(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def attempt(client: httpx.Client, request: PreparedRequest, headers: Mapping[str, str],
-            check: Check, clock: Callable[[], float] = time.monotonic) -> AttemptResult:
+def attempt(
+    client: httpx.Client,
+    request: PreparedRequest,
+    headers: Mapping[str, str],
+    check: Check,
+    clock: Callable[[], float] = time.monotonic,
+) -> AttemptResult:
     """Send the request once and classify what came back. `headers` are this attempt's own
     (`Saga-Attempt`, `traceparent`…), sent after the request's."""
     started = clock()
@@ -118,13 +123,22 @@ def attempt(client: httpx.Client, request: PreparedRequest, headers: Mapping[str
 
     try:
         built = client.build_request(
-            request.method, request.url, content=request.body_bytes,
-            headers=[*request.header_bytes, *((k.encode(), v.encode()) for k, v in
-                                               headers.items())],
-            timeout=request.timeout)
+            request.method,
+            request.url,
+            content=request.body_bytes,
+            headers=[
+                *request.header_bytes,
+                *((k.encode(), v.encode()) for k, v in headers.items()),
+            ],
+            timeout=request.timeout,
+        )
     except (httpx.HTTPError, httpx.InvalidURL, ValueError, TypeError) as exc:
-        return AttemptResult(Outcome.FAILURE, took(), error_class="InvalidRequest",
-                             error_message=f"the request cannot be sent: {_error(exc)}")
+        return AttemptResult(
+            Outcome.FAILURE,
+            took(),
+            error_class="InvalidRequest",
+            error_message=f"the request cannot be sent: {_error(exc)}",
+        )
     status: int | None = None
     try:
         with deadline(request.timeout):
@@ -137,37 +151,63 @@ def attempt(client: httpx.Client, request: PreparedRequest, headers: Mapping[str
     except Interrupted:
         raise
     except _UNSENDABLE as exc:
-        return AttemptResult(Outcome.FAILURE, took(), error_class=type(exc).__name__,
-                             error_message=f"the request cannot be sent: {_error(exc)}")
+        return AttemptResult(
+            Outcome.FAILURE,
+            took(),
+            error_class=type(exc).__name__,
+            error_message=f"the request cannot be sent: {_error(exc)}",
+        )
     except httpx.TimeoutException as exc:
         # A read or write that ran out of the attempt's time: the request may have arrived.
         sent = not isinstance(exc, _NOT_SENT)
         what = "no answer" if status is None else f"status {status}, but the body did not end"
-        return AttemptResult(Outcome.RETRYABLE, took(), error_class=type(exc).__name__,
-                             error_message=f"{what} within the timeout "
-                                           f"({request.timeout:g}s)" if sent else _error(exc),
-                             in_doubt=sent)
+        return AttemptResult(
+            Outcome.RETRYABLE,
+            took(),
+            error_class=type(exc).__name__,
+            error_message=f"{what} within the timeout ({request.timeout:g}s)"
+            if sent
+            else _error(exc),
+            in_doubt=sent,
+        )
     except httpx.TransportError as exc:
-        return AttemptResult(Outcome.RETRYABLE, took(), error_class=type(exc).__name__,
-                             error_message=_error(exc), in_doubt=not isinstance(exc, _NOT_SENT))
+        return AttemptResult(
+            Outcome.RETRYABLE,
+            took(),
+            error_class=type(exc).__name__,
+            error_message=_error(exc),
+            in_doubt=not isinstance(exc, _NOT_SENT),
+        )
     except Exception as exc:  # never a traceback, whatever went wrong
         if status is not None:
             # The answer's head arrived: the status says whether the request took effect,
             # and a body that cannot be read is a failure, not a reason to send it again.
             accepted = request.expect.status_ok(status)
             retried = not accepted and request.retry.retries_status(status)
-            return AttemptResult(Outcome.RETRYABLE if retried else Outcome.FAILURE, took(),
-                                 error_class=type(exc).__name__,
-                                 error_message=f"status {status}, but the answer cannot be "
-                                               f"read: {_error(exc)}", applied=accepted)
+            return AttemptResult(
+                Outcome.RETRYABLE if retried else Outcome.FAILURE,
+                took(),
+                error_class=type(exc).__name__,
+                error_message=f"status {status}, but the answer cannot be read: {_error(exc)}",
+                applied=accepted,
+            )
         # Before the head: the request may have left.
-        return AttemptResult(Outcome.RETRYABLE, took(), error_class=type(exc).__name__,
-                             error_message=f"unexpected error while sending: {_error(exc)}",
-                             in_doubt=True)
+        return AttemptResult(
+            Outcome.RETRYABLE,
+            took(),
+            error_class=type(exc).__name__,
+            error_message=f"unexpected error while sending: {_error(exc)}",
+            in_doubt=True,
+        )
 
 
-def _answered(request: PreparedRequest, response: httpx.Response, check: Check,
-              started: float, clock: Callable[[], float]) -> AttemptResult:
+def _answered(
+    request: PreparedRequest,
+    response: httpx.Response,
+    check: Check,
+    started: float,
+    clock: Callable[[], float],
+) -> AttemptResult:
     """Read and judge a response whose head has arrived."""
     status = response.status_code
     accepted = request.expect.status_ok(status)
@@ -179,8 +219,7 @@ def _answered(request: PreparedRequest, response: httpx.Response, check: Check,
     size = 0
     too_large = False
     # The raw header list decodes far faster than httpx.Headers' item by item view.
-    received = Headers((k.decode("latin-1"), v.decode("latin-1"))
-                       for k, v in response.headers.raw)
+    received = Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw)
     encoding = received.get("content-encoding")
     decoder = _decoder(encoding) if encoding else _IDENTITY
     undecodable: str | None = None
@@ -209,27 +248,53 @@ def _answered(request: PreparedRequest, response: httpx.Response, check: Check,
     view = ResponseView(status, received, text, duration)
     retry = request.retry
     if retry.retries_status(status) and not accepted:
-        return AttemptResult(Outcome.RETRYABLE, duration, view, error_class="HTTPStatus",
-                             error_message=f"status {status}, retried",
-                             retry_after=_retry_after(received.get("retry-after")))
+        return AttemptResult(
+            Outcome.RETRYABLE,
+            duration,
+            view,
+            error_class="HTTPStatus",
+            error_message=f"status {status}, retried",
+            retry_after=_retry_after(received.get("retry-after")),
+        )
     if not accepted:
         expected = ", ".join(str(s) for s in request.expect.status)
-        return AttemptResult(Outcome.FAILURE, duration, view, error_class="HTTPStatus",
-                             error_message=f"status {status}, expected {expected}")
+        return AttemptResult(
+            Outcome.FAILURE,
+            duration,
+            view,
+            error_class="HTTPStatus",
+            error_message=f"status {status}, expected {expected}",
+        )
     if too_large:
-        return AttemptResult(Outcome.FAILURE, duration, view, error_class="ResponseTooLarge",
-                             error_message=f"status {status}, but the body is larger than "
-                                           f"max_response ({format_size(keep)}), and outputs "
-                                           "or expect.that read it",
-                             applied=True)
+        return AttemptResult(
+            Outcome.FAILURE,
+            duration,
+            view,
+            error_class="ResponseTooLarge",
+            error_message=f"status {status}, but the body is larger than "
+            f"max_response ({format_size(keep)}), and outputs "
+            "or expect.that read it",
+            applied=True,
+        )
     if undecodable is not None and wanted:
-        return AttemptResult(Outcome.FAILURE, duration, view, error_class="DecodingError",
-                             error_message=f"status {status}, but the body cannot be decoded: "
-                                           f"{undecodable}", applied=True)
+        return AttemptResult(
+            Outcome.FAILURE,
+            duration,
+            view,
+            error_class="DecodingError",
+            error_message=f"status {status}, but the body cannot be decoded: {undecodable}",
+            applied=True,
+        )
     outputs, problem = check(view)
     if problem is not None:
-        return AttemptResult(Outcome.FAILURE, duration, view, error_class="Expectation",
-                             error_message=problem, applied=True)
+        return AttemptResult(
+            Outcome.FAILURE,
+            duration,
+            view,
+            error_class="Expectation",
+            error_message=problem,
+            applied=True,
+        )
     return AttemptResult(Outcome.SUCCESS, duration, view, applied=True, outputs=outputs)
 
 
@@ -244,8 +309,9 @@ class _Inflate:
     def __init__(self, encoding: str) -> None:
         self._encoding = encoding
         # gzip has its own header; "deflate" is zlib-wrapped, or raw from some servers.
-        self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding != "deflate"
-                                            else zlib.MAX_WBITS)
+        self._inflater = zlib.decompressobj(
+            16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
+        )
         self._started = False
         self._tail = b""
 

@@ -37,17 +37,28 @@ class HttpExecutor:
     def __init__(self, client: httpx.Client) -> None:
         self.client = client
 
-    def prepare(self, saga: Saga, step: Step, phase: Phase, context: Mapping[str, Any],
-                steps: Mapping[str, Mapping[str, Any]], renderer: Renderer, *,
-                secrets: Redactor | None = None) -> PreparedRequest:
+    def prepare(
+        self,
+        saga: Saga,
+        step: Step,
+        phase: Phase,
+        context: Mapping[str, Any],
+        steps: Mapping[str, Mapping[str, Any]],
+        renderer: Renderer,
+        *,
+        secrets: Redactor | None = None,
+    ) -> PreparedRequest:
         return prepare(saga, step, phase, context, steps, renderer, secrets=secrets)
 
     def shown(self, prepared: Any, attempt: AttemptContext) -> Shown:
         assert isinstance(prepared, PreparedRequest)
-        return Shown(prepared.method, prepared.url,
-                     {**prepared.headers, **saga_headers(prepared, attempt)}, prepared.body_text)
+        return Shown(
+            prepared.method,
+            prepared.url,
+            {**prepared.headers, **saga_headers(prepared, attempt)},
+            prepared.body_text,
+        )
 
     def attempt(self, prepared: Any, context: AttemptContext, check: Check) -> AttemptResult:
         assert isinstance(prepared, PreparedRequest)
-        return attempt(self.client, prepared, saga_headers(prepared, context), check,
-                       context.clock)
+        return attempt(self.client, prepared, saga_headers(prepared, context), check, context.clock)

@@ -82,12 +82,13 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 # Most URLs a saga sends: http or https, a plain host name or IPv4 address, maybe a port,
 # printable characters. Anything else takes the full check.
-_PLAIN_URL = re.compile(r"^https?://[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*(?::(?P<port>[0-9]{1,5}))?"
-                        r"(?:[/?#][^\x00-\x1f\x7f]*)?$")
+_PLAIN_URL = re.compile(
+    r"^https?://[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*(?::(?P<port>[0-9]{1,5}))?"
+    r"(?:[/?#][^\x00-\x1f\x7f]*)?$"
+)
 
 
-def _check_url(url: str, where: Callable[[], Location],
-               mask: Callable[[str], str] = str) -> None:
+def _check_url(url: str, where: Callable[[], Location], mask: Callable[[str], str] = str) -> None:
     """Raises RenderError (at `where()`) for a URL that cannot be sent: not http or https,
     no host, an invalid host or port, a control character, too long. The checks httpx
     makes when it parses a URL to send it, made here without parsing it twice. The URL is
@@ -139,12 +140,16 @@ def _header_value(value: str, where: Callable[[], Location]) -> bytes:
     try:
         raw = value.encode("latin-1")
     except UnicodeEncodeError as exc:
-        raise RenderError(where(), f"{value[exc.start]!r} is not Latin-1 text, which is all a "
-                                   "header can hold: put such values in the body, or escape "
-                                   "them with the urlencode filter") from None
+        raise RenderError(
+            where(),
+            f"{value[exc.start]!r} is not Latin-1 text, which is all a "
+            "header can hold: put such values in the body, or escape "
+            "them with the urlencode filter",
+        ) from None
     if _CONTROL.search(value):
-        raise RenderError(where(), "the value holds a line break or control character, "
-                                   "which a header cannot hold")
+        raise RenderError(
+            where(), "the value holds a line break or control character, which a header cannot hold"
+        )
     return raw
 
 
@@ -174,14 +179,25 @@ class _Parts:
     """Renders the parts of one request — URL, each header, body — in a scope; each part
     raises RenderError located at its field."""
 
-    def __init__(self, saga: Saga, step: Step, phase: Phase, request: Request,
-                 scope: Mapping[str, Any], renderer: Renderer) -> None:
+    def __init__(
+        self,
+        saga: Saga,
+        step: Step,
+        phase: Phase,
+        request: Request,
+        scope: Mapping[str, Any],
+        renderer: Renderer,
+    ) -> None:
         self.saga, self.step, self.phase, self.request = saga, step, phase, request
         self.scope, self.renderer = scope, renderer
 
     def at(self, field: str) -> Location:  # built only for an error: most requests need none
-        return Location(self.saga.path, self.request.line, 0,
-                        f"steps[{self.step.index}].{self.phase.value}.{field}")
+        return Location(
+            self.saga.path,
+            self.request.line,
+            0,
+            f"steps[{self.step.index}].{self.phase.value}.{field}",
+        )
 
     def render(self, value: Any, field: str) -> Any:
         try:
@@ -192,15 +208,17 @@ class _Parts:
     def url(self) -> str:
         request = self.request
         url = _text(self.render(request.url, "url"))
-        base = self.render(request.base_url, "base_url") if request.base_url is not None \
-            else None
+        base = self.render(request.base_url, "base_url") if request.base_url is not None else None
         url = join_url(_text(base) if base is not None else None, url)
         if "://" not in url:
             raise RenderError(self.at("url"), f"'{url}' is relative and no base_url is set")
         query = self.render(request.query, "query") if request.query else None
         if query:
-            pairs = [(k, _text(v)) for k, vs in query.items()
-                     for v in (vs if isinstance(vs, list) else [vs])]
+            pairs = [
+                (k, _text(v))
+                for k, vs in query.items()
+                for v in (vs if isinstance(vs, list) else [vs])
+            ]
             url += ("&" if "?" in url else "?") + urlencode(pairs)
         return url
 
@@ -227,8 +245,9 @@ class _Parts:
     def where(self, field: str) -> Callable[[], Location]:
         return lambda: self.at(field)
 
-    def header_bytes(self, headers: Mapping[str, str],
-                     content_type: str | None) -> tuple[tuple[bytes, bytes], ...]:
+    def header_bytes(
+        self, headers: Mapping[str, str], content_type: str | None
+    ) -> tuple[tuple[bytes, bytes], ...]:
         """Every header as sent but the attempt's own: ours unless the saga sets them, then
         the saga's."""
         if not headers:  # the commonest case, without building anything
@@ -240,9 +259,13 @@ class _Parts:
         if content_type:
             ours.append((b"Content-Type", content_type.encode("latin-1")))
         lowered = {k.lower().encode() for k in headers}
-        return (*(pair for pair in ours if pair[0].lower() not in lowered),
-                *((k.encode("ascii"), _header_value(v, self.where(f"headers.{k}")))
-                  for k, v in headers.items()))
+        return (
+            *(pair for pair in ours if pair[0].lower() not in lowered),
+            *(
+                (k.encode("ascii"), _header_value(v, self.where(f"headers.{k}")))
+                for k, v in headers.items()
+            ),
+        )
 
     def body(self) -> tuple[Any, str | None, str | None]:
         """(the body, its text as sent, its Content-Type)."""
@@ -268,19 +291,24 @@ class _Parts:
             raw = text.encode()
         except UnicodeEncodeError as exc:
             kind = self.request.body_kind
-            raise RenderError(self.at(kind.value if kind else "body"),
-                              f"the body holds {text[exc.start]!r}, which is not text (a lone "
-                              "surrogate, from some JSON): it cannot be sent") from None
+            raise RenderError(
+                self.at(kind.value if kind else "body"),
+                f"the body holds {text[exc.start]!r}, which is not text (a lone "
+                "surrogate, from some JSON): it cannot be sent",
+            ) from None
         if len(raw) > MAX_BODY:
             kind = self.request.body_kind
-            raise RenderError(self.at(kind.value if kind else "body"),
-                              f"the body is {len(raw):,} bytes, more than the "
-                              f"{MAX_BODY // 2**20} MiB a request may send")
+            raise RenderError(
+                self.at(kind.value if kind else "body"),
+                f"the body is {len(raw):,} bytes, more than the "
+                f"{MAX_BODY // 2**20} MiB a request may send",
+            )
         return raw
 
 
-def _scope(context: Mapping[str, Any], step: Step, phase: Phase,
-           steps: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def _scope(
+    context: Mapping[str, Any], step: Step, phase: Phase, steps: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
     key = idempotency_key(context["run"]["id"], step.id, phase)
     return {**context, "step": {"id": step.id, "idempotency_key": key}, "steps": steps}
 
@@ -320,23 +348,39 @@ def prepare(
         header_bytes = parts.header_bytes(headers, content_type)
         body_bytes = parts.body_bytes(body_text)
     return PreparedRequest(
-        step=step.id, phase=phase, method=request.method, url=url, headers=headers,
-        body_kind=request.body_kind, body=body, body_text=body_text,
-        content_type=content_type, timeout=request.timeout, retry=request.retry,
-        expect=request.expect, idempotency_key=scope["step"]["idempotency_key"],
-        header_bytes=header_bytes, body_bytes=body_bytes, reads_body=request.reads_body,
+        step=step.id,
+        phase=phase,
+        method=request.method,
+        url=url,
+        headers=headers,
+        body_kind=request.body_kind,
+        body=body,
+        body_text=body_text,
+        content_type=content_type,
+        timeout=request.timeout,
+        retry=request.retry,
+        expect=request.expect,
+        idempotency_key=scope["step"]["idempotency_key"],
+        header_bytes=header_bytes,
+        body_bytes=body_bytes,
+        reads_body=request.reads_body,
         max_response=request.max_response,
     )
 
 
 def _reads(value: Any, root: str) -> bool:
     """Whether a template in `value` reads the name `root`."""
-    return any(ref.root == root for text in strings_in(value) if is_template(text)
-               for ref in references(text))
+    return any(
+        ref.root == root
+        for text in strings_in(value)
+        if is_template(text)
+        for ref in references(text)
+    )
 
 
-def preflight(saga: Saga, context: Mapping[str, Any], renderer: Renderer,
-              secrets: Redactor | None = None) -> dict[tuple[str, Phase], PreparedRequest]:
+def preflight(
+    saga: Saga, context: Mapping[str, Any], renderer: Renderer, secrets: Redactor | None = None
+) -> dict[tuple[str, Phase], PreparedRequest]:
     """Before anything is journaled or sent (SPEC §3.2 item 0): every request that depends
     only on inputs, env, vars, secrets and the run, prepared and checked; in every other
     request, each part that depends only on those, checked; and every read of a declared env
@@ -352,36 +396,49 @@ def preflight(saga: Saga, context: Mapping[str, Any], renderer: Renderer,
     ready: dict[tuple[str, Phase], PreparedRequest] = {}
     unset = {name for name in saga.env if name not in context["env"]}
     for step in saga.steps:
-        for phase, request in ((Phase.ACTION, step.action), (Phase.COMPENSATE, step.compensate),
-                               (Phase.CONFIRM, step.confirm)):
+        for phase, request in (
+            (Phase.ACTION, step.action),
+            (Phase.COMPENSATE, step.compensate),
+            (Phase.CONFIRM, step.confirm),
+        ):
             if not isinstance(request, Request):
                 continue  # none, or of another kind: its executor checks it as it runs
             if not request.reads_steps:
                 try:
-                    ready[(step.id, phase)] = prepare(saga, step, phase, context, {}, renderer,
-                                                      secrets=secrets)
+                    ready[(step.id, phase)] = prepare(
+                        saga, step, phase, context, {}, renderer, secrets=secrets
+                    )
                 except RenderError as exc:
                     problem(exc)
                 if unset and request.expect.that:
-                    _unset_env(Location(saga.path, request.line, 0,
-                                        f"steps[{step.index}].{phase.value}.expect.that"),
-                               ["{{ " + e + " }}" for e in request.expect.that], unset,
-                               problems)
+                    _unset_env(
+                        Location(
+                            saga.path,
+                            request.line,
+                            0,
+                            f"steps[{step.index}].{phase.value}.expect.that",
+                        ),
+                        ["{{ " + e + " }}" for e in request.expect.that],
+                        unset,
+                        problems,
+                    )
                 continue
-            parts = _Parts(saga, step, phase, request, _scope(context, step, phase, {}),
-                           renderer)
-            fields = {"url": [request.url, request.base_url, request.query],
-                      **{f"headers.{k}": v for k, v in request.headers.items()},
-                      **({"auth": request.auth} if request.auth is not None else {}),
-                      (request.body_kind.value if request.body_kind else "body"): request.body}
+            parts = _Parts(saga, step, phase, request, _scope(context, step, phase, {}), renderer)
+            fields = {
+                "url": [request.url, request.base_url, request.query],
+                **{f"headers.{k}": v for k, v in request.headers.items()},
+                **({"auth": request.auth} if request.auth is not None else {}),
+                (request.body_kind.value if request.body_kind else "body"): request.body,
+            }
             for field, value in fields.items():
                 try:
                     if _reads(value, "steps"):
                         # Known only once the steps it reads have run: only its env is checked.
                         _unset_env(parts.at(field), value, unset, problems)
                     elif field == "url":
-                        _check_url(parts.url(), parts.where("url"),
-                                   secrets.text if secrets else str)
+                        _check_url(
+                            parts.url(), parts.where("url"), secrets.text if secrets else str
+                        )
                     elif field.startswith("headers."):
                         name = field.removeprefix("headers.")
                         _header_value(parts.header(name), parts.where(field))
@@ -391,18 +448,27 @@ def preflight(saga: Saga, context: Mapping[str, Any], renderer: Renderer,
                         parts.body_bytes(parts.body()[1])
                 except RenderError as exc:
                     problem(exc)
-            _unset_env(parts.at("expect.that"), ["{{ " + e + " }}" for e in request.expect.that],
-                       unset, problems)
+            _unset_env(
+                parts.at("expect.that"),
+                ["{{ " + e + " }}" for e in request.expect.that],
+                unset,
+                problems,
+            )
         if unset and step.outputs:
-            _unset_env(Location(saga.path, step.line, 0, f"steps[{step.index}].outputs"),
-                       step.outputs, unset, problems)
+            _unset_env(
+                Location(saga.path, step.line, 0, f"steps[{step.index}].outputs"),
+                step.outputs,
+                unset,
+                problems,
+            )
     if problems:
         raise DefinitionErrors(list(problems.values()))
     return ready
 
 
-def _unset_env(where: Location, value: Any, unset: set[str],
-               problems: dict[str, DefinitionError]) -> None:
+def _unset_env(
+    where: Location, value: Any, unset: set[str], problems: dict[str, DefinitionError]
+) -> None:
     """A problem for each env name in `unset` that a template of `value` reads without a
     default (`| default(…)`, `is defined`) anywhere in that template."""
     if not unset:
@@ -410,17 +476,23 @@ def _unset_env(where: Location, value: Any, unset: set[str],
     for text in strings_in(value):
         if not is_template(text):
             continue
-        found = [ref for ref in references(text) if ref.root == "env" and ref.path
-                 and ref.path[0] in unset]
+        found = [
+            ref
+            for ref in references(text)
+            if ref.root == "env" and ref.path and ref.path[0] in unset
+        ]
         guarded = {ref.path[0] for ref in found if ref.guarded}
         for name in sorted({ref.path[0] for ref in found} - guarded):
-            error = DefinitionError(where, f"env.{name} is not set: set {name} in the "
-                                           "environment (or give it a default)")
+            error = DefinitionError(
+                where,
+                f"env.{name} is not set: set {name} in the environment (or give it a default)",
+            )
             problems.setdefault(str(error), error)
 
 
-def plan(saga: Saga, inputs: Mapping[str, Any], env: Mapping[str, str],
-         renderer: Renderer) -> list[list[tuple[Phase, list[str]]]]:
+def plan(
+    saga: Saga, inputs: Mapping[str, Any], env: Mapping[str, str], renderer: Renderer
+) -> list[list[tuple[Phase, list[str]]]]:
     """Every request each step may send, in dependency order, rendered without sending and
     described as `plan` shows them (`format_plan`).
 
@@ -430,10 +502,18 @@ def plan(saga: Saga, inputs: Mapping[str, Any], env: Mapping[str, str],
     from sagactl.executors.http.describe import describe
     from sagactl.redact import MASK
 
-    context = run_context(saga, run_id="<run.id>", inputs=inputs, env=env,
-                          secrets=dict.fromkeys(saga.secrets, MASK), renderer=renderer)
-    steps = {s.id: {"outputs": {name: f"<steps.{s.id}.outputs.{name}>" for name in s.outputs}}
-             for s in saga.steps}
+    context = run_context(
+        saga,
+        run_id="<run.id>",
+        inputs=inputs,
+        env=env,
+        secrets=dict.fromkeys(saga.secrets, MASK),
+        renderer=renderer,
+    )
+    steps = {
+        s.id: {"outputs": {name: f"<steps.{s.id}.outputs.{name}>" for name in s.outputs}}
+        for s in saga.steps
+    }
     planned: list[list[tuple[Phase, list[str]]]] = []
     for step in saga.ordered_steps():
         planned.append([])

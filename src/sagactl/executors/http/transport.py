@@ -76,8 +76,9 @@ class _Stream(httpcore.NetworkStream):
         while view:
             # Time up before a byte of the request left (connecting took it all): the
             # service cannot have seen it, as after a connect timeout.
-            error = httpcore.WriteTimeout if getattr(_local, "sent", True) \
-                else httpcore.ConnectTimeout
+            error = (
+                httpcore.WriteTimeout if getattr(_local, "sent", True) else httpcore.ConnectTimeout
+            )
             try:
                 sock.settimeout(_left(timeout, error))
                 sent = sock.send(view)
@@ -92,10 +93,17 @@ class _Stream(httpcore.NetworkStream):
     def close(self) -> None:
         self._inner.close()
 
-    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
-        return _Stream(self._inner.start_tls(ssl_context, server_hostname,
-                                             _left(timeout, httpcore.ConnectTimeout)))
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return _Stream(
+            self._inner.start_tls(
+                ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout)
+            )
+        )
 
     def get_extra_info(self, info: str) -> Any:
         return self._inner.get_extra_info(info)
@@ -107,17 +115,31 @@ class _Backend(httpcore.NetworkBackend):
     def __init__(self) -> None:
         self._inner = httpcore.SyncBackend()
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                    local_address: str | None = None,
-                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
-        return _Stream(self._inner.connect_tcp(host, port, _left(timeout, httpcore.ConnectTimeout),
-                                               local_address, socket_options))
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        return _Stream(
+            self._inner.connect_tcp(
+                host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options
+            )
+        )
 
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Iterable[Any] | None = None,
-                            ) -> httpcore.NetworkStream:
-        return _Stream(self._inner.connect_unix_socket(
-            path, _left(timeout, httpcore.ConnectTimeout), socket_options))
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        return _Stream(
+            self._inner.connect_unix_socket(
+                path, _left(timeout, httpcore.ConnectTimeout), socket_options
+            )
+        )
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)
@@ -162,11 +184,14 @@ class _LazyTLS(httpx.BaseTransport):
 def client(concurrency: int = 8) -> httpx.Client:
     """The client of one run (or of one process's runs): keep-alive connections for
     `concurrency` requests in flight."""
-    limits = httpx.Limits(max_connections=max(concurrency, 1) * 2,
-                          max_keepalive_connections=max(concurrency, 1))
+    limits = httpx.Limits(
+        max_connections=max(concurrency, 1) * 2, max_keepalive_connections=max(concurrency, 1)
+    )
     # Plain http needs no certificates: verify=False only skips loading the CA bundle there.
     # Bodies are decoded as they are read, and only as far as needed (see `attempt`): gzip and
     # deflate, which zlib decodes with a bound on what each call gives.
-    return httpx.Client(transport=_LazyTLS(limits),
-                        mounts={"http://": DeadlineTransport(limits, verify=False)},
-                        headers={"Accept-Encoding": "gzip, deflate"})
+    return httpx.Client(
+        transport=_LazyTLS(limits),
+        mounts={"http://": DeadlineTransport(limits, verify=False)},
+        headers={"Accept-Encoding": "gzip, deflate"},
+    )
