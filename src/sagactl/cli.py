@@ -151,7 +151,7 @@ def plan(
         from sagactl.definition.inputs import read_inputs_file, resolve_inputs
         from sagactl.definition.loader import load
         from sagactl.definition.templating import Renderer
-        from sagactl.executors.http.prepare import plan as plan_requests
+        from sagactl.executors.http.plan import plan as plan_requests
         from sagactl.output.saga_views import format_plan
 
         saga = load(file)

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from sagactl import __version__
-from sagactl.definition.scope import idempotency_key, run_context
+from sagactl.definition.scope import idempotency_key
 from sagactl.definition.templating import (
     Renderer,
     TemplateProblem,
@@ -33,7 +33,6 @@ __all__ = [
     "USER_AGENT",
     "PreparedRequest",
     "join_url",
-    "plan",
     "preflight",
     "prepare",
 ]
@@ -488,40 +487,3 @@ def _unset_env(
                 f"env.{name} is not set: set {name} in the environment (or give it a default)",
             )
             problems.setdefault(str(error), error)
-
-
-def plan(
-    saga: Saga, inputs: Mapping[str, Any], env: Mapping[str, str], renderer: Renderer
-) -> list[list[tuple[Phase, list[str]]]]:
-    """Every request each step may send, in dependency order, rendered without sending and
-    described as `plan` shows them (`format_plan`).
-
-    What is known only once running stands as a placeholder: `<run.id>`,
-    `<steps.S.outputs.X>`; secrets stand as `***`. A call of another kind is named only.
-    """
-    from sagactl.executors.http.describe import describe
-    from sagactl.redact import MASK
-
-    context = run_context(
-        saga,
-        run_id="<run.id>",
-        inputs=inputs,
-        env=env,
-        secrets=dict.fromkeys(saga.secrets, MASK),
-        renderer=renderer,
-    )
-    steps = {
-        s.id: {"outputs": {name: f"<steps.{s.id}.outputs.{name}>" for name in s.outputs}}
-        for s in saga.steps
-    }
-    planned: list[list[tuple[Phase, list[str]]]] = []
-    for step in saga.ordered_steps():
-        planned.append([])
-        for phase in Phase:
-            call = step.request(phase)
-            if isinstance(call, Request):
-                prepared = prepare(saga, step, phase, context, steps, renderer, check=False)
-                planned[-1].append((phase, describe(prepared)))
-            elif call is not None:
-                planned[-1].append((phase, [f"({call.kind} step: shown as it runs)"]))
-    return planned
