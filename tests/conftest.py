@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from helpers import Runs
 
 
 @pytest.fixture
@@ -24,3 +27,9 @@ def service():  # type: ignore[no-untyped-def]
 
     with Service() as svc:
         yield svc
+
+
+@pytest.fixture
+def runs(tmp_path: Path, service: Any) -> Runs:
+    """The command line with a journal and `service`'s URL in its environment."""
+    return Runs(tmp_path, service)

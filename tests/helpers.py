@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,9 @@ from typing import Any
 from typer.testing import CliRunner
 
 from sagactl.cli import app
+from sagactl.journal import open_journal
+from sagactl.records import RunStatus
+from sagactl.testing.service import Service
 
 ROOT = Path(__file__).resolve().parent.parent
 SAGAS = ROOT / "sagas"
@@ -158,3 +162,49 @@ def new_run(
         step_ids=["a", "b"],
     )
     return run_id
+
+
+TOKEN = "tok-5ecr3t/+=value"
+
+
+class Runs:
+    """The command line with a journal and the service's URL in its environment."""
+
+    def __init__(self, tmp_path: Path, service: Service) -> None:
+        self.journal = tmp_path / "journal.db"
+        self.service = service
+        self.tmp = tmp_path
+
+    def env(self, **extra: str | None) -> dict[str, str | None]:
+        return {
+            "BASE": self.service.url,
+            "TOKEN": TOKEN,
+            "NO_COLOR": "1",
+            "SAGACTL_JOURNAL": str(self.journal),
+            **extra,
+        }
+
+    def file(self, text: str, name: str = "saga.yaml") -> Path:
+        path = self.tmp / name
+        path.write_text(text)
+        return path
+
+    def __call__(self, *args: str, **env: str | None) -> Result:
+        return cli(*args, env=self.env(**env))
+
+    def run(self, text: str, *args: str) -> tuple[Result, str]:
+        result = self("run", str(self.file(text)), *args)
+        return result, result.stdout.splitlines()[0] if result.stdout else ""
+
+    def status(self, run_id: str) -> RunStatus:
+        with open_journal(self.journal) as journal:
+            return journal.get_run(run_id).status
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Wait for something another process does (nothing here can inject its clock)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.01)

@@ -7,28 +7,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import sagas
-from helpers import ROOT, cli
+from helpers import ROOT, cli, wait_for
 from sagactl.journal import open_journal
 from sagactl.records import RunStatus, StepState
 from sagactl.testing.service import Fault, Service
 
 TOKEN = "crash-token"
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Wait for something another process does (nothing here can inject its clock)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.01)
 
 
 class Crash:

@@ -13,11 +13,10 @@ import sys
 from pathlib import Path
 
 import sagas
-from helpers import ROOT, cli
+from helpers import ROOT, cli, wait_for
 from sagactl.journal import open_journal
 from sagactl.records import RunStatus
 from sagactl.testing.service import Fault, Service
-from test_crash import wait_for
 
 
 def start(saga: Path, journal: Path, service: Service, *args: str) -> subprocess.Popen[str]:

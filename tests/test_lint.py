@@ -38,3 +38,15 @@ def test_import_contracts() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
+
+
+def test_tests_share_their_harness_through_helpers_not_each_other() -> None:
+    """A test module imported by another runs its tests twice and ties the two together:
+    what tests share lives in helpers.py, fault_model.py, sagas.py or conftest.py."""
+    importing = [
+        f"{path.name}: {line.strip()}"
+        for path in sorted((ROOT / "tests").glob("*.py"))
+        for line in path.read_text().splitlines()
+        if line.startswith(("from test_", "import test_"))
+    ]
+    assert importing == []

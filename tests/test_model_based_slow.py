@@ -20,12 +20,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from fault_model import Case, cases, check, check_stuck, faults, saga_text, statistics
 from helpers import ROOT
 from sagactl.definition.loader import load_text
 from sagactl.journal import open_journal
 from sagactl.records import RunStatus
 from sagactl.testing.service import Service
-from test_model_based import Case, cases, check, check_stuck, faults, saga_text, statistics
 
 CASES = int(os.environ.get("SAGACTL_SLOW_CASES", "2000"))
 

@@ -9,12 +9,9 @@ import re
 from pathlib import Path
 from urllib.parse import quote
 
-import pytest
-
 import sagas
-from helpers import ROOT
+from helpers import ROOT, TOKEN, Runs
 from sagactl.testing.service import Fault, Service
-from test_run import TOKEN, Runs
 
 MASKS = [
     (re.compile(r"\b[0-9A-HJKMNP-TV-Z]{26}\b"), "<RUN>"),
@@ -30,11 +27,6 @@ def masked(text: str) -> str:
     for pattern, replacement in MASKS:
         text = pattern.sub(replacement, text)
     return text
-
-
-@pytest.fixture
-def runs(tmp_path: Path, service: Service) -> Runs:
-    return Runs(tmp_path, service)
 
 
 def test_plain_output_of_a_succeeding_run(runs: Runs) -> None:

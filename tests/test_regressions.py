@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import sagas
-from helpers import http_executors, new_run
+from helpers import Runs, http_executors, new_run
 from sagactl.definition.loader import load_text
 from sagactl.engine.machine import Engine
 from sagactl.engine.runs import create_run
 from sagactl.journal import open_journal
 from sagactl.records import StepState
 from sagactl.testing.service import Fault, Service
-from test_run import Runs
 
 
 def test_compensate_refuses_while_a_pivot_is_in_doubt(tmp_path: Path, service: Service) -> None:

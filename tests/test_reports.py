@@ -5,19 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from lxml import etree
 
 import sagas
+from helpers import Runs
 from sagactl.testing.service import Fault, Service
-from test_run import Runs
 
 XSD = etree.XMLSchema(etree.parse(str(Path(__file__).parent / "data" / "junit.xsd")))
-
-
-@pytest.fixture
-def runs(tmp_path: Path, service: Service) -> Runs:
-    return Runs(tmp_path, service)
 
 
 def lines(text: str) -> list[dict[str, object]]:

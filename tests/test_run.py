@@ -10,51 +10,10 @@ from pathlib import Path
 import pytest
 
 import sagas
-from helpers import Result, cli
+from helpers import TOKEN, Runs
 from sagactl.journal import open_journal
 from sagactl.records import RunStatus
 from sagactl.testing.service import Fault, Service
-
-TOKEN = "tok-5ecr3t/+=value"
-
-
-class Runs:
-    """The command line with a journal and the service's URL in its environment."""
-
-    def __init__(self, tmp_path: Path, service: Service) -> None:
-        self.journal = tmp_path / "journal.db"
-        self.service = service
-        self.tmp = tmp_path
-
-    def env(self, **extra: str | None) -> dict[str, str | None]:
-        return {
-            "BASE": self.service.url,
-            "TOKEN": TOKEN,
-            "NO_COLOR": "1",
-            "SAGACTL_JOURNAL": str(self.journal),
-            **extra,
-        }
-
-    def file(self, text: str, name: str = "saga.yaml") -> Path:
-        path = self.tmp / name
-        path.write_text(text)
-        return path
-
-    def __call__(self, *args: str, **env: str | None) -> Result:
-        return cli(*args, env=self.env(**env))
-
-    def run(self, text: str, *args: str) -> tuple[Result, str]:
-        result = self("run", str(self.file(text)), *args)
-        return result, result.stdout.splitlines()[0] if result.stdout else ""
-
-    def status(self, run_id: str) -> RunStatus:
-        with open_journal(self.journal) as journal:
-            return journal.get_run(run_id).status
-
-
-@pytest.fixture
-def runs(tmp_path: Path, service: Service) -> Runs:
-    return Runs(tmp_path, service)
 
 
 def test_happy_path_sends_every_saga_header(runs: Runs, service: Service) -> None:

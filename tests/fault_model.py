@@ -1,0 +1,267 @@
+"""The fault model shared by the randomized tests (tests/test_model_based.py in process,
+tests/test_model_based_slow.py with real processes): generated saga shapes, a fault drawn for
+every attempt of every request, and the invariants, read only from the service's own record.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hypothesis import event
+from hypothesis import strategies as st
+
+from sagactl.journal import Durability, open_journal
+from sagactl.model import StepKind
+from sagactl.records import RunStatus
+from sagactl.testing.service import Fault, Service
+
+__all__ = [
+    "FAULTS",
+    "NOT_ANSWERED",
+    "Case",
+    "StepPlan",
+    "cases",
+    "check",
+    "check_stuck",
+    "faults",
+    "saga_text",
+    "statistics",
+]
+
+TIMEOUT = 0.1
+"""Each attempt's timeout in the generated sagas, in seconds."""
+LATE = 0.15
+"""How late a slow answer comes: past the timeout."""
+TRICKLE = 0.04
+"""Seconds between the bytes of a trickled body: its whole is past the timeout."""
+
+FAULTS = ("late", "drop", "reset", "early", "trickle", "503", "429", "4xx", "refused")
+"""Every way an attempt can go wrong; "ok" is success."""
+NOT_ANSWERED = frozenset({"late", "drop", "reset", "early", "trickle"})
+"""Faults after which the client cannot know whether the request took effect."""
+
+
+@dataclass
+class StepPlan:
+    kind: str  # compensatable, pivot, read
+    needs: list[int] | None
+    confirm: bool
+    attempts: dict[str, list[str]] = field(default_factory=dict)
+    """Phase -> the fault of each of its successive attempts (then success)."""
+
+
+@dataclass
+class Case:
+    steps: list[StepPlan]
+    crash_at: int | None
+    choices: list[str] = field(default_factory=list)
+    real_processes: bool = False
+
+
+def attempt_faults(real_processes: bool = False) -> st.SearchStrategy[list[str]]:
+    """The faults of a request's successive attempts, each drawn on its own: success half of
+    the time, any fault otherwise."""
+    kinds = [k for k in FAULTS if not (real_processes and k == "refused")]
+    one = st.one_of(st.just("ok"), st.sampled_from(kinds))
+    return st.integers(0, 5).flatmap(lambda n: st.lists(one, min_size=n, max_size=n))
+
+
+@st.composite
+def cases(draw: st.DrawFn, real_processes: bool = False) -> Case:
+    count = draw(st.integers(2, 8))
+    steps = []
+    for i in range(count):
+        kind = draw(st.sampled_from(["compensatable"] * 6 + ["pivot", "read"]))
+        needs = draw(
+            st.one_of(
+                st.none(),
+                st.lists(st.integers(0, i - 1), unique=True, max_size=i) if i else st.just([]),
+            )
+        )
+        confirm = kind == "compensatable" and draw(st.booleans()) and draw(st.booleans())
+        plan = StepPlan(kind, needs, confirm)
+        phases = (
+            ["action"]
+            + (["compensate"] if kind == "compensatable" else [])
+            + (["confirm"] if confirm else [])
+        )
+        for phase in phases:
+            plan.attempts[phase] = draw(attempt_faults(real_processes))
+        steps.append(plan)
+    crash_at = draw(st.one_of(st.none(), st.integers(1, 4 * count + 4)))
+    choices = draw(st.lists(st.sampled_from(["resume", "compensate"]), min_size=6, max_size=6))
+    return Case(steps, crash_at, choices, real_processes)
+
+
+def saga_text(case: Case) -> str:
+    lines = [
+        "version: 1",
+        "name: model",
+        "env: [BASE]",
+        "defaults:",
+        '  base_url: "{{ env.BASE }}"',
+        f"  timeout: {int(TIMEOUT * 1000)}ms",
+        "  retry: {attempts: 2, backoff: 1ms, max_backoff: 1ms, jitter: false}",
+        "  compensation:",
+        "    retry: {attempts: 3, backoff: 1ms, max_backoff: 1ms, jitter: false}",
+        "steps:",
+    ]
+    for i, step in enumerate(case.steps):
+        lines.append(f"  - id: s{i}")
+        if step.needs is not None:
+            lines.append(f"    needs: [{', '.join(f's{n}' for n in step.needs)}]")
+        if step.kind == "read":
+            lines.append(
+                f'    action: {{method: GET, url: "/probe/s{i}", expect: {{status: [200, 404]}}}}'
+            )
+        else:
+            lines.append(f'    action: {{method: PUT, url: "/s{i}/{{{{ run.id }}}}"}}')
+        if step.kind == "compensatable":
+            lines.append(
+                f'    compensate: {{method: DELETE, url: "/s{i}/{{{{ run.id }}}}", '
+                "expect: {status: [200, 404]}}"
+            )
+        if step.confirm:
+            lines.append(f'    confirm: {{method: PUT, url: "/s{i}/{{{{ run.id }}}}/ok"}}')
+    return "\n".join(lines) + "\n"
+
+
+def fault(kind: str, step: str, phase: str) -> Fault:
+    """One attempt's fault as the service (or, for `refused`, the client's network) plays it."""
+    where = {"method": "*", "path": "/", "step": step, "phase": phase, "times": 1}
+    if kind == "4xx":
+        return Fault(**where, status=422)
+    if kind == "503":
+        return Fault(**where, status=503)
+    if kind == "429":
+        return Fault(**where, status=429, headers={"Retry-After": "0"})
+    named = {
+        "late": ("delay_after", LATE),
+        "drop": ("drop_after", 0.0),
+        "reset": ("drop_before", 0.0),
+        "early": ("delay_before", LATE),
+        "trickle": ("trickle", TRICKLE),
+        "ok": ("ok", 0.0),
+        "refused": ("refused", 0.0),
+    }
+    fault_kind, delay = named[kind]
+    return Fault(**where, kind=fault_kind, delay=delay)
+
+
+def faults(case: Case) -> list[Fault]:
+    """The faults of every attempt, in order: the service takes the first that matches."""
+    return [
+        fault(kind, f"s{i}", phase)
+        for i, step in enumerate(case.steps)
+        for phase, kinds in step.attempts.items()
+        for kind in kinds
+    ]
+
+
+def left_in_service(service: Service, run_id: str, saga: Any) -> set[str]:
+    """The steps whose effect the service still holds."""
+    return {s.id for s in saga.steps if f"/{s.id}/{run_id}" in service.resources}
+
+
+def reached(service: Service, step: str, phase: str = "action") -> bool:
+    """Whether a request of this step and phase ever reached the service."""
+    return any(
+        r.headers.get("Saga-Step") == step and r.headers.get("Saga-Phase") == phase
+        for r in service.received
+    )
+
+
+def check_stuck(path: Path, run_id: str, saga: Any, service: Service, killed: bool = False) -> None:
+    """A stuck run names at least everything the service still holds that it must undo or
+    finish, and never a step that did not reach the service — unless a process was killed:
+    one killed between journaling an attempt and sending it leaves a step that may have
+    reached the service (the journal cannot know), and that did not."""
+    with open_journal(path, Durability.NORMAL) as store:
+        run = store.get_run(run_id)
+    assert run.status is RunStatus.STUCK and run.error, run
+    event(f"stuck on the way, in phase {run.phase}")
+    left = left_in_service(service, run_id, saga)
+    if run.phase == "compensate":
+        named = re.match(r"compensation not finished for ([^:]+):", run.error)
+        assert named, run.error
+        names = set(named.group(1).split(", "))
+        compensatable = {s.id for s in saga.steps if s.kind is StepKind.COMPENSATABLE}
+        assert left & compensatable <= names, (run.error, left)
+        assert killed or all(reached(service, name) for name in names), (
+            run.error,
+            service.received,
+        )
+    elif run.phase == "confirm":
+        named = re.match(r"confirm of step (\S+):", run.error)
+        assert named, run.error
+        writers = {s.id for s in saga.steps if s.kind is not StepKind.READ_ONLY}
+        assert writers <= left, (run.error, left)
+        assert (
+            f"/{named.group(1)}/{run_id}/ok" not in service.resources
+            or killed
+            or reached(service, named.group(1), "confirm")
+        ), run.error
+    else:  # held going forward by a pivot that took effect or may have
+        named = re.match(r"step (\S+):", run.error)
+        assert named, run.error
+        assert killed or any(
+            reached(service, s.id) for s in saga.steps if s.kind is StepKind.PIVOT
+        ), (run.error, service.received)
+
+
+def check(case: Case, service: Service, run_id: str, status: RunStatus, saga: Any) -> None:
+    assert status in (RunStatus.SUCCEEDED, RunStatus.COMPENSATED), status
+    keys = [key for key, _, _ in service.applied]
+    assert len(keys) == len(set(keys)), "an idempotency key was applied twice"
+    effects = {(method, path) for _, method, path in service.applied}
+    assert len(effects) == len(service.applied), "an effect was applied twice"
+    writers = [s for s in saga.steps if s.kind is not StepKind.READ_ONLY]
+    if status is RunStatus.SUCCEEDED:
+        for step in writers:
+            assert f"/{step.id}/{run_id}" in service.resources, step.id
+            if step.confirm is not None:
+                assert f"/{step.id}/{run_id}/ok" in service.resources, step.id
+    else:
+        assert service.resources == {}, (
+            "compensated, yet the service still holds",
+            service.resources,
+        )
+    received = [(r.headers.get("Saga-Step"), r.headers.get("Saga-Phase")) for r in service.received]
+
+    def first(step: str, phase: str) -> int:
+        return received.index((step, phase)) if (step, phase) in received else -1
+
+    for step in saga.steps:
+        at = first(step.id, "action")
+        if at >= 0:
+            for above in saga.ancestors[step.id]:
+                assert 0 <= first(above, "action") < at, (above, step.id)
+        undo = first(step.id, "compensate")
+        if undo >= 0:
+            for below in saga.dependents(step.id):
+                later = [i for i, r in enumerate(received) if r == (below, "compensate")]
+                assert all(i < undo for i in later), (below, step.id)
+
+
+def statistics(case: Case, service: Service, status: RunStatus) -> None:
+    """Figures for docs/reliability.md (pytest --hypothesis-show-statistics)."""
+    drawn = [kind for step in case.steps for kinds in step.attempts.values() for kind in kinds]
+    met: dict[tuple[str | None, str | None], list[str | None]] = {}
+    for r in service.received:
+        met.setdefault((r.headers.get("Saga-Step"), r.headers.get("Saga-Phase")), []).append(
+            r.fault
+        )
+    unanswered = {"delay_after", "drop_after", "drop_before", "delay_before", "trickle"}
+    doubt_then_answer = any(
+        first in unanswered and later not in unanswered
+        for kinds in met.values()
+        for i, first in enumerate(kinds)
+        for later in kinds[i + 1 :]
+    )
+    event(f"outcome: {status.value}")
+    event(f"faults drawn: {min(len(drawn), 10)}{'+' if len(drawn) >= 10 else ''}")
+    event(f"faults met by the service: {any(f for kinds in met.values() for f in kinds)}")
+    event(f"the service answered a request after one it did not: {doubt_then_answer}")
