@@ -13,6 +13,7 @@ __all__ = [
     "AttemptHandle",
     "AttemptRecord",
     "Owner",
+    "RunPhase",
     "RunRecord",
     "RunStatus",
     "StepRecord",
@@ -32,6 +33,16 @@ class RunStatus(StrEnum):
     @property
     def final(self) -> bool:
         return self in (RunStatus.SUCCEEDED, RunStatus.COMPENSATED)
+
+
+class RunPhase(StrEnum):
+    """What a run is doing: its actions (`forward`), its confirms once every action succeeded,
+    or its compensations. The calls each sends are of the step phase (`model.Phase`) of the
+    same name, `action` for `forward`."""
+
+    FORWARD = "forward"
+    CONFIRM = "confirm"
+    COMPENSATE = "compensate"
 
 
 class StepState(StrEnum):
@@ -67,8 +78,8 @@ class RunRecord:
     env: dict[str, Any]
     """The env values read, by name; one that held a secret is `{"withheld": …}`."""
     status: RunStatus
-    phase: str
-    """What the run was doing: `forward`, `confirm` or `compensate`."""
+    phase: RunPhase
+    """What the run was doing."""
     pivot_passed: bool
     trace_id: str
     error: str | None

@@ -55,12 +55,10 @@ from sagactl.executors.base import (
 from sagactl.ids import new_span_id
 from sagactl.journal.contract import Journal
 from sagactl.model import Phase, Saga, Step, StepKind
-from sagactl.records import Owner, RunRecord, RunStatus, StepRecord, StepState
+from sagactl.records import Owner, RunPhase, RunRecord, RunStatus, StepRecord, StepState
 from sagactl.redact import Redactor
 
 __all__ = ["Engine"]
-
-FORWARD, CONFIRM, COMPENSATE = "forward", "confirm", "compensate"
 
 
 @dataclass
@@ -193,16 +191,18 @@ class Engine:
             if run.status is RunStatus.STUCK and not compensate:
                 self.journal.set_run(
                     self.run_id,
-                    status=RunStatus.COMPENSATING if run.phase == COMPENSATE else RunStatus.RUNNING,
+                    status=RunStatus.COMPENSATING
+                    if run.phase == RunPhase.COMPENSATE
+                    else RunStatus.RUNNING,
                     error=run.error,
                 )
             if compensate:
                 status = self._compensate_command(run, allow_succeeded)
             elif run.status.final:
                 status = run.status
-            elif run.phase == COMPENSATE:
+            elif run.phase == RunPhase.COMPENSATE:
                 status = self._compensate()
-            elif run.phase == CONFIRM:
+            elif run.phase == RunPhase.CONFIRM:
                 status = self._confirm()
             else:
                 status = self._forward()
@@ -391,7 +391,7 @@ class Engine:
                 return f"step {step_id}, sent again to read {listed} anew: {result.error}"
         return None
 
-    def _held(self, phase: Phase, run_phase: str) -> RunStatus | None:
+    def _held(self, phase: Phase, run_phase: RunPhase) -> RunStatus | None:
         """STUCK, journaled with the reason, when `phase` needs a secret output that cannot
         be read anew."""
         why = self._reread_withheld(phase)
@@ -401,8 +401,8 @@ class Engine:
         return RunStatus.STUCK
 
     def _forward(self) -> RunStatus:
-        self.emit(PhaseStarted(FORWARD))
-        held = self._held(Phase.ACTION, FORWARD)
+        self.emit(PhaseStarted(RunPhase.FORWARD))
+        held = self._held(Phase.ACTION, RunPhase.FORWARD)
         if held is not None:
             return held
         failed = [
@@ -439,12 +439,15 @@ class Engine:
         block = self._pivot_block()
         if block:
             self.journal.set_run(
-                self.run_id, status=RunStatus.STUCK, phase=FORWARD, error=f"{where}; {block[1]}"
+                self.run_id,
+                status=RunStatus.STUCK,
+                phase=RunPhase.FORWARD,
+                error=f"{where}; {block[1]}",
             )
             return RunStatus.STUCK
         # The decision to roll back is journaled before any compensation is sent.
         self.journal.set_run(
-            self.run_id, status=RunStatus.COMPENSATING, phase=COMPENSATE, error=where
+            self.run_id, status=RunStatus.COMPENSATING, phase=RunPhase.COMPENSATE, error=where
         )
         return self._compensate()
 
@@ -455,9 +458,9 @@ class Engine:
             if s.confirm is not None and self._state(s.id, Phase.CONFIRM) is not StepState.SUCCEEDED
         ]
         if confirming:
-            self.journal.set_run(self.run_id, phase=CONFIRM)
-            self.emit(PhaseStarted(CONFIRM))
-            held = self._held(Phase.CONFIRM, CONFIRM)
+            self.journal.set_run(self.run_id, phase=RunPhase.CONFIRM)
+            self.emit(PhaseStarted(RunPhase.CONFIRM))
+            held = self._held(Phase.CONFIRM, RunPhase.CONFIRM)
             if held is not None:
                 return held
             ids = {s.id for s in confirming}
@@ -475,11 +478,11 @@ class Engine:
                 self.journal.set_run(
                     self.run_id,
                     status=RunStatus.STUCK,
-                    phase=CONFIRM,
+                    phase=RunPhase.CONFIRM,
                     error=f"confirm of step {sid}: {result.error}",
                 )
                 return RunStatus.STUCK
-        self.journal.set_run(self.run_id, status=RunStatus.SUCCEEDED, phase=CONFIRM)
+        self.journal.set_run(self.run_id, status=RunStatus.SUCCEEDED, phase=RunPhase.CONFIRM)
         return RunStatus.SUCCEEDED
 
     def _compensate_command(self, run: RunRecord, allow_succeeded: bool) -> RunStatus:
@@ -496,14 +499,14 @@ class Engine:
         self.journal.set_run(
             self.run_id,
             status=RunStatus.COMPENSATING,
-            phase=COMPENSATE,
+            phase=RunPhase.COMPENSATE,
             error=run.error or "compensation requested",
         )
         return self._compensate()
 
     def _compensate(self) -> RunStatus:
-        self.emit(PhaseStarted(COMPENSATE))
-        held = self._held(Phase.COMPENSATE, COMPENSATE)
+        self.emit(PhaseStarted(RunPhase.COMPENSATE))
+        held = self._held(Phase.COMPENSATE, RunPhase.COMPENSATE)
         if held is not None:
             return held
         undo = [
@@ -531,14 +534,14 @@ class Engine:
             self.journal.set_run(
                 self.run_id,
                 status=RunStatus.STUCK,
-                phase=COMPENSATE,
+                phase=RunPhase.COMPENSATE,
                 error=f"compensation not finished for {', '.join(left)}: {error}",
             )
             return RunStatus.STUCK
         self.journal.set_run(
             self.run_id,
             status=RunStatus.COMPENSATED,
-            phase=COMPENSATE,
+            phase=RunPhase.COMPENSATE,
             error=self.journal.get_run(self.run_id).error,
         )
         return RunStatus.COMPENSATED

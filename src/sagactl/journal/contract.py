@@ -23,6 +23,7 @@ from sagactl.records import (
     AttemptHandle,
     AttemptRecord,
     Owner,
+    RunPhase,
     RunRecord,
     RunStatus,
     StepRecord,
@@ -107,7 +108,7 @@ class Journal(Protocol):
         run_id: str,
         *,
         status: RunStatus | None = None,
-        phase: str | None = None,
+        phase: RunPhase | None = None,
         error: str | None = None,
         pivot_passed: bool | None = None,
     ) -> None:
