@@ -261,19 +261,30 @@ def build_journal(path: Path, runs: int) -> str:
             )
             db.execute(
                 "INSERT INTO attempts (run_id, step_id, phase, attempt, span_id, "
-                "started_at, finished_at, duration_ms, method, url, request_headers, "
-                "request_body, outcome, status, response_headers, response_body) VALUES "
-                "(?, ?, 'action', 1, 'abcdef0123456789', ?, ?, 0.5, 'PUT', ?, ?, ?, "
-                "'success', 200, ?, '{}')",
+                "started_at, finished_at, duration_ms, request, outcome, status, response) "
+                "VALUES (?, ?, 'action', 1, 'abcdef0123456789', ?, ?, 0.5, ?, 'success', 200, ?)",
                 (
                     run_id,
                     f"s{s}",
                     base + r,
                     base + r,
-                    f"http://127.0.0.1:1/items/{s}/{run_id}",
-                    json.dumps({"Idempotency-Key": f"{run_id}.s{s}.action", "Saga-Id": run_id}),
-                    json.dumps({"n": s, "run": run_id}),
-                    '{"content-type":"application/json","content-length":"2"}',
+                    json.dumps(
+                        {
+                            "operation": "PUT",
+                            "target": f"http://127.0.0.1:1/items/{s}/{run_id}",
+                            "headers": {
+                                "Idempotency-Key": f"{run_id}.s{s}.action",
+                                "Saga-Id": run_id,
+                            },
+                            "body": json.dumps({"n": s, "run": run_id}),
+                        }
+                    ),
+                    json.dumps(
+                        {
+                            "headers": {"content-type": "application/json", "content-length": "2"},
+                            "body": "{}",
+                        }
+                    ),
                 ),
             )
     db.execute("COMMIT")

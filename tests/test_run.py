@@ -296,29 +296,152 @@ def test_newer_and_foreign_journals_are_refused_untouched(runs: Runs, tmp_path: 
     assert runs.service.received == []
 
 
-def test_a_journal_of_schema_version_1_is_migrated_and_its_runs_still_show(runs: Runs) -> None:
-    """Version 2 added the runs' step ids; runs journaled before have none, and `show` reads
-    their order from the journaled saga text instead. Version 3 added each attempt's doubt."""
+# The tables as sagactl's first schema created them (version 1), word for word; version 2 added
+# the runs' step ids. Written here, not taken from the code: they are what users' files hold.
+SCHEMA_1 = [
+    """CREATE TABLE runs (id TEXT PRIMARY KEY, name TEXT NOT NULL, saga_path TEXT NOT NULL,
+        saga_text TEXT NOT NULL, saga_hash TEXT NOT NULL, inputs TEXT NOT NULL, env TEXT NOT NULL,
+        status TEXT NOT NULL, phase TEXT NOT NULL, pivot_passed INTEGER NOT NULL DEFAULT 0,
+        trace_id TEXT NOT NULL, error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+        finished_at REAL, owner_host TEXT, owner_pid INTEGER, lease_expires REAL)""",
+    "CREATE INDEX runs_created ON runs (created_at DESC)",
+    "CREATE INDEX runs_name ON runs (name, created_at DESC)",
+    "CREATE INDEX runs_status ON runs (status, created_at DESC)",
+    """CREATE TABLE steps (run_id TEXT NOT NULL REFERENCES runs (id), step_id TEXT NOT NULL,
+        phase TEXT NOT NULL, state TEXT NOT NULL, applied INTEGER NOT NULL DEFAULT 0,
+        outputs TEXT, attempts INTEGER NOT NULL DEFAULT 0, status INTEGER, error TEXT,
+        updated_at REAL NOT NULL, PRIMARY KEY (run_id, step_id, phase)) WITHOUT ROWID""",
+    """CREATE TABLE attempts (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs (id),
+        step_id TEXT NOT NULL, phase TEXT NOT NULL, attempt INTEGER NOT NULL,
+        span_id TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL, duration_ms REAL,
+        method TEXT NOT NULL, url TEXT NOT NULL, request_headers TEXT NOT NULL,
+        request_body TEXT, outcome TEXT, status INTEGER, error_class TEXT, error_message TEXT,
+        response_headers TEXT, response_body TEXT)""",
+    "CREATE INDEX attempts_run ON attempts (run_id, id)",
+]
+
+
+def old_journal(path: Path, version: int) -> None:
+    """A journal as sagactl of schema `version` (1 or 2) left it: one compensated run of THREE
+    whose b timed out (in doubt, then compensated), and a later attempt in flight."""
     import sqlite3
 
-    _, old_run = runs.run(sagas.THREE)
-    db = sqlite3.connect(runs.journal)
-    db.execute("ALTER TABLE runs DROP COLUMN step_ids")  # the journal as version 1 left it
-    db.execute("ALTER TABLE attempts DROP COLUMN in_doubt")
-    db.execute("PRAGMA user_version=1")
+    db = sqlite3.connect(path)
+    for statement in SCHEMA_1 + (
+        ["ALTER TABLE runs ADD COLUMN step_ids TEXT"] if version == 2 else []
+    ):
+        db.execute(statement)
+    db.execute("PRAGMA application_id=1396787009")  # "SAGA"
+    db.execute(f"PRAGMA user_version={version}")
+    db.execute(
+        "INSERT INTO runs (id, name, saga_path, saga_text, saga_hash, inputs, env, status, phase,"
+        " trace_id, error, created_at, updated_at, finished_at) VALUES ('OLD1', 'three',"
+        " 'three.yaml', ?, 'h', '{}', '{}', 'compensated', 'compensate', 't', 'step b: timeout',"
+        " 1000, 1001, 1001)",
+        (sagas.THREE,),
+    )
+    rows = [
+        (
+            1,
+            "a",
+            "action",
+            1,
+            "PUT",
+            "http://127.0.0.1:9/a/OLD1",
+            '{"Idempotency-Key":"OLD1.a.action"}',
+            None,
+            "success",
+            201,
+            None,
+            None,
+            '{"Location":"/a/1"}',
+            '{"id": 1}',
+        ),
+        (
+            2,
+            "b",
+            "action",
+            1,
+            "PUT",
+            "http://127.0.0.1:9/b/OLD1",
+            '{"Idempotency-Key":"OLD1.b.action"}',
+            '{"n": 1}',
+            "in_doubt",
+            None,
+            "ReadTimeout",
+            "no answer",
+            None,
+            None,
+        ),
+        (
+            3,
+            "a",
+            "compensate",
+            1,
+            "DELETE",
+            "http://127.0.0.1:9/a/OLD1",
+            "{}",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        ),
+    ]
+    for row in rows:
+        db.execute(
+            "INSERT INTO attempts (id, run_id, step_id, phase, attempt, span_id, started_at,"
+            " method, url, request_headers, request_body, outcome, status, error_class,"
+            " error_message, response_headers, response_body) VALUES (?, 'OLD1', ?, ?, ?, 's',"
+            " 1000, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            row,
+        )
     db.commit()
     db.close()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_journal_of_an_older_schema_is_migrated_and_its_runs_still_show(
+    runs: Runs, version: int
+) -> None:
+    """Version 2 added the runs' step ids (runs journaled before have none: `show` reads their
+    order from the journaled saga text); 3, each attempt's doubt; 4, each attempt's request and
+    answer as documents, whatever the kind of step."""
+    import sqlite3
+
+    old_journal(runs.journal, version)
     _, new_run = runs.run(sagas.THREE)
     with open_journal(runs.journal) as journal:
-        assert journal.get_run(old_run).step_ids is None
+        assert journal.get_run("OLD1").step_ids is None
         assert journal.get_run(new_run).step_ids == ("a", "b", "c")
+        old = journal.attempts("OLD1")
+    assert [(a.step_id, a.phase, a.method, a.url, a.outcome, a.in_doubt) for a in old] == [
+        ("a", "action", "PUT", "http://127.0.0.1:9/a/OLD1", "success", False),
+        ("b", "action", "PUT", "http://127.0.0.1:9/b/OLD1", "in_doubt", True),
+        ("a", "compensate", "DELETE", "http://127.0.0.1:9/a/OLD1", None, False),
+    ]
+    assert (old[0].request_headers, old[0].request_body) == (
+        {"Idempotency-Key": "OLD1.a.action"},
+        None,
+    )
+    assert (old[0].response_headers, old[0].response_body) == ({"Location": "/a/1"}, '{"id": 1}')
+    assert (old[1].request_body, old[1].response_headers, old[1].response_body) == (
+        '{"n": 1}',
+        None,
+        None,
+    )
     db = sqlite3.connect(runs.journal)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     db.close()
-    shown = [runs("show", run_id, "--output", "json") for run_id in (old_run, new_run)]
+    shown = [runs("show", run_id, "--output", "json") for run_id in ("OLD1", new_run)]
     for result in shown:
         assert result.exit_code == 0, result.stderr
         assert [s["id"] for s in json.loads(result.stdout)["steps"]] == ["a", "b", "c"]
+    text = runs("show", "OLD1")
+    assert text.exit_code == 0 and "PUT http://127.0.0.1:9/b/OLD1" in text.stdout, text.stdout
 
 
 def test_journal_is_private(runs: Runs) -> None:

@@ -7,7 +7,9 @@ Tables:
               taken effect
     attempts  one row an attempt, inserted *before* its request is sent and completed once with
               its result; never deleted. An attempt without a result is one whose outcome was
-              never seen: in doubt.
+              never seen: in doubt. Its request and its answer are JSON documents, whatever
+              the kind of step: {"operation", "target", "headers", "body"} (an HTTP method
+              and URL) and {"headers", "body"}.
 
 The file is refused, and never modified, when it is not a sagactl journal, is corrupt, or has a
 newer schema version. Nothing here knows HTTP, templates or the terminal.
@@ -41,7 +43,7 @@ from sagactl.records import (
 
 __all__ = ["APPLICATION_ID", "BODY_LIMIT", "SCHEMA_VERSION", "SqliteJournal"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x53414741  # "SAGA": tells a sagactl journal from any other SQLite file
 BODY_LIMIT = 64 * 1024
 
@@ -123,6 +125,38 @@ _MIGRATIONS: dict[int, list[str]] = {
         "UPDATE attempts SET in_doubt = 1 WHERE outcome IN ('in_doubt', 'interrupted') OR"
         " error_class IN ('ReadTimeout', 'WriteTimeout', 'ReadError', 'WriteError',"
         " 'RemoteProtocolError')",
+    ],
+    # Each attempt's request and answer as documents, not HTTP's columns: any kind of step
+    # journals what it sent and what came back (SQLite cannot drop NOT NULL columns in
+    # place, so the table is built anew, ids kept).
+    4: [
+        """CREATE TABLE attempts_4 (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            step_id TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            span_id TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            finished_at REAL,
+            duration_ms REAL,
+            request TEXT NOT NULL,
+            outcome TEXT,
+            status INTEGER,
+            error_class TEXT,
+            error_message TEXT,
+            response TEXT,
+            in_doubt INTEGER NOT NULL DEFAULT 0
+        )""",
+        "INSERT INTO attempts_4 SELECT id, run_id, step_id, phase, attempt, span_id, started_at,"
+        " finished_at, duration_ms, json_object('operation', method, 'target', url, 'headers',"
+        " json(request_headers), 'body', request_body), outcome, status, error_class,"
+        " error_message, CASE WHEN response_headers IS NULL AND response_body IS NULL THEN NULL"
+        " ELSE json_object('headers', json(coalesce(response_headers, '{}')), 'body',"
+        " response_body) END, in_doubt FROM attempts",
+        "DROP TABLE attempts",
+        "ALTER TABLE attempts_4 RENAME TO attempts",
+        "CREATE INDEX attempts_run ON attempts (run_id, id)",
     ],
 }
 
@@ -633,10 +667,14 @@ class SqliteJournal:
                 attempt,
                 span_id,
                 self.clock(),
-                method,
-                _clip(url),
-                _json(dict(headers)),
-                _clip(body),
+                _json(
+                    {
+                        "operation": method,
+                        "target": _clip(url),
+                        "headers": dict(headers),
+                        "body": _clip(body),
+                    }
+                ),
             )
         )
         with self._queue_lock:
@@ -659,8 +697,7 @@ class SqliteJournal:
                 for intent in batch:
                     cursor = db.execute(
                         "INSERT INTO attempts (run_id, step_id, phase, attempt, span_id,"
-                        " started_at, method, url, request_headers, request_body) VALUES"
-                        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " started_at, request) VALUES (?, ?, ?, ?, ?, ?, ?)",
                         intent.row,
                     )
                     ids.append(int(cursor.lastrowid or 0))
@@ -709,8 +746,7 @@ class SqliteJournal:
         statements: list[tuple[str, tuple[Any, ...]]] = [
             (
                 "UPDATE attempts SET finished_at = ?, duration_ms = ?, outcome = ?, status = ?,"
-                " error_class = ?, error_message = ?, response_headers = ?, response_body = ?,"
-                " in_doubt = ? WHERE id = ?",
+                " error_class = ?, error_message = ?, response = ?, in_doubt = ? WHERE id = ?",
                 (
                     now,
                     duration_ms,
@@ -718,8 +754,11 @@ class SqliteJournal:
                     status,
                     error_class,
                     _clip(error_message),
-                    _json(dict(response_headers)) if response_headers is not None else None,
-                    _clip(response_body),
+                    None
+                    if response_headers is None and response_body is None
+                    else _json(
+                        {"headers": dict(response_headers or {}), "body": _clip(response_body)}
+                    ),
                     int(in_doubt),
                     attempt.id,
                 ),
@@ -776,29 +815,30 @@ class SqliteJournal:
 
     def attempts(self, run_id: str) -> list[AttemptRecord]:
         rows = self._read("SELECT * FROM attempts WHERE run_id = ? ORDER BY id", (run_id,))
-        return [
-            AttemptRecord(
-                id=r["id"],
-                step_id=r["step_id"],
-                phase=r["phase"],
-                attempt=r["attempt"],
-                span_id=r["span_id"],
-                started_at=r["started_at"],
-                finished_at=r["finished_at"],
-                duration_ms=r["duration_ms"],
-                method=r["method"],
-                url=r["url"],
-                request_headers=json.loads(r["request_headers"]),
-                request_body=r["request_body"],
-                outcome=r["outcome"],
-                status=r["status"],
-                error_class=r["error_class"],
-                error_message=r["error_message"],
-                response_headers=json.loads(r["response_headers"])
-                if r["response_headers"]
-                else None,
-                response_body=r["response_body"],
-                in_doubt=bool(r["in_doubt"]),
-            )
-            for r in rows
-        ]
+        return [self._attempt(r) for r in rows]
+
+    @staticmethod
+    def _attempt(r: sqlite3.Row) -> AttemptRecord:
+        request = json.loads(r["request"])
+        response = json.loads(r["response"]) if r["response"] else None
+        return AttemptRecord(
+            id=r["id"],
+            step_id=r["step_id"],
+            phase=r["phase"],
+            attempt=r["attempt"],
+            span_id=r["span_id"],
+            started_at=r["started_at"],
+            finished_at=r["finished_at"],
+            duration_ms=r["duration_ms"],
+            method=request["operation"],
+            url=request["target"],
+            request_headers=request["headers"],
+            request_body=request["body"],
+            outcome=r["outcome"],
+            status=r["status"],
+            error_class=r["error_class"],
+            error_message=r["error_message"],
+            response_headers=response["headers"] if response else None,
+            response_body=response["body"] if response else None,
+            in_doubt=bool(r["in_doubt"]),
+        )
