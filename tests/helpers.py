@@ -59,7 +59,10 @@ class DyingJournal:
 
     A result recorded with `defer` is held here until the next call that would write it (any
     write, or a read, which flushes first), so that a death at that call loses it as a real
-    one would. Calls are serialized: crash points are then single writes."""
+    one would. Calls are serialized: crash points are then single writes. Not simulated: a
+    death between an intent's commit and its request being sent (the slow test, with real
+    processes, has it), and results held when a write fails for another reason (the model
+    test makes no write that fails)."""
 
     WRITES = frozenset(
         {

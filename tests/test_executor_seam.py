@@ -333,3 +333,39 @@ def test_the_commands_run_and_show_a_step_of_another_kind(tmp_path: Path, servic
     compensated = cli("compensate", run_id, "--yes", env=env)
     assert compensated.exit_code == 0, compensated.stdout + compensated.stderr
     assert f"{run_id}.book.action" not in BOOK.entries and service.resources == {}
+
+
+def test_a_kind_registered_anew_is_checked_against_its_new_schema() -> None:
+    text = SAGA.replace("entry: ", "note: ")
+    with pytest.raises(DefinitionErrors, match="unknown key 'note'"):
+        load_text(text, "mixed.yaml")
+    unregister("ledger")
+    register(
+        Kind(
+            name="ledger",
+            schema={
+                "type": "object",
+                "required": ["kind", "note"],
+                "additionalProperties": False,
+                "properties": {
+                    "kind": {"const": "ledger"},
+                    "note": {"type": "string"},
+                    "undo": {"type": "boolean"},
+                },
+            },
+            build=lambda raw, phase, line: LedgerCall(
+                phase, raw["note"], undo=bool(raw.get("undo"))
+            ),
+            templates=("note",),
+        )
+    )
+    saga = load_text(text, "mixed.yaml")
+    action = saga.step("book").action
+    assert isinstance(action, LedgerCall) and action.entry.startswith("order ")
+
+
+def test_a_call_that_is_not_a_mapping_is_an_error_whatever_the_kinds() -> None:
+    unregister("ledger")
+    register(dataclasses.replace(LEDGER, schema={"required": ["kind"]}))  # no "type"
+    with pytest.raises(DefinitionErrors, match=r"steps\[0\]\.action: expected a mapping"):
+        load_text(SAGA.replace('{method: PUT, url: "/orders/{{ run.id }}"}', "5", 1), "mixed.yaml")

@@ -289,3 +289,77 @@ def test_a_stalled_process_that_lost_its_lease_writes_nothing_over_the_new_owner
     assert final.status is RunStatus.RUNNING and final.owner_pid == 1
     assert store.steps(run.id)[("b", "action")].state is StepState.RUNNING
     store.close()
+
+
+def test_an_older_sagactl_goes_on_writing_a_journal_a_newer_one_opened(tmp_path: Path) -> None:
+    """Schema 4 added each attempt's documents beside the older columns: a sagactl of schema 3
+    still driving a run writes its attempts as it did (its statements, word for word), and
+    both are read back."""
+    path = tmp_path / "j.db"
+    with open_journal(path, Durability.NORMAL) as journal:
+        new_run(journal)
+        handle = begin(journal, "a")
+        journal.finish_attempt(
+            handle,
+            outcome="success",
+            duration_ms=1.0,
+            status=200,
+            response_headers=None,
+            response_body="ok",
+        )
+    older = sqlite3.connect(path)
+    cursor = older.execute(
+        "INSERT INTO attempts (run_id, step_id, phase, attempt, span_id, started_at, method, url,"
+        " request_headers, request_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            "R0001",
+            "b",
+            "action",
+            1,
+            "s",
+            1000.0,
+            "PUT",
+            "http://127.0.0.1:9/b",
+            '{"Idempotency-Key":"R0001.b.action"}',
+            '{"n":1}',
+        ),
+    )
+    older.execute(
+        "UPDATE attempts SET finished_at = ?, duration_ms = ?, outcome = ?, status = ?,"
+        " error_class = ?, error_message = ?, response_headers = ?, response_body = ?,"
+        " in_doubt = ? WHERE id = ?",
+        (
+            1001.0,
+            2.0,
+            "failure",
+            409,
+            "HTTPStatus",
+            "status 409",
+            '{"X-A":"1"}',
+            "conflict",
+            0,
+            cursor.lastrowid,
+        ),
+    )
+    older.commit()
+    older.close()
+    with open_journal(path, Durability.NORMAL) as journal:
+        a, b = journal.attempts("R0001")
+    assert (a.method, a.url, a.response_headers, a.response_body) == (
+        "PUT",
+        "http://127.0.0.1:9/a",
+        None,
+        "ok",
+    )
+    assert (b.method, b.url, b.request_headers, b.request_body) == (
+        "PUT",
+        "http://127.0.0.1:9/b",
+        {"Idempotency-Key": "R0001.b.action"},
+        '{"n":1}',
+    )
+    assert (b.outcome, b.status, b.response_headers, b.response_body) == (
+        "failure",
+        409,
+        {"X-A": "1"},
+        "conflict",
+    )

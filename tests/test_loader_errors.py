@@ -33,6 +33,28 @@ steps:
         "YAML syntax error: did not find expected ',' or '}' (while parsing a flow mapping that "
         "starts at line 9)",
     ),
+    "secret-not-a-name": (
+        """\
+version: 1
+name: shop
+env: [SHOP_URL]
+secrets:
+  - []  #!
+steps:
+  - id: a
+    action: {method: GET, url: /x}
+""",
+        "secrets[0]: expected a string, got a list",
+    ),
+    "unknown-kind": (
+        HEAD
+        + """\
+steps:
+  - id: a
+    action: {kind: sql, method: GET, url: /x}  #!
+""",
+        "steps[0].action.kind: 'sql' is not one of http",
+    ),
     "unknown-key": (
         HEAD
         + """\

@@ -266,7 +266,7 @@ def _check_secrets(checker: Checker) -> None:
     env = set(checker._names("env"))
     secrets = checker.data.get("secrets")
     for i, name in enumerate(secrets if isinstance(secrets, list) else []):
-        if name in env:
+        if isinstance(name, str) and name in env:
             checker.error(
                 ("secrets", i),
                 f"{name} is declared both in env and in secrets: "

@@ -14,7 +14,7 @@ from typing import Any
 
 from sagactl.model import Call, Phase
 
-__all__ = ["HTTP", "Kind", "kind_of", "register", "registered", "unregister"]
+__all__ = ["HTTP", "Kind", "generation", "kind_of", "register", "registered", "unregister"]
 
 HTTP = "http"
 
@@ -35,16 +35,25 @@ class Kind:
 
 
 _KINDS: dict[str, Kind] = {}
+_changes = [0]
 
 
 def register(kind: Kind) -> None:
     if kind.name == HTTP or kind.name in _KINDS:
         raise ValueError(f"a kind of step named '{kind.name}' is registered already")
     _KINDS[kind.name] = kind
+    _changes[0] += 1
 
 
 def unregister(name: str) -> None:
-    _KINDS.pop(name, None)
+    if _KINDS.pop(name, None) is not None:
+        _changes[0] += 1
+
+
+def generation() -> int:
+    """A number that changes whenever a kind is registered or unregistered: what was built
+    from the kinds registered (the saga schema's validator) is stale once it changed."""
+    return _changes[0]
 
 
 def registered() -> dict[str, Kind]:

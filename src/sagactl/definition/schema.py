@@ -54,13 +54,17 @@ def _with_kinds(base: Mapping[str, Any], kinds: Mapping[str, kinds_.Kind]) -> di
     http = dict(defs["request"])
     http["properties"] = {**http["properties"], "kind": kind_property}
     request: dict[str, Any] = {
-        "if": {"required": ["kind"], "not": {"properties": {"kind": {"enum": known}}}},
+        "if": {
+            "type": "object",
+            "required": ["kind"],
+            "not": {"properties": {"kind": {"enum": known}}},
+        },
         "then": {"properties": {"kind": kind_property}},
         "else": http,
     }
     for name, kind in kinds.items():
         request = {
-            "if": {"required": ["kind"], "properties": {"kind": {"const": name}}},
+            "if": {"type": "object", "required": ["kind"], "properties": {"kind": {"const": name}}},
             "then": dict(kind.schema),
             "else": request,
         }
@@ -69,11 +73,12 @@ def _with_kinds(base: Mapping[str, Any], kinds: Mapping[str, kinds_.Kind]) -> di
 
 
 def validator() -> Any:
-    return _validator_of(tuple(kinds_.registered()))
+    return _validator_of(kinds_.generation())
 
 
 @cache
-def _validator_of(names: tuple[str, ...]) -> Any:
+def _validator_of(generation: int) -> Any:
+    """The validator of the kinds registered at `generation` (see `kinds.generation`)."""
     import jsonschema  # costly to import; only loading a saga needs it
 
     full = _with_kinds(schema(), kinds_.registered())

@@ -9,8 +9,10 @@ between two calls leaves behind. "Durable" means: once the call returns, the wri
 process being killed (and, at `Durability.FULL`, the machine losing power).
 
 Every method raises `JournalError` when the journal cannot be read or written, and never leaves a
-write half done: each call is one transaction. `LeaseLost` (a `JournalError`) is raised by any
-write once a run this object drives (see `drive`) is owned by another process.
+write half done: each write is one transaction, which also carries the results deferred before
+it (`finish_attempt(defer=True)`), and a read first writes those. `LeaseLost` (a `JournalError`)
+is raised by any transaction once a run this object drives (see `drive`) is owned by another
+process; what was deferred is then dropped, never written.
 """
 
 from __future__ import annotations
@@ -128,8 +130,8 @@ class Journal(Protocol):
         ...
 
     def renew_lease(self, run_id: str, owner: Owner, ttl: float) -> bool:
-        """Durably extend `owner`'s lease to `ttl` seconds from now; False (and nothing
-        written) when another process owns the run now."""
+        """Durably extend `owner`'s lease to `ttl` seconds from now; False, the lease left as
+        it is, when another process owns the run now."""
         ...
 
     def release_lease(self, run_id: str, owner: Owner) -> None:
@@ -222,6 +224,6 @@ class Journal(Protocol):
         (its request may have reached the service), and each step still `running` as
         `in_doubt` when any of its attempts is, or an earlier settling found it so; a step
         between attempts that all had a definite answer stays `running`. Returns how many
-        attempts had no result; writes nothing when there is nothing to settle. Run only by
-        the run's owner, so no attempt of a live process is settled."""
+        attempts had no result; commits nothing of its own when there is nothing to settle.
+        Run only by the run's owner, so no attempt of a live process is settled."""
         ...

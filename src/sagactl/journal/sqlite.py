@@ -9,7 +9,8 @@ Tables:
               its result; never deleted. An attempt without a result is one whose outcome was
               never seen: in doubt. Its request and its answer are JSON documents, whatever
               the kind of step: {"operation", "target", "headers", "body"} (an HTTP method
-              and URL) and {"headers", "body"}.
+              and URL) and {"headers", "body"}; rows of journals older than version 4 keep
+              them in the columns `method`, `url`, `request_headers`... instead.
 
 The file is refused, and never modified, when it is not a sagactl journal, is corrupt, or has a
 newer schema version. Nothing here knows HTTP, templates or the terminal.
@@ -126,37 +127,13 @@ _MIGRATIONS: dict[int, list[str]] = {
         " error_class IN ('ReadTimeout', 'WriteTimeout', 'ReadError', 'WriteError',"
         " 'RemoteProtocolError')",
     ],
-    # Each attempt's request and answer as documents, not HTTP's columns: any kind of step
-    # journals what it sent and what came back (SQLite cannot drop NOT NULL columns in
-    # place, so the table is built anew, ids kept).
+    # Each attempt's request and answer as JSON documents, whatever the kind of step. Added
+    # beside the columns of versions 1-3, not in their place, so that an older sagactl still
+    # driving a run on this journal goes on writing; rows written since hold placeholders in
+    # those columns, and rows written before are read from them.
     4: [
-        """CREATE TABLE attempts_4 (
-            id INTEGER PRIMARY KEY,
-            run_id TEXT NOT NULL REFERENCES runs (id),
-            step_id TEXT NOT NULL,
-            phase TEXT NOT NULL,
-            attempt INTEGER NOT NULL,
-            span_id TEXT NOT NULL,
-            started_at REAL NOT NULL,
-            finished_at REAL,
-            duration_ms REAL,
-            request TEXT NOT NULL,
-            outcome TEXT,
-            status INTEGER,
-            error_class TEXT,
-            error_message TEXT,
-            response TEXT,
-            in_doubt INTEGER NOT NULL DEFAULT 0
-        )""",
-        "INSERT INTO attempts_4 SELECT id, run_id, step_id, phase, attempt, span_id, started_at,"
-        " finished_at, duration_ms, json_object('operation', method, 'target', url, 'headers',"
-        " json(request_headers), 'body', request_body), outcome, status, error_class,"
-        " error_message, CASE WHEN response_headers IS NULL AND response_body IS NULL THEN NULL"
-        " ELSE json_object('headers', json(coalesce(response_headers, '{}')), 'body',"
-        " response_body) END, in_doubt FROM attempts",
-        "DROP TABLE attempts",
-        "ALTER TABLE attempts_4 RENAME TO attempts",
-        "CREATE INDEX attempts_run ON attempts (run_id, id)",
+        "ALTER TABLE attempts ADD COLUMN request TEXT",
+        "ALTER TABLE attempts ADD COLUMN response TEXT",
     ],
 }
 
@@ -322,7 +299,10 @@ class SqliteJournal:
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite has already rolled back after some errors (a full disk): a second
+            # rollback would fail and hide the first error.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
 
     def close(self) -> None:
@@ -697,7 +677,8 @@ class SqliteJournal:
                 for intent in batch:
                     cursor = db.execute(
                         "INSERT INTO attempts (run_id, step_id, phase, attempt, span_id,"
-                        " started_at, request) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        " started_at, method, url, request_headers, request) VALUES"
+                        " (?, ?, ?, ?, ?, ?, '', '', '{}', ?)",
                         intent.row,
                     )
                     ids.append(int(cursor.lastrowid or 0))
@@ -757,7 +738,10 @@ class SqliteJournal:
                     None
                     if response_headers is None and response_body is None
                     else _json(
-                        {"headers": dict(response_headers or {}), "body": _clip(response_body)}
+                        {
+                            "headers": None if response_headers is None else dict(response_headers),
+                            "body": _clip(response_body),
+                        }
                     ),
                     int(in_doubt),
                     attempt.id,
@@ -819,8 +803,20 @@ class SqliteJournal:
 
     @staticmethod
     def _attempt(r: sqlite3.Row) -> AttemptRecord:
-        request = json.loads(r["request"])
-        response = json.loads(r["response"]) if r["response"] else None
+        if r["request"] is not None:
+            request = json.loads(r["request"])
+            response = json.loads(r["response"]) if r["response"] else None
+        else:  # written by a sagactl of schema 1-3
+            request = {
+                "operation": r["method"],
+                "target": r["url"],
+                "headers": json.loads(r["request_headers"]),
+                "body": r["request_body"],
+            }
+            response = {
+                "headers": json.loads(r["response_headers"]) if r["response_headers"] else None,
+                "body": r["response_body"],
+            }
         return AttemptRecord(
             id=r["id"],
             step_id=r["step_id"],
