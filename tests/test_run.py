@@ -78,6 +78,37 @@ def test_a_compensation_is_retried(runs: Runs, service: Service) -> None:
     assert service.resources == {}
 
 
+def test_a_stuck_run_says_in_json_which_commands_can_carry_it_on(
+    runs: Runs, service: Service
+) -> None:
+    service.faults.append(Fault("PUT", "/ship/", status=400))
+    result = runs("run", str(runs.file(sagas.PIVOT)), "--output", "json")
+    assert result.exit_code == 3, result.stdout
+    finished = [
+        json.loads(line) for line in result.stdout.splitlines() if '"event":"run_finished"' in line
+    ]
+    assert [f["next"] for f in finished] == [["resume"]]
+    service.clear_faults()
+    service.faults += [
+        Fault("PUT", "/c/", status=400),
+        Fault("DELETE", "/b/", status=503, times=None),
+    ]
+    result = runs("run", str(runs.file(sagas.THREE)), "--output", "json")
+    finished = [
+        json.loads(line) for line in result.stdout.splitlines() if '"event":"run_finished"' in line
+    ]
+    assert [f["next"] for f in finished] == [["resume", "compensate"]]
+
+
+def test_compensate_says_it_is_compensating(runs: Runs, service: Service) -> None:
+    result, run_id = runs.run(sagas.THREE)
+    assert result.exit_code == 0, result.stdout
+    undone = runs("compensate", run_id, "--yes")
+    assert undone.exit_code == 0, undone.stdout + undone.stderr
+    assert " compensating saga three " in undone.stdout, undone.stdout
+    assert "resuming" not in undone.stdout
+
+
 def test_exhausted_compensation_is_stuck_until_compensated_again(
     runs: Runs, service: Service
 ) -> None:
@@ -128,10 +159,14 @@ def test_pivot_then_failure_is_stuck_then_resumed_forward(runs: Runs, service: S
     result, run_id = runs.run(sagas.PIVOT)
     assert result.exit_code == 3, result.stdout
     assert "pivot charge succeeded" in result.stdout
+    # Only what can succeed is suggested: rolling back is refused after the pivot.
+    assert f"to carry it on:  sagactl resume {run_id}" in result.stdout
+    assert "compensate" not in result.stdout.split("cause:")[1]
     assert service.requests("DELETE") == []
     refused = runs("compensate", run_id)
     assert refused.exit_code == 2
     assert "pivot charge succeeded, so the saga can only go forward" in refused.stderr
+    assert refused.stdout == ""  # the refusal is all it prints: no run header, no table
     resumed = runs("resume", run_id)
     assert resumed.exit_code == 0, resumed.stdout
     assert [k for k, _, _ in service.applied] == [

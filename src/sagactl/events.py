@@ -27,6 +27,8 @@ class RunStarted:
     saga: str
     journal: str
     resumed: bool = False
+    compensating: bool = False
+    """Driven by `compensate`: the run is being rolled back on request."""
 
 
 @dataclass(slots=True)
@@ -101,6 +103,9 @@ class RunFinished:
     """The step whose failure `error` names, when it names one."""
     phase: str | None = None
     """And which of its requests: `action`, `compensate` or `confirm`."""
+    next: tuple[str, ...] = ()
+    """For a stuck run, the commands that can carry it on, in the order to try them:
+    `resume`, and `compensate` unless a pivot forbids rolling back."""
 
 
 Event = (

@@ -183,9 +183,15 @@ class Engine:
                 # service.
                 self.journal.settle_interrupted(self.run_id)
                 self._load_states()
+            if compensate:
+                self._refuse_compensation(run, allow_succeeded)
             self.emit(
                 RunStarted(
-                    self.run_id, self.saga.name, self.journal.location, resumed=bool(self.states)
+                    self.run_id,
+                    self.saga.name,
+                    self.journal.location,
+                    resumed=bool(self.states),
+                    compensating=compensate,
                 )
             )
             if run.status is RunStatus.STUCK and not compensate:
@@ -224,9 +230,19 @@ class Engine:
                 self.journal.release_lease(self.run_id, self.owner)
         final = self.journal.get_run(self.run_id)
         step, phase = self._cause or (None, None)
+        # What can carry a stuck run on: compensating is refused once a pivot forbids it.
+        commands: tuple[str, ...] = ()
+        if status is RunStatus.STUCK:
+            commands = ("resume",) if self._pivot_block() else ("resume", "compensate")
         self.emit(
             RunFinished(
-                self.run_id, status.value, final.error, self.clock() - self._started, step, phase
+                self.run_id,
+                status.value,
+                final.error,
+                self.clock() - self._started,
+                step,
+                phase,
+                commands,
             )
         )
         return status
@@ -485,17 +501,22 @@ class Engine:
         self.journal.set_run(self.run_id, status=RunStatus.SUCCEEDED, phase=RunPhase.CONFIRM)
         return RunStatus.SUCCEEDED
 
-    def _compensate_command(self, run: RunRecord, allow_succeeded: bool) -> RunStatus:
+    def _refuse_compensation(self, run: RunRecord, allow_succeeded: bool) -> None:
+        """Raise UsageError when `compensate` cannot roll the run back: checked before the
+        run's output starts, so that a refusal is all the command prints."""
         block = self._pivot_block()
         if block:
             raise UsageError(
                 f"run {run.id} cannot be compensated: {block[1]}; resume it "
                 f"instead (sagactl resume {run.id})"
             )
-        if run.status is RunStatus.COMPENSATED:
-            return RunStatus.COMPENSATED
         if run.status is RunStatus.SUCCEEDED and not allow_succeeded:
             raise UsageError(f"run {run.id} succeeded; to undo it anyway, add --yes")
+
+    def _compensate_command(self, run: RunRecord, allow_succeeded: bool) -> RunStatus:
+        self._refuse_compensation(run, allow_succeeded)
+        if run.status is RunStatus.COMPENSATED:
+            return RunStatus.COMPENSATED
         self.journal.set_run(
             self.run_id,
             status=RunStatus.COMPENSATING,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from typing import IO
 
 from sagactl.events import (
@@ -50,11 +51,19 @@ def cause_of(
     return failures.get((event.step, event.phase))
 
 
-def next_commands(run_id: str, journal_flag: str = "") -> str:
-    return (
-        f"  to carry it on:  sagactl resume {run_id}{journal_flag}\n"
-        f"  to roll it back: sagactl compensate {run_id}{journal_flag}"
+_HINTS = {"resume": "to carry it on: ", "compensate": "to roll it back:"}
+
+
+def next_commands(
+    run_id: str, journal_flag: str = "", commands: Sequence[str] = ("resume", "compensate")
+) -> str:
+    """The commands that can carry a run on, one a line."""
+    return "\n".join(
+        f"  {_HINTS[command]} sagactl {command} {run_id}{journal_flag}" for command in commands
     )
+
+
+_BOTH = ("resume", "compensate")
 
 
 class PlainLines:
@@ -86,7 +95,13 @@ class PlainLines:
             self.failures = {}
             self.line(event.run_id)
             if not self.quiet:
-                verb = "resuming" if event.resumed else "running"
+                verb = (
+                    "compensating"
+                    if event.compensating
+                    else "resuming"
+                    if event.resumed
+                    else "running"
+                )
                 self.line(f"{_clock()} {verb} saga {event.saga} (journal {event.journal})")
         elif self.quiet and not isinstance(event, RunFinished):
             return
@@ -135,7 +150,7 @@ class PlainLines:
             text += f"\n  cause: {event.error}"
             text += "".join(f"\n    {line}" for line in where_to_look(failure))
         if event.status == "stuck":
-            text += "\n" + next_commands(event.run_id, self.journal_flag)
+            text += "\n" + next_commands(event.run_id, self.journal_flag, event.next or _BOTH)
         self.line(text)
 
 

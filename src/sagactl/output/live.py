@@ -74,7 +74,9 @@ class LiveView:
         if isinstance(event, RunStarted):
             self.rows.clear()
             self.failures = {}
-            verb = "resuming" if event.resumed else "running"
+            verb = (
+                "compensating" if event.compensating else "resuming" if event.resumed else "running"
+            )
             self.header = Text.assemble(
                 (f"{verb} ", "dim"),
                 (event.saga, "bold"),
@@ -172,5 +174,6 @@ class LiveView:
                 for line in where_to_look(cause_of(event, self.failures))
             ]
         if event.status == "stuck":
-            lines.append(Text(next_commands(event.run_id, self.journal_flag)))
+            commands = event.next or ("resume", "compensate")
+            lines.append(Text(next_commands(event.run_id, self.journal_flag, commands)))
         return Panel(Group(*lines), border_style=style, expand=False)
