@@ -34,8 +34,8 @@ def test_example_names_the_schema_on_its_first_line(path: Path) -> None:
 def test_validate_lists_kinds_needs_env_and_secrets() -> None:
     result = cli("validate", str(SAGAS / "book-trip.yaml"))
     assert result.stdout.splitlines()[1:] == [
-        "  seat    compensatable  needs nothing  [compensate, confirm]",
-        "  room    compensatable  needs nothing  [compensate, confirm]",
+        "  seat    compensatable  needs nothing     [compensate, confirm]",
+        "  room    compensatable  needs nothing     [compensate, confirm]",
         "  notify  pivot          needs seat, room",
         "  env: TRAVEL_URL",
         "  secrets: -",

@@ -88,6 +88,8 @@ def test_a_stuck_run_says_in_json_which_commands_can_carry_it_on(
         json.loads(line) for line in result.stdout.splitlines() if '"event":"run_finished"' in line
     ]
     assert [f["next"] for f in finished] == [["resume"]]
+    # Seconds to the millisecond, not to the float's last digit.
+    assert all(round(f["duration_s"], 3) == f["duration_s"] for f in finished)
     service.clear_faults()
     service.faults += [
         Fault("PUT", "/c/", status=400),

@@ -239,7 +239,7 @@ class Engine:
                 self.run_id,
                 status.value,
                 final.error,
-                self.clock() - self._started,
+                round(self.clock() - self._started, 3),  # to the millisecond, as shown
                 step,
                 phase,
                 commands,

@@ -22,11 +22,16 @@ def format_validation(saga: Saga) -> str:
     plural = "s" if len(saga.steps) != 1 else ""
     lines = [f"{saga.path}: ok: saga {saga.name}, {len(saga.steps)} step{plural}"]
     width = max(len(s.id) for s in saga.steps)
+    needs = {
+        s.id: "needs " + ", ".join(s.needs) if s.needs else "needs nothing" for s in saga.steps
+    }
+    needs_width = max(len(text) for text in needs.values())
     for step in saga.ordered_steps():
-        needs = "needs " + ", ".join(step.needs) if step.needs else "needs nothing"
         extra = [p.value for p in (Phase.COMPENSATE, Phase.CONFIRM) if step.request(p)]
         extra_text = f"  [{', '.join(extra)}]" if extra else ""
-        lines.append(f"  {step.id.ljust(width)}  {step.kind.value.ljust(13)}  {needs}{extra_text}")
+        # Columns line up: the bracketed requests of every step start at one place.
+        line = f"  {step.id.ljust(width)}  {step.kind.value.ljust(13)}  "
+        lines.append((line + needs[step.id].ljust(needs_width) + extra_text).rstrip())
     lines.append(f"  env: {', '.join(saga.env) or '-'}")
     lines.append(f"  secrets: {', '.join(saga.secrets) or '-'}")
     return "\n".join(lines)
