@@ -18,7 +18,7 @@ import pytest
 from helpers import cli
 from sagactl.definition.kinds import Kind, register, unregister
 from sagactl.definition.loader import load_text
-from sagactl.definition.scope import idempotency_key
+from sagactl.definition.scope import idempotency_key, step_scope
 from sagactl.definition.templating import Renderer
 from sagactl.engine.machine import Engine
 from sagactl.engine.runs import create_run
@@ -116,7 +116,7 @@ class LedgerExecutor:
     ) -> LedgerEntry:
         call = step.request(phase)
         assert isinstance(call, LedgerCall)
-        scope = {**context, "steps": steps}
+        scope = step_scope(context, step.id, phase, steps)
         return LedgerEntry(
             step.id,
             phase,

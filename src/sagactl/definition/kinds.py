@@ -35,25 +35,27 @@ class Kind:
 
 
 _KINDS: dict[str, Kind] = {}
-_changes = [0]
+_generation = 0
 
 
 def register(kind: Kind) -> None:
     if kind.name == HTTP or kind.name in _KINDS:
         raise ValueError(f"a kind of step named '{kind.name}' is registered already")
+    global _generation
     _KINDS[kind.name] = kind
-    _changes[0] += 1
+    _generation += 1
 
 
 def unregister(name: str) -> None:
+    global _generation
     if _KINDS.pop(name, None) is not None:
-        _changes[0] += 1
+        _generation += 1
 
 
 def generation() -> int:
     """A number that changes whenever a kind is registered or unregistered: what was built
     from the kinds registered (the saga schema's validator) is stale once it changed."""
-    return _changes[0]
+    return _generation
 
 
 def registered() -> dict[str, Kind]:

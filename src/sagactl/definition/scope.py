@@ -1,5 +1,6 @@
-"""The names a run's templates see (`inputs`, `env`, `secrets`, `run`, `vars`), and the
-idempotency key of each request (SPEC §3.3): the same for every kind of step."""
+"""The names a run's templates see (`inputs`, `env`, `secrets`, `run`, `vars`; for one
+request, `step`, `steps` and `response`), and the idempotency key of each request (SPEC §3.3):
+the same for every kind of step."""
 
 from __future__ import annotations
 
@@ -10,12 +11,28 @@ from sagactl.definition.templating import Namespace, Renderer, Secrets, Template
 from sagactl.errors import Location, RenderError
 from sagactl.model import Phase, Saga
 
-__all__ = ["idempotency_key", "run_context"]
+__all__ = ["idempotency_key", "run_context", "step_scope"]
 
 
 def idempotency_key(run_id: str, step_id: str, phase: Phase) -> str:
     """The same for every attempt and every resume of one request (SPEC §3.3)."""
     return f"{run_id}.{step_id}.{phase.value}"
+
+
+def step_scope(
+    context: Mapping[str, Any],
+    step_id: str,
+    phase: Phase,
+    steps: Mapping[str, Mapping[str, Any]],
+    response: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What the templates of one request of `step_id` see: the run's `context`, the step and
+    its idempotency key, the outputs known so far (`steps`) and, once answered, `response`."""
+    key = idempotency_key(context["run"]["id"], step_id, phase)
+    scope = {**context, "step": {"id": step_id, "idempotency_key": key}, "steps": steps}
+    if response is not None:
+        scope["response"] = response
+    return scope
 
 
 def run_context(

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sagactl.definition.scope import run_context
+from sagactl.definition.scope import run_context, step_scope
 from sagactl.definition.templating import Outputs, Renderer, TemplateProblem
 from sagactl.engine.attempts import Doubt, clip, shown_value, step_error
 from sagactl.engine.retry import next_wait
@@ -203,7 +203,7 @@ class Engine:
                     error=run.error,
                 )
             if compensate:
-                status = self._compensate_command(run, allow_succeeded)
+                status = self._compensate_command(run)
             elif run.status.final:
                 status = run.status
             elif run.phase == RunPhase.COMPENSATE:
@@ -294,12 +294,7 @@ class Engine:
         view = result.response
         if view is None:
             return frozenset()
-        scope = {
-            **self.context,
-            "response": view.context(),
-            "steps": self.outputs,
-            "step": {"id": step.id, "idempotency_key": f"{self.run_id}.{step.id}.action"},
-        }
+        scope = step_scope(self.context, step.id, Phase.ACTION, self.outputs, view.context())
         read = set()
         for name in step.secret_outputs:
             with contextlib.suppress(TemplateProblem):
@@ -513,8 +508,8 @@ class Engine:
         if run.status is RunStatus.SUCCEEDED and not allow_succeeded:
             raise UsageError(f"run {run.id} succeeded; to undo it anyway, add --yes")
 
-    def _compensate_command(self, run: RunRecord, allow_succeeded: bool) -> RunStatus:
-        self._refuse_compensation(run, allow_succeeded)
+    def _compensate_command(self, run: RunRecord) -> RunStatus:
+        # `_drive` has refused what cannot be rolled back, before the run's output started.
         if run.status is RunStatus.COMPENSATED:
             return RunStatus.COMPENSATED
         self.journal.set_run(
@@ -840,12 +835,7 @@ class Engine:
         assert request is not None
         if not request.checks and (phase is not Phase.ACTION or not step.outputs):
             return {}, None  # nothing reads the response: spare parsing it
-        scope = {
-            **self.context,
-            "response": view.context(),
-            "step": {"id": step.id, "idempotency_key": f"{self.run_id}.{step.id}.{phase.value}"},
-            "steps": self.outputs,
-        }
+        scope = step_scope(self.context, step.id, phase, self.outputs, view.context())
         secret: dict[str, Any] = {}
         if phase is Phase.ACTION:
             # Secret outputs are read first, whatever comes of the checks: the redactor must

@@ -54,16 +54,13 @@ def cause_of(
 _HINTS = {"resume": "to carry it on: ", "compensate": "to roll it back:"}
 
 
-def next_commands(
-    run_id: str, journal_flag: str = "", commands: Sequence[str] = ("resume", "compensate")
-) -> str:
-    """The commands that can carry a run on, one a line."""
+def next_commands(run_id: str, journal_flag: str = "", commands: Sequence[str] = ()) -> str:
+    """The commands that can carry a run on, one a line; without `commands` (a run that was
+    interrupted: nothing says a pivot forbids it), both."""
     return "\n".join(
-        f"  {_HINTS[command]} sagactl {command} {run_id}{journal_flag}" for command in commands
+        f"  {_HINTS[command]} sagactl {command} {run_id}{journal_flag}"
+        for command in commands or _HINTS
     )
-
-
-_BOTH = ("resume", "compensate")
 
 
 class PlainLines:
@@ -150,7 +147,7 @@ class PlainLines:
             text += f"\n  cause: {event.error}"
             text += "".join(f"\n    {line}" for line in where_to_look(failure))
         if event.status == "stuck":
-            text += "\n" + next_commands(event.run_id, self.journal_flag, event.next or _BOTH)
+            text += "\n" + next_commands(event.run_id, self.journal_flag, event.next)
         self.line(text)
 
 

@@ -174,6 +174,5 @@ class LiveView:
                 for line in where_to_look(cause_of(event, self.failures))
             ]
         if event.status == "stuck":
-            commands = event.next or ("resume", "compensate")
-            lines.append(Text(next_commands(event.run_id, self.journal_flag, commands)))
+            lines.append(Text(next_commands(event.run_id, self.journal_flag, event.next)))
         return Panel(Group(*lines), border_style=style, expand=False)

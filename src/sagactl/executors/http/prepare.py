@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from sagactl import __version__
-from sagactl.definition.scope import idempotency_key
+from sagactl.definition.scope import step_scope
 from sagactl.definition.templating import (
     Renderer,
     TemplateProblem,
@@ -305,13 +305,6 @@ class _Parts:
         return raw
 
 
-def _scope(
-    context: Mapping[str, Any], step: Step, phase: Phase, steps: Mapping[str, Mapping[str, Any]]
-) -> dict[str, Any]:
-    key = idempotency_key(context["run"]["id"], step.id, phase)
-    return {**context, "step": {"id": step.id, "idempotency_key": key}, "steps": steps}
-
-
 def prepare(
     saga: Saga,
     step: Step,
@@ -332,7 +325,7 @@ def prepare(
     request = step.request(phase)
     if not isinstance(request, Request):
         raise ValueError(f"step {step.id} has no HTTP {phase.value}")
-    scope = _scope(context, step, phase, steps)
+    scope = step_scope(context, step.id, phase, steps)
     parts = _Parts(saga, step, phase, request, scope, renderer)
     url = parts.url()
     headers = parts.headers() if request.headers or request.auth else {}
@@ -422,7 +415,9 @@ def preflight(
                         problems,
                     )
                 continue
-            parts = _Parts(saga, step, phase, request, _scope(context, step, phase, {}), renderer)
+            parts = _Parts(
+                saga, step, phase, request, step_scope(context, step.id, phase, {}), renderer
+            )
             fields = {
                 "url": [request.url, request.base_url, request.query],
                 **{f"headers.{k}": v for k, v in request.headers.items()},
