@@ -164,3 +164,21 @@ def test_plan_reports_input_errors_with_exit_2(tmp_path: Path) -> None:
     missing = cli("plan", str(saga), "--inputs", str(tmp_path / "nope.json"))
     assert missing.exit_code == 2
     assert "nope.json: no such inputs file" in missing.stderr
+
+
+def test_a_pattern_python_warns_about_is_checked_without_a_warning(tmp_path: Path) -> None:
+    """`[[a]` is a valid pattern that Python compiles with a FutureWarning ("possible nested
+    set"): that warning must not reach the user's terminal, neither from checking the saga
+    nor from checking an input against it."""
+    from helpers import cli_process
+
+    saga = tmp_path / "p.yaml"
+    saga.write_text(
+        "version: 1\nname: p\ninputs:\n  x: {type: string, pattern: '[[a]', default: a}\n"
+        "steps:\n  - id: a\n    action: {method: GET, url: 'http://127.0.0.1:9/'}\n"
+    )
+    checked = cli_process("validate", str(saga))
+    assert checked.exit_code == 0 and checked.stderr == "", checked.stderr
+    planned = cli_process("plan", str(saga), "-i", "x=b")
+    assert planned.exit_code == 2 and "Warning" not in planned.stderr, planned.stderr
+    assert "does not match '[[a]'" in planned.stderr

@@ -1,36 +1,44 @@
-"""The live view: rendered on a recording console forced to be an 80-column terminal."""
+"""The live view, rendered on recording consoles forced to be terminals of given sizes: every
+frame it would paint is checked, and what stays on the screen at the end."""
 
 from __future__ import annotations
 
 import io
+import re
+from collections.abc import Sequence
 
+import pytest
 from rich.console import Console
 
 from sagactl.events import (
     AttemptFinished,
     AttemptStarted,
+    Event,
     PhaseStarted,
     RetryScheduled,
     RunFinished,
     RunStarted,
     StepFinished,
 )
-from sagactl.output.live import LiveView
+from sagactl.output.live import Layout, LiveView, layout
 
 RUN = "01M8FF6MKXGDRCYQFDY3WQT8RR"
+JOURNAL = "/home/me/.local/state/sagactl/journal.db"
+LONG = "reserve_stock_in_the_north_warehouse"
+SYMBOLS = set("·→↻✓✗?")
 
 
-def story() -> list[object]:
-    """A run with a retry, a compensation whose retries run out, and so a stuck end."""
+def story() -> list[Event]:
+    """A run with a retry, a failure, a compensation whose retries run out: a stuck end."""
     return [
-        RunStarted(RUN, "add-product", "/home/me/.local/state/sagactl/journal.db"),
+        RunStarted(RUN, "add-product", JOURNAL, steps=(LONG, "price", "index")),
         PhaseStarted("forward"),
-        AttemptStarted("reserve", "action", 1, 3, "PUT", "http://127.0.0.1:8081/r/1"),
-        AttemptFinished("reserve", "action", 1, "retryable", 503, "status 503, retried", 3.0),
-        RetryScheduled("reserve", "action", 2, 0.2),
-        AttemptStarted("reserve", "action", 2, 3, "PUT", "http://127.0.0.1:8081/r/1"),
-        AttemptFinished("reserve", "action", 2, "success", 201, None, 2.0),
-        StepFinished("reserve", "action", "succeeded"),
+        AttemptStarted(LONG, "action", 1, 3, "PUT", "http://127.0.0.1:8081/r/1"),
+        AttemptFinished(LONG, "action", 1, "retryable", 503, "status 503, retried", 3.0),
+        RetryScheduled(LONG, "action", 2, 0.2),
+        AttemptStarted(LONG, "action", 2, 3, "PUT", "http://127.0.0.1:8081/r/1"),
+        AttemptFinished(LONG, "action", 2, "success", 201, None, 2.0),
+        StepFinished(LONG, "action", "succeeded"),
         AttemptStarted("index", "action", 1, 3, "PUT", "http://127.0.0.1:8083/i/A"),
         AttemptFinished(
             "index",
@@ -46,86 +54,218 @@ def story() -> list[object]:
             "action",
             "failed",
             "status 422, expected 200, 201",
-            "sagas/add-product.yaml:57",
+            "/home/me/projects/catalogue/sagas/add-product.yaml:57",
             "PUT http://127.0.0.1:8083/i/A",
             '{"error": "search rejects this request"}',
         ),
         PhaseStarted("compensate"),
-        AttemptStarted("reserve", "compensate", 1, 10, "DELETE", "http://127.0.0.1:8081/r/1"),
-        AttemptFinished("reserve", "compensate", 1, "retryable", 500, "status 500", 1.0),
+        AttemptStarted(LONG, "compensate", 1, 10, "DELETE", "http://127.0.0.1:8081/r/1"),
+        AttemptFinished(LONG, "compensate", 1, "retryable", 500, "status 500", 1.0),
         StepFinished(
-            "reserve",
+            LONG,
             "compensate",
             "failed",
             "status 500, retried",
-            "sagas/add-product.yaml:38",
+            "/home/me/projects/catalogue/sagas/add-product.yaml:38",
             "DELETE http://127.0.0.1:8081/r/1",
         ),
         RunFinished(
             RUN,
             "stuck",
-            "compensation not finished for reserve: status 500",
+            f"compensation not finished for {LONG}: status 500",
             1.5,
-            "reserve",
+            LONG,
             "compensate",
+            ("compensate",),
         ),
     ]
 
 
-def render(width: int = 80) -> tuple[list[str], str]:
+def many(count: int = 50, failing: int = 30, parallel: int = 3) -> list[Event]:
+    """A saga of `count` steps run `parallel` at a time; step `failing` fails, and every step
+    before it is compensated, newest first."""
+    ids = [f"step_{i:02d}" + ("_with_a_long_name" if i % 7 == 0 else "") for i in range(count)]
+    events: list[Event] = [RunStarted(RUN, "big", JOURNAL, steps=tuple(ids))]
+    for start in range(0, failing + 1, parallel):
+        batch = ids[start : min(start + parallel, failing + 1)]
+        for sid in batch:
+            events.append(AttemptStarted(sid, "action", 1, 3, "PUT", "http://127.0.0.1:1/x"))
+        for sid in batch:
+            bad = sid == ids[failing]
+            status = 409 if bad else 201
+            events.append(AttemptFinished(sid, "action", 1, "success", status, None, 1.0))
+            events.append(StepFinished(sid, "action", "failed" if bad else "succeeded"))
+    events.append(PhaseStarted("compensate"))
+    for sid in reversed(ids[:failing]):
+        events.append(AttemptStarted(sid, "compensate", 1, 3, "DELETE", "http://127.0.0.1:1/x"))
+        events.append(AttemptFinished(sid, "compensate", 1, "success", 200, None, 1.0))
+        events.append(StepFinished(sid, "compensate", "succeeded"))
+    events.append(RunFinished(RUN, "compensated", f"step {ids[failing]}: status 409", 2.0))
+    return events
+
+
+def terminal(width: int, height: int = 40) -> Console:
+    return Console(
+        file=io.StringIO(),
+        force_terminal=True,
+        width=width,
+        height=height,
+        color_system=None,
+        record=True,
+    )
+
+
+def render(events: Sequence[Event], width: int, height: int = 40) -> tuple[list[str], str]:
     """Every frame the live view would paint, and what stays on the screen at the end."""
-    live_console = Console(file=io.StringIO(), force_terminal=True, width=width, color_system=None)
-    renderer = LiveView(live_console, clock=lambda: 100.0)
-    frames = []
-    for event in story():
+    console = terminal(width, height)
+    renderer = LiveView(console, clock=lambda: 100.0)
+    frames: list[str] = []
+    for event in events:
         if isinstance(event, RunFinished):
-            final = Console(
-                file=io.StringIO(), force_terminal=True, width=width, color_system=None, record=True
-            )
-            renderer.console = final
+            console.export_text(clear=True)  # what the live area painted: not left behind
             renderer(event)
-            return frames, final.export_text()
-        renderer(event)  # type: ignore[arg-type]
-        frame = Console(file=io.StringIO(), width=width, color_system=None, record=True)
+            return frames, console.export_text()
+        renderer(event)
+        frame = terminal(width, height)
         frame.print(renderer)
         frames.append(frame.export_text())
     raise AssertionError("the story has no end")
 
 
-def test_live_view_renders_at_80_columns() -> None:
-    frames, text = render()
-    assert all(len(line) <= 80 for frame in frames for line in frame.splitlines())
-    assert all(len(line) <= 80 for line in text.splitlines())
+def rows(frame: str) -> list[str]:
+    """The table's rows: the lines under the column titles."""
+    lines = frame.splitlines()
+    titles = next(i for i, line in enumerate(lines) if line.lstrip().startswith("step"))
+    return [line for line in lines[titles + 1 :] if line and line[0] in SYMBOLS]
+
+
+def cells(line: str, columns: Layout) -> list[str]:
+    """A row cut at the layout's column boundaries."""
+    widths = [1, columns.step, columns.phase, columns.attempt, columns.status, columns.time]
+    out, at = [], 0
+    for width in (w for w in widths if w):
+        out.append(line[at : at + width])
+        at += width + 1
+    return out
+
+
+@pytest.mark.parametrize("width", [120, 80, 50, 40])
+def test_every_frame_keeps_symbols_steps_and_column_widths(width: int) -> None:
+    frames, final = render(story(), width)
+    columns = layout(width, len(LONG))
+    titles = {f.splitlines()[1] for f in frames}
+    assert len(titles) == 1, titles  # the same columns in every frame
+    for frame in frames:
+        assert all(len(line) <= width for line in frame.splitlines()), frame
+        table = rows(frame)
+        assert len(table) >= 3, frame  # every step has a row from the start
+        for line in table:
+            row = cells(line, columns)
+            assert row[0] in SYMBOLS, line
+            step = row[1].strip()
+            assert len(step) >= min(len(LONG), 12) or step in ("price", "index"), line
+            assert all(cell.strip() != "…" for cell in row[1:]), line
+            # the columns start where the titles say, whatever the row holds
+            assert all(line[len(cell)] == " " for cell in row[:1]), line
     assert "running add-product" in frames[0] and RUN in frames[0]
-    assert "retry in 0.2s" in frames[4]
-    assert text.startswith("running add-product  run " + RUN)
-    assert "stuck" in text and RUN in text
-    assert f"sagactl resume {RUN}" in text and f"sagactl compensate {RUN}" in text
-    assert "cause: compensation not finished for reserve: status 500" in text
-    assert "--> sagas/add-product.yaml:38 (reserve compensate)" in text
-    assert "DELETE http://127.0.0.1:8081/r/1" in text
-    table = [line for line in text.splitlines() if "reserve" in line or "index" in line]
-    assert any("✓" in line and "2/3" in line and "201" in line for line in table)
-    assert any("✗" in line and "index" in line and "422" in line for line in table)
-    assert any("✗" in line and "compensate" in line and "500" in line for line in table)
+    last_rows = rows(final)
+    assert [r[0] for r in last_rows] == ["✓", "·", "✗", "✗"], final
+    assert any("422" in r for r in last_rows) or columns.status == 0
 
 
-def test_live_view_is_also_fine_when_narrow() -> None:
-    frames, text = render(width=50)
-    assert all(len(line) <= 50 for frame in frames for line in frame.splitlines())
-    assert all(len(line) <= 50 for line in text.splitlines())
-    assert "stuck" in text
+def test_the_retry_countdown_shows_where_there_is_room() -> None:
+    frames, _ = render(story(), 80)
+    waiting = next(f for f in frames if "↻" in f)
+    assert "retry in 0.2s" in waiting
+    frames, _ = render(story(), 50)
+    waiting = next(f for f in frames if "↻" in f)
+    assert "retry in" not in waiting  # no room for the detail: the rest stays whole
+    assert "1/3" in waiting and "503" in waiting
 
 
-def test_countdown_to_the_next_retry() -> None:
-    now = [100.0]
-    console = Console(file=io.StringIO(), force_terminal=True, width=80, color_system=None)
-    renderer = LiveView(console, clock=lambda: now[0])
-    for event in story()[:5]:
-        renderer(event)  # type: ignore[arg-type]
-    now[0] += 0.125
-    capture = Console(file=io.StringIO(), width=80, color_system=None, record=True)
-    capture.print(renderer.table())
-    assert "retry in 0.1s" in capture.export_text()
-    if renderer.live is not None:
-        renderer.live.stop()
+def test_columns_give_way_in_order_of_priority() -> None:
+    wide, mid, narrow, tiny = (layout(w, len(LONG)) for w in (120, 50, 40, 24))
+    assert wide.step == len(LONG) and wide.detail > 0
+    assert mid.step < len(LONG) and mid.time and not mid.detail  # step, then detail
+    assert narrow.step >= 12 and narrow.phase and not narrow.time  # then the time
+    assert tiny.step >= 6 and not tiny.attempt  # the step id is what stays
+    for width in range(12, 200):
+        assert layout(width, len(LONG)).width <= width
+
+
+def test_a_long_saga_on_a_short_terminal_keeps_running_and_failed_rows_in_view() -> None:
+    events = many()
+    frames, final = render(events, 80, height=20)
+    failed_at = next(
+        i for i, e in enumerate(events) if isinstance(e, StepFinished) and e.state == "failed"
+    )
+    started = 0
+    for i, (frame, event) in enumerate(zip(frames, events, strict=False)):
+        assert len(frame.splitlines()) <= 19, frame  # fits, a line spare for the cursor
+        shown = rows(frame)
+        if isinstance(event, AttemptStarted):
+            started += 1
+            assert any(event.step in r and "→" in r for r in shown), frame
+        # every row in flight is in view, and the failed one from when it failed
+        in_flight = sum(1 for e in events[: i + 1] if isinstance(e, AttemptStarted)) - sum(
+            1 for e in events[: i + 1] if isinstance(e, StepFinished)
+        )
+        assert sum(1 for r in shown if r[0] == "→") == in_flight, frame
+        if i >= failed_at:
+            assert any(r[0] == "✗" and "step_30" in r for r in shown), frame
+    assert started == 31 + 30
+    assert any(re.search(r"✓ \d+ succeeded", f) for f in frames)
+    assert any(re.search(r"· \d+ more", f) for f in frames)
+    # what stays at the end is the whole table, every row
+    assert len(rows(final)) == 50 + 30
+
+
+def test_the_summary_starts_its_own_lines_and_never_breaks_a_path_or_command() -> None:
+    _, final = render(story(), 40)
+    lines = final.splitlines()
+    assert lines[:3] == ["running add-product", f"run {RUN}", f"journal {JOURNAL}"], final
+    # the path stays whole on a line, though longer than the terminal; the command too
+    path = "/home/me/projects/catalogue/sagas/add-product.yaml:38"
+    assert any(line.strip() in (path, f"--> {path}") for line in lines), final
+    assert "  to roll it back:" in lines and f"    sagactl compensate {RUN}" in lines, final
+    # prose wraps between words, its continuation indented
+    assert "cause: compensation not finished for" in lines, final
+    assert f"  {LONG}:" in lines, final
+    assert "sagactl resume" not in final  # stuck compensating: compensate alone is offered
+    stuck = next(i for i, line in enumerate(lines) if line.startswith("stuck in 1.50s"))
+    assert lines[stuck - 1][0] in SYMBOLS  # the table ended on a line of its own
+
+
+def test_an_interrupted_run_leaves_its_table_and_the_cursor_on_a_new_line() -> None:
+    console = terminal(80)
+    renderer = LiveView(console, clock=lambda: 100.0)
+    for event in story()[:6]:
+        renderer(event)
+    renderer.close()
+    text = console.export_text()
+    assert text.endswith("\n")
+    assert any(LONG[:20] in line and "→" in line and "2/3" in line for line in text.splitlines())
+
+
+def test_cleanup_of_a_run_reads_as_success() -> None:
+    console = terminal(80)
+    renderer = LiveView(console, clock=lambda: 100.0)
+    for event in [
+        RunStarted(RUN, "smoke", JOURNAL, steps=("a", "b")),
+        AttemptStarted("a", "action", 1, 3, "PUT", "http://127.0.0.1:1/a"),
+        AttemptFinished("a", "action", 1, "success", 201, None, 1.0),
+        StepFinished("a", "action", "succeeded"),
+        RunFinished(RUN, "succeeded", None, 0.01),
+        RunStarted(RUN, "smoke", JOURNAL, True, True, cleanup=True, steps=("a",)),
+        PhaseStarted("compensate"),
+        AttemptStarted("a", "compensate", 1, 3, "DELETE", "http://127.0.0.1:1/a"),
+        AttemptFinished("a", "compensate", 1, "success", 200, None, 1.0),
+        StepFinished("a", "compensate", "succeeded"),
+        RunFinished(RUN, "cleaned", None, 0.01),
+    ]:
+        renderer(event)
+    text = console.export_text()
+    assert "cleaning up smoke  run " + RUN in text
+    words = " ".join(text.split())
+    assert f"cleaned in 0.01s run {RUN} (succeeded, then --cleanup undid 1 step)" in words
+    assert "cause" not in text and "sagactl compensate" not in text

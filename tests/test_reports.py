@@ -66,7 +66,11 @@ def test_junit_report_has_a_testcase_per_step_and_phase(runs: Runs, service: Ser
     ]
     failure = suite.find("testcase[@name='c']/failure")
     assert failure is not None
-    assert failure.get("message") == "action failed: status 400, expected 2xx"
+    # The start of the answer in the message, which CI pages show first.
+    assert failure.get("message") == (
+        'action failed: status 400, expected 2xx; response: {"error": "injected"}'
+    )
+    assert failure.get("type") == "status"
     assert "PUT http://127.0.0.1:" in (failure.text or "")
     assert "status: 400" in (failure.text or "") and '"injected"' in (failure.text or "")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sagactl.errors import UsageError
-from sagactl.journal import Journal
-from sagactl.records import RunRecord, RunStatus
+from sagactl.journal import Journal, shown_status
+from sagactl.records import RunRecord, RunStatus, StepRecord, StepState
 from sagactl.redact import Redactor
 
 if TYPE_CHECKING:  # `list` and `show` import this module, and need neither
@@ -28,18 +28,11 @@ __all__ = [
     "compensate_run",
     "list_runs",
     "load_all",
+    "not_cleaned",
     "resume_run",
-    "shown_status",
     "start_run",
     "step_order",
 ]
-
-
-def shown_status(journal: Journal, run: RunRecord) -> str:
-    """The status as users see it: a running run whose owner is gone is `interrupted`."""
-    if run.status in (RunStatus.RUNNING, RunStatus.COMPENSATING) and not journal.driven(run):
-        return "interrupted"
-    return run.status.value
 
 
 def _client(concurrency: int) -> Any:
@@ -200,13 +193,16 @@ def compensate_run(
     on_event: Callable[[Event], None],
     concurrency: int = 8,
     yes: bool = False,
+    cleanup: bool = False,
     stop: threading.Event | None = None,
     redactor: Redactor | None = None,
 ) -> tuple[str, RunStatus]:
+    """Roll a run back; with `cleanup`, a run that succeeded is undone as a smoke test's end
+    and ends `cleaned`."""
     run, saga, secrets, ready = _stored(journal, prefix, environ, redactor)
     with _client(concurrency) as client:
         engine = _engine(saga, run, journal, client, secrets, on_event, concurrency, stop, ready)
-        return run.id, engine.compensate(allow_succeeded=yes)
+        return run.id, engine.compensate(allow_succeeded=yes or cleanup, cleanup=cleanup)
 
 
 _LIVE = ("running", "compensating")
@@ -254,6 +250,30 @@ def step_order(run: RunRecord) -> list[str]:
 
     data = parse_data(run.saga_text)
     return [s["id"] for s in data.get("steps", []) if isinstance(s, dict) and "id" in s]
+
+
+def not_cleaned(
+    run: RunRecord, steps: Mapping[tuple[str, str], StepRecord], order: Sequence[str]
+) -> list[str]:
+    """The steps a compensation of `run` has left to undo: their action may have taken
+    effect, they have a compensate request, and it has not succeeded. Read from the journaled
+    saga text, as `step_order` reads it."""
+    from sagactl.definition.source import parse_data
+
+    data = parse_data(run.saga_text)
+    undoable = {
+        s["id"]
+        for s in data.get("steps", [])
+        if isinstance(s, dict) and s.get("compensate") is not None
+    }
+    return [
+        sid
+        for sid in order
+        if sid in undoable
+        and (action := steps.get((sid, "action"))) is not None
+        and action.applied
+        and getattr(steps.get((sid, "compensate")), "state", None) is not StepState.SUCCEEDED
+    ]
 
 
 def load_all(files: Sequence[str | Path], *, cleanup: bool = False) -> list[Saga]:

@@ -6,6 +6,7 @@ Heavy modules are imported inside the commands that need them, so `sagactl --hel
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -231,7 +232,7 @@ VerboseOption = Annotated[
 ]
 
 # Exit codes of SPEC §5.1, for `run` and `resume`; `compensate` maps compensated to 0.
-_EXIT = {"succeeded": 0, "compensated": 1, "stuck": 3}
+_EXIT = {"succeeded": 0, "compensated": 1, "cleaned": 0, "stuck": 3}
 
 
 def _journal_flag(journal: str | None) -> str:
@@ -321,11 +322,11 @@ def _drive(
     compensating: bool = False,
 ) -> None:
     """Drive each call's run in turn; report, and exit with the worst code (3 > 1 > 0)."""
-    from sagactl.api import step_order
+    from sagactl.api import not_cleaned, step_order
     from sagactl.errors import Interrupted, JournalError, LeaseLost
     from sagactl.journal import Durability, open_journal
-    from sagactl.output.lines import JsonLines, next_commands
-    from sagactl.output.run_views import summary_record
+    from sagactl.output.lines import JsonLines
+    from sagactl.output.run_views import next_commands, summary_record
 
     if junit:
         from sagactl.output.junit import RunReport, write_junit
@@ -348,7 +349,8 @@ def _drive(
         run = store.get_run(run_id)
         steps, attempts, order = store.steps(run_id), store.attempts(run_id), step_order(run)
         if junit:
-            reports.append(RunReport(run, steps, attempts, order, cleanup_from))
+            left = not_cleaned(run, steps, order) if cleanup_from is not None else []
+            reports.append(RunReport(run, steps, attempts, order, cleanup_from, left))
         if output is OutputChoice.JSON:
             renderer.write(summary_record(run, steps, attempts, order, code, cleanup_status))
 
@@ -370,23 +372,29 @@ def _drive(
                     cleanup_from = attempts[-1].id + 1 if attempts else 0
                     _, undone = cleanup(store, run_id, renderer, stop)
                     cleanup_status = undone.value
-                    code = 0 if undone.value == "compensated" else 3
+                    code = _EXIT[undone.value]
                 report(store, run_id, code, cleanup_from, cleanup_status)
                 worst = max(worst, code)
         except Interrupted as exc:
+            # The live view leaves its table, and the message starts on a line of its own.
+            renderer.close()
+            commands: tuple[str, ...] = ()
             if exc.run_id:
                 report(store, exc.run_id, exc.exit_code)
+                with contextlib.suppress(JournalError):
+                    commands = store.get_run(exc.run_id).next_commands()
             if junit:
                 write_junit(junit, reports, redactor())
             typer.echo(
-                f"run {exc.run_id} interrupted; it can be carried on or undone:\n"
-                f"{next_commands(exc.run_id, flag)}",
+                f"run {exc.run_id} interrupted; the journal keeps what was done:\n"
+                f"{next_commands(exc.run_id, flag, commands)}",
                 err=True,
             )
             sys.stdout.flush()
             # Worker threads may still wait on a slow response: do not wait for them.
             os._exit(exc.exit_code)
         except JournalError as exc:
+            renderer.close()
             if exc.run_id is None or isinstance(exc, LeaseLost):
                 raise
             raise JournalError(
@@ -472,7 +480,7 @@ def run(
                 environ,
                 on_event=renderer,
                 concurrency=concurrency,
-                yes=True,
+                cleanup=True,
                 stop=stop,
                 redactor=redactor(),
             )
@@ -588,6 +596,7 @@ class StatusChoice(StrEnum):
     COMPENSATING = "compensating"
     SUCCEEDED = "succeeded"
     COMPENSATED = "compensated"
+    CLEANED = "cleaned"
     STUCK = "stuck"
     INTERRUPTED = "interrupted"
 
@@ -627,8 +636,8 @@ def show(
     """Show one run: its saga, every step's state and outputs, and every attempt with its
     status, duration and error, on a time line from the run's start."""
     with _reported():
-        from sagactl.api import shown_status, step_order
-        from sagactl.journal import open_journal
+        from sagactl.api import step_order
+        from sagactl.journal import open_journal, shown_status
         from sagactl.output.run_views import format_show, json_line, show_record
 
         with open_journal(journal) as store:
@@ -640,7 +649,15 @@ def show(
                 json_line(show_record(record, shown_status(store, record), steps, attempts, order))
             )
         else:
-            typer.echo(format_show(record, shown_status(store, record), steps, attempts, order))
+            shown = format_show(
+                record,
+                shown_status(store, record),
+                steps,
+                attempts,
+                order,
+                journal_flag=_journal_flag(journal),
+            )
+            typer.echo(shown)
 
 
 class ServiceName(StrEnum):

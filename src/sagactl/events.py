@@ -29,6 +29,10 @@ class RunStarted:
     resumed: bool = False
     compensating: bool = False
     """Driven by `compensate`: the run is being rolled back on request."""
+    cleanup: bool = False
+    """The run succeeded and is being undone by `run --cleanup` (or a resume of that)."""
+    steps: tuple[str, ...] = ()
+    """The saga's step ids, in file order."""
 
 
 @dataclass(slots=True)

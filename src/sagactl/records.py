@@ -22,17 +22,20 @@ __all__ = [
 
 
 class RunStatus(StrEnum):
-    """Where a run stands (SPEC §3.4); `succeeded` and `compensated` are final."""
+    """Where a run stands (SPEC §3.2); `succeeded`, `compensated` and `cleaned` are final.
+    `cleaned`: the run succeeded, then `--cleanup` undid every step (a smoke test that
+    passed)."""
 
     RUNNING = "running"
     COMPENSATING = "compensating"
     SUCCEEDED = "succeeded"
     COMPENSATED = "compensated"
+    CLEANED = "cleaned"
     STUCK = "stuck"
 
     @property
     def final(self) -> bool:
-        return self in (RunStatus.SUCCEEDED, RunStatus.COMPENSATED)
+        return self in (RunStatus.SUCCEEDED, RunStatus.COMPENSATED, RunStatus.CLEANED)
 
 
 class RunPhase(StrEnum):
@@ -81,6 +84,8 @@ class RunRecord:
     phase: RunPhase
     """What the run was doing."""
     pivot_passed: bool
+    """A pivot succeeded, or may have (in doubt, or accepted and then failing a check): the
+    run can only go forward. Journaled when the run goes stuck so."""
     trace_id: str
     error: str | None
     created_at: float
@@ -91,6 +96,22 @@ class RunRecord:
     lease_expires: float | None
     step_ids: tuple[str, ...] | None = None
     """The saga's step ids in file order; None for runs journaled with schema version 1."""
+    cleanup: bool = False
+    """The run succeeded and is being (or was) undone by `--cleanup`: its compensation ends
+    `cleaned`, not `compensated`, and is no failure."""
+
+    def next_commands(self) -> tuple[str, ...]:
+        """The commands that can carry the run on once it is stuck or interrupted, in the
+        order to try them: `resume` alone once a pivot forbids rolling back
+        (`pivot_passed`); `compensate` alone for a run that was compensating (either command
+        would go on compensating); else both. None for a run that ended."""
+        if self.status.final:
+            return ()
+        if self.pivot_passed:
+            return ("resume",)
+        if self.phase is RunPhase.COMPENSATE:
+            return ("compensate",)
+        return ("resume", "compensate")
 
 
 @dataclass(slots=True)

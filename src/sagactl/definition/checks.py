@@ -11,7 +11,7 @@ from typing import Any
 
 from sagactl.definition import graph
 from sagactl.definition import kinds as kinds_
-from sagactl.definition.schema import format_path, suggest
+from sagactl.definition.schema import format_path, quiet_patterns, suggest
 from sagactl.definition.source import JsonPath, Positions
 from sagactl.errors import DefinitionError, Location
 
@@ -369,9 +369,10 @@ def check(checker: Checker) -> tuple[dict[str, list[str]], graph.Closure | None]
             if not isinstance(spec, dict):
                 continue
             try:
-                jsonschema.Draft202012Validator.check_schema(spec)
-                if "default" in spec:
-                    jsonschema.Draft202012Validator(spec).validate(spec["default"])
+                with quiet_patterns():
+                    jsonschema.Draft202012Validator.check_schema(spec)
+                    if "default" in spec:
+                        jsonschema.Draft202012Validator(spec).validate(spec["default"])
             except jsonschema.SchemaError as exc:
                 checker.error(
                     ("inputs", name, *exc.absolute_path), f"not a valid JSON Schema: {exc.message}"

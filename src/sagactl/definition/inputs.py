@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sagactl.definition.schema import quiet_patterns
 from sagactl.errors import InputError, UsageError
 from sagactl.model import Saga
 
@@ -182,9 +183,10 @@ def resolve_inputs(
                     )
                 )
             continue
-        error = jsonschema.exceptions.best_match(
-            jsonschema.Draft202012Validator(spec).iter_errors(value)
-        )
+        with quiet_patterns():
+            error = jsonschema.exceptions.best_match(
+                jsonschema.Draft202012Validator(spec).iter_errors(value)
+            )
         if error is not None and name not in bad:
             problems.append((name, f"{error.message} (expected {describe_schema(spec)})"))
         result[name] = value

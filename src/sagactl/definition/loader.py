@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sagactl.definition.build import build
 from sagactl.definition.checks import Checker, check
-from sagactl.definition.schema import describe, explain, validator
+from sagactl.definition.schema import describe, explain, quiet_patterns, validator
 from sagactl.definition.source import YamlProblem, read_yaml
 from sagactl.errors import DefinitionError, DefinitionErrors, Location
 from sagactl.model import Saga
@@ -35,7 +35,9 @@ def load_text(text: str, file: str = "<saga>") -> Saga:
     checker = Checker(file, data, positions)
     for path, message, at in problems:
         checker.error(path, message, at=at)
-    for error in validator().iter_errors(data):
+    with quiet_patterns():
+        errors = list(validator().iter_errors(data))
+    for error in errors:
         for path, message, at_key in explain(error):
             checker.error(path, message, at_key=at_key)
     schema_ok = not checker.errors

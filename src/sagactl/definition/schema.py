@@ -7,6 +7,7 @@ import difflib
 import json
 import re
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -16,7 +17,28 @@ from sagactl.definition.source import JsonPath
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-__all__ = ["describe", "explain", "format_path", "schema", "schema_text", "suggest", "validator"]
+__all__ = [
+    "describe",
+    "explain",
+    "format_path",
+    "quiet_patterns",
+    "schema",
+    "schema_text",
+    "suggest",
+    "validator",
+]
+
+
+@contextmanager
+def quiet_patterns() -> Iterator[None]:
+    """Around validation that compiles a saga's own regular expressions (`pattern`): Python
+    warns of some it accepts (`[[a]`: "possible nested set"), and such a warning would reach
+    the user's terminal as a traceback-like line from inside jsonschema."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
 
 
 def schema_text() -> str:

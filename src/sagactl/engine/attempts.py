@@ -28,9 +28,9 @@ def step_error(error: str | None, doubt: Doubt | None, last: int) -> str | None:
     if doubt.attempt == 0:
         why = "an attempt of an earlier run of sagactl may have reached the service"
     elif doubt.attempt == last:
-        return f"{error} (in doubt: it may have reached the service)"
+        return f"{error}; in doubt: it may have reached the service"
     elif doubt.error == error:
-        return f"{error} (in doubt since attempt {doubt.attempt}: it may have reached the service)"
+        return f"{error}; in doubt since attempt {doubt.attempt}: it may have reached the service"
     else:
         why = f"attempt {doubt.attempt} may have reached the service ({doubt.error})"
     return f"{error}; in doubt: {why}" if error else f"in doubt: {why}"

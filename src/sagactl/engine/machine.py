@@ -145,6 +145,8 @@ class Engine:
         """Outputs of earlier processes that held a secret and were not journaled."""
         self._started = clock()
         self._cause: tuple[str, str] | None = None
+        self._cleanup = False
+        """The run's compensation is the cleanup of a run that succeeded."""
         """The step and phase the run's error names."""
         self._deadline: float | None = None
         if saga.timeout is not None:
@@ -161,14 +163,22 @@ class Engine:
         nothing to take over or settle, which saves journal commits."""
         return self._drive(compensate=False, fresh=True)
 
-    def compensate(self, *, allow_succeeded: bool = False) -> RunStatus:
-        """Roll the run back: every step whose action may have taken effect is compensated."""
-        return self._drive(compensate=True, allow_succeeded=allow_succeeded)
+    def compensate(self, *, allow_succeeded: bool = False, cleanup: bool = False) -> RunStatus:
+        """Roll the run back: every step whose action may have taken effect is compensated.
+        With `cleanup`, the run succeeded and is undone as the end of a smoke test: it ends
+        `cleaned` (journaled with the run, so a resume of it ends so too)."""
+        return self._drive(compensate=True, allow_succeeded=allow_succeeded, cleanup=cleanup)
 
     def _drive(
-        self, *, compensate: bool, allow_succeeded: bool = False, fresh: bool = False
+        self,
+        *,
+        compensate: bool,
+        allow_succeeded: bool = False,
+        fresh: bool = False,
+        cleanup: bool = False,
     ) -> RunStatus:
         run = self.journal.get_run(self.run_id)
+        self._cleanup = run.cleanup or (cleanup and run.status is RunStatus.SUCCEEDED)
         if not fresh:
             self.journal.take_lease(self.run_id, self.owner, self.lease_ttl)
         self._renewed = time.monotonic()
@@ -192,6 +202,8 @@ class Engine:
                     self.journal.location,
                     resumed=bool(self.states),
                     compensating=compensate,
+                    cleanup=self._cleanup,
+                    steps=tuple(step.id for step in self.saga.steps),
                 )
             )
             if run.status is RunStatus.STUCK and not compensate:
@@ -212,6 +224,9 @@ class Engine:
                 status = self._confirm()
             else:
                 status = self._forward()
+            if status is RunStatus.STUCK and not run.pivot_passed and self._pivot_block():
+                # So that `show` and the operator's commands know compensating is refused.
+                self.journal.set_run(self.run_id, pivot_passed=True)
         except Interrupted as exc:
             self.journal.settle_interrupted(self.run_id)
             raise Interrupted(self.run_id, exc.exit_code) from None
@@ -230,10 +245,7 @@ class Engine:
                 self.journal.release_lease(self.run_id, self.owner)
         final = self.journal.get_run(self.run_id)
         step, phase = self._cause or (None, None)
-        # What can carry a stuck run on: compensating is refused once a pivot forbids it.
-        commands: tuple[str, ...] = ()
-        if status is RunStatus.STUCK:
-            commands = ("resume",) if self._pivot_block() else ("resume", "compensate")
+        commands = final.next_commands() if status is RunStatus.STUCK else ()
         self.emit(
             RunFinished(
                 self.run_id,
@@ -510,13 +522,15 @@ class Engine:
 
     def _compensate_command(self, run: RunRecord) -> RunStatus:
         # `_drive` has refused what cannot be rolled back, before the run's output started.
-        if run.status is RunStatus.COMPENSATED:
-            return RunStatus.COMPENSATED
+        if run.status in (RunStatus.COMPENSATED, RunStatus.CLEANED):
+            return run.status
         self.journal.set_run(
             self.run_id,
             status=RunStatus.COMPENSATING,
             phase=RunPhase.COMPENSATE,
-            error=run.error or "compensation requested",
+            # A cleanup is no failure: the run has no cause to show.
+            error=None if self._cleanup else run.error or "compensation requested",
+            cleanup=self._cleanup or None,
         )
         return self._compensate()
 
@@ -551,9 +565,13 @@ class Engine:
                 self.run_id,
                 status=RunStatus.STUCK,
                 phase=RunPhase.COMPENSATE,
-                error=f"compensation not finished for {', '.join(left)}: {error}",
+                error=f"{'cleanup' if self._cleanup else 'compensation'} not finished for "
+                f"{', '.join(left)}: {error}",
             )
             return RunStatus.STUCK
+        if self._cleanup:
+            self.journal.set_run(self.run_id, status=RunStatus.CLEANED, phase=RunPhase.COMPENSATE)
+            return RunStatus.CLEANED
         self.journal.set_run(
             self.run_id,
             status=RunStatus.COMPENSATED,
@@ -763,7 +781,7 @@ class Engine:
                     result.outcome.value,
                     result.status,
                     error,
-                    result.duration_ms,
+                    round(result.duration_ms, 3),  # to the microsecond, as the journal shows
                     shown_response_headers,
                     clip(shown_body),
                     in_doubt=result.in_doubt,

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from sagactl.errors import UsageError
-from sagactl.journal.contract import Durability, Journal
+from sagactl.journal.contract import Durability, Journal, shown_status
 from sagactl.journal.leases import Alive, owner_alive
 
-__all__ = ["Durability", "Journal", "default_path", "open_journal"]
+__all__ = ["Durability", "Journal", "default_path", "open_journal", "shown_status"]
 
 
 def default_path(environ: Mapping[str, str] | None = None) -> Path:

@@ -32,7 +32,7 @@ from sagactl.records import (
     StepState,
 )
 
-__all__ = ["Durability", "Journal"]
+__all__ = ["Durability", "Journal", "shown_status"]
 
 
 class Durability(StrEnum):
@@ -113,6 +113,7 @@ class Journal(Protocol):
         phase: RunPhase | None = None,
         error: str | None = None,
         pivot_passed: bool | None = None,
+        cleanup: bool | None = None,
     ) -> None:
         """Durably change what is given, and the update time. A new status also sets the
         finish time (cleared unless the status is final) and the error (cleared unless
@@ -227,3 +228,11 @@ class Journal(Protocol):
         attempts had no result; commits nothing of its own when there is nothing to settle.
         Run only by the run's owner, so no attempt of a live process is settled."""
         ...
+
+
+def shown_status(journal: Journal, run: RunRecord) -> str:
+    """The status as users see it: a run journaled `running` or `compensating` whose owner
+    is gone is `interrupted`."""
+    if run.status in (RunStatus.RUNNING, RunStatus.COMPENSATING) and not journal.driven(run):
+        return "interrupted"
+    return run.status.value

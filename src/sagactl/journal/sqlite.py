@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sagactl.errors import JournalError, LeaseLost
-from sagactl.journal.contract import Durability
+from sagactl.journal.contract import Durability, shown_status
 from sagactl.journal.leases import Alive, owner_alive
 from sagactl.records import (
     AttemptHandle,
@@ -44,7 +44,7 @@ from sagactl.records import (
 
 __all__ = ["APPLICATION_ID", "BODY_LIMIT", "SCHEMA_VERSION", "SqliteJournal"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 APPLICATION_ID = 0x53414741  # "SAGA": tells a sagactl journal from any other SQLite file
 BODY_LIMIT = 64 * 1024
 
@@ -135,6 +135,9 @@ _MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE attempts ADD COLUMN request TEXT",
         "ALTER TABLE attempts ADD COLUMN response TEXT",
     ],
+    # Whether the run's compensation is the cleanup of a run that succeeded (`run --cleanup`),
+    # which ends `cleaned`: a smoke test that passed, told apart from a failure undone.
+    5: ["ALTER TABLE runs ADD COLUMN cleanup INTEGER NOT NULL DEFAULT 0"],
 }
 
 
@@ -462,6 +465,7 @@ class SqliteJournal:
             owner_pid=row["owner_pid"],
             lease_expires=row["lease_expires"],
             step_ids=tuple(json.loads(row["step_ids"])) if row["step_ids"] else None,
+            cleanup=bool(row["cleanup"]),
         )
 
     def get_run(self, run_id: str) -> RunRecord:
@@ -487,7 +491,8 @@ class SqliteJournal:
         if not rows:
             raise JournalError(f"no run matches '{prefix}' in {self.path}")
         if len(rows) > 1:
-            listed = "\n".join(f"  {r['id']}  {r['name']}  {r['status']}" for r in rows[:10])
+            runs = [self._run(row) for row in rows[:10]]
+            listed = "\n".join(f"  {r.id}  {r.name}  {shown_status(self, r)}" for r in runs)
             more = "\n  …" if len(rows) > 10 else ""
             raise JournalError(
                 f"'{prefix}' matches several runs; give more characters:\n{listed}{more}"
@@ -530,6 +535,7 @@ class SqliteJournal:
         phase: RunPhase | None = None,
         error: str | None = None,
         pivot_passed: bool | None = None,
+        cleanup: bool | None = None,
     ) -> None:
         now = self.clock()
         sets: list[str] = ["updated_at = ?"]
@@ -548,6 +554,9 @@ class SqliteJournal:
         if pivot_passed is not None:
             sets.append("pivot_passed = ?")
             args.append(int(pivot_passed))
+        if cleanup is not None:
+            sets.append("cleanup = ?")
+            args.append(int(cleanup))
         with self._write() as db:
             db.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*args, run_id))
 

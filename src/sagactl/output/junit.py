@@ -12,12 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sagactl.output.run_views import error_kind
 from sagactl.records import AttemptRecord, RunRecord, StepRecord
 from sagactl.redact import Redactor
 
-__all__ = ["SNIPPET", "RunReport", "write_junit"]
+__all__ = ["MESSAGE_BODY", "SNIPPET", "RunReport", "write_junit"]
 
 SNIPPET = 2048
+MESSAGE_BODY = 200
+"""How much of a failing answer's body a failure's message quotes."""
 _PHASES = ("action", "confirm", "compensate")
 
 
@@ -31,6 +34,9 @@ class RunReport:
     order: Sequence[str]
     cleanup_from: int | None = None
     """Attempts with an id at or above this one belong to `--cleanup`."""
+    not_cleaned: Sequence[str] = ()
+    """With `cleanup_from`, the steps whose cleanup did not finish (some never started:
+    they waited on another step's), whose effect the services still hold."""
 
 
 def _classname(report: RunReport, phase: str, cleanup: bool) -> str:
@@ -69,6 +75,25 @@ def _suite(report: RunReport) -> ET.Element:
             ]
             for cleanup, attempts in groups:
                 record = report.steps.get((step_id, phase))
+                left = cleanup and phase == "compensate" and step_id in report.not_cleaned
+                if not attempts and left:
+                    case = ET.SubElement(
+                        suite,
+                        "testcase",
+                        name=step_id,
+                        classname=_classname(report, phase, cleanup),
+                        time="0.000",
+                    )
+                    counts["tests"] += 1
+                    counts["failures"] += 1
+                    ET.SubElement(
+                        case,
+                        "failure",
+                        message="cleanup did not run: it waits on the cleanup of a step that "
+                        "depends on it; the service still holds this step's effect",
+                        type="not cleaned",
+                    )
+                    continue
                 if not attempts and not (phase == "action" and not cleanup):
                     continue
                 seconds = sum(a.duration_ms or 0 for a in attempts) / 1000
@@ -96,9 +121,14 @@ def _suite(report: RunReport) -> ET.Element:
                         or last.error_message
                         or last.outcome
                     )
-                    message = f"{phase} {state}: {why}"
+                    message = f"{phase} {state.replace('_', ' ')}: {why}"
+                    if last.response_body:
+                        # What a CI reader needs first ("duplicate key"), in the message
+                        # that CI pages show; the whole start of the body is in the text.
+                        start = " ".join(last.response_body[:MESSAGE_BODY].split())
+                        message += f"; response: {start}"
                     failure = ET.SubElement(
-                        case, "failure", message=message, type=last.error_class or "Error"
+                        case, "failure", message=message, type=error_kind(last.error_class)
                     )
                     lines = [
                         f"{last.method} {last.url}",

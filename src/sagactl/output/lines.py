@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
 from typing import IO
 
 from sagactl.events import (
@@ -18,9 +17,16 @@ from sagactl.events import (
     RunStarted,
     StepFinished,
 )
-from sagactl.output.run_views import iso_time, json_line
+from sagactl.output.run_views import iso_time, json_line, next_commands
 
-__all__ = ["JsonLines", "PlainLines", "cause_of", "next_commands", "where_to_look"]
+__all__ = [
+    "JsonLines",
+    "PlainLines",
+    "cause_of",
+    "outcome_line",
+    "run_verb",
+    "where_to_look",
+]
 
 
 def _clock(now: float | None = None) -> str:
@@ -51,16 +57,25 @@ def cause_of(
     return failures.get((event.step, event.phase))
 
 
-_HINTS = {"resume": "to carry it on: ", "compensate": "to roll it back:"}
+def run_verb(event: RunStarted) -> str:
+    """What the command is doing to the run, as its header says."""
+    if event.cleanup:
+        return "cleaning up"
+    if event.compensating:
+        return "compensating"
+    return "resuming" if event.resumed else "running"
 
 
-def next_commands(run_id: str, journal_flag: str = "", commands: Sequence[str] = ()) -> str:
-    """The commands that can carry a run on, one a line; without `commands` (a run that was
-    interrupted: nothing says a pivot forbids it), both."""
-    return "\n".join(
-        f"  {_HINTS[command]} sagactl {command} {run_id}{journal_flag}"
-        for command in commands or _HINTS
-    )
+def outcome_line(event: RunFinished, cleanup: bool = False, undone: int = 0) -> str:
+    """What the run's end means, after `run ID STATUS in Ns`: a cleanup's end is a success.
+    `undone`: how many compensations the cleanup ran."""
+    if event.status == "cleaned":
+        if not undone:
+            return "succeeded; --cleanup had nothing to undo"
+        return f"succeeded, then --cleanup undid {undone} step{'s' if undone != 1 else ''}"
+    if event.status == "stuck" and cleanup:
+        return "succeeded, but its cleanup did not finish"
+    return ""
 
 
 class PlainLines:
@@ -80,6 +95,14 @@ class PlainLines:
         self.quiet = quiet
         self.verbose = verbose and not quiet
         self.failures: dict[tuple[str, str], StepFinished] = {}
+        self.cleanup = False
+        self.undone = 0
+        """Compensations that succeeded in this command's drive of the run."""
+        self.finished: str | None = None
+        """The run whose summary was printed last: a cleanup of it goes on its output."""
+
+    def close(self) -> None:
+        """Nothing to end: each line was written whole."""
 
     def line(self, text: str) -> None:
         self.out.write(text + "\n")
@@ -88,22 +111,26 @@ class PlainLines:
     def __call__(self, event: Event) -> None:
         if isinstance(event, StepFinished) and event.state != "succeeded":
             self.failures[(event.step, event.phase)] = event
+        elif isinstance(event, StepFinished) and event.phase == "compensate":
+            self.undone += 1
         if isinstance(event, RunStarted):
             self.failures = {}
+            self.undone = 0
+            self.cleanup = event.cleanup
+            if event.cleanup and event.run_id == self.finished:
+                # The cleanup of the run just shown: its output goes on, without a new header.
+                if not self.quiet:
+                    self.line(f"{_clock()} -- cleanup: undo every step")
+                return
             self.line(event.run_id)
             if not self.quiet:
-                verb = (
-                    "compensating"
-                    if event.compensating
-                    else "resuming"
-                    if event.resumed
-                    else "running"
+                self.line(
+                    f"{_clock()} {run_verb(event)} saga {event.saga} (journal {event.journal})"
                 )
-                self.line(f"{_clock()} {verb} saga {event.saga} (journal {event.journal})")
         elif self.quiet and not isinstance(event, RunFinished):
             return
         elif isinstance(event, PhaseStarted):
-            if event.phase != "forward":
+            if event.phase != "forward" and not self.cleanup:
                 self.line(f"{_clock()} -- {event.phase}")
         elif isinstance(event, AttemptStarted):
             if self.verbose:
@@ -141,13 +168,19 @@ class PlainLines:
         self.out.write("\n".join(lines) + "\n")
 
     def summary(self, event: RunFinished) -> None:
+        self.finished = event.run_id
         text = f"run {event.run_id} {event.status} in {event.duration_s:.2f}s"
+        meaning = outcome_line(event, self.cleanup, self.undone)
+        if meaning:
+            text += f" ({meaning})"
         failure = cause_of(event, self.failures)
         if event.error and event.status != "succeeded":
             text += f"\n  cause: {event.error}"
             text += "".join(f"\n    {line}" for line in where_to_look(failure))
         if event.status == "stuck":
-            text += "\n" + next_commands(event.run_id, self.journal_flag, event.next)
+            text += "\n" + next_commands(
+                event.run_id, self.journal_flag, event.next, cleanup=self.cleanup
+            )
         self.line(text)
 
 
@@ -160,6 +193,9 @@ class JsonLines:
 
     def __init__(self, out: IO[str] | None = None) -> None:
         self.out = out or sys.stdout
+
+    def close(self) -> None:
+        """Nothing to end: each line was written whole."""
 
     def write(self, record: dict[str, object]) -> None:
         self.out.write(json_line(record) + "\n")

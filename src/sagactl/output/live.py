@@ -1,8 +1,15 @@
-"""The live view on a terminal (rich): a header, a row per step and phase as it starts, then a
-summary panel that says what happened and what to do next.
+"""The live view on a terminal (rich): a header, a row per step and phase, then a summary that
+says what happened and what to do next.
 
 Used only when standard output is a terminal; pipes and files get the plain lines of
-`render.PlainLines`. rich is imported here and nowhere else on the way to a run.
+`lines.PlainLines`. rich is imported here and nowhere else on the way to a run.
+
+The table is laid out here, not by rich's table, so that it degrades by priority as the terminal
+narrows and its columns keep their widths for the whole run: the state symbol and the step
+never go; the step id is truncated first, then the detail column goes, then the time, then the
+phase is abbreviated, then the attempt and the status go. When the rows outnumber the
+terminal's lines, finished rows fold into a count, so that running, failed and in-doubt rows
+stay in view.
 """
 
 from __future__ import annotations
@@ -13,8 +20,6 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.panel import Panel
-from rich.table import Table
 from rich.text import Text
 
 from sagactl.events import (
@@ -27,19 +32,83 @@ from sagactl.events import (
     RunStarted,
     StepFinished,
 )
-from sagactl.output.lines import cause_of, next_commands, where_to_look
+from sagactl.output.lines import cause_of, outcome_line, run_verb, where_to_look
+from sagactl.output.run_views import next_commands
 
-__all__ = ["LiveView"]
+__all__ = ["Layout", "LiveView", "layout"]
 
 _SYMBOLS = {
     "pending": ("·", "dim"),
-    "running": ("…", "cyan"),
+    "running": ("→", "cyan"),
     "waiting": ("↻", "yellow"),
     "succeeded": ("✓", "green"),
     "failed": ("✗", "red"),
     "in_doubt": ("?", "magenta"),
 }
-_OUTCOME = {"succeeded": "green", "compensated": "yellow", "stuck": "red"}
+_OUTCOME = {"succeeded": "green", "cleaned": "green", "compensated": "yellow", "stuck": "red"}
+_SHORT_PHASE = {"action": "act", "compensate": "comp", "confirm": "conf"}
+_ATTEMPT, _STATUS, _TIME = 5, 6, 6
+"""Widths of the attempt (`10/10`), status (a code, or `-`: no answer) and time columns."""
+_PHASE, _PHASE_SHORT = len("compensate"), len("comp")
+_STEP_FLOOR = 12
+"""The step id is truncated to this many characters before any other column gives way."""
+_STEP_MIN = 6
+_DETAIL_MIN = 16
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The columns of the table at one width: how wide each is; 0 leaves a column out."""
+
+    step: int
+    phase: int
+    attempt: int
+    status: int
+    time: int
+    detail: int
+
+    @property
+    def width(self) -> int:
+        cells = (self.step, self.phase, self.attempt, self.status, self.time, self.detail)
+        return 1 + sum(1 + cell for cell in cells if cell)
+
+
+def layout(width: int, step: int) -> Layout:
+    """The columns for a terminal `width` wide and step ids at most `step` long."""
+    floor, least = min(step, _STEP_FLOOR), min(step, _STEP_MIN)
+    # Each stage gives up one more thing, in the order of the module's docstring.
+    stages = [
+        Layout(floor, _PHASE, _ATTEMPT, _STATUS, _TIME, _DETAIL_MIN),
+        Layout(floor, _PHASE, _ATTEMPT, _STATUS, _TIME, 0),
+        Layout(floor, _PHASE, _ATTEMPT, _STATUS, 0, 0),
+        Layout(floor, _PHASE_SHORT, _ATTEMPT, _STATUS, 0, 0),
+        Layout(floor, _PHASE_SHORT, 0, _STATUS, 0, 0),
+        Layout(floor, _PHASE_SHORT, 0, 0, 0, 0),
+        Layout(least, _PHASE_SHORT, 0, 0, 0, 0),
+        Layout(least, 0, 0, 0, 0, 0),
+    ]
+    stage = next((s for s in stages if s.width <= width), stages[-1])
+    room = max(0, width - stage.width)
+    # What is left goes to the step id (back to its full length), then to the detail.
+    grown = min(step, stage.step + room)
+    room -= grown - stage.step
+    detail = stage.detail + room if stage.detail else 0
+    return Layout(grown, stage.phase, stage.attempt, stage.status, stage.time, detail)
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def _elapsed(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 100:
+        return f"{seconds:.1f}s"
+    if seconds < 1000:
+        return f"{seconds:.0f}s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}m{rest:02d}s" if minutes < 100 else f"{minutes // 60}h"
 
 
 @dataclass
@@ -55,9 +124,13 @@ class _Row:
     retry_at: float | None = None
     error: str | None = None
 
+    @property
+    def finished_well(self) -> bool:
+        return self.state == "succeeded"
+
 
 class LiveView:
-    """Renders events as a live table; `console` is injectable for tests."""
+    """Renders events as a live table; `console` and `clock` are injectable for tests."""
 
     def __init__(
         self, console: Console | None = None, *, journal_flag: str = "", clock: Any = time.monotonic
@@ -69,110 +142,239 @@ class LiveView:
         self.header = Text()
         self.live: Live | None = None
         self.failures: dict[tuple[str, str], StepFinished] = {}
+        self.step_width = 4
+        self.cleanup = False
+        self.undone = 0
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, RunStarted):
-            self.rows.clear()
-            self.failures = {}
-            verb = (
-                "compensating" if event.compensating else "resuming" if event.resumed else "running"
-            )
-            self.header = Text.assemble(
-                (f"{verb} ", "dim"),
-                (event.saga, "bold"),
-                ("  run ", "dim"),
-                event.run_id,
-                ("  journal ", "dim"),
-                event.journal,
-            )
-            # transient: the table is replaced by the summary panel, no garbage left behind
-            self.live = Live(self, console=self.console, refresh_per_second=8, transient=True)
-            self.live.start()
+            self.start(event)
             return
         if isinstance(event, RunFinished):
-            if self.live is not None:
-                self.live.stop()
-                self.live = None
-            self.console.print(self.header)
-            self.console.print(self.table())
-            self.console.print(self.summary(event))
+            self.close()
+            self.print_summary(event)
             return
         self.update(event)
         if self.live is not None:
             self.live.refresh()
 
+    def start(self, event: RunStarted) -> None:
+        self.rows.clear()
+        self.failures = {}
+        self.cleanup, self.undone = event.cleanup, 0
+        self.header = Text.assemble(
+            (f"{run_verb(event)} ", "dim"),
+            (event.saga, "bold"),
+            ("  run ", "dim"),
+            event.run_id,
+            ("  journal ", "dim"),
+            event.journal,
+        )
+        self.step_width = max([4, *(len(step) for step in event.steps)])
+        if not (event.compensating or event.cleanup):
+            # Every step has a row from the start; compensations add theirs as they start.
+            for step in event.steps:
+                self.rows[(step, "action")] = _Row(step, "action")
+        # transient: the live area is replaced by the final table, no garbage left behind
+        self.live = Live(
+            self,
+            console=self.console,
+            refresh_per_second=8,
+            transient=True,
+            vertical_overflow="crop",
+        )
+        self.live.start()
+
+    def close(self) -> None:
+        """Stop the live area and leave the table as it stands, ending on its own line: what
+        is printed next (a summary, an interruption's message) starts a line."""
+        if self.live is None:
+            return
+        live, self.live = self.live, None
+        live.stop()  # paints once more: nothing (see __rich__), then erases the area
+        for line in self.heading(journal=True):
+            self.console.print(line, soft_wrap=True)
+        self.console.print(self.table())
+
     def update(self, event: Event) -> None:
         now = self.clock()
         if isinstance(event, AttemptStarted):
-            row = self.rows.setdefault((event.step, event.phase), _Row(event.step, event.phase))
+            row = self._row(event.step, event.phase)
             row.state, row.attempt, row.attempts = "running", event.attempt, event.attempts
             row.retry_at = None
             row.started = row.started or now
         elif isinstance(event, AttemptFinished):
-            row = self.rows.setdefault((event.step, event.phase), _Row(event.step, event.phase))
+            row = self._row(event.step, event.phase)
             row.status = str(event.status) if event.status is not None else "-"
             row.error = event.error
         elif isinstance(event, RetryScheduled):
-            row = self.rows.setdefault((event.step, event.phase), _Row(event.step, event.phase))
+            row = self._row(event.step, event.phase)
             row.state, row.retry_at = "waiting", now + event.wait_s
         elif isinstance(event, StepFinished):
-            row = self.rows.setdefault((event.step, event.phase), _Row(event.step, event.phase))
+            row = self._row(event.step, event.phase)
             row.state, row.finished, row.error = event.state, now, event.error
             row.retry_at = None
             if event.state != "succeeded":
                 self.failures[(event.step, event.phase)] = event
+            elif event.phase == "compensate":
+                self.undone += 1
         elif isinstance(event, PhaseStarted):
-            pass  # rows appear as their phase's requests start
+            pass  # compensations and confirms get rows as their requests start
 
-    def table(self) -> Table:
-        table = Table(box=None, pad_edge=False, expand=False, show_edge=False)
-        for name, justify in (
-            ("", "left"),
-            ("step", "left"),
-            ("phase", "left"),
-            ("attempt", "right"),
-            ("status", "right"),
-            ("time", "right"),
-            ("", "left"),
-        ):
-            table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    def _row(self, step: str, phase: str) -> _Row:
+        row = self.rows.get((step, phase))
+        if row is None:
+            row = self.rows[(step, phase)] = _Row(step, phase)
+            self.step_width = max(self.step_width, len(step))
+        return row
+
+    # --- drawing -------------------------------------------------------------------------------
+
+    def table(self, *, spare: int | None = None) -> Text:
+        """The column titles and a line per row, laid out for the console's width; with
+        `spare`, in the console's height but that many lines (its rows folded to fit)."""
+        columns = layout(self.console.width, self.step_width)
         now = self.clock()
-        for row in self.rows.values():
-            symbol, style = _SYMBOLS.get(row.state, ("·", "dim"))
-            elapsed = (row.finished or now) - row.started if row.started else 0.0
+        lines = [self._titles(columns)]
+        rows = list(self.rows.values())
+        room = max(1, self.console.height - spare) if spare is not None else len(rows)
+        if len(rows) > room:
+            lines += self._folded(rows, room, columns, now)
+        else:
+            lines += [self._line(row, columns, now) for row in rows]
+        return Text("\n").join(lines)
+
+    def _folded(self, rows: list[_Row], room: int, columns: Layout, now: float) -> list[Text]:
+        """`room` lines for more rows than that: the rows that succeeded counted on one line,
+        then those running, waiting or not succeeded, then those pending, in the run's order,
+        and a count of those that still do not fit."""
+        done = [r for r in rows if r.state == "succeeded"]
+        rest = [r for r in rows if r.state != "succeeded"]
+        slots = room - (1 if done else 0)
+        if len(rest) > slots:
+            slots -= 1  # for the line counting the rows left out
+            urgent = [r for r in rest if r.state != "pending"]
+            pending = [r for r in rest if r.state == "pending"]
+            chosen = {id(r) for r in (urgent + pending)[: max(0, slots)]}
+        else:
+            chosen = {id(r) for r in rest}
+        lines = []
+        if done:
+            lines.append(Text.assemble(("✓", "green"), f" {len(done)} succeeded"))
+        lines += [self._line(r, columns, now) for r in rest if id(r) in chosen]
+        if len(chosen) < len(rest):
+            lines.append(Text(f"· {len(rest) - len(chosen)} more", style="dim"))
+        return lines
+
+    def _titles(self, columns: Layout) -> Text:
+        cells = [" ", "step".ljust(columns.step)]
+        if columns.phase:
+            cells.append("phase".ljust(columns.phase))
+        if columns.attempt:
+            cells.append("tries".rjust(columns.attempt))
+        if columns.status:
+            cells.append("status".rjust(columns.status))
+        if columns.time:
+            cells.append("time".rjust(columns.time))
+        return Text(" ".join(cells).rstrip(), style="dim")
+
+    def _line(self, row: _Row, columns: Layout, now: float) -> Text:
+        symbol, style = _SYMBOLS.get(row.state, ("·", "dim"))
+        pending = row.state == "pending"
+        line = Text(symbol, style=style)
+        line.append(" " + _fit(row.step, columns.step).ljust(columns.step))
+        if columns.phase:
+            phase = row.phase if columns.phase >= _PHASE else _SHORT_PHASE.get(row.phase, row.phase)
+            line.append(" " + _fit(phase, columns.phase).ljust(columns.phase))
+        if columns.attempt:
+            tries = f"{row.attempt}/{row.attempts}" if row.attempts else ""
+            line.append(" " + _fit(tries, columns.attempt).rjust(columns.attempt))
+        if columns.status:
+            line.append(" " + _fit(row.status, columns.status).rjust(columns.status))
+        if columns.time:
+            elapsed = (row.finished or now) - row.started if row.started else None
+            shown = _elapsed(elapsed) if elapsed is not None else ""
+            line.append(" " + shown.rjust(columns.time))
+        if columns.detail:
             note = ""
             if row.retry_at is not None:
                 note = f"retry in {max(0.0, row.retry_at - now):.1f}s"
             elif row.state in ("failed", "in_doubt") and row.error:
                 note = row.error
-            table.add_row(
-                Text(symbol, style=style),
-                row.step,
-                row.phase,
-                f"{row.attempt}/{row.attempts}" if row.attempts else "",
-                row.status,
-                f"{elapsed:.2f}s",
-                Text(note, style="dim", overflow="ellipsis"),
-            )
-        return table
+            if note:
+                line.append(" " + _fit(note, columns.detail), style="dim")
+        if pending:
+            line.stylize("dim")
+        return line
+
+    def heading(self, *, journal: bool = False) -> list[Text]:
+        """The header: on one line when it fits; else the run id on a line of its own, and
+        the journal on its own line (with `journal`: the live area leaves it out)."""
+        width = self.console.width
+        if self.header.cell_len <= width:
+            return [self.header]
+        saga, run, where = self.header.split("  ")
+        first = Text("  ").join([saga, run])
+        parts = [first] if first.cell_len <= width else [saga, run]
+        for part in parts:
+            part.no_wrap, part.overflow = True, "ellipsis"
+        return [*parts, where] if journal else parts
 
     def __rich__(self) -> Group:
-        return Group(self.header, self.table())
+        if self.live is None:
+            return Group()
+        heading = self.heading()
+        return Group(*heading, self.table(spare=len(heading) + 2))
 
-    def summary(self, event: RunFinished) -> Panel:
+    def summary(self, event: RunFinished) -> list[Text]:
+        """What happened and what to do next, laid out for the console's width. Lines wrap
+        between words only, and a word longer than the line stays whole (the terminal folds
+        it): a path or a URL is never cut. A command that does not fit beside its hint goes
+        on a line of its own, so that it can be copied whole."""
+        width = self.console.width
         style = _OUTCOME.get(event.status, "white")
-        lines = [
-            Text.assemble(
-                (f"{event.status}", f"bold {style}"),
-                f" in {event.duration_s:.2f}s  run {event.run_id}",
-            )
-        ]
+        head = Text.assemble(
+            (event.status, f"bold {style}"),
+            f" in {event.duration_s:.2f}s  run {event.run_id}",
+        )
+        meaning = outcome_line(event, self.cleanup, self.undone)
+        if meaning:
+            head.append(f" ({meaning})")
+        lines = [head]
         if event.error and event.status != "succeeded":
             lines.append(Text(f"cause: {event.error}"))
             lines += [
                 Text(f"  {line}", style="dim")
                 for line in where_to_look(cause_of(event, self.failures))
             ]
+        commands: list[Text] = []
         if event.status == "stuck":
-            lines.append(Text(next_commands(event.run_id, self.journal_flag, event.next)))
-        return Panel(Group(*lines), border_style=style, expand=False)
+            hints = next_commands(event.run_id, self.journal_flag, event.next, cleanup=self.cleanup)
+            for line in hints.splitlines():
+                hint, _, command = line.partition(" sagactl ")
+                if len(line) <= width:
+                    commands.append(Text(line))
+                else:
+                    commands += [Text(hint.rstrip()), Text(f"    sagactl {command}")]
+        return [piece for text in lines for piece in self._wrapped(text, width)] + commands
+
+    def _wrapped(self, text: Text, width: int) -> list[Text]:
+        """`text` wrapped between words to `width`, its continuation lines indented two
+        more than its first; a word longer than a line is left whole."""
+        indent = len(text.plain) - len(text.plain.lstrip(" "))
+        body = text[indent:]
+        body.overflow = "ignore"
+        pieces = list(body.wrap(self.console, max(8, width - indent)))
+        if len(pieces) > 1:
+            pieces = list(body.wrap(self.console, max(8, width - indent - 2)))
+        out = []
+        for i, piece in enumerate(pieces):
+            piece.rstrip()
+            line = Text(" " * (indent if i == 0 else indent + 2), style=text.style)
+            line.append_text(piece)
+            out.append(line)
+        return out
+
+    def print_summary(self, event: RunFinished) -> None:
+        for line in self.summary(event):
+            self.console.print(line, soft_wrap=True)

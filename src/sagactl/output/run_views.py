@@ -5,22 +5,53 @@ Imports only the journal, so that `list` and `show` start fast."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Sequence
 
-from sagactl.records import AttemptRecord, RunRecord, StepRecord
+from sagactl.records import AttemptRecord, RunRecord, RunStatus, StepRecord
 
 __all__ = [
+    "duration",
+    "error_kind",
     "failing_attempt",
     "format_list",
     "format_show",
     "iso_time",
     "json_line",
     "list_records",
+    "next_commands",
+    "readable",
     "show_record",
     "summary_record",
     "timeline",
 ]
+
+
+# What the attempt errors recorded by the HTTP executor are, in a reader's words; an error
+# of another kind of step (or a class this version does not know) is an "error".
+_ERROR_KINDS = {
+    "HTTPStatus": "status",
+    "Expectation": "check",
+    "ResponseTooLarge": "too large",
+    "DecodingError": "undecodable",
+    "InvalidRequest": "invalid request",
+    "Interrupted": "interrupted",
+    "ConnectError": "connection",
+    "ConnectTimeout": "timeout",
+    "ReadTimeout": "timeout",
+    "WriteTimeout": "timeout",
+    "PoolTimeout": "timeout",
+    "ReadError": "connection",
+    "WriteError": "connection",
+    "RemoteProtocolError": "protocol",
+    "LocalProtocolError": "protocol",
+}
+
+
+def error_kind(error_class: str | None) -> str:
+    """An attempt's error class as users are told it (`status`, `timeout`, …)."""
+    return _ERROR_KINDS.get(error_class or "", "error")
 
 
 def json_line(record: dict[str, object]) -> str:
@@ -45,6 +76,22 @@ def format_list(runs: Sequence[tuple[RunRecord, str]]) -> str:
     return "\n".join(
         f"{run.id}  {run.name.ljust(width)}  {status.ljust(12)}  {_age(run.created_at)}"
         for run, status in runs
+    )
+
+
+_HINTS = {"resume": "to carry it on: ", "compensate": "to roll it back:"}
+_CLEANUP_HINTS = {"resume": "to finish the cleanup:", "compensate": "to finish the cleanup:"}
+
+
+def next_commands(
+    run_id: str, journal_flag: str = "", commands: Sequence[str] = (), *, cleanup: bool = False
+) -> str:
+    """The commands that can carry a run on, one a line; without `commands` (a run that was
+    interrupted: nothing says a pivot forbids it), both."""
+    hints = _CLEANUP_HINTS if cleanup else _HINTS
+    return "\n".join(
+        f"  {hints[command]} sagactl {command} {run_id}{journal_flag}"
+        for command in commands or _HINTS
     )
 
 
@@ -81,49 +128,120 @@ def timeline(attempts: Sequence[AttemptRecord], width: int = 40) -> list[str]:
     return lines
 
 
+_STATE_WORDS = {"in_doubt": "in doubt"}
+_DOING = {
+    "forward": "while running its actions",
+    "confirm": "while confirming",
+    "compensate": "while compensating",
+}
+_OUTCOME_WORDS = {"in_doubt": "in doubt", None: "in flight"}
+
+
+def duration(seconds: float) -> str:
+    """A duration as people read it: `84ms`, `1.81s`, `2m03s`, `1h02m`."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{rest:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+# A \uXXXX escape (or a surrogate pair of them) not itself escaped: JSON from a service that
+# escapes every non-ASCII character, shown as the characters it stands for. ASCII escapes stay
+# as they are, so that nothing a masked text hides can be spelled out by unescaping it.
+_ESCAPE = re.compile(
+    r"(?<!\\)((?:\\\\)*)\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|"
+    r"(?<!\\)((?:\\\\)*)\\u([0-9a-f]{4})",
+    re.IGNORECASE,
+)
+
+
+def _unescaped(match: re.Match[str]) -> str:
+    if match.group(2):
+        high, low = int(match.group(2), 16), int(match.group(3), 16)
+        code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+        return match.group(1) + chr(code)
+    code = int(match.group(5), 16)
+    if code < 0x80 or 0xD800 <= code <= 0xDFFF:
+        return match.group(0)
+    return match.group(4) + chr(code)
+
+
+def readable(text: str) -> str:
+    """`text` with its JSON escapes of non-ASCII characters shown as those characters."""
+    return _ESCAPE.sub(_unescaped, text) if "\\u" in text else text
+
+
+def _shown_status(run: RunRecord, shown: str) -> str:
+    if shown == "cleaned":
+        return "cleaned (it succeeded, then --cleanup undid its steps)"
+    if run.status.final:
+        return shown
+    doing = "while cleaning up" if run.cleanup else _DOING.get(run.phase.value, "")
+    return f"{shown} ({doing})" if doing else shown
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
 def format_show(
     run: RunRecord,
     shown_status: str,
     steps: dict[tuple[str, str], StepRecord],
     attempts: Sequence[AttemptRecord],
     order: Sequence[str],
+    journal_flag: str = "",
 ) -> str:
     lines = [
         f"run {run.id}",
         f"  saga      {run.name} ({run.saga_path}, sha256 {run.saga_hash[:12]})",
-        f"  status    {shown_status} (phase {run.phase})",
+        f"  status    {_shown_status(run, shown_status)}",
         f"  started   {_age(run.created_at)}",
     ]
     if run.finished_at:
         lines.append(
-            f"  finished  {_age(run.finished_at)} ({run.finished_at - run.created_at:.2f}s)"
+            f"  finished  {_age(run.finished_at)} ({duration(run.finished_at - run.created_at)})"
         )
     if run.error:
         lines.append(f"  cause     {run.error}")
-    lines.append(f"  inputs    {json.dumps(run.inputs, ensure_ascii=False)}")
+    lines.append(f"  inputs    {_json(run.inputs)}")
+    if shown_status in ("stuck", "interrupted"):
+        commands = next_commands(run.id, journal_flag, run.next_commands(), cleanup=run.cleanup)
+        lines += ["", "next:", commands]
     lines += ["", "steps:"]
-    for step_id in order:
-        for phase in ("action", "confirm", "compensate"):
-            record = steps.get((step_id, phase))
-            if record is None:
-                continue
-            extra = f" outputs {json.dumps(record.outputs)}" if record.outputs else ""
-            error = f" error: {record.error}" if record.error else ""
-            lines.append(
-                f"  {step_id} {phase}: {record.state.value}, {record.attempts} "
-                f"attempt{'s' if record.attempts != 1 else ''}{extra}{error}"
-            )
+    rows = [
+        (step_id, phase, record)
+        for step_id in order
+        for phase in ("action", "confirm", "compensate")
+        if (record := steps.get((step_id, phase))) is not None
+    ]
+    step_width = max((len(step_id) for step_id, _, _ in rows), default=0)
+    for step_id, phase, record in rows:
+        state = _STATE_WORDS.get(record.state.value, record.state.value)
+        counted = f"{record.attempts} attempt{'s' if record.attempts != 1 else ''}"
+        extra = f"  outputs {_json(record.outputs)}" if record.outputs else ""
+        error = f"  {record.error}" if record.error else ""
+        lines.append(
+            f"  {step_id.ljust(step_width)}  {phase.ljust(10)}  {state.ljust(9)}  "
+            f"{counted.ljust(10)}{extra}{error}".rstrip()
+        )
+    if not rows:
+        lines.append("  (no step started)")
     lines += ["", "timeline:", *timeline(attempts), "", "attempts:"]
     start = run.created_at
     for a in attempts:
-        took = f"{a.duration_ms:.0f}ms" if a.duration_ms is not None else "-"
+        took = duration(a.duration_ms / 1000) if a.duration_ms is not None else "-"
         status = a.status if a.status is not None else "-"
-        error = f" {a.error_class}: {a.error_message}" if a.error_class else ""
+        outcome = _OUTCOME_WORDS.get(a.outcome, a.outcome)
         doubt = ", in doubt" if a.in_doubt else ""
+        error = f"  {a.error_message}" if a.error_message else ""
         lines.append(
             f"  +{a.started_at - start:7.3f}s {a.step_id} {a.phase} #{a.attempt} "
-            f"{a.method} {a.url} -> {status} {a.outcome or 'in flight'}{doubt} "
-            f"{took}{error}"
+            f"{a.method} {a.url} -> {status} {outcome}{doubt} {took}{error}"
         )
     failing = failing_attempt(steps, attempts)
     if failing is not None:
@@ -134,14 +252,16 @@ def format_show(
             *(f"  > {k}: {v}" for k, v in failing.request_headers.items()),
         ]
         if failing.request_body:
-            lines += [f"  > {part}" for part in failing.request_body[:2048].splitlines()]
+            lines += [f"  > {part}" for part in readable(failing.request_body[:2048]).splitlines()]
         if failing.status is not None:
             lines.append(f"  < {failing.status}")
             lines += [f"  < {k}: {v}" for k, v in (failing.response_headers or {}).items()]
             if failing.response_body:
-                lines += [f"  < {part}" for part in failing.response_body[:2048].splitlines()]
+                body = readable(failing.response_body[:2048])
+                lines += [f"  < {part}" for part in body.splitlines()]
         else:
-            lines.append(f"  * {failing.error_class}: {failing.error_message}")
+            what = failing.error_message or _OUTCOME_WORDS.get(failing.outcome, failing.outcome)
+            lines.append(f"  * no response: {what}")
     return "\n".join(lines)
 
 
@@ -184,6 +304,7 @@ def summary_record(
         "exit_code": exit_code,
         "error": run.error,
         "duration_s": round((run.finished_at or run.updated_at) - run.created_at, 3),
+        "next": list(run.next_commands()) if run.status is RunStatus.STUCK else [],
         "steps": per_step,
     }
 
@@ -213,7 +334,13 @@ def show_record(
     """`show --output json`: the run, its steps and every attempt."""
     record = summary_record(run, steps, attempts, order, exit_code=0)
     del record["exit_code"]
-    record.update(event="run", status=shown, inputs=run.inputs, created=iso_time(run.created_at))
+    record.update(
+        event="run",
+        status=shown,
+        next=list(run.next_commands()) if shown in ("stuck", "interrupted") else [],
+        inputs=run.inputs,
+        created=iso_time(run.created_at),
+    )
     for entry in record["steps"]:  # type: ignore[attr-defined]
         action = steps.get((entry["id"], "action"))
         entry["outputs"] = action.outputs if action else {}
@@ -223,7 +350,7 @@ def show_record(
             "phase": a.phase,
             "attempt": a.attempt,
             "started": iso_time(a.started_at),
-            "duration_ms": a.duration_ms,
+            "duration_ms": round(a.duration_ms, 3) if a.duration_ms is not None else None,
             "method": a.method,
             "url": a.url,
             "status": a.status,

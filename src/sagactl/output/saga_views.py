@@ -17,15 +17,26 @@ from sagactl.model import Phase, Saga, StepKind
 __all__ = ["draw_dot", "draw_mermaid", "format_plan", "format_validation"]
 
 
+_NEEDS_COLUMN = 40
+
+
 def format_validation(saga: Saga) -> str:
     """What `validate` says of a good file: its steps with kind and needs, its env and secrets."""
     plural = "s" if len(saga.steps) != 1 else ""
     lines = [f"{saga.path}: ok: saga {saga.name}, {len(saga.steps)} step{plural}"]
     width = max(len(s.id) for s in saga.steps)
-    needs = {
-        s.id: "needs " + ", ".join(s.needs) if s.needs else "needs nothing" for s in saga.steps
-    }
-    needs_width = max(len(text) for text in needs.values())
+    needs = {}
+    for position, s in enumerate(saga.steps):
+        earlier = [e.id for e in saga.steps[:position]]
+        if not s.needs:
+            needs[s.id] = "needs nothing"
+        elif len(earlier) > 2 and sorted(s.needs) == sorted(earlier):
+            # A step without `needs` waits on every step above it: a list that long says less.
+            needs[s.id] = f"needs the {len(earlier)} steps above it"
+        else:
+            needs[s.id] = "needs " + ", ".join(s.needs)
+    # Aligned, but a long list of needs does not push every line out of the terminal.
+    needs_width = min(_NEEDS_COLUMN, max(len(text) for text in needs.values()))
     for step in saga.ordered_steps():
         extra = [p.value for p in (Phase.COMPENSATE, Phase.CONFIRM) if step.request(p)]
         extra_text = f"  [{', '.join(extra)}]" if extra else ""
