@@ -398,14 +398,22 @@ timeline:
                        0                                 62.490s
 
 attempts:
-  +  0.010s stock action #1 PUT http://127.0.0.1/stock -> 503 retryable 3ms  status 503
-  +  0.120s stock action #2 PUT http://127.0.0.1/stock -> 201 success 2ms
-  +  0.125s price action #1 PUT http://127.0.0.1/price -> - retryable, in doubt 300ms  timed out
-  +  0.500s price action #2 PUT http://127.0.0.1/price -> - interrupted -  killed
-  +  0.600s search action #1 PUT http://127.0.0.1/search -> 200 failure 2ms  check failed
-  + 61.000s price compensate #1 DELETE http://127.0.0.1/price -> 200 success 1ms
-  + 61.200s stock compensate #1 DELETE http://127.0.0.1/stock -> 500 retryable 1ms  status 500
-  + 62.500s stock compensate #2 DELETE http://127.0.0.1/stock -> - in flight -
+  +  0.010s stock action #1      503 retryable 3ms  status 503
+            PUT http://127.0.0.1/stock
+  +  0.120s stock action #2      201 success 2ms
+            PUT http://127.0.0.1/stock
+  +  0.125s price action #1        - retryable, in doubt 300ms  timed out
+            PUT http://127.0.0.1/price
+  +  0.500s price action #2        - interrupted -  killed
+            PUT http://127.0.0.1/price
+  +  0.600s search action #1     200 failure 2ms  check failed
+            PUT http://127.0.0.1/search
+  + 61.000s price compensate #1  200 success 1ms
+            DELETE http://127.0.0.1/price
+  + 61.200s stock compensate #1  500 retryable 1ms  status 500
+            DELETE http://127.0.0.1/stock
+  + 62.500s stock compensate #2    - in flight -
+            DELETE http://127.0.0.1/stock
 
 failing attempt: stock compensate #2
   > DELETE http://127.0.0.1/stock

@@ -87,12 +87,46 @@ def test_cleanup_undoes_a_successful_run_and_reports_it(runs: Runs, service: Ser
     classes = [c.get("classname") for c in suite.iter("testcase")]
     assert classes.count("tcc.cleanup") == 3 and classes.count("tcc.confirm") == 3
     assert suite.get("failures") == "0"
+    status = suite.find("properties/property[@name='status']")
+    assert status is not None and status.get("value") == "cleaned"
+    assert " cleaned in " in result.stdout and "cause" not in result.stdout
 
 
 def test_cleanup_that_cannot_finish_is_stuck(runs: Runs, service: Service) -> None:
     service.faults.append(Fault("DELETE", "/room/", status=500, times=None))
     result = runs("run", str(runs.file(sagas.TCC)), "--cleanup")
     assert result.exit_code == 3
+
+
+def test_a_stuck_cleanup_reports_every_step_left_in_the_service(
+    runs: Runs, service: Service
+) -> None:
+    """`mail` needs seat and room: its cleanup fails, so theirs never start, and all three
+    are still held by the service. Each is a failure in the report, and each failure's
+    message quotes the start of the answer where there was one."""
+    service.faults.append(
+        Fault("DELETE", "/mail/", status=409, times=None, body={"error": "mail already sent"})
+    )
+    report = runs.tmp / "report.xml"
+    result = runs("run", str(runs.file(sagas.TCC)), "--cleanup", "--junit", str(report))
+    assert result.exit_code == 3, result.stdout
+    held = {path.split("/")[1] for path in service.resources}
+    assert held == {"seat", "room", "mail"}
+    suite = junit(report).find("testsuite")
+    assert suite is not None
+    failed = {
+        case.get("name"): case.find("failure")
+        for case in suite.iter("testcase")
+        if case.get("classname") == "tcc.cleanup" and case.find("failure") is not None
+    }
+    assert set(failed) == held
+    mail = failed["mail"]
+    assert mail is not None and "mail already sent" in (mail.get("message") or "")
+    seat = failed["seat"]
+    assert seat is not None and "cleanup did not run" in (seat.get("message") or "")
+    assert suite.get("failures") == "3"
+    status = suite.find("properties/property[@name='status']")
+    assert status is not None and status.get("value") == "stuck"
 
 
 def test_cleanup_refuses_sagas_with_a_pivot_before_sending(runs: Runs, service: Service) -> None:

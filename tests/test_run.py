@@ -265,8 +265,8 @@ def test_list_show_and_prefixes(runs: Runs, service: Service) -> None:
     assert re.search(r"\n  c +action +failed +1 attempt +status 400", shown), shown
     assert re.search(r"\n  b +compensate +succeeded", shown), shown
     assert re.search(
-        r"\+ *\d+\.\d{3}s c action #1 PUT http://127\.0\.0\.1:\d+/c/\S+ -> 400 "
-        r"failure",
+        r"\+ *\d+\.\d{3}s c action #1 +400 failure \d+ms  status 400, expected 2xx\n"
+        r" {12}PUT http://127\.0\.0\.1:\d+/c/\S+\n",
         shown,
     )
 

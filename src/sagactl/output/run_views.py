@@ -233,16 +233,20 @@ def format_show(
         lines.append("  (no step started)")
     lines += ["", "timeline:", *timeline(attempts), "", "attempts:"]
     start = run.created_at
-    for a in attempts:
+    labels = [f"{a.step_id} {a.phase} #{a.attempt}" for a in attempts]
+    pad = max((len(label) for label in labels), default=0)
+    for label, a in zip(labels, attempts, strict=True):
+        # What came of it on one line, the request under it: a long URL wraps alone.
         took = duration(a.duration_ms / 1000) if a.duration_ms is not None else "-"
-        status = a.status if a.status is not None else "-"
+        status = str(a.status) if a.status is not None else "-"
         outcome = _OUTCOME_WORDS.get(a.outcome, a.outcome)
         doubt = ", in doubt" if a.in_doubt else ""
         error = f"  {a.error_message}" if a.error_message else ""
-        lines.append(
-            f"  +{a.started_at - start:7.3f}s {a.step_id} {a.phase} #{a.attempt} "
-            f"{a.method} {a.url} -> {status} {outcome}{doubt} {took}{error}"
-        )
+        lines += [
+            f"  +{a.started_at - start:7.3f}s {label.ljust(pad)}  {status.rjust(3)} "
+            f"{outcome}{doubt} {took}{error}",
+            f"{' ' * 12}{a.method} {a.url}",
+        ]
     failing = failing_attempt(steps, attempts)
     if failing is not None:
         lines += [
