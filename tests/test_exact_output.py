@@ -420,3 +420,17 @@ failing attempt: stock compensate #2
   > Idempotency-Key: RUN.stock.compensate
   * no response: in flight"""
     ), shown
+
+
+def test_a_cleanup_of_read_only_steps_has_nothing_to_undo(runs: Runs, service: Service) -> None:
+    path = saga(runs, "look", '  - id: look\n    action: {method: GET, url: "/a/1"}\n')
+    service.faults.append(Fault("GET", "/a/", status=200, body={"ok": True}))
+    code, out = run(runs, path, "RUN-LOOK", "--cleanup")
+    assert code == 0
+    assert out.endswith(
+        """\
+run RUN-LOOK succeeded in N.NNs
+HH:MM:SS.mmm -- cleanup: undo every step
+run RUN-LOOK cleaned in N.NNs (succeeded; --cleanup had nothing to undo)
+"""
+    ), out
