@@ -173,3 +173,34 @@ def test_env_file_provides_env_and_secrets(runs: Runs, service: Service) -> None
     assert service.received[-1].headers["Authorization"] != "Bearer from-the-file"
     bad = runs("run", str(runs.file(sagas.THREE)), "--env-file", str(runs.tmp / "none"))
     assert bad.exit_code == 2 and "no such env file" in bad.stderr
+
+
+def test_plan_reads_the_env_file_too(runs: Runs, service: Service) -> None:
+    env_file = runs.tmp / ".env"
+    env_file.write_text("BASE=http://127.0.0.1:7/base\nTOKEN='token-from-the-file'\n")
+    planned = runs(
+        "plan", str(runs.file(sagas.THREE)), "--env-file", str(env_file), BASE=None, TOKEN=None
+    )
+    assert planned.exit_code == 0, planned.stderr
+    assert "PUT http://127.0.0.1:7/base/a/" in planned.stdout
+    assert "token-from-the-file" not in planned.stdout and "Authorization: ***" in planned.stdout
+    bad = runs("plan", str(runs.file(sagas.THREE)), "--env-file", str(runs.tmp / "none"))
+    assert bad.exit_code == 2 and "no such env file" in bad.stderr
+
+
+def test_a_run_id_with_several_files_names_each_run_after_its_saga(
+    runs: Runs, service: Service
+) -> None:
+    files = [str(runs.file(sagas.THREE, "one.yaml")), str(runs.file(sagas.TCC, "two.yaml"))]
+    result = runs("run", *files, "--run-id", "build-7")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "build-7-three" in lines and "build-7-tcc" in lines
+    keys = {r.headers["Idempotency-Key"].split(".")[0] for r in service.received}
+    assert keys == {"build-7-three", "build-7-tcc"}
+    count = len(service.received)
+    twice = runs("run", files[0], files[0], "--run-id", "build-8")
+    assert twice.exit_code == 2 and "build-8-three" in twice.stderr
+    long = runs("run", *files, "--run-id", "b" * 60)
+    assert long.exit_code == 2 and "--run-id" in long.stderr
+    assert len(service.received) == count  # refused before anything was sent

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # `list` and `show` import this module, and need neither
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{3,63}$")
 
 __all__ = [
+    "check_run_id",
     "compensate_run",
     "list_runs",
     "load_all",
@@ -111,11 +112,8 @@ def start_run(
 ) -> tuple[str, RunStatus]:
     """Journal a new run of `saga`, then drive it. `redactor` is the one the caller's sinks
     mask with: it learns the run's secrets."""
-    if run_id is not None and not _RUN_ID.match(run_id):
-        raise UsageError(
-            f"--run-id '{run_id}': use 4 to 64 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
+    if run_id is not None:
+        check_run_id(run_id)
     from sagactl.engine.runs import create_run, env_values, read_secrets
     from sagactl.ids import new_run_id
 
@@ -250,6 +248,15 @@ def step_order(run: RunRecord) -> list[str]:
 
     data = parse_data(run.saga_text)
     return [s["id"] for s in data.get("steps", []) if isinstance(s, dict) and "id" in s]
+
+
+def check_run_id(run_id: str) -> None:
+    """Raise UsageError unless `run_id` can name a run (`--run-id`)."""
+    if not _RUN_ID.match(run_id):
+        raise UsageError(
+            f"--run-id '{run_id}': use 4 to 64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
 
 
 def not_cleaned(

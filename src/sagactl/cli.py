@@ -97,6 +97,15 @@ InputsFileOption = Annotated[
     typer.Option("--inputs", metavar="FILE", help="Inputs from a JSON or YAML file; -i wins."),
 ]
 
+EnvFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--env-file",
+        metavar="FILE",
+        help="Env and secret values in dotenv syntax; the environment wins over the file.",
+    ),
+]
+
 
 def _known_secrets(saga: Any, environ: Any) -> None:
     """Teach the redactor the saga's secrets found in the environment, and warn about those
@@ -144,23 +153,26 @@ def plan(
     file: Annotated[Path, typer.Argument(help="The saga file.", show_default=False)],
     input_values: InputOption = None,
     inputs_file: InputsFileOption = None,
+    env_file: EnvFileOption = None,
 ) -> None:
     """Render every request the saga may send (action, compensate, confirm) in dependency
     order, without sending anything. Secrets show as ***, values known only when running as
     <placeholders>."""
     with _reported():
+        from sagactl.definition.envfile import with_env_file
         from sagactl.definition.inputs import read_inputs_file, resolve_inputs
         from sagactl.definition.loader import load
         from sagactl.definition.templating import Renderer
         from sagactl.executors.http.plan import plan as plan_requests
         from sagactl.output.saga_views import format_plan
 
+        environ = with_env_file(os.environ, env_file)
         saga = load(file)
         # Secrets render as ***; an env value may still hold one (a URL with a password).
-        _known_secrets(saga, os.environ)
+        _known_secrets(saga, environ)
         from_file = read_inputs_file(inputs_file) if inputs_file else None
         inputs = resolve_inputs(saga, input_values or [], from_file)
-        requests = plan_requests(saga, inputs, os.environ, Renderer())
+        requests = plan_requests(saga, inputs, environ, Renderer())
         typer.echo(format_plan(saga, inputs, requests))
 
 
@@ -284,14 +296,6 @@ JunitOption = Annotated[
         "--junit",
         metavar="FILE",
         help="Write a JUnit XML report, even when a run fails or is interrupted.",
-    ),
-]
-EnvFileOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--env-file",
-        metavar="FILE",
-        help="Env and secret values in dotenv syntax; the environment wins over the file.",
     ),
 ]
 
@@ -420,7 +424,11 @@ def run(
     durability: DurabilityOption = DurabilityChoice.FULL,
     concurrency: ConcurrencyOption = 8,
     run_id: Annotated[
-        str | None, typer.Option("--run-id", help="Use this run id instead of a new one.")
+        str | None,
+        typer.Option(
+            "--run-id",
+            help="Use this run id instead of a new one; with several files, ID-<saga name>.",
+        ),
     ] = None,
     cleanup: Annotated[
         bool,
@@ -439,7 +447,7 @@ def run(
     summary. Exit 0 succeeded, 1 failed and compensated, 2 bad input (nothing sent), 3 stuck;
     with several files, the worst."""
     with _reported():
-        from sagactl.api import compensate_run, load_all, start_run
+        from sagactl.api import check_run_id, compensate_run, load_all, start_run
         from sagactl.definition.envfile import with_env_file
         from sagactl.definition.inputs import read_inputs_file, resolve_many
 
@@ -447,12 +455,24 @@ def run(
         sagas = load_all(files, cleanup=cleanup)
         for saga in sagas:
             _known_secrets(saga, environ)
+        run_ids: list[str | None] = [run_id] * len(sagas)
         if run_id and len(sagas) > 1:
-            raise _usage("--run-id names one run: give one saga file with it")
+            # One run per file, each named after its saga, so that CI ties them to its build.
+            named = [f"{run_id}-{saga.name}" for saga in sagas]
+            run_ids = list(named)
+            twice = sorted({r for r in named if named.count(r) > 1})
+            if twice:
+                raise _usage(
+                    f"--run-id {run_id} with several files names each run {run_id}-<saga "
+                    f"name>, and these would be given twice: {', '.join(twice)}"
+                )
+        for rid in run_ids:
+            if rid is not None:
+                check_run_id(rid)  # all of them, before the first run starts
         from_file = read_inputs_file(inputs_file) if inputs_file else None
         inputs = resolve_many(sagas, input_values or [], from_file)
 
-    def starter(saga: Any, values: Any) -> Call:
+    def starter(saga: Any, values: Any, run_id: str | None) -> Call:
         return lambda store, renderer, stop: start_run(
             saga,
             values,
@@ -469,7 +489,10 @@ def run(
         journal,
         durability,
         quiet,
-        [starter(saga, values) for saga, values in zip(sagas, inputs, strict=True)],
+        [
+            starter(saga, values, rid)
+            for saga, values, rid in zip(sagas, inputs, run_ids, strict=True)
+        ],
         verbose=verbose,
         output=output,
         junit=junit,

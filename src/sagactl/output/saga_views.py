@@ -55,7 +55,8 @@ def format_plan(
     executor describes it (a first line, then details)."""
     shown = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in inputs.items())
     lines = [
-        f"plan of saga {saga.name} ({saga.path}), {len(saga.steps)} steps",
+        f"plan of saga {saga.name} ({saga.path}), {len(saga.steps)} "
+        f"step{'s' if len(saga.steps) != 1 else ''}",
         f"inputs: {shown or '-'}",
     ]
     for position, (step, step_calls) in enumerate(
