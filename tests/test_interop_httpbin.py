@@ -33,6 +33,19 @@ def base() -> Iterator[str]:
     server.server_close()
 
 
+@pytest.fixture(scope="module")
+def other() -> Iterator[str]:
+    """A second httpbin: another origin (another port), for redirects across origins."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, httpbin.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
 def saga(action: str, *, outputs: str = "", timeout: str = "2s", attempts: int = 1) -> str:
     return f"""\
 version: 1
@@ -145,6 +158,127 @@ def test_redirects_are_not_followed(tmp_path: Path, base: str) -> None:
     )
     assert code == 1 and "status 302" in out, out
     assert call_attempts(store) == [("failure", 302, False)]
+
+
+def test_redirects_are_followed_when_asked(tmp_path: Path, base: str) -> None:
+    """A 302 after a POST becomes a GET of the new place (as browsers and httpx do); relative
+    and absolute redirects are followed, each within the attempt's one timeout."""
+    code, out, store = run(
+        tmp_path,
+        base,
+        saga(
+            "{method: POST, url: /redirect-to, query: {url: /anything/elsewhere}, "
+            "json: {n: 1}, follow_redirects: true}",
+            outputs='    outputs: {method: "{{ response.json.method }}", '
+            'url: "{{ response.json.url }}", body: "{{ response.json.data }}"}\n',
+        ),
+    )
+    assert code == 0, out
+    run_id = store.list_runs()[0].id
+    assert store.steps(run_id)[("call", "action")].outputs == {
+        "method": "GET",
+        "url": f"{base}/anything/elsewhere",
+        "body": "",
+    }
+    for path in ("/redirect/3", "/absolute-redirect/3", "/relative-redirect/3"):
+        code, out, _ = run(
+            tmp_path, base, saga(f"{{method: GET, url: {path}, follow_redirects: true}}")
+        )
+        assert code == 0, (path, out)
+
+
+def test_a_307_keeps_the_method_and_the_body(tmp_path: Path, base: str) -> None:
+    code, out, store = run(
+        tmp_path,
+        base,
+        saga(
+            "{method: PUT, url: /redirect-to, query: {url: /anything/kept, status_code: 307}, "
+            "json: {n: 1}, follow_redirects: true}",
+            outputs='    outputs: {method: "{{ response.json.method }}", '
+            'n: "{{ response.json.json.n }}"}\n',
+        ),
+    )
+    assert code == 0, out
+    run_id = store.list_runs()[0].id
+    assert store.steps(run_id)[("call", "action")].outputs == {"method": "PUT", "n": 1}
+
+
+def test_more_than_ten_redirects_fail_the_attempt(tmp_path: Path, base: str) -> None:
+    code, out, store = run(
+        tmp_path, base, saga("{method: GET, url: /redirect/11, follow_redirects: true}")
+    )
+    assert code == 1, out
+    assert "more than 10 redirects (the last to " in out, out
+    assert call_attempts(store) == [("failure", None, False)]
+
+
+def test_a_redirect_to_another_origin_carries_no_credentials(
+    tmp_path: Path, base: str, other: str
+) -> None:
+    """Checked on the receiving server: its echo of what it received."""
+    text = """\
+version: 1
+name: cross
+env: [BIN, OTHER]
+secrets: [TOKEN]
+defaults:
+  base_url: "{{ env.BIN }}"
+  retry: {attempts: 1}
+steps:
+  - id: call
+    action:
+      method: GET
+      url: /redirect-to
+      query: {url: "{{ env.OTHER }}/anything/landed"}
+      headers:
+        X-Token: "{{ secrets.TOKEN }}"
+        Cookie: "s={{ secrets.TOKEN }}"
+        X-Plain: hi
+      auth: {bearer: "{{ secrets.TOKEN }}"}
+      follow_redirects: true
+    outputs:
+      received: "{{ response.json.headers }}"
+"""
+    path = tmp_path / "cross.yaml"
+    path.write_text(text)
+    journal = tmp_path / "journal.db"
+    token = "cross-origin-token-4711"
+    result = cli(
+        "run",
+        str(path),
+        env={
+            "BIN": base,
+            "OTHER": other,
+            "TOKEN": token,
+            "NO_COLOR": "1",
+            "SAGACTL_JOURNAL": str(journal),
+        },
+    )
+    assert result.exit_code == 0, result.stdout + result.stderr
+    with open_journal(journal) as store:
+        run_id = store.list_runs()[0].id
+        received = store.steps(run_id)[("call", "action")].outputs["received"]
+    names = {name.lower() for name in received}
+    assert not names & {"authorization", "cookie", "x-token", "x-plain"}, received
+    assert received["Idempotency-Key"] == f"{run_id}.call.action"
+    assert received["User-Agent"].startswith("sagactl/")
+    assert token not in json.dumps(received)
+    # the same request to the same origin carries them all
+    same = text.replace('"{{ env.OTHER }}/anything/landed"', "/anything/landed").replace(
+        "response.json.headers }}", "response.json.headers | list }}"
+    )
+    path.write_text(same)
+    result = cli(
+        "run",
+        str(path),
+        env={"BIN": base, "OTHER": other, "TOKEN": token, "SAGACTL_JOURNAL": str(journal)},
+    )
+    assert result.exit_code == 0, result.stdout + result.stderr
+    with open_journal(journal) as store:
+        run_id = store.list_runs()[0].id
+        received = store.steps(run_id)[("call", "action")].outputs["received"]
+    # (their values held the secret: outputs holding one are not journaled, the names are)
+    assert {"Authorization", "Cookie", "X-Token", "X-Plain"} <= set(received), received
 
 
 def test_anything_echoes_what_was_sent(tmp_path: Path, base: str) -> None:

@@ -248,6 +248,8 @@ class Request:
     expect: Expect = Expect()
     max_response: int = DEFAULT_MAX_RESPONSE
     """Bytes of a response body read at most when something reads the body."""
+    follow_redirects: bool = False
+    """Follow at most `MAX_REDIRECTS` redirects within the attempt's timeout."""
     reads_body: bool = True
     """Whether `expect.that` (or, for an action, the step's `outputs`) read the body."""
     reads_steps: bool = False

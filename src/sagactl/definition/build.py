@@ -109,6 +109,7 @@ def _request(
         max_response=parse_size(raw["max_response"])
         if "max_response" in raw
         else DEFAULT_MAX_RESPONSE,
+        follow_redirects=bool(raw.get("follow_redirects", False)),
         reads_body=_reads_body(that, bare=True) or _reads_body([outputs or {}]),
         reads_steps=any(
             ref.root == "steps"

@@ -26,7 +26,7 @@ from sagactl.executors.http.prepare import PreparedRequest
 from sagactl.executors.http.transport import deadline
 from sagactl.model import format_size
 
-__all__ = ["JOURNALED_BODY", "Headers", "attempt"]
+__all__ = ["JOURNALED_BODY", "MAX_REDIRECTS", "Headers", "attempt"]
 
 JOURNALED_BODY = 64 * 1024
 """Bytes of a body kept when nothing reads it: what the journal keeps of it."""
@@ -107,6 +107,47 @@ def _error(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+MAX_REDIRECTS = 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+_CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
+_BODY_HEADERS = frozenset({"content-type", "content-length", "transfer-encoding"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
+
+
+def _redirect(
+    client: httpx.Client, request: PreparedRequest, sent: httpx.Request, response: httpx.Response
+) -> httpx.Request | None:
+    """The request a redirect asks for (SPEC §2.1), or None when the answer names nowhere to
+    go. 303, and 301 or 302 after a POST, become a GET without the body. On a redirect to
+    another scheme, host or port, only sagactl's own headers go on: Authorization, Cookie and
+    every header the saga set may hold a secret meant for the first origin."""
+    location = response.headers.get("location")
+    if not location:
+        return None
+    url = sent.url.join(location)
+    method = sent.method
+    if (response.status_code == 303 and method != "HEAD") or (
+        response.status_code in (301, 302) and method == "POST"
+    ):
+        method = "GET"
+    dropped = {"host"}
+    if _origin(url) != _origin(sent.url):
+        dropped |= _CREDENTIALS | request.saga_headers
+    content = sent.content
+    if method != sent.method:
+        dropped |= _BODY_HEADERS
+        content = b""
+    headers = [(k, v) for k, v in sent.headers.raw if k.decode("latin-1").lower() not in dropped]
+    return client.build_request(
+        method, url, content=content or None, headers=headers, timeout=request.timeout
+    )
+
+
 def attempt(
     client: httpx.Client,
     request: PreparedRequest,
@@ -140,9 +181,28 @@ def attempt(
             error_message=f"the request cannot be sent: {_error(exc)}",
         )
     status: int | None = None
+    hops = 0
     try:
         with deadline(request.timeout):
             response = client.send(built, stream=True)
+            while request.follow_redirects and response.status_code in _REDIRECTS:
+                following = _redirect(client, request, built, response)
+                if following is None:
+                    break
+                if hops == MAX_REDIRECTS:
+                    response.close()
+                    return AttemptResult(
+                        Outcome.FAILURE,
+                        took(),
+                        error_class="TooManyRedirects",
+                        error_message=f"status {response.status_code}: more than "
+                        f"{MAX_REDIRECTS} redirects (the last to {following.url})",
+                        # A redirect can come after the effect (303 after a POST).
+                        applied=built.method not in _SAFE,
+                    )
+                response.close()
+                built, hops = following, hops + 1
+                response = client.send(built, stream=True)
             try:
                 status = response.status_code
                 return _answered(request, response, check, started, clock)

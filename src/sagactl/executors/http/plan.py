@@ -25,6 +25,8 @@ def describe(request: PreparedRequest) -> list[str]:
         lines.append(body)
     lines.append(f"expect {_expect_text(request.expect)}")
     lines.append(f"timeout {format_duration(request.timeout)}, {_retry_text(request.retry)}")
+    if request.follow_redirects:
+        lines.append("follows redirects (at most 10; no credentials to another origin)")
     return lines
 
 

@@ -69,6 +69,10 @@ class PreparedRequest:
     body_bytes: bytes | None = None
     reads_body: bool = True
     max_response: int = 16 * 1024 * 1024
+    follow_redirects: bool = False
+    saga_headers: frozenset[str] = frozenset()
+    """Names (lower case) of the headers the saga set, `auth` included: what a redirect to
+    another origin does not carry."""
 
 
 USER_AGENT = f"sagactl/{__version__}"
@@ -357,6 +361,10 @@ def prepare(
         body_bytes=body_bytes,
         reads_body=request.reads_body,
         max_response=request.max_response,
+        follow_redirects=request.follow_redirects,
+        saga_headers=frozenset(k.lower() for k in headers)
+        if request.follow_redirects
+        else frozenset(),
     )
 
 
