@@ -19,8 +19,8 @@ from sagactl.journal import Journal, open_journal
 httpbin = pytest.importorskip("httpbin")  # the `test` extra installs it
 
 
-@pytest.fixture(scope="module")
-def base() -> Iterator[str]:
+def _serve() -> Iterator[str]:
+    """httpbin on a free port of 127.0.0.1, in a thread, for as long as the generator runs."""
     from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -34,16 +34,14 @@ def base() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def base() -> Iterator[str]:
+    yield from _serve()
+
+
+@pytest.fixture(scope="module")
 def other() -> Iterator[str]:
     """A second httpbin: another origin (another port), for redirects across origins."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, httpbin.app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    yield from _serve()
 
 
 def saga(action: str, *, outputs: str = "", timeout: str = "2s", attempts: int = 1) -> str:
