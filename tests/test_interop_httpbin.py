@@ -345,6 +345,27 @@ def test_utf8_html(tmp_path: Path, base: str) -> None:
     assert records[-1]["status"] == "succeeded"
 
 
+def test_a_body_that_is_not_json_says_so(tmp_path: Path, base: str) -> None:
+    code, out, _ = run(
+        tmp_path, base, saga("{method: GET, url: /html, expect: {that: ['response.json.ok']}}")
+    )
+    assert code == 1, out
+    assert (
+        "expect.that[0] response.json.ok: 'None' has no attribute 'ok' (the body is not JSON; "
+        "Content-Type: text/html; charset=utf-8)" in out
+    ), out
+    code, out, _ = run(
+        tmp_path,
+        base,
+        saga(
+            "{method: GET, url: /status/204}",
+            outputs='    outputs: {id: "{{ response.json.id }}"}\n',
+        ),
+    )
+    assert code == 1, out
+    assert "outputs.id: cannot read the response: " in out and "(the body is empty" in out, out
+
+
 def test_anything_echoes_secrets_in_its_own_encoding_and_none_shows(
     tmp_path: Path, base: str
 ) -> None:

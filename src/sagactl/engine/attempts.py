@@ -8,7 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Doubt", "clip", "shown_value", "step_error"]
+from sagactl.executors.base import ResponseView
+
+__all__ = ["Doubt", "body_hint", "clip", "shown_value", "step_error"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,16 @@ def step_error(error: str | None, doubt: Doubt | None, last: int) -> str | None:
     else:
         why = f"attempt {doubt.attempt} may have reached the service ({doubt.error})"
     return f"{error}; in doubt: {why}" if error else f"in doubt: {why}"
+
+
+def body_hint(view: ResponseView, template: str) -> str:
+    """Why a check or output that reads `response.json` failed, when the body is the reason:
+    it is empty, or not JSON (its Content-Type said). Empty when the body is JSON."""
+    if "response.json" not in template or view.json is not None:
+        return ""
+    what = "empty" if not view.text.strip() else "not JSON"
+    kind = next((v for k, v in view.headers.items() if k.lower() == "content-type"), None)
+    return f" (the body is {what}{f'; Content-Type: {kind}' if kind else ''})"
 
 
 def clip(text: str | None, limit: int = 2048) -> str | None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from sagactl.definition.scope import run_context, step_scope
 from sagactl.definition.templating import Outputs, Renderer, TemplateProblem
-from sagactl.engine.attempts import Doubt, clip, shown_value, step_error
+from sagactl.engine.attempts import Doubt, body_hint, clip, shown_value, step_error
 from sagactl.engine.retry import next_wait
 from sagactl.engine.runs import WITHHELD, WITHHELD_BODY
 from sagactl.engine.scheduler import schedule
@@ -867,12 +867,17 @@ class Engine:
             try:
                 value = self.renderer.evaluate(expression, scope)
             except TemplateProblem as exc:
-                return {}, f"expect.that[{i}] {expression}: {exc}"
+                # The problem names the expression as rendered; the message names it already.
+                problem = str(exc).removeprefix(f"{{{{ {expression} }}}}: ")
+                return {}, f"expect.that[{i}] {expression}: {problem}{body_hint(view, expression)}"
             if not value:
                 known, actual = self.renderer.actual(expression, scope)
-                if known:
-                    return {}, f"expect.that[{i}] {expression}: actual {shown_value(actual, mask)}"
-                return {}, f"expect.that[{i}] {expression}: is {shown_value(value, mask)}"
+                shown = (
+                    f"actual {shown_value(actual, mask)}"
+                    if known
+                    else f"is {shown_value(value, mask)}"
+                )
+                return {}, f"expect.that[{i}] {expression}: {shown}{body_hint(view, expression)}"
         if phase is not Phase.ACTION or not step.outputs:
             return {}, None
         outputs: dict[str, Any] = {}
@@ -883,5 +888,6 @@ class Engine:
             try:
                 outputs[name] = self.renderer.render(template, scope)
             except TemplateProblem as exc:
-                return {}, f"outputs.{name}: cannot read the response: {exc}"
+                hint = body_hint(view, str(template))
+                return {}, f"outputs.{name}: cannot read the response: {exc}{hint}"
         return outputs, None
