@@ -3,6 +3,7 @@ or compensated. The service's own record says whether anything was applied twice
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -148,3 +149,41 @@ def test_a_second_interrupt_exits_at_once_and_the_run_still_resumes(crash: Crash
     code, out, err = crash.cli("resume", run_id)
     assert code == 0, out + err
     assert sorted(crash.applied_keys()) == sorted(f"{run_id}.{s}.action" for s in "abc")
+
+
+def test_interrupted_after_a_pivot_offers_resume_alone(crash: Crash) -> None:
+    """The pivot's success is journaled as it happens, so that a run interrupted after it is
+    offered only what can work: the message, show and JSON say resume, not compensate."""
+    crash.saga.write_text(sagas.PIVOT)
+    crash.service.faults.append(Fault("PUT", "/ship/", kind="delay_before", delay=0.6))
+    proc = crash.start("run", str(crash.saga))
+    wait_for(lambda: bool(crash.service.requests("PUT", "/ship/")))
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    run_id = crash.run_id()
+    assert proc.returncode == 130, err
+    assert f"to carry it on:  sagactl resume {run_id}" in err
+    assert "compensate" not in err
+    code, shown, _ = crash.cli("show", run_id)
+    assert code == 0
+    assert "\nnext:\n  to carry it on:  sagactl resume " in shown and "compensate" not in shown
+    code, record, _ = crash.cli("show", run_id, "--output", "json")
+    assert code == 0 and json.loads(record)["next"] == ["resume"]
+
+
+def test_an_interrupted_cleanup_says_how_to_finish_it(crash: Crash) -> None:
+    crash.service.faults.append(Fault("DELETE", "/b/", kind="delay_before", delay=0.6))
+    report = crash.journal.parent / "report.xml"
+    proc = crash.start("run", str(crash.saga), "--cleanup", "--junit", str(report))
+    wait_for(lambda: bool(crash.service.requests("DELETE", "/b/")))
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    run_id = crash.run_id()
+    assert proc.returncode == 130, err
+    assert f"to finish the cleanup: sagactl compensate {run_id}" in err, err
+    cases = report.read_text()
+    assert 'classname="three.cleanup"' in cases and 'classname="three.compensate"' not in cases
+    code, out, err = crash.cli("resume", run_id)
+    assert code == 0, out + err
+    assert f"run {run_id} cleaned in " in out
+    assert crash.service.resources == {}

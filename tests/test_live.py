@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 
 import pytest
+from rich.cells import cell_len
 from rich.console import Console
 
 from sagactl.events import (
@@ -171,6 +172,31 @@ def test_every_frame_keeps_symbols_steps_and_column_widths(width: int) -> None:
     last_rows = rows(final)
     assert [r[0] for r in last_rows] == ["✓", "·", "✗", "✗"], final
     assert any("422" in r for r in last_rows) or columns.status == 0
+
+
+def test_no_frame_is_wider_or_taller_than_the_terminal() -> None:
+    """Every width from the layout's least (8) up, and short terminals: no line wraps, the
+    titles sit over their columns, every row keeps its state symbol."""
+    odd = story()
+    # an error over several lines, in characters two cells wide, and a journal path with
+    # two spaces in a row
+    odd[0] = RunStarted(
+        RUN, "add-product", "/tmp/my  dir/journal.db", steps=(LONG, "price", "index")
+    )
+    odd[9] = AttemptFinished("index", "action", 1, "failure", 422, "一行目\n二行目 " * 8, 4.0)
+    for events in (story(), odd, many(12, 8, 3)):
+        for width in [*range(8, 61), *range(64, 140, 9)]:
+            for height in (4, 25):
+                frames, final = render(events, width, height)
+                for frame in frames:
+                    lines = frame.splitlines()
+                    assert all(cell_len(line) <= width for line in lines), (width, frame)
+                    assert len(lines) <= height - 1, (width, height, frame)
+                    assert all(row[0] in SYMBOLS for row in rows(frame)), frame
+                titles = next(
+                    line for line in final.splitlines() if line.lstrip().startswith("step")
+                )
+                assert cell_len(titles) <= width, (width, titles)
 
 
 def test_the_retry_countdown_shows_where_there_is_room() -> None:

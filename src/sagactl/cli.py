@@ -341,22 +341,16 @@ def _drive(
     reports: list[RunReport] = []
     worst = 0
 
-    def report(
-        store: Any,
-        run_id: str,
-        code: int,
-        cleanup_from: int | None = None,
-        cleanup_status: str | None = None,
-    ) -> None:
+    def report(store: Any, run_id: str, code: int) -> None:
         if not junit and output is not OutputChoice.JSON:
             return
         run = store.get_run(run_id)
         steps, attempts, order = store.steps(run_id), store.attempts(run_id), step_order(run)
         if junit:
-            left = not_cleaned(run, steps, order) if cleanup_from is not None else []
-            reports.append(RunReport(run, steps, attempts, order, cleanup_from, left))
+            left = not_cleaned(run, steps, order) if run.cleanup else []
+            reports.append(RunReport(run, steps, attempts, order, left))
         if output is OutputChoice.JSON:
-            renderer.write(summary_record(run, steps, attempts, order, code, cleanup_status))
+            renderer.write(summary_record(run, steps, attempts, order, code))
 
     with (
         _reported(),
@@ -369,29 +363,27 @@ def _drive(
                 code = _EXIT[status.value]
                 if compensating and status.value == "compensated":
                     code = 0
-                cleanup_from = cleanup_status = None
                 if cleanup is not None and status.value == "succeeded":
                     # Undo everything, confirmed steps included: a smoke test leaves nothing.
-                    attempts = store.attempts(run_id)
-                    cleanup_from = attempts[-1].id + 1 if attempts else 0
                     _, undone = cleanup(store, run_id, renderer, stop)
-                    cleanup_status = undone.value
                     code = _EXIT[undone.value]
-                report(store, run_id, code, cleanup_from, cleanup_status)
+                report(store, run_id, code)
                 worst = max(worst, code)
         except Interrupted as exc:
             # The live view leaves its table, and the message starts on a line of its own.
             renderer.close()
             commands: tuple[str, ...] = ()
+            cleaning = False
             if exc.run_id:
                 report(store, exc.run_id, exc.exit_code)
                 with contextlib.suppress(JournalError):
-                    commands = store.get_run(exc.run_id).next_commands()
+                    interrupted = store.get_run(exc.run_id)
+                    commands, cleaning = interrupted.next_commands(), interrupted.cleanup
             if junit:
                 write_junit(junit, reports, redactor())
             typer.echo(
                 f"run {exc.run_id} interrupted; the journal keeps what was done:\n"
-                f"{next_commands(exc.run_id, flag, commands)}",
+                f"{next_commands(exc.run_id, flag, commands, cleanup=cleaning)}",
                 err=True,
             )
             sys.stdout.flush()

@@ -147,6 +147,7 @@ class Engine:
         self._cause: tuple[str, str] | None = None
         self._cleanup = False
         """The run's compensation is the cleanup of a run that succeeded."""
+        self._pivot_journaled = run.pivot_passed
         """The step and phase the run's error names."""
         self._deadline: float | None = None
         if saga.timeout is not None:
@@ -632,6 +633,23 @@ class Engine:
         return self.executors[call.kind]  # every kind has one: checked when built
 
     def _execute(self, step: Step, phase: Phase) -> _Result:
+        result = self._send(step, phase)
+        if (
+            phase is Phase.ACTION
+            and step.kind is StepKind.PIVOT
+            and not self._pivot_journaled
+            and (
+                result.state in (StepState.SUCCEEDED, StepState.IN_DOUBT)
+                or (result.state is StepState.FAILED and result.applied)
+            )
+        ):
+            # From now on the run can only go forward: journaled at once, so that whoever
+            # finds it stuck or interrupted is offered `resume` alone.
+            self._pivot_journaled = True
+            self.journal.set_run(self.run_id, pivot_passed=True)
+        return result
+
+    def _send(self, step: Step, phase: Phase) -> _Result:
         executor = self._executor(step, phase)
         ready = self.prepared.get((step.id, phase))
         if ready is not None:

@@ -32,11 +32,10 @@ class RunReport:
     steps: dict[tuple[str, str], StepRecord]
     attempts: Sequence[AttemptRecord]
     order: Sequence[str]
-    cleanup_from: int | None = None
-    """Attempts with an id at or above this one belong to `--cleanup`."""
     not_cleaned: Sequence[str] = ()
-    """With `cleanup_from`, the steps whose cleanup did not finish (some never started:
-    they waited on another step's), whose effect the services still hold."""
+    """For a run undone by `--cleanup` (`run.cleanup`), the steps whose cleanup did not
+    finish (some never started: they waited on another step's), whose effect the services
+    still hold."""
 
 
 def _classname(report: RunReport, phase: str, cleanup: bool) -> str:
@@ -58,91 +57,78 @@ def _suite(report: RunReport) -> ET.Element:
     total = 0.0
     for step_id in report.order:
         for phase in _PHASES:
-            mine = [a for a in report.attempts if a.step_id == step_id and a.phase == phase]
-            groups = [
-                (
-                    False,
-                    [a for a in mine if report.cleanup_from is None or a.id < report.cleanup_from],
-                ),
-                (
-                    True,
-                    [
-                        a
-                        for a in mine
-                        if report.cleanup_from is not None and a.id >= report.cleanup_from
-                    ],
-                ),
-            ]
-            for cleanup, attempts in groups:
-                record = report.steps.get((step_id, phase))
-                left = cleanup and phase == "compensate" and step_id in report.not_cleaned
-                if not attempts and left:
-                    case = ET.SubElement(
-                        suite,
-                        "testcase",
-                        name=step_id,
-                        classname=_classname(report, phase, cleanup),
-                        time="0.000",
-                    )
-                    counts["tests"] += 1
-                    counts["failures"] += 1
-                    ET.SubElement(
-                        case,
-                        "failure",
-                        message="cleanup did not run: it waits on the cleanup of a step that "
-                        "depends on it; the service still holds this step's effect",
-                        type="not cleaned",
-                    )
-                    continue
-                if not attempts and not (phase == "action" and not cleanup):
-                    continue
-                seconds = sum(a.duration_ms or 0 for a in attempts) / 1000
-                total += seconds
+            attempts = [a for a in report.attempts if a.step_id == step_id and a.phase == phase]
+            # A run undone by --cleanup succeeded first: its every compensation is cleanup.
+            cleanup = run.cleanup and phase == "compensate"
+            record = report.steps.get((step_id, phase))
+            left = cleanup and step_id in report.not_cleaned
+            if not attempts and left:
                 case = ET.SubElement(
                     suite,
                     "testcase",
                     name=step_id,
                     classname=_classname(report, phase, cleanup),
-                    time=f"{seconds:.3f}",
+                    time="0.000",
                 )
                 counts["tests"] += 1
-                if not attempts:
-                    ET.SubElement(case, "skipped", message="never started")
-                    counts["skipped"] += 1
-                    continue
-                last = attempts[-1]
-                state = record.state.value if record else "running"
-                if last.outcome != "success" or state not in ("succeeded",):
-                    counts["failures"] += 1
-                    # The step's own error says why it is in doubt when an earlier attempt
-                    # is the reason; the last attempt's says only what it met.
-                    why = (
-                        (record.error if record and record.error and not cleanup else None)
-                        or last.error_message
-                        or last.outcome
+                counts["failures"] += 1
+                ET.SubElement(
+                    case,
+                    "failure",
+                    message="cleanup did not run: it waits on the cleanup of a step that "
+                    "depends on it; the service still holds this step's effect",
+                    type="not cleaned",
+                )
+                continue
+            if not attempts and not (phase == "action" and not cleanup):
+                continue
+            seconds = sum(a.duration_ms or 0 for a in attempts) / 1000
+            total += seconds
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                name=step_id,
+                classname=_classname(report, phase, cleanup),
+                time=f"{seconds:.3f}",
+            )
+            counts["tests"] += 1
+            if not attempts:
+                ET.SubElement(case, "skipped", message="never started")
+                counts["skipped"] += 1
+                continue
+            last = attempts[-1]
+            state = record.state.value if record else "running"
+            if last.outcome != "success" or state not in ("succeeded",):
+                counts["failures"] += 1
+                # The step's own error says why it is in doubt when an earlier attempt
+                # is the reason; the last attempt's says only what it met.
+                why = (
+                    (record.error if record and record.error and not cleanup else None)
+                    or last.error_message
+                    or last.outcome
+                )
+                message = f"{phase} {state.replace('_', ' ')}: {why}"
+                if last.response_body:
+                    # What a CI reader needs first ("duplicate key"), in the message
+                    # that CI pages show; the whole start of the body is in the text.
+                    start = " ".join(last.response_body[:MESSAGE_BODY].split())
+                    message += f"; response: {start}"
+                failure = ET.SubElement(
+                    case, "failure", message=message, type=error_kind(last.error_class)
+                )
+                lines = [
+                    f"{last.method} {last.url}",
+                    f"status: {last.status if last.status is not None else '-'}",
+                    f"attempts: {len(attempts)}",
+                ]
+                doubtful = [str(a.attempt) for a in attempts if a.in_doubt]
+                if doubtful:
+                    lines.append(
+                        f"in doubt: attempt {', '.join(doubtful)} may have reached the service"
                     )
-                    message = f"{phase} {state.replace('_', ' ')}: {why}"
-                    if last.response_body:
-                        # What a CI reader needs first ("duplicate key"), in the message
-                        # that CI pages show; the whole start of the body is in the text.
-                        start = " ".join(last.response_body[:MESSAGE_BODY].split())
-                        message += f"; response: {start}"
-                    failure = ET.SubElement(
-                        case, "failure", message=message, type=error_kind(last.error_class)
-                    )
-                    lines = [
-                        f"{last.method} {last.url}",
-                        f"status: {last.status if last.status is not None else '-'}",
-                        f"attempts: {len(attempts)}",
-                    ]
-                    doubtful = [str(a.attempt) for a in attempts if a.in_doubt]
-                    if doubtful:
-                        lines.append(
-                            f"in doubt: attempt {', '.join(doubtful)} may have reached the service"
-                        )
-                    if last.response_body:
-                        lines.append(last.response_body[:SNIPPET])
-                    failure.text = "\n".join(lines)
+                if last.response_body:
+                    lines.append(last.response_body[:SNIPPET])
+                failure.text = "\n".join(lines)
     suite.set("tests", str(counts["tests"]))
     suite.set("failures", str(counts["failures"]))
     suite.set("errors", "0")

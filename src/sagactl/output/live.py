@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from rich.cells import cell_len, set_cell_size
 from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
@@ -49,7 +50,7 @@ _OUTCOME = {"succeeded": "green", "cleaned": "green", "compensated": "yellow", "
 _SHORT_PHASE = {"action": "act", "compensate": "comp", "confirm": "conf"}
 _ATTEMPT, _STATUS, _TIME = 5, 6, 6
 """Widths of the attempt (`10/10`), status (a code, or `-`: no answer) and time columns."""
-_PHASE, _PHASE_SHORT = len("compensate"), len("comp")
+_PHASE, _PHASE_SHORT = len("compensate"), len("phase")
 _STEP_FLOOR = 12
 """The step id is truncated to this many characters before any other column gives way."""
 _STEP_MIN = 6
@@ -96,8 +97,14 @@ def layout(width: int, step: int) -> Layout:
     return Layout(grown, stage.phase, stage.attempt, stage.status, stage.time, detail)
 
 
-def _fit(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+def _fit(text: str, width: int, *, right: bool = False) -> str:
+    """`text` on one line of exactly `width` cells: its whitespace (line breaks too) made
+    single spaces, cut with `…` when longer, padded when shorter."""
+    text = " ".join(text.split())
+    if cell_len(text) > width:
+        text = set_cell_size(text, max(0, width - 1)) + "…"
+    pad = " " * (width - cell_len(text))
+    return pad + text if right else text + pad
 
 
 def _elapsed(seconds: float) -> str:
@@ -140,6 +147,7 @@ class LiveView:
         self.clock = clock
         self.rows: dict[tuple[str, str], _Row] = {}
         self.header = Text()
+        self.header_parts: tuple[Text, Text, Text] = (Text(), Text(), Text())
         self.live: Live | None = None
         self.failures: dict[tuple[str, str], StepFinished] = {}
         self.step_width = 4
@@ -162,14 +170,13 @@ class LiveView:
         self.rows.clear()
         self.failures = {}
         self.cleanup, self.undone = event.cleanup, 0
-        self.header = Text.assemble(
-            (f"{run_verb(event)} ", "dim"),
-            (event.saga, "bold"),
-            ("  run ", "dim"),
-            event.run_id,
-            ("  journal ", "dim"),
-            event.journal,
+        # The header's parts, for a narrow terminal to put on lines of their own.
+        self.header_parts = (
+            Text.assemble((f"{run_verb(event)} ", "dim"), (event.saga, "bold")),
+            Text.assemble(("run ", "dim"), event.run_id),
+            Text.assemble(("journal ", "dim"), event.journal),
         )
+        self.header = Text("  ").join(self.header_parts)
         self.step_width = max([4, *(len(step) for step in event.steps)])
         if not (event.compensating or event.cleanup):
             # Every step has a row from the start; compensations add theirs as they start.
@@ -250,20 +257,26 @@ class LiveView:
         and a count of those that still do not fit."""
         done = [r for r in rows if r.state == "succeeded"]
         rest = [r for r in rows if r.state != "succeeded"]
+        urgent = [r for r in rest if r.state != "pending"]
+        if room < 3:  # no room to count anything: the rows that matter most
+            first = urgent or rest or done
+            return [self._line(r, columns, now) for r in first[:room]]
         slots = room - (1 if done else 0)
         if len(rest) > slots:
             slots -= 1  # for the line counting the rows left out
-            urgent = [r for r in rest if r.state != "pending"]
             pending = [r for r in rest if r.state == "pending"]
             chosen = {id(r) for r in (urgent + pending)[: max(0, slots)]}
         else:
             chosen = {id(r) for r in rest}
+        width = columns.width
         lines = []
         if done:
-            lines.append(Text.assemble(("✓", "green"), f" {len(done)} succeeded"))
+            count = _fit(f"{len(done)} succeeded", width - 2).rstrip()
+            lines.append(Text.assemble(("✓", "green"), f" {count}"))
         lines += [self._line(r, columns, now) for r in rest if id(r) in chosen]
         if len(chosen) < len(rest):
-            lines.append(Text(f"· {len(rest) - len(chosen)} more", style="dim"))
+            more = _fit(f"{len(rest) - len(chosen)} more", width - 2).rstrip()
+            lines.append(Text(f"· {more}", style="dim"))
         return lines
 
     def _titles(self, columns: Layout) -> Text:
@@ -282,19 +295,19 @@ class LiveView:
         symbol, style = _SYMBOLS.get(row.state, ("·", "dim"))
         pending = row.state == "pending"
         line = Text(symbol, style=style)
-        line.append(" " + _fit(row.step, columns.step).ljust(columns.step))
+        line.append(" " + _fit(row.step, columns.step))
         if columns.phase:
             phase = row.phase if columns.phase >= _PHASE else _SHORT_PHASE.get(row.phase, row.phase)
-            line.append(" " + _fit(phase, columns.phase).ljust(columns.phase))
+            line.append(" " + _fit(phase, columns.phase))
         if columns.attempt:
             tries = f"{row.attempt}/{row.attempts}" if row.attempts else ""
-            line.append(" " + _fit(tries, columns.attempt).rjust(columns.attempt))
+            line.append(" " + _fit(tries, columns.attempt, right=True))
         if columns.status:
-            line.append(" " + _fit(row.status, columns.status).rjust(columns.status))
+            line.append(" " + _fit(row.status, columns.status, right=True))
         if columns.time:
             elapsed = (row.finished or now) - row.started if row.started else None
             shown = _elapsed(elapsed) if elapsed is not None else ""
-            line.append(" " + shown.rjust(columns.time))
+            line.append(" " + _fit(shown, columns.time, right=True))
         if columns.detail:
             note = ""
             if row.retry_at is not None:
@@ -302,7 +315,7 @@ class LiveView:
             elif row.state in ("failed", "in_doubt") and row.error:
                 note = row.error
             if note:
-                line.append(" " + _fit(note, columns.detail), style="dim")
+                line.append(" " + _fit(note, columns.detail).rstrip(), style="dim")
         if pending:
             line.stylize("dim")
         return line
@@ -313,9 +326,10 @@ class LiveView:
         width = self.console.width
         if self.header.cell_len <= width:
             return [self.header]
-        saga, run, where = self.header.split("  ")
+        saga, run, where = (part.copy() for part in self.header_parts)
         first = Text("  ").join([saga, run])
-        parts = [first] if first.cell_len <= width else [saga, run]
+        # A terminal too short for two lines of header keeps the first: rows come first.
+        parts = [first] if first.cell_len <= width or self.console.height < 6 else [saga, run]
         for part in parts:
             part.no_wrap, part.overflow = True, "ellipsis"
         return [*parts, where] if journal else parts

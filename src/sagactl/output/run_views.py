@@ -284,7 +284,6 @@ def summary_record(
     attempts: Sequence[AttemptRecord],
     order: Sequence[str],
     exit_code: int,
-    cleanup: str | None = None,
 ) -> dict[str, object]:
     """The last JSON line of a run: its outcome and every step's state."""
     per_step = []
@@ -304,7 +303,8 @@ def summary_record(
         "saga": run.name,
         "file": run.saga_path,
         "status": run.status.value,
-        "cleanup": cleanup,
+        # What the --cleanup compensation reached, for a run it undoes.
+        "cleanup": run.status.value if run.cleanup else None,
         "exit_code": exit_code,
         "error": run.error,
         "duration_s": round((run.finished_at or run.updated_at) - run.created_at, 3),
