@@ -187,3 +187,16 @@ def test_an_interrupted_cleanup_says_how_to_finish_it(crash: Crash) -> None:
     assert code == 0, out + err
     assert f"run {run_id} cleaned in " in out
     assert crash.service.resources == {}
+
+
+def test_an_ambiguous_prefix_lists_an_interrupted_run_as_such(crash: Crash) -> None:
+    crash.service.faults.append(Fault("PUT", "/b/", kind="delay_before", delay=0.6))
+    proc = crash.start("run", str(crash.saga), "--run-id", "SAME-1")
+    wait_for(lambda: bool(crash.service.requests("PUT", "/b/")))
+    proc.kill()
+    proc.communicate(timeout=20)
+    code, _, _ = crash.cli("run", str(crash.saga), "--run-id", "SAME-2")
+    assert code == 0
+    code, _, err = crash.cli("show", "SAME")
+    assert code == 4
+    assert "  SAME-1  three  interrupted\n  SAME-2  three  succeeded" in err, err

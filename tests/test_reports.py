@@ -204,3 +204,10 @@ def test_a_run_id_with_several_files_names_each_run_after_its_saga(
     long = runs("run", *files, "--run-id", "b" * 60)
     assert long.exit_code == 2 and "--run-id" in long.stderr
     assert len(service.received) == count  # refused before anything was sent
+
+
+def test_a_bad_run_id_with_several_files_is_named_as_given(runs: Runs, service: Service) -> None:
+    files = [str(runs.file(sagas.THREE, "one.yaml")), str(runs.file(sagas.THREE, "two.yaml"))]
+    bad = runs("run", *files, "--run-id", "bad id")
+    assert bad.exit_code == 2 and "--run-id 'bad id': use 4 to 64" in bad.stderr, bad.stderr
+    assert service.received == []

@@ -448,6 +448,8 @@ def run(
         for saga in sagas:
             _known_secrets(saga, environ)
         run_ids: list[str | None] = [run_id] * len(sagas)
+        if run_id is not None:
+            check_run_id(run_id)
         if run_id and len(sagas) > 1:
             # One run per file, each named after its saga, so that CI ties them to its build.
             named = [f"{run_id}-{saga.name}" for saga in sagas]

@@ -492,7 +492,10 @@ class SqliteJournal:
             raise JournalError(f"no run matches '{prefix}' in {self.path}")
         if len(rows) > 1:
             runs = [self._run(row) for row in rows[:10]]
-            listed = "\n".join(f"  {r.id}  {r.name}  {shown_status(self, r)}" for r in runs)
+            width = max(len(r.name) for r in runs)
+            listed = "\n".join(
+                f"  {r.id}  {r.name.ljust(width)}  {shown_status(self, r)}" for r in runs
+            )
             more = "\n  …" if len(rows) > 10 else ""
             raise JournalError(
                 f"'{prefix}' matches several runs; give more characters:\n{listed}{more}"
