@@ -99,3 +99,28 @@ defaults:
 steps:
 {steps}
 """
+
+
+# A job started, then polled until done (SPEC §2.5); its state is read from `/jobs/<run>`.
+POLL = """\
+version: 1
+name: job
+env: [BASE]
+defaults:
+  base_url: "{{ env.BASE }}"
+  retry: {attempts: 2, backoff: 10ms, jitter: false}
+steps:
+  - id: start
+    action: {method: PUT, url: "/jobs/{{ run.id }}", json: {state: done, result: 42}}
+    compensate: {method: DELETE, url: "/jobs/{{ run.id }}"}
+  - id: wait
+    action:
+      method: GET
+      url: "/jobs/{{ run.id }}"
+      poll:
+        until: "response.json.state == 'done'"
+        fail_if: "response.json.state == 'failed'"
+        every: 10ms
+        timeout: 5s
+    outputs: {result: "{{ response.json.result }}"}
+"""

@@ -200,3 +200,23 @@ def test_an_ambiguous_prefix_lists_an_interrupted_run_as_such(crash: Crash) -> N
     code, _, err = crash.cli("show", "SAME")
     assert code == 4
     assert "  SAME-1  three  interrupted\n  SAME-2  three  succeeded" in err, err
+
+
+def test_a_run_killed_while_polling_polls_on_when_resumed(crash: Crash) -> None:
+    crash.saga.write_text(sagas.POLL.replace("every: 10ms", "every: 50ms"))
+    crash.service.faults.append(
+        Fault("GET", "/jobs/", status=200, body={"state": "running"}, times=None)
+    )
+    proc = crash.start("run", str(crash.saga))
+    wait_for(lambda: len(crash.service.requests("GET", "/jobs/")) >= 3)
+    proc.kill()
+    proc.communicate(timeout=20)
+    run_id = crash.run_id()
+    crash.service.clear_faults()  # the job is done now
+    code, out, err = crash.cli("resume", run_id)
+    assert code == 0, out + err
+    with open_journal(crash.journal) as journal:
+        assert journal.steps(run_id)[("wait", "action")].outputs == {"result": 42}
+        outcomes = [a.outcome for a in journal.attempts(run_id) if a.step_id == "wait"]
+    assert outcomes[-1] == "success" and outcomes.count("pending") >= 2, outcomes
+    assert [key for key, _, _ in crash.service.applied] == [f"{run_id}.start.action"]

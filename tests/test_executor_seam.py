@@ -53,6 +53,7 @@ class LedgerCall:
     retry: RetryPolicy = DEFAULT_RETRY
     checks: tuple[str, ...] = ()
     read_only: bool = False
+    poll: None = None
     reads_steps: bool = True
     line: int = 0
 

@@ -225,7 +225,7 @@ steps:
   - id: a
     action: {method: POST, url: "/x/{{ response.status }}"}  #!
 """,
-        "steps[0].action.url: 'response' is only available in outputs and expect.that",
+        "steps[0].action.url: 'response' is only available in outputs, expect.that and poll",
     ),
     "response-in-vars": (
         HEAD
@@ -236,7 +236,7 @@ steps:
   - id: a
     action: {method: POST, url: /x}
 """,
-        "vars.x: 'response' is only available in outputs and expect.that",
+        "vars.x: 'response' is only available in outputs, expect.that and poll",
     ),
     "braces-in-expect-that": (
         HEAD

@@ -75,12 +75,14 @@ class AttemptFinished:
 
 @dataclass(slots=True)
 class RetryScheduled:
-    """A retry of `step` will be sent in `wait_s` seconds, as attempt `attempt`."""
+    """A retry of `step` will be sent in `wait_s` seconds, as attempt `attempt`; with `poll`,
+    the next poll (the request answered, not ready yet: `poll` answers so far)."""
 
     step: str
     phase: str
     attempt: int
     wait_s: float
+    poll: int = 0
 
 
 @dataclass(slots=True)

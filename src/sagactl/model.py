@@ -23,6 +23,7 @@ __all__ = [
     "Call",
     "Expect",
     "Phase",
+    "Poll",
     "Request",
     "RetryPolicy",
     "Saga",
@@ -184,6 +185,19 @@ class Expect:
         return status_matches(self.status, status)
 
 
+@dataclass(frozen=True)
+class Poll:
+    """Send a call again until its answer says the work is done (SPEC §2.5): `until` and
+    `fail_if` are bare expressions over `response`."""
+
+    until: str
+    fail_if: str | None = None
+    every: float = 2.0
+    """Seconds between polls."""
+    timeout: float = 600.0
+    """Seconds of polling at most, from the first poll of the process polling."""
+
+
 class Call(Protocol):
     """One call of a step (its action, compensation or confirm), of any kind: `kind` names
     the executor that runs it (`sagactl.executors`). The engine reads only what is here."""
@@ -210,6 +224,11 @@ class Call(Protocol):
     @property
     def read_only(self) -> bool:
         """Whether, as an action, it has no effect to undo whatever it does."""
+        ...
+
+    @property
+    def poll(self) -> Poll | None:
+        """Whether it is sent again until its answer says the work is done."""
         ...
 
     @property
@@ -250,6 +269,7 @@ class Request:
     """Bytes of a response body read at most when something reads the body."""
     follow_redirects: bool = False
     """Follow at most `MAX_REDIRECTS` redirects within the attempt's timeout."""
+    poll: Poll | None = None
     reads_body: bool = True
     """Whether `expect.that` (or, for an action, the step's `outputs`) read the body."""
     reads_steps: bool = False

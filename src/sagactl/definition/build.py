@@ -20,6 +20,7 @@ from sagactl.model import (
     Call,
     Expect,
     Phase,
+    Poll,
     Request,
     RetryPolicy,
     Saga,
@@ -29,6 +30,15 @@ from sagactl.model import (
 )
 
 __all__ = ["build"]
+
+
+def _poll(raw: dict[str, Any]) -> Poll:
+    return Poll(
+        until=raw["until"],
+        fail_if=raw.get("fail_if"),
+        every=parse_duration(raw["every"]) if "every" in raw else 2.0,
+        timeout=parse_duration(raw["timeout"]) if "timeout" in raw else 600.0,
+    )
 
 
 def _merge(layers: list[Any]) -> dict[str, Any]:
@@ -110,6 +120,7 @@ def _request(
         if "max_response" in raw
         else DEFAULT_MAX_RESPONSE,
         follow_redirects=bool(raw.get("follow_redirects", False)),
+        poll=_poll(raw["poll"]) if "poll" in raw else None,
         reads_body=_reads_body(that, bare=True) or _reads_body([outputs or {}]),
         reads_steps=any(
             ref.root == "steps"

@@ -122,7 +122,7 @@ class Checker:
             )
         if root == "response":
             if not scope.response:
-                return "'response' is only available in outputs and expect.that"
+                return "'response' is only available in outputs, expect.that and poll"
             if first is not None and first not in RESPONSE_FIELDS:
                 return (
                     f"response has no field '{first}' (expected one of: "
@@ -215,12 +215,17 @@ def _check_requests(checker: Checker, request: Any, path: JsonPath, scope: Scope
     for key in ("query", "headers", "auth", "json", "form"):
         if key in request:
             checker.check_value(request[key], (*path, key), scope)
+    that_scope = Scope(scope.where, scope.step, scope.vars, scope.upstream, response=True)
     expect = request.get("expect")
     if isinstance(expect, dict) and isinstance(expect.get("that"), list):
-        that_scope = Scope(scope.where, scope.step, scope.vars, scope.upstream, response=True)
         for i, text in enumerate(expect["that"]):
             if isinstance(text, str) and text:
                 checker.check_text(text, (*path, "expect", "that", i), that_scope, bare=True)
+    poll = request.get("poll")
+    if isinstance(poll, dict):
+        for key in ("until", "fail_if"):
+            if isinstance(poll.get(key), str) and poll[key]:
+                checker.check_text(poll[key], (*path, "poll", key), that_scope, bare=True)
 
 
 def _dependencies(checker: Checker) -> tuple[dict[str, list[str]], list[str]]:

@@ -54,7 +54,7 @@ from sagactl.executors.base import (
 )
 from sagactl.ids import new_span_id
 from sagactl.journal.contract import Journal
-from sagactl.model import Phase, Saga, Step, StepKind
+from sagactl.model import Phase, Poll, Saga, Step, StepKind, format_duration
 from sagactl.records import Owner, RunPhase, RunRecord, RunStatus, StepRecord, StepState
 from sagactl.redact import Redactor
 
@@ -704,13 +704,29 @@ class Engine:
         deadline = self._deadline if phase is Phase.ACTION else None
         mask = self.redactor.text
         shown_target = ""
+        call = step.request(phase)
+        poll = call.poll if call is not None else None
+        polls = 0
+        """Answers so far that said the work is not done yet."""
+        poll_since: float | None = None
+        not_ready = False
 
         def check(view: ResponseView) -> tuple[dict[str, Any], str | None]:
+            nonlocal not_ready
+            not_ready = False
+            if poll is not None:
+                ready, problem = self._poll_state(poll, step, phase, view)
+                if problem is not None or not ready:
+                    not_ready = problem is None
+                    return {}, problem
             return self._check(step, phase, view)
 
         number = 0
+        tries = 0
+        """Attempts since the last answer of a poll: what the retry policy counts."""
         while True:
             number += 1
+            tries += 1
             self._hold_lease()
             context = AttemptContext(
                 run_id, self.trace_id, offset + number, new_span_id(), self.clock
@@ -742,14 +758,49 @@ class Engine:
                     clip(body_text),
                 )
             )
+            began = self.clock()
             result = executor.attempt(prepared, context, check)
+            pending = result.outcome is Outcome.SUCCESS and not_ready
+            if pending:
+                assert poll is not None
+                polls += 1
+                poll_since = began if poll_since is None else poll_since
+                now = self.clock()
+                if now + poll.every - poll_since > poll.timeout or (
+                    deadline is not None and now + poll.every > deadline
+                ):
+                    pending = False
+                    over = (
+                        f"not done after {format_duration(poll.timeout)}"
+                        if now + poll.every - poll_since > poll.timeout
+                        else "the saga's timeout passed"
+                    )
+                    result = AttemptResult(
+                        Outcome.FAILURE,
+                        result.duration_ms,
+                        result.response,
+                        error_class="PollTimeout",
+                        error_message=f"poll: {over} ({polls} polls): {poll.until} is still false",
+                        applied=result.applied,
+                    )
+                else:
+                    result = AttemptResult(
+                        Outcome.PENDING,
+                        result.duration_ms,
+                        result.response,
+                        error_message=f"not done yet: {poll.until} is false",
+                        applied=result.applied,
+                    )
             if result.in_doubt and doubt is None:
                 doubt = Doubt(context.number, mask(result.error_message or "no answer"))
             applied = applied or result.applied
             wait: float | None = None
-            if result.outcome is Outcome.RETRYABLE and not self.stop.is_set():
+            if pending:
+                assert poll is not None
+                wait, tries = poll.every, 0
+            elif result.outcome is Outcome.RETRYABLE and not self.stop.is_set():
                 wait = next_wait(
-                    policy, number, result.retry_after, now=self.clock(), deadline=deadline
+                    policy, tries, result.retry_after, now=self.clock(), deadline=deadline
                 )
             state: StepState | None = None
             if wait is None:
@@ -808,7 +859,11 @@ class Engine:
             if state is not None:
                 break
             assert wait is not None
-            self.emit(RetryScheduled(step.id, phase_name, context.number + 1, round(wait, 3)))
+            self.emit(
+                RetryScheduled(
+                    step.id, phase_name, context.number + 1, round(wait, 3), polls if pending else 0
+                )
+            )
             self.sleep(wait)
             if self.stop.is_set():
                 # A signal during the backoff: nothing more is sent. The step is left running;
@@ -863,6 +918,29 @@ class Engine:
             )
         )
         return _Result(StepState.FAILED, error=error)
+
+    def _poll_state(
+        self, poll: Poll, step: Step, phase: Phase, view: ResponseView
+    ) -> tuple[bool, str | None]:
+        """Whether the answer says the polled work is done, and why the step fails if it
+        does: `fail_if` true, or an expression that cannot be evaluated."""
+        scope = step_scope(self.context, step.id, phase, self.outputs, view.context())
+        for key, expression, failing in (
+            ("fail_if", poll.fail_if, True),
+            ("until", poll.until, False),
+        ):
+            if expression is None:
+                continue
+            try:
+                value = self.renderer.evaluate(expression, scope)
+            except TemplateProblem as exc:
+                problem = str(exc).removeprefix(f"{{{{ {expression} }}}}: ")
+                return False, f"poll.{key} {expression}: {problem}{body_hint(view, expression)}"
+            if failing and value:
+                return False, f"poll.fail_if {expression}: is true"
+            if not failing:
+                return bool(value), None
+        return False, None
 
     def _check(
         self, step: Step, phase: Phase, view: ResponseView

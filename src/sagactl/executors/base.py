@@ -39,6 +39,8 @@ class Outcome(StrEnum):
     SUCCESS = "success"
     RETRYABLE = "retryable"
     FAILURE = "failure"
+    PENDING = "pending"
+    """Answered as expected, but a poll's `until` is not true yet: sent again (engine only)."""
 
 
 @dataclass(slots=True)

@@ -150,7 +150,12 @@ class PlainLines:
                 f"{result} ({event.duration_ms:.0f}ms)"
             )
         elif isinstance(event, RetryScheduled):
-            if self.verbose:
+            if self.verbose and event.poll:
+                self.line(
+                    f"* not done yet (poll {event.poll}): attempt {event.attempt} "
+                    f"in {event.wait_s:.3f}s"
+                )
+            elif self.verbose:
                 self.line(f"* attempt {event.attempt} in {event.wait_s:.3f}s")
         elif isinstance(event, StepFinished):
             if event.state != "succeeded":

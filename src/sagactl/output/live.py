@@ -130,6 +130,8 @@ class _Row:
     finished: float | None = None
     retry_at: float | None = None
     error: str | None = None
+    polls: int = 0
+    """Answers of a poll that said not done yet."""
 
     @property
     def finished_well(self) -> bool:
@@ -216,7 +218,7 @@ class LiveView:
             row.error = event.error
         elif isinstance(event, RetryScheduled):
             row = self._row(event.step, event.phase)
-            row.state, row.retry_at = "waiting", now + event.wait_s
+            row.state, row.retry_at, row.polls = "waiting", now + event.wait_s, event.poll
         elif isinstance(event, StepFinished):
             row = self._row(event.step, event.phase)
             row.state, row.finished, row.error = event.state, now, event.error
@@ -310,7 +312,9 @@ class LiveView:
             line.append(" " + _fit(shown, columns.time, right=True))
         if columns.detail:
             note = ""
-            if row.retry_at is not None:
+            if row.retry_at is not None and row.polls:
+                note = f"waiting (poll {row.polls}, {_elapsed(now - row.started)})"
+            elif row.retry_at is not None:
                 note = f"retry in {max(0.0, row.retry_at - now):.1f}s"
             elif row.state in ("failed", "in_doubt") and row.error:
                 note = row.error
