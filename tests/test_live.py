@@ -295,3 +295,24 @@ def test_cleanup_of_a_run_reads_as_success() -> None:
     words = " ".join(text.split())
     assert f"cleaned in 0.01s run {RUN} (succeeded, then --cleanup undid 1 step)" in words
     assert "cause" not in text and "sagactl compensate" not in text
+
+
+def test_a_poll_shows_how_many_answers_said_not_yet() -> None:
+    console = terminal(80)
+    renderer = LiveView(console, clock=lambda: 100.0)
+    for event in [
+        RunStarted(RUN, "job", JOURNAL, steps=("wait",)),
+        AttemptStarted("wait", "action", 1, 3, "GET", "http://127.0.0.1:1/jobs/1"),
+        AttemptFinished("wait", "action", 1, "pending", 200, "not done yet", 1.0),
+        RetryScheduled("wait", "action", 2, 2.0, poll=1),
+        AttemptStarted("wait", "action", 2, 4, "GET", "http://127.0.0.1:1/jobs/1"),
+        AttemptFinished("wait", "action", 2, "pending", 200, "not done yet", 1.0),
+        RetryScheduled("wait", "action", 3, 2.0, poll=2),
+    ]:
+        renderer(event)
+    frame = terminal(80)
+    frame.print(renderer)
+    line = next(r for r in rows(frame.export_text()) if "wait" in r)
+    assert line.startswith("↻ wait") and "not done yet (poll 2)" in line, line
+    assert " 2 " in line and "/" not in line.split("action")[1], line  # no most attempts
+    renderer.close()

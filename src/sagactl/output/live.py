@@ -132,6 +132,8 @@ class _Row:
     error: str | None = None
     polls: int = 0
     """Answers of a poll that said not done yet."""
+    poll_wait: bool = False
+    """The wait is a poll's `every`, not a retry's backoff."""
 
     @property
     def finished_well(self) -> bool:
@@ -218,7 +220,8 @@ class LiveView:
             row.error = event.error
         elif isinstance(event, RetryScheduled):
             row = self._row(event.step, event.phase)
-            row.state, row.retry_at, row.polls = "waiting", now + event.wait_s, event.poll
+            row.state, row.retry_at = "waiting", now + event.wait_s
+            row.polls, row.poll_wait = event.poll or row.polls, bool(event.poll)
         elif isinstance(event, StepFinished):
             row = self._row(event.step, event.phase)
             row.state, row.finished, row.error = event.state, now, event.error
@@ -302,7 +305,14 @@ class LiveView:
             phase = row.phase if columns.phase >= _PHASE else _SHORT_PHASE.get(row.phase, row.phase)
             line.append(" " + _fit(phase, columns.phase))
         if columns.attempt:
-            tries = f"{row.attempt}/{row.attempts}" if row.attempts else ""
+            # A poll has no most attempts: each answer that says "not yet" allows another.
+            tries = (
+                str(row.attempt)
+                if row.polls
+                else f"{row.attempt}/{row.attempts}"
+                if row.attempts
+                else ""
+            )
             line.append(" " + _fit(tries, columns.attempt, right=True))
         if columns.status:
             line.append(" " + _fit(row.status, columns.status, right=True))
@@ -312,8 +322,8 @@ class LiveView:
             line.append(" " + _fit(shown, columns.time, right=True))
         if columns.detail:
             note = ""
-            if row.retry_at is not None and row.polls:
-                note = f"waiting (poll {row.polls}, {_elapsed(now - row.started)})"
+            if row.retry_at is not None and row.poll_wait:
+                note = f"not done yet (poll {row.polls})"
             elif row.retry_at is not None:
                 note = f"retry in {max(0.0, row.retry_at - now):.1f}s"
             elif row.state in ("failed", "in_doubt") and row.error:
