@@ -44,6 +44,11 @@ NOT_ANSWERED = frozenset({"late", "drop", "reset", "early", "trickle"})
 """Faults after which the client cannot know whether the request took effect."""
 
 
+POLL_ANSWERS = ("notyet", "failed")
+"""What a polled action can be answered besides the faults: 200 saying not done yet, or
+saying the work failed (its `fail_if`); neither applies anything."""
+
+
 @dataclass
 class StepPlan:
     kind: str  # compensatable, pivot, read
@@ -51,6 +56,8 @@ class StepPlan:
     confirm: bool
     attempts: dict[str, list[str]] = field(default_factory=dict)
     """Phase -> the fault of each of its successive attempts (then success)."""
+    poll: str | None = None
+    """For a polled action, its poll's timeout."""
 
 
 @dataclass
@@ -61,10 +68,14 @@ class Case:
     real_processes: bool = False
 
 
-def attempt_faults(real_processes: bool = False) -> st.SearchStrategy[list[str]]:
+def attempt_faults(
+    real_processes: bool = False, poll: bool = False
+) -> st.SearchStrategy[list[str]]:
     """The faults of a request's successive attempts, each drawn on its own: success half of
-    the time, any fault otherwise."""
+    the time, any fault otherwise (for a polled request, its answers too)."""
     kinds = [k for k in FAULTS if not (real_processes and k == "refused")]
+    if poll:
+        kinds += ["notyet", "notyet", "notyet", "failed"]
     one = st.one_of(st.just("ok"), st.sampled_from(kinds))
     return st.integers(0, 5).flatmap(lambda n: st.lists(one, min_size=n, max_size=n))
 
@@ -82,14 +93,17 @@ def cases(draw: st.DrawFn, real_processes: bool = False) -> Case:
             )
         )
         confirm = kind == "compensatable" and draw(st.booleans()) and draw(st.booleans())
-        plan = StepPlan(kind, needs, confirm)
+        # Short enough, at times, for a poll to run out of time before it is done.
+        poll = draw(st.sampled_from([None, None, "5ms", "2s"])) if kind == "compensatable" else None
+        plan = StepPlan(kind, needs, confirm, poll=poll)
         phases = (
             ["action"]
             + (["compensate"] if kind == "compensatable" else [])
             + (["confirm"] if confirm else [])
         )
         for phase in phases:
-            plan.attempts[phase] = draw(attempt_faults(real_processes))
+            polled = phase == "action" and poll is not None
+            plan.attempts[phase] = draw(attempt_faults(real_processes, polled))
         steps.append(plan)
     crash_at = draw(st.one_of(st.none(), st.integers(1, 4 * count + 4)))
     choices = draw(st.lists(st.sampled_from(["resume", "compensate"]), min_size=6, max_size=6))
@@ -117,6 +131,19 @@ def saga_text(case: Case) -> str:
             lines.append(
                 f'    action: {{method: GET, url: "/probe/s{i}", expect: {{status: [200, 404]}}}}'
             )
+        elif step.poll is not None:
+            lines += [
+                "    action:",
+                "      method: PUT",
+                f'      url: "/s{i}/{{{{ run.id }}}}"',
+                "      json: {ready: true}",
+                "      poll:",
+                # Strict templates: a key only some answers hold is read with .get
+                "        until: \"response.json.get('ready') == true\"",
+                "        fail_if: \"response.json.get('failed') == true\"",
+                "        every: 1ms",
+                f"        timeout: {step.poll}",
+            ]
         else:
             lines.append(f'    action: {{method: PUT, url: "/s{i}/{{{{ run.id }}}}"}}')
         if step.kind == "compensatable":
@@ -138,6 +165,10 @@ def fault(kind: str, step: str, phase: str) -> Fault:
         return Fault(**where, status=503)
     if kind == "429":
         return Fault(**where, status=429, headers={"Retry-After": "0"})
+    if kind == "notyet":
+        return Fault(**where, status=200, body={"ready": False})
+    if kind == "failed":
+        return Fault(**where, status=200, body={"failed": True})
     named = {
         "late": ("delay_after", LATE),
         "drop": ("drop_after", 0.0),
@@ -262,6 +293,10 @@ def statistics(case: Case, service: Service, status: RunStatus) -> None:
         for later in kinds[i + 1 :]
     )
     event(f"outcome: {status.value}")
+    polled = [step for step in case.steps if step.poll is not None]
+    if polled:
+        answers = [k for step in polled for k in step.attempts["action"] if k in POLL_ANSWERS]
+        event(f"polled steps answered not done or failed: {bool(answers)}")
     event(f"faults drawn: {min(len(drawn), 10)}{'+' if len(drawn) >= 10 else ''}")
     event(f"faults met by the service: {any(f for kinds in met.values() for f in kinds)}")
     event(f"the service answered a request after one it did not: {doubt_then_answer}")
