@@ -105,3 +105,13 @@ def test_poll_expressions_are_checked_before_anything_is_sent(runs: Runs, servic
         result.stderr
     )
     assert service.received == []
+
+
+def test_plan_says_how_a_request_is_polled(runs: Runs, service: Service) -> None:
+    planned = runs("plan", str(runs.file(sagas.POLL)))
+    assert planned.exit_code == 0, planned.stderr
+    assert (
+        "polled every 10ms until response.json.state == 'done', failing if "
+        "response.json.state == 'failed' (at most 5s)" in planned.stdout
+    ), planned.stdout
+    assert service.received == []

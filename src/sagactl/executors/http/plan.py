@@ -82,7 +82,15 @@ def plan(
             call = step.request(phase)
             if isinstance(call, Request):
                 prepared = prepare(saga, step, phase, context, steps, renderer, check=False)
-                planned[-1].append((phase, describe(prepared)))
+                lines = describe(prepared)
+                if call.poll is not None:
+                    poll = call.poll
+                    lines.append(
+                        f"polled every {format_duration(poll.every)} until {poll.until}"
+                        + (f", failing if {poll.fail_if}" if poll.fail_if else "")
+                        + f" (at most {format_duration(poll.timeout)})"
+                    )
+                planned[-1].append((phase, lines))
             elif call is not None:
                 planned[-1].append((phase, [f"({call.kind} step: shown as it runs)"]))
     return planned
