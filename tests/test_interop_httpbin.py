@@ -426,3 +426,48 @@ steps:
     leaked = [form for form in forms if form.encode() in sinks]
     assert leaked == []
     assert b"***" in sinks
+
+
+def test_httpbin_accepts_the_credentials_auth_builds(tmp_path: Path, base: str) -> None:
+    """httpbin checks them itself: 401 unless Basic user:password, or a Bearer token, is right."""
+    secret = "pa55-w0rd-for-httpbin"
+    text = """\
+version: 1
+name: creds
+env: [BIN, EXPECTED]
+secrets: [S]
+defaults: {base_url: "{{ env.BIN }}", retry: {attempts: 1}}
+steps:
+  - id: basic
+    action:
+      method: GET
+      url: "/basic-auth/shop/{{ env.EXPECTED }}"
+      auth: {basic: [shop, "{{ secrets.S }}"]}
+      expect: {that: ["response.json.authenticated == true"]}
+  - id: bearer
+    action:
+      method: GET
+      url: /bearer
+      auth: {bearer: "{{ secrets.S }}"}
+      expect: {that: ["response.json.authenticated == true"]}
+  - id: headers
+    action: {method: GET, url: /response-headers, query: {Location: /elsewhere}}
+    outputs: {where: "{{ response.headers.location }}"}
+"""
+    path = tmp_path / "creds.yaml"
+    path.write_text(text)
+    journal = tmp_path / "journal.db"
+    env = {
+        "BIN": base,
+        "S": secret,
+        "EXPECTED": secret,
+        "NO_COLOR": "1",
+        "SAGACTL_JOURNAL": str(journal),
+    }
+    result = cli("run", str(path), env=env)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    with open_journal(journal) as store:
+        run_id = store.list_runs()[0].id
+        assert store.steps(run_id)[("headers", "action")].outputs == {"where": "/elsewhere"}
+    wrong = cli("run", str(path), env={**env, "S": "not-the-password"})
+    assert wrong.exit_code == 1 and "status 401" in wrong.stdout, wrong.stdout
