@@ -312,7 +312,38 @@ class Sinks:
         return found
 
 
-def run_everything(tmp: Path, echo: Echo, case: Case) -> Sinks:
+def on_a_terminal(args: list[str], env: dict[str, str], columns: int) -> bytes:
+    """Every byte the command line writes to a terminal (a pseudo-terminal: the live view),
+    stdout and stderr both."""
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sagactl", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**os.environ, **env, "TERM": "xterm", "COLUMNS": str(columns), "LINES": "30"},
+        close_fds=True,
+    )
+    os.close(slave)
+    out = bytearray()
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the other end closed: the process is gone
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    proc.wait(timeout=60)
+    return bytes(out)
+
+
+def run_everything(tmp: Path, echo: Echo, case: Case, *, terminal: bool = False) -> Sinks:
     saga = tmp / "secrets.yaml"
     saga.write_text(saga_text(case))
     journal = tmp / "journal.db"
@@ -333,6 +364,9 @@ def run_everything(tmp: Path, echo: Echo, case: Case) -> Sinks:
         parts[f"{name} stderr"] = result.stderr.encode()
         return result.stdout
 
+    if terminal:
+        for columns in (100, 40):
+            parts[f"terminal {columns}"] = on_a_terminal(["run", str(saga)], env, columns)
     first = keep("run -v", "run", str(saga), "-v", "--junit", str(junit))
     keep("run json", "run", str(saga), "--output", "json")
     keep("plan", "plan", str(saga))
@@ -364,6 +398,31 @@ def test_no_form_of_any_secret_reaches_any_sink(
     tmp = tmp_path_factory.mktemp("secrets")
     sinks = run_everything(tmp, echo, case)
     assert sinks.parts["run -v stdout"] or sinks.parts["run -v stderr"]
+    leaks = sinks.leaks(derived(case))
+    assert not leaks, leaks[:5]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        Case("ab+/Qzcd=ef", "tok-5ecr3t/+=value", "query", "urlencode", "fail"),
+        Case("p@ss w0rd/Qzé", "tok-5ecr3t/+=value", "basic", "none", "flaky"),
+        Case('Qz>?~ a b+/"cd=é', "tok-5ecr3t/+=value", "header", "none", "fail"),
+    ],
+    ids=["query-fail", "basic-flaky", "header-fail"],
+)
+def test_the_live_view_on_a_terminal_shows_no_secret(
+    case: Case, echo: Echo, tmp_path: Path
+) -> None:
+    """The live view (rich, on a pseudo-terminal) at two widths: every byte, control
+    sequences and all, searched as the other sinks are."""
+    sinks = run_everything(tmp_path, echo, case, terminal=True)
+    for columns in (100, 40):
+        shown = sinks.parts[f"terminal {columns}"]
+        assert b"\x1b[" in shown and b"tries" in shown, shown[:500]  # it was the live view
+        if case.path == "fail":
+            # the summary quotes the request and the echoed answer: masked
+            assert b"response: " in shown and b"***" in shown, shown[-2000:]
     leaks = sinks.leaks(derived(case))
     assert not leaks, leaks[:5]
 
