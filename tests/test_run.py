@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import sagas
-from helpers import TOKEN, Runs
+from helpers import TOKEN, Runs, cli
 from sagactl.journal import open_journal
 from sagactl.records import RunStatus
 from sagactl.testing.service import Fault, Service
@@ -558,3 +558,22 @@ def test_an_output_holding_a_secret_is_withheld_not_garbled(runs: Runs, service:
     assert TOKEN.encode() not in b"".join(
         p.read_bytes() for p in runs.journal.parent.glob("journal.db*")
     )
+
+
+def test_hints_quote_a_journal_path_with_a_space(tmp_path: Path, service: Service) -> None:
+    """A suggested command pastes as it is, also when the journal's path has a space."""
+    journal = tmp_path / "my journals" / "j.db"
+    journal.parent.mkdir()
+    saga = tmp_path / "pivot.yaml"
+    saga.write_text(sagas.PIVOT)
+    service.faults.append(Fault("PUT", "/ship/", status=400))
+    result = cli(
+        "run",
+        str(saga),
+        "--journal",
+        str(journal),
+        env={"BASE": service.url, "NO_COLOR": "1", "SAGACTL_JOURNAL": None},
+    )
+    assert result.exit_code == 3, result.stdout
+    run_id = result.stdout.splitlines()[0]
+    assert f"sagactl resume {run_id} --journal '{journal}'" in result.stdout, result.stdout

@@ -248,7 +248,13 @@ _EXIT = {"succeeded": 0, "compensated": 1, "cleaned": 0, "stuck": 3}
 
 
 def _journal_flag(journal: str | None) -> str:
-    return f" --journal {journal}" if journal and not os.environ.get("SAGACTL_JOURNAL") else ""
+    """What the suggested commands add so that they find the same journal, quoted for the
+    shell: a path with a space pastes as it is."""
+    import shlex
+
+    if not journal or os.environ.get("SAGACTL_JOURNAL"):
+        return ""
+    return f" --journal {shlex.quote(journal)}"
 
 
 @contextmanager
@@ -723,6 +729,7 @@ def demo(
 ) -> None:
     """Start demo services (inventory, pricing, search) on 127.0.0.1 and run the bundled
     add-product saga against them: once succeeding, once with search rejecting the product."""
+    import shlex
     import tempfile
 
     from sagactl.demo import DemoFaults, demo_services, run_demo, serve_instructions
@@ -742,7 +749,9 @@ def demo(
         from sagactl.journal import open_journal
 
         with open_journal(path) as store:
-            code = run_demo(store, faults, sys.stdout, _screen(f" --journal {path}"), stop=stop)
+            # Its own journal, whatever SAGACTL_JOURNAL says: the hints always name it.
+            flag = f" --journal {shlex.quote(str(path))}"
+            code = run_demo(store, faults, sys.stdout, _screen(flag), stop=stop)
     raise typer.Exit(code)
 
 
