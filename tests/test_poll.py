@@ -115,3 +115,17 @@ def test_plan_says_how_a_request_is_polled(runs: Runs, service: Service) -> None
         "response.json.state == 'failed' (at most 5s)" in planned.stdout
     ), planned.stdout
     assert service.received == []
+
+
+def test_a_poll_reads_the_whole_body_when_only_until_reads_it(runs: Runs, service: Service) -> None:
+    """An answer past what the journal keeps (64 KiB) is still read whole for `until`."""
+    big = "x" * 100_000
+    service.faults.append(Fault("GET", "/jobs/", status=200, body={"pad": big, "state": "running"}))
+    text = sagas.POLL.replace('    outputs: {result: "{{ response.json.result }}"}\n', "")
+    text = text.replace(
+        '/jobs/{{ run.id }}", json: {state: done, result: 42}',
+        '/jobs/{{ run.id }}", json: {state: done, pad: "' + "y" * 100_000 + '"}',
+    )
+    result, run_id = runs.run(text)
+    assert result.exit_code == 0, result.stdout[-2000:]
+    assert [o for _, o in attempts(runs, run_id)] == ["pending", "success"]

@@ -121,7 +121,11 @@ def _request(
         else DEFAULT_MAX_RESPONSE,
         follow_redirects=bool(raw.get("follow_redirects", False)),
         poll=_poll(raw["poll"]) if "poll" in raw else None,
-        reads_body=_reads_body(that, bare=True) or _reads_body([outputs or {}]),
+        reads_body=_reads_body(that, bare=True)
+        or _reads_body([outputs or {}])
+        or _reads_body(
+            [(raw.get("poll") or {}).get(key) for key in ("until", "fail_if")], bare=True
+        ),
         reads_steps=any(
             ref.root == "steps"
             for text in strings_in(

@@ -759,6 +759,7 @@ class Engine:
                 )
             )
             began = self.clock()
+            not_ready = False
             result = executor.attempt(prepared, context, check)
             pending = result.outcome is Outcome.SUCCESS and not_ready
             if pending:
