@@ -220,3 +220,34 @@ def test_a_run_killed_while_polling_polls_on_when_resumed(crash: Crash) -> None:
         outcomes = [a.outcome for a in journal.attempts(run_id) if a.step_id == "wait"]
     assert outcomes[-1] == "success" and outcomes.count("pending") >= 2, outcomes
     assert [key for key, _, _ in crash.service.applied] == [f"{run_id}.start.action"]
+
+
+def test_a_poll_that_took_effect_is_undone_after_a_kill(crash: Crash) -> None:
+    """A polled request that changes something (a PUT that starts a job, answered "running"
+    and sent again until done) took effect with its first answer: killed while it waits to
+    poll again, the run is compensated, and nothing is left."""
+    crash.saga.write_text(
+        """\
+version: 1
+name: job
+env: [BASE]
+defaults: {base_url: "{{ env.BASE }}"}
+steps:
+  - id: job
+    action:
+      method: PUT
+      url: "/jobs/{{ run.id }}"
+      json: {state: running}
+      poll: {until: "response.json.state == 'done'", every: 100ms, timeout: 1m}
+    compensate: {method: DELETE, url: "/jobs/{{ run.id }}"}
+"""
+    )
+    proc = crash.start("run", str(crash.saga))
+    wait_for(lambda: len(crash.service.requests("PUT", "/jobs/")) >= 2)
+    proc.kill()
+    proc.communicate(timeout=20)
+    run_id = crash.run_id()
+    assert crash.service.resources  # the job was started
+    code, out, err = crash.cli("compensate", run_id)
+    assert code == 0, out + err
+    assert crash.service.resources == {}

@@ -374,6 +374,21 @@ def test_a_step_with_an_attempt_in_doubt_stays_in_doubt_whatever_came_after(
     assert journal.steps("R0001")[("a", "action")].state is StepState.IN_DOUBT
 
 
+def test_an_attempt_that_took_effect_before_the_last_leaves_the_step_applied(
+    journal: Journal,
+) -> None:
+    """A poll's answer that the work is not done yet took effect: a crash while the step
+    waits to poll again leaves a step that a compensation undoes."""
+    new_run(journal)
+    journal.finish_attempt(
+        begin(journal, "a", 1), outcome="pending", duration_ms=1.0, status=202, applied=True
+    )
+    assert journal.steps("R0001")[("a", "action")].applied
+    journal.settle_interrupted("R0001")
+    step = journal.steps("R0001")[("a", "action")]
+    assert (step.state, step.applied) == (StepState.IN_DOUBT, True)
+
+
 # --- a crash between two calls: a real process, killed -------------------------------------
 
 DIES = textwrap.dedent("""

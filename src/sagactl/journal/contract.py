@@ -207,7 +207,10 @@ class Journal(Protocol):
     ) -> None:
         """Record an attempt's result and, when it was the step's last, the step's new state
         (`applied`: whether it may have taken effect; `step_error`: why it did not succeed),
-        both in one transaction. Bodies and messages may be cut to what the journal keeps.
+        both in one transaction. An attempt that is not the last but took effect (a poll's
+        answer that the work is not done yet) still marks the step `applied`, so that a crash
+        before its last attempt leaves a step that a compensation undoes. Bodies and
+        messages may be cut to what the journal keeps.
 
         Durable when it returns, unless `defer`: then it is written by this object's next
         write (whatever it is) or by `flush`, and until then a crash leaves the attempt
@@ -226,6 +229,7 @@ class Journal(Protocol):
         `in_doubt` when any of its attempts is, or an earlier settling found it so; a step
         between attempts that all had a definite answer stays `running`. Returns how many
         attempts had no result; commits nothing of its own when there is nothing to settle.
+        A step marked `applied` by an attempt that was not its last is settled `in_doubt` too.
         Run only by the run's owner, so no attempt of a live process is settled."""
         ...
 

@@ -760,6 +760,15 @@ class SqliteJournal:
                 ),
             )
         ]
+        if step_state is None and applied:
+            # Not the last attempt, but it took effect: a crash before the last must leave a
+            # step that compensation undoes (settled in doubt).
+            statements.append(
+                (
+                    "UPDATE steps SET applied = 1 WHERE run_id = ? AND step_id = ? AND phase = ?",
+                    (attempt.run_id, attempt.step_id, attempt.phase),
+                )
+            )
         if step_state is not None:
             statements.append(
                 (
