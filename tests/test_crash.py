@@ -216,7 +216,9 @@ def test_a_run_killed_while_polling_polls_on_when_resumed(crash: Crash) -> None:
     code, out, err = crash.cli("resume", run_id)
     assert code == 0, out + err
     with open_journal(crash.journal) as journal:
-        assert journal.steps(run_id)[("wait", "action")].outputs == {"result": 42}
+        step = journal.steps(run_id)[("wait", "action")]
+        # settled in doubt by the resume, then a success: no doubt left to tell of
+        assert (step.state, step.outputs, step.error) == (StepState.SUCCEEDED, {"result": 42}, None)
         outcomes = [a.outcome for a in journal.attempts(run_id) if a.step_id == "wait"]
     assert outcomes[-1] == "success" and outcomes.count("pending") >= 2, outcomes
     assert [key for key, _, _ in crash.service.applied] == [f"{run_id}.start.action"]
@@ -251,3 +253,25 @@ steps:
     code, out, err = crash.cli("compensate", run_id)
     assert code == 0, out + err
     assert crash.service.resources == {}
+
+
+def test_a_resumed_poll_keeps_the_timeout_of_the_first_poll(crash: Crash) -> None:
+    import time
+
+    crash.saga.write_text(
+        sagas.POLL.replace("every: 10ms", "every: 50ms").replace("timeout: 5s", "timeout: 1s")
+    )
+    crash.service.faults.append(
+        Fault("GET", "/jobs/", status=200, body={"state": "running"}, times=None)
+    )
+    proc = crash.start("run", str(crash.saga))
+    wait_for(lambda: len(crash.service.requests("GET", "/jobs/")) >= 2)
+    first = crash.service.requests("GET", "/jobs/")[0].at
+    proc.kill()
+    proc.communicate(timeout=20)
+    wait_for(lambda: time.monotonic() - first > 1.1)  # past the timeout, from the first poll
+    before = len(crash.service.requests("GET", "/jobs/"))
+    code, out, err = crash.cli("resume", crash.run_id())
+    assert code == 1, out + err
+    assert "poll: not done after 1s" in out, out
+    assert len(crash.service.requests("GET", "/jobs/")) - before == 1  # one look, not 1s more

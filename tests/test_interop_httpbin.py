@@ -471,3 +471,56 @@ steps:
         assert store.steps(run_id)[("headers", "action")].outputs == {"where": "/elsewhere"}
     wrong = cli("run", str(path), env={**env, "S": "not-the-password"})
     assert wrong.exit_code == 1 and "status 401" in wrong.stdout, wrong.stdout
+
+
+def test_a_cookie_a_service_sets_is_never_sent_again(tmp_path: Path, base: str) -> None:
+    """httpbin sets a session cookie; the next request, to it or after a redirect, carries no
+    cookie the saga did not write (and nothing would mask it)."""
+    code, out, store = run(
+        tmp_path,
+        base,
+        saga(
+            "{method: GET, url: /cookies, follow_redirects: false}",
+            outputs='    outputs: {cookies: "{{ response.json.cookies }}"}\n',
+        ).replace(
+            "action: {method: POST, url: /anything/first}",
+            "action: {method: GET, url: /cookies/set, query: {sid: SESSIONVALUE}, "
+            "expect: {status: [302]}}",
+        ),
+    )
+    assert code == 0, out
+    run_id = store.list_runs()[0].id
+    assert store.steps(run_id)[("call", "action")].outputs == {"cookies": {}}
+    code, out, store = run(
+        tmp_path,
+        base,
+        saga(
+            "{method: GET, url: /cookies/set, query: {sid: SESSIONVALUE}, follow_redirects: true}",
+            outputs='    outputs: {cookies: "{{ response.json.cookies }}"}\n',
+        ),
+    )
+    assert code == 0, out
+    run_id = store.list_runs()[0].id
+    assert store.steps(run_id)[("call", "action")].outputs == {"cookies": {}}
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/status/404", "/status/500", "ftp://127.0.0.1/x", "/redirect/12"],
+    ids=["404", "500", "another-scheme", "too-many"],
+)
+def test_a_post_answered_with_a_redirect_took_effect_whatever_follows(
+    tmp_path: Path, base: str, target: str
+) -> None:
+    """A 303 after a POST says its effect is done: when the redirect then fails, the step is
+    undone like one that took effect, not dropped like one that never did."""
+    code, out, store = run(
+        tmp_path,
+        base,
+        saga(
+            "{method: POST, url: /redirect-to, query: {url: '" + target + "', status_code: 303}, "
+            "follow_redirects: true}"
+        ),
+    )
+    assert code == 1, out
+    assert undone(store), out

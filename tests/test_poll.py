@@ -129,3 +129,21 @@ def test_a_poll_reads_the_whole_body_when_only_until_reads_it(runs: Runs, servic
     result, run_id = runs.run(text)
     assert result.exit_code == 0, result.stdout[-2000:]
     assert [o for _, o in attempts(runs, run_id)] == ["pending", "success"]
+
+
+def test_a_poll_without_a_pause_is_refused(runs: Runs, service: Service) -> None:
+    result = runs("run", str(runs.file(sagas.POLL.replace("every: 10ms", "every: 0s"))))
+    assert result.exit_code == 2
+    assert "steps[1].action.poll.every: a wait of 0 polls without pause" in result.stderr, (
+        result.stderr
+    )
+    assert service.received == []
+
+
+def test_a_json_null_body_is_not_called_not_json() -> None:
+    from sagactl.engine.attempts import body_hint
+    from sagactl.executors.base import ResponseView
+
+    assert body_hint(ResponseView(200, {}, "null", 1.0), "response.json.ok") == ""
+    hint = body_hint(ResponseView(200, {"content-type": "text/html"}, "<p>", 1.0), "response.json")
+    assert hint == " (the body is not JSON; Content-Type: text/html)"

@@ -211,3 +211,12 @@ def test_a_bad_run_id_with_several_files_is_named_as_given(runs: Runs, service: 
     bad = runs("run", *files, "--run-id", "bad id")
     assert bad.exit_code == 2 and "--run-id 'bad id': use 4 to 64" in bad.stderr, bad.stderr
     assert service.received == []
+
+
+def test_a_taken_run_id_is_refused_before_any_run_starts(runs: Runs, service: Service) -> None:
+    files = [str(runs.file(sagas.THREE, "one.yaml")), str(runs.file(sagas.TCC, "two.yaml"))]
+    assert runs("run", files[1], "--run-id", "bld9-tcc").exit_code == 0
+    count = len(service.received)
+    clash = runs("run", *files, "--run-id", "bld9")
+    assert clash.exit_code == 4 and "a run with id bld9-tcc already exists" in clash.stderr
+    assert len(service.received) == count  # bld9-three was not run either

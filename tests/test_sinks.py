@@ -48,7 +48,7 @@ SINKS: dict[str, str] = {
     "redact._MaskedStream.write": "not a sink: the mask itself",
     "definition.templating._BoundedCodeGenerator.visit_Concat": "not a sink: generated code",
     "executors.http.transport._Stream.write": "not a sink: the network",
-    "executors.http.attempt.attempt": "not a sink: the network (client.send)",
+    "executors.http.attempt._attempt": "not a sink: the network (client.send)",
 }
 """Every function that calls a writer, by module and qualified name."""
 

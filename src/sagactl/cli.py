@@ -471,6 +471,8 @@ def run(
                 check_run_id(rid)  # all of them, before the first run starts
         from_file = read_inputs_file(inputs_file) if inputs_file else None
         inputs = resolve_many(sagas, input_values or [], from_file)
+        if run_id is not None:
+            _refuse_taken([r for r in run_ids if r is not None], journal)
 
     def starter(saga: Any, values: Any, run_id: str | None) -> Call:
         return lambda store, renderer, stop: start_run(
@@ -511,6 +513,21 @@ def run(
         if cleanup
         else None,
     )
+
+
+def _refuse_taken(run_ids: list[str], journal: str | None) -> None:
+    """Raise JournalError (exit 4) when a chosen run id is taken, before any run starts:
+    with several files, a clash found at the second would come after the first had run."""
+    from sagactl.errors import JournalError
+    from sagactl.journal import open_journal
+
+    with open_journal(journal) as store:
+        for rid in run_ids:
+            try:
+                store.get_run(rid)
+            except JournalError:
+                continue
+            raise JournalError(f"a run with id {rid} already exists: choose another --run-id")
 
 
 def _usage(message: str) -> Exception:

@@ -195,7 +195,7 @@ class Poll:
     every: float = 2.0
     """Seconds between polls."""
     timeout: float = 600.0
-    """Seconds of polling at most, from the first poll of the process polling."""
+    """Seconds of polling at most, from the first poll (of whichever process polled first)."""
 
 
 class Call(Protocol):

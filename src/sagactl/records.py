@@ -144,8 +144,9 @@ class AttemptRecord:
     request_headers: dict[str, str]
     request_body: str | None
     outcome: str | None
-    """`success`, `retryable`, `failure`, `interrupted` (`in_doubt` in journals of sagactl
-    0.1's first schemas); None while in flight."""
+    """`success`, `retryable`, `failure`, `pending` (a poll answered, not done yet),
+    `interrupted` (`in_doubt` in journals of sagactl 0.1's first schemas); None while in
+    flight."""
     status: int | None
     error_class: str | None
     error_message: str | None

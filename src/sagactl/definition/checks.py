@@ -222,6 +222,18 @@ def _check_requests(checker: Checker, request: Any, path: JsonPath, scope: Scope
             if isinstance(text, str) and text:
                 checker.check_text(text, (*path, "expect", "that", i), that_scope, bare=True)
     poll = request.get("poll")
+    if isinstance(poll, dict) and "every" in poll:
+        from sagactl.model import parse_duration
+
+        try:
+            if parse_duration(poll["every"]) <= 0:
+                checker.error(
+                    (*path, "poll", "every"),
+                    "a wait of 0 polls without pause, a journal write each time: give one "
+                    "more than 0 (2s, 500ms)",
+                )
+        except (ValueError, TypeError):
+            pass  # the schema said what is wrong with it
     if isinstance(poll, dict):
         for key in ("until", "fail_if"):
             if isinstance(poll.get(key), str) and poll[key]:

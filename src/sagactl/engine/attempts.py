@@ -41,8 +41,13 @@ def step_error(error: str | None, doubt: Doubt | None, last: int) -> str | None:
 def body_hint(view: ResponseView, template: str) -> str:
     """Why a check or output that reads `response.json` failed, when the body is the reason:
     it is empty, or not JSON (its Content-Type said). Empty when the body is JSON."""
-    if "response.json" not in template or view.json is not None:
+    if "response.json" not in template:
         return ""
+    try:
+        json.loads(view.text)
+        return ""  # JSON, `null` too: the body is not the reason
+    except (ValueError, RecursionError):
+        pass
     what = "empty" if not view.text.strip() else "not JSON"
     kind = next((v for k, v in view.headers.items() if k.lower() == "content-type"), None)
     return f" (the body is {what}{f'; Content-Type: {kind}' if kind else ''})"

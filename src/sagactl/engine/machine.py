@@ -709,6 +709,18 @@ class Engine:
         polls = 0
         """Answers so far that said the work is not done yet."""
         poll_since: float | None = None
+        if poll is not None and offset:
+            # Polled by an earlier process too: its timeout runs from the first poll ever.
+            first = next(
+                (
+                    a.started_at
+                    for a in journal.attempts(run_id)
+                    if (a.step_id, a.phase, a.outcome) == (step.id, phase_name, "pending")
+                ),
+                None,
+            )
+            if first is not None:
+                poll_since = self.clock() - max(0.0, time.time() - first)
         not_ready = False
 
         def check(view: ResponseView) -> tuple[dict[str, Any], str | None]:
@@ -840,7 +852,10 @@ class Engine:
                 step_state=state,
                 applied=doubt is not None or applied,
                 outputs=self._journaled_outputs(step, result.outputs) if state else None,
-                step_error=step_error(error, doubt, context.number) if state else None,
+                # A success settles doubt: a succeeded step carries no error.
+                step_error=step_error(error, doubt, context.number)
+                if state is not None and state is not StepState.SUCCEEDED
+                else None,
                 defer=state is not None,
             )
             self.emit(

@@ -10,6 +10,7 @@ events are the engine's.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import email.utils
 import math
 import re
@@ -157,6 +158,24 @@ def attempt(
 ) -> AttemptResult:
     """Send the request once and classify what came back. `headers` are this attempt's own
     (`Saga-Attempt`, `traceparent`…), sent after the request's."""
+    followed: list[int] = []
+    result = _attempt(client, request, headers, check, clock, followed)
+    if followed and request.method not in _SAFE and not result.applied:
+        # A request that changes something was answered with a redirect (303 after a POST,
+        # most often: the effect is done): whatever the redirect met, it may have taken effect.
+        return dataclasses.replace(result, applied=True)
+    return result
+
+
+def _attempt(
+    client: httpx.Client,
+    request: PreparedRequest,
+    headers: Mapping[str, str],
+    check: Check,
+    clock: Callable[[], float],
+    followed: list[int],
+) -> AttemptResult:
+    """`attempt`, noting in `followed` each redirect it follows."""
     started = clock()
 
     def took() -> float:
@@ -197,11 +216,11 @@ def attempt(
                         error_class="TooManyRedirects",
                         error_message=f"status {response.status_code}: more than "
                         f"{MAX_REDIRECTS} redirects (the last to {following.url})",
-                        # A redirect can come after the effect (303 after a POST).
-                        applied=built.method not in _SAFE,
+                        # (`attempt` marks it applied when the first request was not safe)
                     )
                 response.close()
                 built, hops = following, hops + 1
+                followed.append(hops)
                 response = client.send(built, stream=True)
             try:
                 status = response.status_code

@@ -10,6 +10,7 @@ fails with httpcore's own timeout, which httpx reports as usual (ReadTimeout, Wr
 
 from __future__ import annotations
 
+import http.cookiejar
 import socket
 import ssl
 import threading
@@ -194,4 +195,14 @@ def client(concurrency: int = 8) -> httpx.Client:
         transport=_LazyTLS(limits),
         mounts={"http://": DeadlineTransport(limits, verify=False)},
         headers={"Accept-Encoding": "gzip, deflate"},
+        # No cookie jar: a cookie a service sets is not sent again, to it or to any other
+        # (cookies ignore ports), nor shown unmasked. A saga sends the cookies it writes.
+        cookies=http.cookiejar.CookieJar(policy=_RefuseCookies()),
     )
+
+
+class _RefuseCookies(http.cookiejar.DefaultCookiePolicy):
+    """Keeps no cookie a response sets."""
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
