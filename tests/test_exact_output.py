@@ -434,3 +434,16 @@ HH:MM:SS.mmm -- cleanup: undo every step
 run RUN-LOOK cleaned in N.NNs (succeeded; --cleanup had nothing to undo)
 """
     ), out
+
+
+def test_compensating_a_run_cleaned_up_already_sends_nothing(runs: Runs, service: Service) -> None:
+    code, _ = run(runs, saga(runs, "smoke", CLEANED), "RUN-TWICE", "--cleanup")
+    assert code == 0
+    count = len(service.received)
+    again = runs("compensate", "RUN-TWICE", COLUMNS="80")
+    assert again.exit_code == 0, again.stdout + again.stderr
+    out = normalized(again.stdout, runs)
+    assert out.endswith(
+        "run RUN-TWICE cleaned in N.NNs (it was cleaned up already: nothing more to undo)\n"
+    ), out
+    assert len(service.received) == count

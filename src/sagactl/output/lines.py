@@ -66,10 +66,15 @@ def run_verb(event: RunStarted) -> str:
     return "resuming" if event.resumed else "running"
 
 
-def outcome_line(event: RunFinished, cleanup: bool = False, undone: int = 0) -> str:
+def outcome_line(
+    event: RunFinished, cleanup: bool = False, undone: int = 0, *, just_run: bool = True
+) -> str:
     """What the run's end means, after `run ID STATUS in Ns`: a cleanup's end is a success.
-    `undone`: how many compensations the cleanup ran."""
+    `undone`: how many compensations this command ran; `just_run`: whether the run it
+    cleans up ran in this command (else it may have been cleaned up before)."""
     if event.status == "cleaned":
+        if not undone and not just_run:
+            return "it was cleaned up already: nothing more to undo"
         if not undone:
             return "succeeded; --cleanup had nothing to undo"
         return f"succeeded, then --cleanup undid {undone} step{'s' if undone != 1 else ''}"
@@ -98,6 +103,8 @@ class PlainLines:
         self.cleanup = False
         self.undone = 0
         """Compensations that succeeded in this command's drive of the run."""
+        self.just_run = False
+        """The run being driven is the one this command just ran (a cleanup of it)."""
         self.finished: str | None = None
         """The run whose summary was printed last: a cleanup of it goes on its output."""
 
@@ -117,6 +124,7 @@ class PlainLines:
             self.failures = {}
             self.undone = 0
             self.cleanup = event.cleanup
+            self.just_run = event.run_id == self.finished
             if event.cleanup and event.run_id == self.finished:
                 # The cleanup of the run just shown: its output goes on, without a new header.
                 if not self.quiet:
@@ -175,7 +183,7 @@ class PlainLines:
     def summary(self, event: RunFinished) -> None:
         self.finished = event.run_id
         text = f"run {event.run_id} {event.status} in {event.duration_s:.2f}s"
-        meaning = outcome_line(event, self.cleanup, self.undone)
+        meaning = outcome_line(event, self.cleanup, self.undone, just_run=self.just_run)
         if meaning:
             text += f" ({meaning})"
         failure = cause_of(event, self.failures)

@@ -157,6 +157,9 @@ class LiveView:
         self.step_width = 4
         self.cleanup = False
         self.undone = 0
+        self.finished: str | None = None
+        """The run whose summary was printed last: a cleanup of it is part of this command."""
+        self.just_run = False
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, RunStarted):
@@ -165,12 +168,14 @@ class LiveView:
         if isinstance(event, RunFinished):
             self.close()
             self.print_summary(event)
+            self.finished = event.run_id
             return
         self.update(event)
         if self.live is not None:
             self.live.refresh()
 
     def start(self, event: RunStarted) -> None:
+        self.just_run = event.run_id == self.finished
         self.rows.clear()
         self.failures = {}
         self.cleanup, self.undone = event.cleanup, 0
@@ -365,7 +370,7 @@ class LiveView:
             (event.status, f"bold {style}"),
             f" in {event.duration_s:.2f}s  run {event.run_id}",
         )
-        meaning = outcome_line(event, self.cleanup, self.undone)
+        meaning = outcome_line(event, self.cleanup, self.undone, just_run=self.just_run)
         if meaning:
             head.append(f" ({meaning})")
         lines = [head]
