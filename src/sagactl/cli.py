@@ -456,19 +456,19 @@ def run(
         run_ids: list[str | None] = [run_id] * len(sagas)
         if run_id is not None:
             check_run_id(run_id)
-        if run_id and len(sagas) > 1:
-            # One run per file, each named after its saga, so that CI ties them to its build.
-            named = [f"{run_id}-{saga.name}" for saga in sagas]
-            run_ids = list(named)
-            twice = sorted({r for r in named if named.count(r) > 1})
-            if twice:
-                raise _usage(
-                    f"--run-id {run_id} with several files names each run {run_id}-<saga "
-                    f"name>, and these would be given twice: {', '.join(twice)}"
-                )
-        for rid in run_ids:
-            if rid is not None:
-                check_run_id(rid)  # all of them, before the first run starts
+            if len(sagas) > 1:
+                # One run per file, each named after its saga, so that CI ties them to its
+                # build; every id checked before the first run starts.
+                named = [f"{run_id}-{saga.name}" for saga in sagas]
+                twice = sorted({r for r in named if named.count(r) > 1})
+                if twice:
+                    raise _usage(
+                        f"--run-id {run_id} with several files names each run {run_id}-<saga "
+                        f"name>, and these would be given twice: {', '.join(twice)}"
+                    )
+                for rid in named:
+                    check_run_id(rid)
+                run_ids = list(named)
         from_file = read_inputs_file(inputs_file) if inputs_file else None
         inputs = resolve_many(sagas, input_values or [], from_file)
         if run_id is not None:

@@ -741,8 +741,13 @@ class Renderer:
         return value
 
     def evaluate(self, expression: str, context: Mapping[str, Any]) -> Any:
-        """The value of a bare expression. Raises TemplateProblem."""
-        return self.render("{{ " + expression + " }}", context)
+        """The value of a bare expression. Raises TemplateProblem, saying what is wrong
+        without repeating the expression (its caller names it)."""
+        template = "{{ " + expression + " }}"
+        try:
+            return self.render(template, context)
+        except TemplateProblem as exc:
+            raise TemplateProblem(str(exc).removeprefix(f"{template.strip()}: ")) from None
 
     def actual(self, expression: str, context: Mapping[str, Any]) -> tuple[bool, Any]:
         """For a comparison `A == B`, (True, the value of A): what a failed expectation

@@ -145,10 +145,11 @@ class Engine:
         """Outputs of earlier processes that held a secret and were not journaled."""
         self._started = clock()
         self._cause: tuple[str, str] | None = None
+        """The step and phase the run's error names."""
         self._cleanup = False
         """The run's compensation is the cleanup of a run that succeeded."""
         self._pivot_journaled = run.pivot_passed
-        """The step and phase the run's error names."""
+        """Whether the journal says a pivot forbids rolling back (`RunRecord.pivot_passed`)."""
         self._deadline: float | None = None
         if saga.timeout is not None:
             self._deadline = clock() + saga.timeout - (time.time() - run.created_at)
@@ -225,9 +226,10 @@ class Engine:
                 status = self._confirm()
             else:
                 status = self._forward()
-            if status is RunStatus.STUCK and not run.pivot_passed and self._pivot_block():
-                # So that `show` and the operator's commands know compensating is refused.
-                self.journal.set_run(self.run_id, pivot_passed=True)
+            if status is RunStatus.STUCK and self._pivot_block():
+                # A pivot that blocked already in an earlier process, or in a journal of an
+                # older sagactl: `show` and the operator's commands must know it too.
+                self._journal_pivot()
         except Interrupted as exc:
             self.journal.settle_interrupted(self.run_id)
             raise Interrupted(self.run_id, exc.exit_code) from None
@@ -637,7 +639,6 @@ class Engine:
         if (
             phase is Phase.ACTION
             and step.kind is StepKind.PIVOT
-            and not self._pivot_journaled
             and (
                 result.state in (StepState.SUCCEEDED, StepState.IN_DOUBT)
                 or (result.state is StepState.FAILED and result.applied)
@@ -645,9 +646,14 @@ class Engine:
         ):
             # From now on the run can only go forward: journaled at once, so that whoever
             # finds it stuck or interrupted is offered `resume` alone.
+            self._journal_pivot()
+        return result
+
+    def _journal_pivot(self) -> None:
+        """Journal, once, that a pivot forbids rolling back the run."""
+        if not self._pivot_journaled:
             self._pivot_journaled = True
             self.journal.set_run(self.run_id, pivot_passed=True)
-        return result
 
     def _send(self, step: Step, phase: Phase) -> _Result:
         executor = self._executor(step, phase)
@@ -778,14 +784,13 @@ class Engine:
                 assert poll is not None
                 polls += 1
                 poll_since = began if poll_since is None else poll_since
-                now = self.clock()
-                if now + poll.every - poll_since > poll.timeout or (
-                    deadline is not None and now + poll.every > deadline
-                ):
+                next_poll = self.clock() + poll.every
+                out_of_time = next_poll - poll_since > poll.timeout
+                if out_of_time or (deadline is not None and next_poll > deadline):
                     pending = False
                     over = (
                         f"not done after {format_duration(poll.timeout)}"
-                        if now + poll.every - poll_since > poll.timeout
+                        if out_of_time
                         else "the saga's timeout passed"
                     )
                     result = AttemptResult(
@@ -950,8 +955,7 @@ class Engine:
             try:
                 value = self.renderer.evaluate(expression, scope)
             except TemplateProblem as exc:
-                problem = str(exc).removeprefix(f"{{{{ {expression} }}}}: ")
-                return False, f"poll.{key} {expression}: {problem}{body_hint(view, expression)}"
+                return False, f"poll.{key} {expression}: {exc}{body_hint(view, expression)}"
             if failing and value:
                 return False, f"poll.fail_if {expression}: is true"
             if not failing:
@@ -979,9 +983,7 @@ class Engine:
             try:
                 value = self.renderer.evaluate(expression, scope)
             except TemplateProblem as exc:
-                # The problem names the expression as rendered; the message names it already.
-                problem = str(exc).removeprefix(f"{{{{ {expression} }}}}: ")
-                return {}, f"expect.that[{i}] {expression}: {problem}{body_hint(view, expression)}"
+                return {}, f"expect.that[{i}] {expression}: {exc}{body_hint(view, expression)}"
             if not value:
                 known, actual = self.renderer.actual(expression, scope)
                 shown = (
