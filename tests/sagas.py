@@ -124,3 +124,37 @@ steps:
         timeout: 5s
     outputs: {result: "{{ response.json.result }}"}
 """
+
+
+# An order of lines, one step instance per line (SPEC §2.5): `/orders/<run>`, then
+# `/lines/<run>/<index>` for each sku, then `/totals/<run>` with the list of the lines' skus.
+ORDER = """\
+version: 1
+name: order
+inputs:
+  skus: {type: array, items: {type: string}}
+env: [BASE]
+defaults:
+  base_url: "{{ env.BASE }}"
+  retry: {attempts: 2, backoff: 10ms, jitter: false}
+steps:
+  - id: order
+    action: {method: PUT, url: "/orders/{{ run.id }}", json: {lines: "{{ inputs.skus | length }}"}}
+    compensate: {method: DELETE, url: "/orders/{{ run.id }}"}
+  - id: lines
+    foreach: "{{ inputs.skus }}"
+    as: sku
+    action:
+      method: PUT
+      url: "/lines/{{ run.id }}/{{ item.index }}"
+      json: {sku: "{{ item.sku }}", line: "{{ item.index }}"}
+    outputs: {sku: "{{ response.json.sku }}"}
+    compensate:
+      method: DELETE
+      url: "/lines/{{ run.id }}/{{ item.index }}"
+      expect: {status: [200, 404]}
+  - id: total
+    action:
+      {method: PUT, url: "/totals/{{ run.id }}", json: {skus: "{{ steps.lines.outputs.sku }}"}}
+    compensate: {method: DELETE, url: "/totals/{{ run.id }}"}
+"""

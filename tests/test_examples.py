@@ -14,7 +14,7 @@ EXAMPLES = sorted(SAGAS.glob("*.yaml"))
 
 def test_there_are_the_promised_examples() -> None:
     names = {p.stem for p in EXAMPLES}
-    assert {"add-product", "book-trip", "warm-regions", "provision"} <= names
+    assert {"add-product", "book-trip", "warm-regions", "provision", "order"} <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)

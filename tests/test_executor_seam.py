@@ -18,7 +18,7 @@ import pytest
 from helpers import cli
 from sagactl.definition.kinds import Kind, register, unregister
 from sagactl.definition.loader import load_text
-from sagactl.definition.scope import idempotency_key, step_scope
+from sagactl.definition.scope import step_scope
 from sagactl.definition.templating import Renderer
 from sagactl.engine.machine import Engine
 from sagactl.engine.runs import create_run
@@ -35,10 +35,10 @@ from sagactl.executors.base import (
 )
 from sagactl.executors.http.executor import HttpExecutor
 from sagactl.journal import open_journal
-from sagactl.model import DEFAULT_RETRY, Phase, RetryPolicy, Saga, Step
+from sagactl.model import DEFAULT_RETRY, Item, Phase, RetryPolicy, Saga, Step
 from sagactl.output.junit import RunReport, write_junit
 from sagactl.output.run_views import format_show
-from sagactl.records import RunStatus, StepState
+from sagactl.records import RunStatus, StepState, item_key
 from sagactl.testing.service import Service
 
 
@@ -114,14 +114,15 @@ class LedgerExecutor:
         renderer: Renderer,
         *,
         secrets: Any = None,
+        item: Item | None = None,
     ) -> LedgerEntry:
         call = step.request(phase)
         assert isinstance(call, LedgerCall)
-        scope = step_scope(context, step.id, phase, steps)
+        scope = step_scope(context, step.id, phase, steps, item=item)
         return LedgerEntry(
-            step.id,
+            step.id if item is None else item_key(step.id, item.index),
             phase,
-            idempotency_key(context["run"]["id"], step.id, phase),
+            scope["step"]["idempotency_key"],
             call.retry,
             str(renderer.render(call.entry, scope)),
             call.undo,

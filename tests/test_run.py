@@ -12,6 +12,7 @@ import pytest
 import sagas
 from helpers import TOKEN, Runs, cli
 from sagactl.journal import open_journal
+from sagactl.journal.sqlite import SCHEMA_VERSION
 from sagactl.records import RunStatus
 from sagactl.testing.service import Fault, Service
 
@@ -473,9 +474,10 @@ def test_a_journal_of_an_older_schema_is_migrated_and_its_runs_still_show(
         None,
     )
     db = sqlite3.connect(runs.journal)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 5
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     with open_journal(runs.journal) as journal:
         assert journal.get_run("OLD1").cleanup is False
+        assert all(record.items is None for record in journal.steps("OLD1").values())
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     db.close()
     shown = [runs("show", run_id, "--output", "json") for run_id in ("OLD1", new_run)]

@@ -82,6 +82,8 @@ def test_every_key_of_the_spec_example_is_in_the_schema() -> None:
         "description",
         "needs",
         "safe",
+        "foreach",
+        "as",
         "action",
         "compensate",
         "confirm",

@@ -138,6 +138,7 @@ LOCATIONS = (
     "vars",
     "env",
     "compensate",
+    "foreach",
 )
 PATHS = ("ok", "ok-ascii", "fail", "flaky")
 
@@ -180,8 +181,9 @@ def expression(case: Case, source: str = "secrets.S") -> str:
 
 def saga_text(case: Case) -> str:
     """Step `a` carries the secret as the case says; step `b` sends a's echo back as a bearer
-    token and a's output as a header (both outputs hold the secret); `c` fails on the
-    failure path, so that `a` and `b` are compensated."""
+    token and a's output as a header (both outputs hold the secret); for `foreach`, step
+    `d` runs once per item of a list holding the secret, each item in its URL; `c` fails on
+    the failure path, so that `a`, `b` (and `d`) are compensated."""
     x = "{{ " + expression(case) + " }}"
     url = f"/{case.path}/a"
     fields: dict[str, str] = {}
@@ -239,6 +241,17 @@ def saga_text(case: Case) -> str:
         '"{{ steps.a.outputs.token }}"}}',
         '    outputs: {text: "{{ response.text }}"}',
         '    compensate: {method: DELETE, url: "/ok/undo-b"}',
+    ]
+    if case.location == "foreach":
+        lines += [
+            "  - id: d",
+            f"    foreach: {json.dumps('{{ [' + expression(case) + ', ' + repr('plain') + '] }}')}",
+            "    as: v",
+            f'    action: {{method: PUT, url: "/{case.path}/d/{{{{ item.v }}}}"}}',
+            '    outputs: {echo: "{{ response.json.request }}"}',
+            '    compensate: {method: DELETE, url: "/ok/undo-d/{{ item.v }}"}',
+        ]
+    lines += [
         "  - id: c",
         f'    action: {{method: PUT, url: "/{"fail" if case.path == "fail" else "ok"}/c"}}',
     ]

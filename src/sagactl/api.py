@@ -263,9 +263,10 @@ def not_cleaned(
     run: RunRecord, steps: Mapping[tuple[str, str], StepRecord], order: Sequence[str]
 ) -> list[str]:
     """The steps a compensation of `run` has left to undo: their action may have taken
-    effect, they have a compensate request, and it has not succeeded. Read from the journaled
-    saga text, as `step_order` reads it."""
+    effect, they have a compensate request, and it has not succeeded; for a foreach step, each
+    such item (`lines[2]`). Read from the journaled saga text, as `step_order` reads it."""
     from sagactl.definition.source import parse_data
+    from sagactl.output.run_views import item_keys
 
     data = parse_data(run.saga_text)
     undoable = {
@@ -274,12 +275,13 @@ def not_cleaned(
         if isinstance(s, dict) and s.get("compensate") is not None
     }
     return [
-        sid
+        key
         for sid in order
         if sid in undoable
-        and (action := steps.get((sid, "action"))) is not None
+        for key in item_keys(sid, steps) or [sid]
+        if (action := steps.get((key, "action"))) is not None
         and action.applied
-        and getattr(steps.get((sid, "compensate")), "state", None) is not StepState.SUCCEEDED
+        and getattr(steps.get((key, "compensate")), "state", None) is not StepState.SUCCEEDED
     ]
 
 

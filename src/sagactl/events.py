@@ -13,6 +13,7 @@ __all__ = [
     "AttemptFinished",
     "AttemptStarted",
     "Event",
+    "ItemsStarted",
     "PhaseStarted",
     "RetryScheduled",
     "RunFinished",
@@ -55,6 +56,8 @@ class AttemptStarted:
     """As sent, with secrets and credentials masked."""
     body: str | None = None
     """As sent, masked, at most 2 KiB."""
+    item: int | None = None
+    """For an item of a foreach step, its index (`step` is then its key: `lines[2]`)."""
 
 
 @dataclass(slots=True)
@@ -71,6 +74,8 @@ class AttemptFinished:
     """Masked, at most 2 KiB."""
     in_doubt: bool = False
     """The request may have reached the service, and no answer was read."""
+    item: int | None = None
+    """For an item of a foreach step, its index (`step` is then its key: `lines[2]`)."""
 
 
 @dataclass(slots=True)
@@ -83,6 +88,20 @@ class RetryScheduled:
     attempt: int
     wait_s: float
     poll: int = 0
+    item: int | None = None
+    """For an item of a foreach step, its index (`step` is then its key: `lines[2]`)."""
+
+
+@dataclass(slots=True)
+class ItemsStarted:
+    """A foreach step (SPEC §2.5) starts `phase` for `count` of its `total` items: all of them
+    going forward, those that took effect when compensating; events of each item follow, its
+    key (`lines[2]`) as their step."""
+
+    step: str
+    phase: str
+    count: int
+    total: int
 
 
 @dataclass(slots=True)
@@ -97,6 +116,8 @@ class StepFinished:
     """`METHOD URL` of the last attempt, when one was sent."""
     response: str | None = None
     """The start of the last response's body, when there was one."""
+    item: int | None = None
+    """For an item of a foreach step, its index (`step` is then its key: `lines[2]`)."""
 
 
 @dataclass(slots=True)
@@ -120,6 +141,7 @@ Event = (
     | AttemptStarted
     | AttemptFinished
     | RetryScheduled
+    | ItemsStarted
     | StepFinished
     | RunFinished
 )

@@ -22,6 +22,7 @@ __all__ = [
     "BodyKind",
     "Call",
     "Expect",
+    "Item",
     "Phase",
     "Poll",
     "Request",
@@ -295,6 +296,19 @@ class Request:
 
 
 @dataclass(frozen=True)
+class Item:
+    """One item of a foreach step: its position in the list and its value, which templates
+    read as `item.index` and `item.<name>` (`name` is the step's `as`)."""
+
+    index: int
+    value: Any
+    name: str
+
+    def namespace(self) -> dict[str, Any]:
+        return {self.name: self.value, "index": self.index}
+
+
+@dataclass(frozen=True)
 class Step:
     """One step: an action, and optionally its compensation and confirm."""
 
@@ -316,6 +330,16 @@ class Step:
     secret_outputs: frozenset[str] = frozenset()
     """Outputs that are secrets: declared `secret: true`, or read into a credential header
     (Authorization, Cookie, Proxy-Authorization, `auth`). Never journaled."""
+    foreach: Any = None
+    """For a step run once per item of a list (SPEC §2.5): the template of the list (a string,
+    or a list of templates); None for a step run once."""
+    item_name: str = ""
+    """The name its items go by in templates (`as`): `item.<item_name>`."""
+
+    @property
+    def repeated(self) -> bool:
+        """Whether it runs once per item of a list (`foreach`)."""
+        return self.foreach is not None
 
     @property
     def kind(self) -> StepKind:

@@ -4,6 +4,7 @@ journal returns, and who owns a run. Nothing here does IO or knows how a journal
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass
 from enum import StrEnum
@@ -18,7 +19,27 @@ __all__ = [
     "RunStatus",
     "StepRecord",
     "StepState",
+    "item_key",
+    "split_item_key",
 ]
+
+
+def item_key(step_id: str, index: int) -> str:
+    """What names one item of a foreach step (SPEC §2.5) wherever a step id would: in the
+    journal, in its idempotency key (`<run>.lines[2].action`), in events and output."""
+    return f"{step_id}[{index}]"
+
+
+_ITEM_KEY = re.compile(r"^(?P<step>[a-z][a-z0-9_]*)\[(?P<index>[0-9]+)\]$")
+
+
+def split_item_key(key: str) -> tuple[str, int | None]:
+    """The step id and item index of `key` (`lines[2]` → `("lines", 2)`); a plain step id
+    has no index (`("lines", None)`)."""
+    match = _ITEM_KEY.match(key) if key.endswith("]") else None
+    if match is None:
+        return key, None
+    return match["step"], int(match["index"])
 
 
 class RunStatus(StrEnum):
@@ -127,6 +148,10 @@ class StepRecord:
     status: int | None
     error: str | None
     updated_at: float
+    items: list[Any] | dict[str, Any] | None = None
+    """For the action of a foreach step (SPEC §2.5): its list of items, journaled before any
+    item is sent (`{"withheld": …, "count": N}` when the list held a secret); None
+    otherwise. Each item's own requests are recorded under its key (`lines[2]`)."""
 
 
 @dataclass(frozen=True)

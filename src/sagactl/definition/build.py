@@ -220,6 +220,8 @@ def build(
                 line=positions.value(("steps", i))[0],
                 safe=bool(raw.get("safe", False)),
                 secret_outputs=secret,
+                foreach=raw.get("foreach"),
+                item_name=raw.get("as", ""),
             )
         )
     # An output sent as a credential is a secret too, from the moment it is read: otherwise

@@ -29,7 +29,7 @@ __all__ = [
 RESPONSE_FIELDS = ("status", "headers", "json", "text", "elapsed_ms")
 RUN_FIELDS = ("id", "name")
 STEP_FIELDS = ("id", "idempotency_key")
-ROOTS = ("inputs", "env", "secrets", "vars", "run", "step", "steps", "response")
+ROOTS = ("inputs", "env", "secrets", "vars", "run", "step", "steps", "response", "item")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,9 @@ class Scope:
     upstream: frozenset[str] | None = None
     """Steps whose outputs may be read; None when unknown (a cycle), so nothing is checked."""
     response: bool = False
+    item: str | None = None
+    """In a foreach step's requests and outputs, the name its items go by (`as`; empty when
+    it is missing or wrong)."""
 
 
 class Checker:
@@ -58,6 +61,12 @@ class Checker:
             if isinstance(s.get("id"), str)
         }
         """Each step's output names, by step id."""
+        self.repeated: dict[str, str] = {
+            s["id"]: s["as"] if isinstance(s.get("as"), str) else ""
+            for s in self._steps
+            if isinstance(s.get("id"), str) and "foreach" in s
+        }
+        """The foreach steps, by id: the name each one's items go by."""
 
     def error(
         self,
@@ -154,6 +163,26 @@ class Checker:
                 return f"step has no field '{first}' (expected one of: {', '.join(STEP_FIELDS)})"
         elif root == "steps":
             return self.steps_problem(ref, scope)
+        elif root == "item":
+            return self.item_problem(ref, scope)
+        return None
+
+    def item_problem(self, ref: Any, scope: Scope) -> str | None:
+        first = ref.path[0] if ref.path else None
+        if scope.item is None:
+            if scope.where == "foreach":
+                return "the list of a foreach step cannot read its own items"
+            return "'item' is only available in a foreach step (its requests and outputs)"
+        if first is None:
+            return f"read one field, as item.{scope.item or 'NAME'} or item.index"
+        if not scope.item:
+            return None  # `as` is missing or wrong, which is said where it stands
+        fields = [scope.item, "index"]
+        if first not in fields:
+            return (
+                f"item has no field '{first}'{suggest(first, fields)} (expected "
+                f"{' or '.join(f'item.{name}' for name in fields)})"
+            )
         return None
 
     def steps_problem(self, ref: Any, scope: Scope) -> str | None:
@@ -180,6 +209,19 @@ class Checker:
             return (
                 f"step '{target}' is not guaranteed to have finished before this "
                 f"{scope.where} of '{scope.step}': add it to the needs of '{scope.step}'"
+            )
+        if (
+            target in self.repeated
+            and target != scope.step
+            and len(path) > 3
+            and not path[3].isdigit()
+        ):
+            # A foreach step's output is the list of its items' (its own requests read their
+            # item's): a field of it is read from one item, or from each with a filter.
+            return (
+                f"steps.{target}.outputs.{name} is a list (step '{target}' runs once per "
+                f"item): read one item's as steps.{target}.outputs.{name}[0].{path[3]}, "
+                f"or every item's with a filter (| map(attribute='{path[3]}') | list)"
             )
         return None
 
@@ -238,6 +280,41 @@ def _check_requests(checker: Checker, request: Any, path: JsonPath, scope: Scope
         for key in ("until", "fail_if"):
             if isinstance(poll.get(key), str) and poll[key]:
                 checker.check_text(poll[key], (*path, "poll", key), that_scope, bare=True)
+
+
+def _check_foreach(
+    checker: Checker, step: dict[str, Any], base: JsonPath, scope: Scope
+) -> str | None:
+    """Check a foreach step's list (SPEC §2.5): a list, or one `{{ expression }}` that can
+    give one, reading only what is known before the step starts. Returns the name its items
+    go by in the step's other templates (`as`), or None for a step that is not a foreach."""
+    from sagactl.definition.templating import TemplateProblem, is_template, is_whole_expression
+
+    if "foreach" not in step:
+        return None
+    name = step.get("as")
+    if name == "index":
+        checker.error(
+            (*base, "as"), "'index' is taken: item.index is the item's position; use another name"
+        )
+    items = step["foreach"]
+    where = (*base, "foreach")
+    if isinstance(items, list):
+        checker.check_value(items, where, scope)
+    elif isinstance(items, str):
+        try:
+            whole = is_whole_expression(items)
+        except TemplateProblem:
+            whole = True  # check_text says what does not parse
+        if not whole:
+            got = "text with a template in it" if is_template(items) else f"the string {items!r}"
+            checker.error(
+                where,
+                f"expected a list, or one expression that gives a list "
+                f'("{{{{ inputs.skus }}}}"), got {got}',
+            )
+        checker.check_text(items, where, scope)
+    return name if isinstance(name, str) and name != "index" else ""
 
 
 def _dependencies(checker: Checker) -> tuple[dict[str, list[str]], list[str]]:
@@ -356,26 +433,38 @@ def check(checker: Checker) -> tuple[dict[str, list[str]], graph.Closure | None]
         sid = step.get("id") if isinstance(step.get("id"), str) else None
         up = above.get(sid) if above is not None and sid else None
         base: JsonPath = ("steps", i)
+        item = _check_foreach(checker, step, base, Scope("foreach", sid, all_vars, up))
         _check_requests(
-            checker, step.get("action"), (*base, "action"), Scope("action", sid, all_vars, up)
+            checker,
+            step.get("action"),
+            (*base, "action"),
+            Scope("action", sid, all_vars, up, item=item),
         )
         _check_requests(
             checker,
             step.get("compensate"),
             (*base, "compensate"),
-            Scope("compensate", sid, all_vars, up | {sid} if up is not None and sid else None),
+            Scope(
+                "compensate",
+                sid,
+                all_vars,
+                up | {sid} if up is not None and sid else None,
+                item=item,
+            ),
         )
         _check_requests(
             checker,
             step.get("confirm"),
             (*base, "confirm"),
-            Scope("confirm", sid, all_vars, frozenset(ids) if above is not None else None),
+            Scope(
+                "confirm", sid, all_vars, frozenset(ids) if above is not None else None, item=item
+            ),
         )
         if isinstance(step.get("outputs"), dict):
             checker.check_value(
                 step["outputs"],
                 (*base, "outputs"),
-                Scope("outputs", sid, all_vars, up, response=True),
+                Scope("outputs", sid, all_vars, up, response=True, item=item),
             )
 
     inputs = data.get("inputs")

@@ -150,6 +150,15 @@ def describe(value: Any) -> str:
     return f"the string {value!r}"
 
 
+_DEPENDENTS = {
+    ("foreach", "as"): "a foreach step needs `as`: the name its items go by (as: sku, read "
+    "as item.sku)",
+    ("as", "foreach"): "`as` names the items of a foreach step: add foreach (the list), or "
+    "remove as",
+}
+"""What a key that needs another says when the other is missing."""
+
+
 def _expected_type(spec: Any) -> str:
     names = spec if isinstance(spec, list) else [spec]
     return " or ".join(_TYPE_NAMES.get(str(n), str(n)) for n in names)
@@ -170,6 +179,12 @@ def explain(error: Any) -> Iterator[tuple[JsonPath, str, bool]]:
         for key in spec:
             if key not in instance:
                 yield path, f"missing required key '{key}'", True
+    elif kind == "dependentRequired":
+        for key, wanted in spec.items():
+            if key in instance:
+                for missing in (w for w in wanted if w not in instance):
+                    why = _DEPENDENTS.get((key, missing), f"{key} needs {missing}")
+                    yield (*path, key), why, True
     elif kind == "enum":
         yield path, f"{instance!r} is not one of {', '.join(map(str, spec))}", False
     elif kind == "const":

@@ -9,9 +9,10 @@ from typing import Any
 
 from sagactl.definition.templating import Namespace, Renderer, Secrets, TemplateProblem
 from sagactl.errors import Location, RenderError
-from sagactl.model import Phase, Saga
+from sagactl.model import Item, Phase, Saga, Step
+from sagactl.records import item_key
 
-__all__ = ["idempotency_key", "run_context", "step_scope"]
+__all__ = ["foreach_items", "idempotency_key", "run_context", "step_scope"]
 
 
 def idempotency_key(run_id: str, step_id: str, phase: Phase) -> str:
@@ -25,14 +26,43 @@ def step_scope(
     phase: Phase,
     steps: Mapping[str, Mapping[str, Any]],
     response: Mapping[str, Any] | None = None,
+    item: Item | None = None,
 ) -> dict[str, Any]:
     """What the templates of one request of `step_id` see: the run's `context`, the step and
-    its idempotency key, the outputs known so far (`steps`) and, once answered, `response`."""
-    key = idempotency_key(context["run"]["id"], step_id, phase)
+    its idempotency key, the outputs known so far (`steps`), once answered `response`, and
+    for one item of a foreach step, `item` (its key then names the item: `lines[2]`)."""
+    key = idempotency_key(
+        context["run"]["id"], step_id if item is None else item_key(step_id, item.index), phase
+    )
     scope = {**context, "step": {"id": step_id, "idempotency_key": key}, "steps": steps}
     if response is not None:
         scope["response"] = response
+    if item is not None:
+        scope["item"] = Namespace("item", item.namespace())
     return scope
+
+
+def foreach_items(
+    saga: Saga,
+    step: Step,
+    context: Mapping[str, Any],
+    steps: Mapping[str, Mapping[str, Any]],
+    renderer: Renderer,
+) -> list[Any]:
+    """The items of a foreach step (SPEC §2.5): its `foreach` rendered with the run's
+    `context` and the outputs known so far. Raises RenderError, located at the step's
+    `foreach`, when it cannot be rendered or is not a list."""
+    where = Location(saga.path, step.line, 0, f"steps[{step.index}].foreach")
+    try:
+        items = renderer.render(step.foreach, {**context, "steps": steps})
+    except TemplateProblem as exc:
+        raise RenderError(where, str(exc)) from None
+    if not isinstance(items, list | tuple):
+        from sagactl.definition.schema import describe
+
+        got = describe(items[:40] + "…" if isinstance(items, str) and len(items) > 40 else items)
+        raise RenderError(where, f"expected a list, got {got}")
+    return list(items)
 
 
 def run_context(

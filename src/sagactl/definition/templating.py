@@ -38,6 +38,7 @@ __all__ = [
     "TemplateProblem",
     "expression_references",
     "is_template",
+    "is_whole_expression",
     "references",
     "strings_in",
 ]
@@ -363,6 +364,20 @@ def _environment() -> _Environment:
 
 def is_template(text: str) -> bool:
     return "{{" in text or "{%" in text
+
+
+def is_whole_expression(text: str) -> bool:
+    """Whether `text` is one `{{ expression }}` and nothing else, so that its value keeps its
+    type (a list stays a list). Raises TemplateProblem when it does not parse."""
+    if not is_template(text):
+        return False
+    body = _parse(text).body
+    return (
+        len(body) == 1
+        and isinstance(body[0], nodes.Output)
+        and len(body[0].nodes) == 1
+        and not isinstance(body[0].nodes[0], nodes.TemplateData)
+    )
 
 
 def strings_in(value: Any) -> Iterator[str]:

@@ -19,9 +19,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sagactl.definition.scope import run_context, step_scope
+from sagactl.definition.scope import foreach_items, run_context, step_scope
 from sagactl.definition.templating import Outputs, Renderer, TemplateProblem
 from sagactl.engine.attempts import Doubt, body_hint, clip, shown_value, step_error
+from sagactl.engine.items import WITHHELD_ITEMS, applied_items, gather, item_count
 from sagactl.engine.retry import next_wait
 from sagactl.engine.runs import WITHHELD, WITHHELD_BODY
 from sagactl.engine.scheduler import schedule
@@ -38,6 +39,7 @@ from sagactl.events import (
     AttemptFinished,
     AttemptStarted,
     Event,
+    ItemsStarted,
     PhaseStarted,
     RetryScheduled,
     RunFinished,
@@ -54,8 +56,25 @@ from sagactl.executors.base import (
 )
 from sagactl.ids import new_span_id
 from sagactl.journal.contract import Journal
-from sagactl.model import Phase, Poll, Saga, Step, StepKind, format_duration
-from sagactl.records import Owner, RunPhase, RunRecord, RunStatus, StepRecord, StepState
+from sagactl.model import (
+    Item,
+    Phase,
+    Poll,
+    Saga,
+    Step,
+    StepKind,
+    format_duration,
+)
+from sagactl.records import (
+    Owner,
+    RunPhase,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepState,
+    item_key,
+    split_item_key,
+)
 from sagactl.redact import Redactor
 
 __all__ = ["Engine"]
@@ -67,6 +86,8 @@ class _Result:
     applied: bool = False
     outputs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    key: str | None = None
+    """For a foreach step, the item the error comes from (`lines[2]`)."""
 
 
 class Engine:
@@ -141,6 +162,12 @@ class Engine:
         self.outputs: dict[str, dict[str, Any]] = {}
         """The outputs of the steps whose action succeeded, as templates read them:
         `{"reserve": {"outputs": {...}}}`."""
+        self.items: dict[str, list[Any]] = {}
+        """The items of each foreach step whose list is known, by step id."""
+        self.item_outputs: dict[str, dict[str, Any]] = {}
+        """The outputs of each item whose action succeeded, by item key (`lines[2]`)."""
+        self._unlisted: dict[tuple[str, Phase], _Result] = {}
+        """Foreach steps whose list could not be made, and why."""
         self.withheld: set[str] = set()
         """Outputs of earlier processes that held a secret and were not journaled."""
         self._started = clock()
@@ -302,14 +329,38 @@ class Engine:
             for name, value in outputs.items()
         }
 
-    def _read_secrets(self, step: Step, result: AttemptResult) -> frozenset[str]:
+    def _scope(
+        self,
+        step: Step,
+        phase: Phase,
+        item: Item | None,
+        response: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """What the templates of `phase` of `step` (of one of its items) see."""
+        return step_scope(
+            self.context, step.id, phase, self._steps_seen(step, phase, item), response, item
+        )
+
+    def _steps_seen(self, step: Step, phase: Phase, item: Item | None) -> dict[str, Any]:
+        """The outputs `phase` of `step` reads as `steps`: those known so far, but for an
+        item's compensation and confirm, whose own step's outputs are the item's."""
+        if item is None or phase is Phase.ACTION:
+            return self.outputs
+        own = self.item_outputs.get(item_key(step.id, item.index))
+        if own is None:
+            return {k: v for k, v in self.outputs.items() if k != step.id}
+        return {**self.outputs, step.id: self._readable(step, own)}
+
+    def _read_secrets(
+        self, step: Step, result: AttemptResult, item: Item | None = None
+    ) -> frozenset[str]:
         """The step's secret outputs that were read from this attempt's answer."""
         if result.outcome is Outcome.SUCCESS:
             return frozenset(result.outputs) & step.secret_outputs
         view = result.response
         if view is None:
             return frozenset()
-        scope = step_scope(self.context, step.id, Phase.ACTION, self.outputs, view.context())
+        scope = self._scope(step, Phase.ACTION, item, view.context())
         read = set()
         for name in step.secret_outputs:
             with contextlib.suppress(TemplateProblem):
@@ -330,24 +381,71 @@ class Engine:
     def _load_states(self) -> None:
         self.states = self.journal.steps(self.run_id)
         by_id = {s.id: s for s in self.saga.steps}
-        for (step_id, phase), record in self.states.items():
-            if phase == Phase.ACTION.value and record.state is StepState.SUCCEEDED:
-                kept = {k: v for k, v in record.outputs.items() if v != WITHHELD}
-                self.withheld.update(
-                    f"steps.{step_id}.outputs.{k}" for k in record.outputs if k not in kept
-                )
-                if step_id in by_id:
-                    self.outputs[step_id] = self._readable(by_id[step_id], kept)
+        for (key, phase), record in list(self.states.items()):
+            if phase != Phase.ACTION.value or record.state is not StepState.SUCCEEDED:
+                continue
+            step_id, index = split_item_key(key)
+            step = by_id.get(step_id)
+            if step is None or step.repeated != (index is not None):
+                continue
+            kept = {k: v for k, v in record.outputs.items() if v != WITHHELD}
+            self.withheld.update(
+                f"steps.{step_id}.outputs.{k}" for k in record.outputs if k not in kept
+            )
+            if index is not None:
+                self.item_outputs[key] = kept
+            else:
+                self.outputs[step_id] = self._readable(step, kept)
+        for step in self.saga.steps:
+            if step.repeated:
+                self._load_items(step)
+
+    def _load_items(self, step: Step) -> None:
+        """A foreach step's list, as journaled, and its state in each phase from its items'."""
+        record = self.states.pop((step.id, Phase.ACTION.value), None)
+        count = item_count(record)
+        if count is None:
+            return  # its list was never journaled: none of its items was sent
+        if record is not None and isinstance(record.items, list):
+            self.items[step.id] = record.items
+        for phase in Phase:
+            if step.request(phase) is not None:
+                self._gathered(step, phase, count)
+
+    def _gathered(
+        self, step: Step, phase: Phase, count: int
+    ) -> tuple[StepRecord | None, str | None]:
+        """A foreach step's state in `phase` from its items' (`engine.items.gather`), kept
+        in `states`; once its action succeeded, its outputs are the lists of its items'."""
+        lists: dict[str, list[Any]] = {}
+        if phase is Phase.ACTION:
+            keys = [item_key(step.id, i) for i in range(count)]
+            lists = {
+                name: [self.item_outputs.get(key, {}).get(name) for key in keys]
+                for name in step.outputs
+            }
+        record, cause = gather(step.id, phase, count, self.states, lists)
+        if record is None:
+            self.states.pop((step.id, phase.value), None)
+            return None, None
+        self.states[(step.id, phase.value)] = record
+        if phase is Phase.ACTION and record.state is StepState.SUCCEEDED:
+            self.outputs[step.id] = self._readable(step, lists)
+        return record, cause
 
     def _state(self, step_id: str, phase: Phase) -> StepState | None:
         record = self.states.get((step_id, phase.value))
         return record.state if record else None
 
-    def _applied(self, step_id: str) -> bool:
-        record = self.states.get((step_id, Phase.ACTION.value))
-        return bool(
-            record and (record.applied or record.state in (StepState.SUCCEEDED, StepState.IN_DOUBT))
-        )
+    def _applied(self, step: Step) -> bool:
+        """Whether the step's action may have taken effect; a foreach step's, when one of
+        its items' may have."""
+        record = self.states.get((step.id, Phase.ACTION.value))
+        if record is None:
+            return False
+        if step.repeated:
+            return record.applied
+        return record.applied or record.state in (StepState.SUCCEEDED, StepState.IN_DOUBT)
 
     def _pivot_block(self) -> tuple[str, str] | None:
         """(step, why) of a pivot that forbids rolling back: one that succeeded, one whose
@@ -359,6 +457,14 @@ class Engine:
             record = self.states.get((step.id, Phase.ACTION.value))
             if record is None:
                 continue
+            if step.repeated:
+                if not record.applied:
+                    continue  # none of its items took effect (there may be none)
+                if record.state is not StepState.SUCCEEDED:
+                    return step.id, (
+                        f"pivot {step.id} took effect, or may have, for some of its items: "
+                        "they can be neither compensated nor assumed undone"
+                    )
             if record.state is StepState.SUCCEEDED:
                 return step.id, f"pivot {step.id} succeeded, so the saga can only go forward"
             if record.state is StepState.IN_DOUBT or (
@@ -395,7 +501,7 @@ class Engine:
             if (
                 request is None
                 or self._state(step.id, phase) is StepState.SUCCEEDED
-                or (phase is Phase.COMPENSATE and not self._applied(step.id))
+                or (phase is Phase.COMPENSATE and not self._applied(step))
             ):
                 continue
             for text in strings_in(list(request.templates())):
@@ -412,7 +518,7 @@ class Engine:
                     f"{step_id} cannot be sent again to read it anew: it is not safe "
                     f"(mark it `safe: true` if its action has no effect)"
                 )
-            result = self._execute(step, Phase.ACTION)
+            result = self._execute_whole(step, Phase.ACTION)
             if result.state is not StepState.SUCCEEDED:
                 return f"step {step_id}, sent again to read {listed} anew: {result.error}"
         return None
@@ -454,7 +560,7 @@ class Engine:
         ):
             return self._confirm()
         if problem is not None:
-            return self._fail_forward(problem[0], problem[1].error)
+            return self._fail_forward(problem[1].key or problem[0], problem[1].error)
         # Nothing failed, yet not everything ran: the saga's deadline passed.
         return self._fail_forward(None, f"the saga's timeout ({self.saga.timeout:g}s) passed")
 
@@ -500,6 +606,7 @@ class Engine:
             # that failed: `bad` names it.
             if bad is not None:
                 sid, result = bad
+                sid = result.key or sid
                 self._cause = (sid, Phase.CONFIRM.value)
                 self.journal.set_run(
                     self.run_id,
@@ -546,7 +653,7 @@ class Engine:
             s
             for s in self.saga.ordered_steps()
             if s.compensate is not None
-            and self._applied(s.id)
+            and self._applied(s)
             and self._state(s.id, Phase.COMPENSATE) is not StepState.SUCCEEDED
         ]
         ids = {s.id for s in undo}
@@ -554,16 +661,18 @@ class Engine:
         deps = {s.id: {d for d in self.saga.dependents(s.id) if d in ids} for s in undo}
         results = self._wave(list(reversed(undo)), deps, Phase.COMPENSATE, stop_on_failure=False)
         self._check_stop()
-        left = [
-            s.id
+        unfinished = [
+            s
             for s in undo
             if results.get(s.id, _Result(StepState.FAILED)).state is not StepState.SUCCEEDED
         ]
-        if left:
-            first = next((s for s in left if s in results), None)
-            error = results[first].error if first else "waiting on another compensation"
+        if unfinished:
+            first = next((results[s.id] for s in unfinished if s.id in results), None)
+            error = first.error if first else "waiting on another compensation"
             if first is not None:
-                self._cause = (first, Phase.COMPENSATE.value)
+                failed = next(s.id for s in unfinished if s.id in results)
+                self._cause = (first.key or failed, Phase.COMPENSATE.value)
+            left = [name for s in unfinished for name in self._not_undone(s)]
             self.journal.set_run(
                 self.run_id,
                 status=RunStatus.STUCK,
@@ -583,6 +692,19 @@ class Engine:
         )
         return RunStatus.COMPENSATED
 
+    def _not_undone(self, step: Step) -> list[str]:
+        """What of `step` a compensation has left to undo: the step, or for a foreach step
+        each of its items that took effect and was not undone."""
+        if not step.repeated:
+            return [step.id]
+        count = len(self.items.get(step.id, ()))
+        keys = [
+            key
+            for i in applied_items(step.id, count, self.states)
+            if self._state(key := item_key(step.id, i), Phase.COMPENSATE) is not StepState.SUCCEEDED
+        ]
+        return keys or [step.id]
+
     # --- scheduling ----------------------------------------------------------------------------
 
     def _wave(
@@ -601,8 +723,10 @@ class Engine:
             steps,
             deps,
             done={s.id for s in self.saga.steps if self._state(s.id, phase) is StepState.SUCCEEDED},
-            run=lambda step: self._execute(step, phase),
-            run_here=lambda step: self._inline(step, phase),
+            run=lambda step, item: self._execute(step, phase, item),
+            run_here=lambda step, item: self._inline(step, phase, item),
+            split=lambda step: self._split(step, phase),
+            gather=lambda step: self._gather(step, phase),
             succeeded=lambda result: result.state is StepState.SUCCEEDED,
             concurrency=self.concurrency,
             stop=self.stop,
@@ -613,19 +737,135 @@ class Engine:
             name=phase.value,
         )
 
-    def _inline(self, step: Step, phase: Phase) -> _Result:
+    def _inline(self, step: Step, phase: Phase, item: Item | None = None) -> _Result:
         """`_execute` on this thread; a signal arriving meanwhile interrupts the request."""
         stop = self.stop
         if (
             not isinstance(stop, StopSignal)
             or threading.current_thread() is not threading.main_thread()
         ):
-            return self._execute(step, phase)
+            return self._execute(step, phase, item)
         stop.interruptible = True
         try:
-            return self._execute(step, phase)
+            return self._execute(step, phase, item)
         finally:
             stop.interruptible = False
+
+    # --- foreach steps -------------------------------------------------------------------------
+
+    def _split(self, step: Step, phase: Phase) -> list[Item] | None:
+        """The items of a foreach step that `phase` runs, in the order to run them: going
+        forward, those whose action has not succeeded; compensating, those that took effect
+        and are not undone yet, newest first; confirming, those not confirmed. None for a
+        step that is not a foreach."""
+        if not step.repeated:
+            return None
+        items = self._item_list(step, phase)
+        if items is None:
+            return []
+        if phase is Phase.COMPENSATE:
+            indexes = list(reversed(applied_items(step.id, len(items), self.states)))
+        else:
+            indexes = list(range(len(items)))
+        todo = [
+            Item(i, items[i], step.item_name)
+            for i in indexes
+            if self._state(item_key(step.id, i), phase) is not StepState.SUCCEEDED
+        ]
+        self.emit(ItemsStarted(step.id, phase.value, len(todo), len(items)))
+        return todo
+
+    def _item_list(self, step: Step, phase: Phase) -> list[Any] | None:
+        """A foreach step's items: as journaled, or rendered — and then, before any item is
+        sent, journaled (a list that holds a secret only by its count, and rendered again
+        when the run is resumed). None when it cannot be made: the step fails, and why is
+        kept for `_gather`."""
+        known = self.items.get(step.id)
+        if known is not None:
+            return known
+        journaled = self.states.get((step.id, Phase.ACTION.value))
+        try:
+            items = foreach_items(self.saga, step, self.context, self.outputs, self.renderer)
+        except RenderError as exc:
+            self._unlisted[(step.id, phase)] = self._give_up(
+                step, phase, f"cannot make the list of foreach: {exc.message}"
+            )
+            return None
+        count = item_count(journaled)
+        if count is not None and count != len(items):
+            self._unlisted[(step.id, phase)] = self._give_up(
+                step,
+                phase,
+                f"the list of foreach now has {len(items)} items, and had {count} when its "
+                "items were first sent (it held a secret, so the journal kept only its count)",
+            )
+            return None
+        if count is None:
+            held = self.redactor.value(items) != items
+            self.journal.set_step(
+                self.run_id,
+                step.id,
+                Phase.ACTION.value,
+                state=StepState.RUNNING,
+                items={"withheld": WITHHELD_ITEMS, "count": len(items)} if held else items,
+            )
+        self.items[step.id] = items
+        return items
+
+    def _gather(self, step: Step, phase: Phase) -> _Result:
+        """A foreach step's result in `phase`, once its items that ran ended: journaled (for
+        those who read the journal; a resume gathers it anew from the items') and
+        reported."""
+        unlisted = self._unlisted.pop((step.id, phase), None)
+        if unlisted is not None:
+            return unlisted
+        count = len(self.items[step.id])
+        record, cause = self._gathered(step, phase, count)
+        if record is None:  # none of its items ran (none took effect): nothing to undo
+            record = StepRecord(
+                step.id, phase.value, StepState.SUCCEEDED, False, {}, 0, None, None, time.time()
+            )
+            self.states[(step.id, phase.value)] = record
+        outputs = record.outputs  # the lists of the items' outputs, once all succeeded
+        journaled = self._journaled_outputs(step, outputs)
+        if outputs:
+            keys = [item_key(step.id, i) for i in range(count)]
+            for name in step.withheld_names(self.withheld):
+                output = name.rsplit(".", 1)[-1]
+                if all(output in self.item_outputs.get(key, {}) for key in keys):
+                    self.withheld.discard(name)  # every item sent again, read anew
+                else:
+                    journaled[output] = WITHHELD
+        self.journal.set_step(
+            self.run_id,
+            step.id,
+            phase.value,
+            state=record.state,
+            applied=record.applied,
+            outputs=journaled,
+            attempts=record.attempts,
+            error=record.error,
+        )
+        self.emit(
+            StepFinished(
+                step.id, phase.value, record.state.value, record.error, self._where(step, phase)
+            )
+        )
+        error = self.states[(cause, phase.value)].error if cause is not None else None
+        return _Result(record.state, record.applied, dict(outputs), error, cause)
+
+    def _execute_whole(self, step: Step, phase: Phase) -> _Result:
+        """`phase` of `step` sent again whole, on this thread: each of a foreach step's items."""
+        if not step.repeated:
+            return self._execute(step, phase)
+        items = self._item_list(step, phase)
+        if items is None:
+            return self._unlisted.pop((step.id, phase))
+        for i, value in enumerate(items):
+            result = self._execute(step, phase, Item(i, value, step.item_name))
+            if result.state is not StepState.SUCCEEDED:
+                break
+        return self._gather(step, phase)
 
     # --- one request ---------------------------------------------------------------------------
 
@@ -634,8 +874,8 @@ class Engine:
         assert call is not None
         return self.executors[call.kind]  # every kind has one: checked when built
 
-    def _execute(self, step: Step, phase: Phase) -> _Result:
-        result = self._send(step, phase)
+    def _execute(self, step: Step, phase: Phase, item: Item | None = None) -> _Result:
+        result = self._send(step, phase, item)
         if (
             phase is Phase.ACTION
             and step.kind is StepKind.PIVOT
@@ -655,9 +895,9 @@ class Engine:
             self._pivot_journaled = True
             self.journal.set_run(self.run_id, pivot_passed=True)
 
-    def _send(self, step: Step, phase: Phase) -> _Result:
+    def _send(self, step: Step, phase: Phase, item: Item | None = None) -> _Result:
         executor = self._executor(step, phase)
-        ready = self.prepared.get((step.id, phase))
+        ready = self.prepared.get((step.id, phase)) if item is None else None
         if ready is not None:
             return self._attempts(step, phase, executor, ready)
         try:
@@ -666,26 +906,34 @@ class Engine:
                 step,
                 phase,
                 self.context,
-                self.outputs,
+                self._steps_seen(step, phase, item),
                 self.renderer,
                 secrets=self.redactor,
+                item=item,
             )
         except RenderError as exc:
             why = ""
-            if phase is not Phase.ACTION and step.id not in self.outputs and step.outputs:
-                why = f" (the outputs of {step.id} are unknown: its action is in doubt)"
+            key = step.id if item is None else item_key(step.id, item.index)
+            known = self.outputs if item is None else self.item_outputs
+            if phase is not Phase.ACTION and key not in known and step.outputs:
+                why = f" (the outputs of {key} are unknown: its action is in doubt)"
             elif self.withheld:
                 why = (
                     f" ({', '.join(sorted(self.withheld))} held a secret, so the journal "
                     "did not keep it)"
                 )
             return self._give_up(
-                step, phase, f"cannot render the {phase.value}{why}: {exc.message}"
+                step, phase, f"cannot render the {phase.value}{why}: {exc.message}", item
             )
-        return self._attempts(step, phase, executor, prepared)
+        return self._attempts(step, phase, executor, prepared, item)
 
     def _attempts(
-        self, step: Step, phase: Phase, executor: Executor, prepared: Prepared
+        self,
+        step: Step,
+        phase: Phase,
+        executor: Executor,
+        prepared: Prepared,
+        item: Item | None = None,
     ) -> _Result:
         """Send `prepared` until an attempt succeeds or fails for good, its retries are used
         up, a signal arrives, or (for an action) the next retry would start past the saga's
@@ -696,10 +944,13 @@ class Engine:
         one — may have reached the service and none succeeded: a later 503, 4xx or refused
         connection proves nothing about an earlier attempt (SPEC §3.1)."""
         journal, run_id, phase_name = self.journal, self.run_id, phase.value
+        key = prepared.step
+        """What the journal and the events call it: the step, or the item (`lines[2]`)."""
+        index = item.index if item is not None else None
         policy = prepared.retry
         # Attempt numbers go on from earlier processes' attempts, so that a resumed request
         # says `Saga-Attempt: 3` rather than starting again at 1.
-        earlier = self.states.get((step.id, phase_name))
+        earlier = self.states.get((key, phase_name))
         offset = earlier.attempts if earlier else 0
         doubt: Doubt | None = None
         """Why the request may have taken effect without a success: the first such attempt."""
@@ -721,7 +972,7 @@ class Engine:
                 (
                     a.started_at
                     for a in journal.attempts(run_id)
-                    if (a.step_id, a.phase, a.outcome) == (step.id, phase_name, "pending")
+                    if (a.step_id, a.phase, a.outcome) == (key, phase_name, "pending")
                 ),
                 None,
             )
@@ -733,11 +984,11 @@ class Engine:
             nonlocal not_ready
             not_ready = False
             if poll is not None:
-                ready, problem = self._poll_state(poll, step, phase, view)
+                ready, problem = self._poll_state(poll, step, phase, view, item)
                 if problem is not None or not ready:
                     not_ready = problem is None
                     return {}, problem
-            return self._check(step, phase, view)
+            return self._check(step, phase, view, item)
 
         number = 0
         tries = 0
@@ -755,7 +1006,7 @@ class Engine:
             body_text = mask(shown.body) if shown.body is not None else None
             handle = journal.begin_attempt(
                 run_id,
-                step.id,
+                key,
                 phase_name,
                 context.number,
                 span_id=context.span_id,
@@ -766,7 +1017,7 @@ class Engine:
             )
             self.emit(
                 AttemptStarted(
-                    step.id,
+                    key,
                     phase_name,
                     context.number,
                     offset + policy.attempts,
@@ -774,6 +1025,7 @@ class Engine:
                     shown_target,
                     shown_headers,
                     clip(body_text),
+                    index,
                 )
             )
             began = self.clock()
@@ -837,7 +1089,7 @@ class Engine:
                 response is not None
                 and phase is Phase.ACTION
                 and step.secret_outputs
-                and not step.secret_outputs <= self._read_secrets(step, result)
+                and not step.secret_outputs <= self._read_secrets(step, result, item)
             ):
                 # A secret output could not be read from this answer, so it cannot be
                 # masked in it: the answer is not kept, only its status.
@@ -865,7 +1117,7 @@ class Engine:
             )
             self.emit(
                 AttemptFinished(
-                    step.id,
+                    key,
                     phase_name,
                     context.number,
                     result.outcome.value,
@@ -875,6 +1127,7 @@ class Engine:
                     shown_response_headers,
                     clip(shown_body),
                     in_doubt=result.in_doubt,
+                    item=index,
                 )
             )
             if state is not None:
@@ -882,7 +1135,12 @@ class Engine:
             assert wait is not None
             self.emit(
                 RetryScheduled(
-                    step.id, phase_name, context.number + 1, round(wait, 3), polls if pending else 0
+                    key,
+                    phase_name,
+                    context.number + 1,
+                    round(wait, 3),
+                    polls if pending else 0,
+                    index,
                 )
             )
             self.sleep(wait)
@@ -894,7 +1152,7 @@ class Engine:
             step_error(error, doubt, offset + number) if state is not StepState.SUCCEEDED else None
         )
         record = StepRecord(
-            step.id,
+            key,
             phase_name,
             state,
             doubt is not None or applied,
@@ -904,20 +1162,24 @@ class Engine:
             final_error,
             time.time(),
         )
-        self.states[(step.id, phase_name)] = record
+        self.states[(key, phase_name)] = record
         if state is StepState.SUCCEEDED and phase is Phase.ACTION:
-            self.outputs[step.id] = self._readable(step, result.outputs)
-            for name in step.withheld_names(self.withheld):
-                self.withheld.discard(name)  # sent again, read anew
+            if item is not None:
+                self.item_outputs[key] = result.outputs
+            else:
+                self.outputs[step.id] = self._readable(step, result.outputs)
+                for name in step.withheld_names(self.withheld):
+                    self.withheld.discard(name)  # sent again, read anew
         self.emit(
             StepFinished(
-                step.id,
+                key,
                 phase_name,
                 state.value,
                 final_error,
                 self._where(step, phase),
                 f"{shown.operation} {shown_target}",
                 clip(shown_body, 300),
+                index,
             )
         )
         return _Result(state, record.applied, result.outputs, final_error)
@@ -926,26 +1188,48 @@ class Engine:
         request = step.request(phase)
         return f"{self.saga.path}:{request.line if request else step.line}"
 
-    def _give_up(self, step: Step, phase: Phase, error: str) -> _Result:
+    def _give_up(self, step: Step, phase: Phase, error: str, item: Item | None = None) -> _Result:
         """A request that cannot even be rendered fails without being sent."""
         error = self.redactor.text(error)
-        record = StepRecord(
-            step.id, phase.value, StepState.FAILED, False, {}, 0, None, error, time.time()
+        key = step.id if item is None else item_key(step.id, item.index)
+        earlier = self.states.get((key, phase.value))
+        # What an earlier process's attempts may have done stays known.
+        applied = earlier is not None and earlier.applied
+        state = (
+            StepState.IN_DOUBT
+            if earlier is not None and earlier.state is StepState.IN_DOUBT
+            else StepState.FAILED
         )
-        self.states[(step.id, phase.value)] = record
+        record = StepRecord(
+            key,
+            phase.value,
+            state,
+            applied or state is StepState.IN_DOUBT,
+            {},
+            earlier.attempts if earlier else 0,
+            None,
+            error,
+            time.time(),
+        )
+        self.states[(key, phase.value)] = record
         self.emit(
             StepFinished(
-                step.id, phase.value, StepState.FAILED.value, error, self._where(step, phase)
+                key,
+                phase.value,
+                state.value,
+                error,
+                self._where(step, phase),
+                item=item.index if item is not None else None,
             )
         )
-        return _Result(StepState.FAILED, error=error)
+        return _Result(state, record.applied, error=error, key=key if item else None)
 
     def _poll_state(
-        self, poll: Poll, step: Step, phase: Phase, view: ResponseView
+        self, poll: Poll, step: Step, phase: Phase, view: ResponseView, item: Item | None
     ) -> tuple[bool, str | None]:
         """Whether the answer says the polled work is done, and why the step fails if it
         does: `fail_if` true, or an expression that cannot be evaluated."""
-        scope = step_scope(self.context, step.id, phase, self.outputs, view.context())
+        scope = self._scope(step, phase, item, view.context())
         for key, expression, failing in (
             ("fail_if", poll.fail_if, True),
             ("until", poll.until, False),
@@ -963,13 +1247,13 @@ class Engine:
         return False, None
 
     def _check(
-        self, step: Step, phase: Phase, view: ResponseView
+        self, step: Step, phase: Phase, view: ResponseView, item: Item | None = None
     ) -> tuple[dict[str, Any], str | None]:
         request = step.request(phase)
         assert request is not None
         if not request.checks and (phase is not Phase.ACTION or not step.outputs):
             return {}, None  # nothing reads the response: spare parsing it
-        scope = step_scope(self.context, step.id, phase, self.outputs, view.context())
+        scope = self._scope(step, phase, item, view.context())
         secret: dict[str, Any] = {}
         if phase is Phase.ACTION:
             # Secret outputs are read first, whatever comes of the checks: the redactor must

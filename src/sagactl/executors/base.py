@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from sagactl.definition.templating import Renderer
-from sagactl.model import Phase, RetryPolicy, Saga, Step
+from sagactl.model import Item, Phase, RetryPolicy, Saga, Step
 from sagactl.redact import Redactor
 
 __all__ = [
@@ -125,7 +125,10 @@ class Prepared(Protocol):
     """A request ready to send: every template rendered and checked."""
 
     @property
-    def step(self) -> str: ...
+    def step(self) -> str:
+        """What the call is for: the step's id, or for an item of a foreach step its key
+        (`lines[2]`)."""
+        ...
 
     @property
     def phase(self) -> Phase: ...
@@ -150,11 +153,14 @@ class Executor(Protocol):
         renderer: Renderer,
         *,
         secrets: Redactor | None = None,
+        item: Item | None = None,
     ) -> Prepared:
         """`step`'s call for `phase`, rendered with the run's `context` and `steps`, the
-        outputs known so far (`{"reserve": {"outputs": {...}}}`). Raises `RenderError` for a
-        template that cannot be rendered or a request that could not be sent; tells
-        `secrets` of the values that become secrets (a credential header's)."""
+        outputs known so far (`{"reserve": {"outputs": {...}}}`), and for a foreach step the
+        `item` it is for (its `step` and idempotency key then name the item: `lines[2]`,
+        `definition.scope.step_scope`). Raises `RenderError` for a template that cannot be
+        rendered or a request that could not be sent; tells `secrets` of the values that
+        become secrets (a credential header's)."""
         ...
 
     def shown(self, prepared: Prepared, attempt: AttemptContext) -> Shown:

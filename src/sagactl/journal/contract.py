@@ -167,6 +167,31 @@ class Journal(Protocol):
         flight, or was cut off by a crash."""
         ...
 
+    def set_step(
+        self,
+        run_id: str,
+        step_id: str,
+        phase: str,
+        *,
+        state: StepState,
+        applied: bool = False,
+        outputs: Mapping[str, Any] | None = None,
+        attempts: int = 0,
+        error: str | None = None,
+        items: Sequence[Any] | Mapping[str, Any] | None = None,
+    ) -> None:
+        """Durably write the state of a (step, phase) that is not one request: a foreach
+        step's (SPEC §2.5), whose items' requests each have their own (`lines[2]`). With
+        `items`, the list of the step's items (or a marker for a list that held a secret),
+        written before any item is sent and kept by later calls that give none. Results
+        held back by `defer` are made durable by the same transaction, first.
+
+        The engine derives a foreach step's state from its items' whenever it resumes; this
+        row says what it found last, for those who read the journal (`show`, reports). A
+        crash between an item's last write and this call leaves the row behind its items',
+        which the next drive of the run puts right."""
+        ...
+
     def begin_attempt(
         self,
         run_id: str,

@@ -4,7 +4,8 @@ attempt, written before and after each request so that a killed run can be resum
 Tables:
     runs      one row a run: the saga text and hash, inputs, env values read, status, lease
     steps     one row a (run, step, phase) once it started: state, outputs, whether it may have
-              taken effect
+              taken effect; for a foreach step, one row for the step (its action's row holds
+              the list of its items) and one for each item (`lines[2]`)
     attempts  one row an attempt, inserted *before* its request is sent and completed once with
               its result; never deleted. An attempt without a result is one whose outcome was
               never seen: in doubt. Its request and its answer are JSON documents, whatever
@@ -44,7 +45,7 @@ from sagactl.records import (
 
 __all__ = ["APPLICATION_ID", "BODY_LIMIT", "SCHEMA_VERSION", "SqliteJournal"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 APPLICATION_ID = 0x53414741  # "SAGA": tells a sagactl journal from any other SQLite file
 BODY_LIMIT = 64 * 1024
 
@@ -138,6 +139,9 @@ _MIGRATIONS: dict[int, list[str]] = {
     # Whether the run's compensation is the cleanup of a run that succeeded (`run --cleanup`),
     # which ends `cleaned`: a smoke test that passed, told apart from a failure undone.
     5: ["ALTER TABLE runs ADD COLUMN cleanup INTEGER NOT NULL DEFAULT 0"],
+    # The list of a foreach step's items (SPEC §2.5), on the row of its action, journaled
+    # before any item is sent; each item's requests have rows of their own (`lines[2]`).
+    6: ["ALTER TABLE steps ADD COLUMN items TEXT"],
 }
 
 
@@ -631,9 +635,46 @@ class SqliteJournal:
                 status=r["status"],
                 error=r["error"],
                 updated_at=r["updated_at"],
+                items=json.loads(r["items"]) if r["items"] is not None else None,
             )
             for r in rows
         }
+
+    def set_step(
+        self,
+        run_id: str,
+        step_id: str,
+        phase: str,
+        *,
+        state: StepState,
+        applied: bool = False,
+        outputs: Mapping[str, Any] | None = None,
+        attempts: int = 0,
+        error: str | None = None,
+        items: Sequence[Any] | Mapping[str, Any] | None = None,
+    ) -> None:
+        now = self.clock()
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO steps (run_id, step_id, phase, state, applied, outputs, attempts,"
+                " error, updated_at, items) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (run_id, step_id, phase) DO UPDATE SET state = excluded.state,"
+                " applied = excluded.applied, outputs = excluded.outputs,"
+                " attempts = excluded.attempts, error = excluded.error,"
+                " updated_at = excluded.updated_at, items = coalesce(excluded.items, items)",
+                (
+                    run_id,
+                    step_id,
+                    phase,
+                    state.value,
+                    int(applied),
+                    _json(dict(outputs or {})),
+                    attempts,
+                    _clip(error),
+                    now,
+                    None if items is None else _json(items),
+                ),
+            )
 
     def begin_attempt(
         self,

@@ -1,6 +1,7 @@
 """JUnit XML reports (`--junit FILE`): one <testsuite> per run, one <testcase> per step action,
 and one per compensation and confirm that ran, each with its own classname, so that CI
-consumers (GitHub, GitLab, Jenkins) show every step.
+consumers (GitHub, GitLab, Jenkins) show every step; a foreach step has one per item
+(`lines[2]`) instead.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sagactl.output.run_views import error_kind
+from sagactl.output.run_views import error_kind, item_keys
 from sagactl.records import AttemptRecord, RunRecord, StepRecord
 from sagactl.redact import Redactor
 
@@ -55,7 +56,10 @@ def _suite(report: RunReport) -> ET.Element:
         ET.SubElement(props, "property", name=name, value=value)
     counts = {"tests": 0, "failures": 0, "skipped": 0}
     total = 0.0
-    for step_id in report.order:
+    units = [
+        key for step_id in report.order for key in item_keys(step_id, report.steps) or [step_id]
+    ]
+    for step_id in units:
         for phase in _PHASES:
             attempts = [a for a in report.attempts if a.step_id == step_id and a.phase == phase]
             # A run undone by --cleanup succeeded first: its every compensation is cleanup.
@@ -84,6 +88,8 @@ def _suite(report: RunReport) -> ET.Element:
                     type="not cleaned",
                 )
                 continue
+            if not attempts and record is not None and record.state.value == "succeeded":
+                continue  # a foreach step of no items: it succeeded, sending nothing
             if not attempts:
                 ET.SubElement(case, "skipped", message="never started")
                 counts["skipped"] += 1

@@ -11,6 +11,7 @@ from sagactl.events import (
     AttemptFinished,
     AttemptStarted,
     Event,
+    ItemsStarted,
     PhaseStarted,
     RetryScheduled,
     RunFinished,
@@ -23,10 +24,17 @@ __all__ = [
     "JsonLines",
     "PlainLines",
     "cause_of",
+    "items_text",
     "outcome_line",
     "run_verb",
     "where_to_look",
 ]
+
+
+def items_text(event: ItemsStarted) -> str:
+    """How many items of a foreach step a phase runs: `5 items`, `2 of 5 items`."""
+    of = f" of {event.total}" if event.count != event.total else ""
+    return f"{event.count}{of} item{'s' if (event.total if of else event.count) != 1 else ''}"
 
 
 def _clock(now: float | None = None) -> str:
@@ -118,8 +126,8 @@ class PlainLines:
     def __call__(self, event: Event) -> None:
         if isinstance(event, StepFinished) and event.state != "succeeded":
             self.failures[(event.step, event.phase)] = event
-        elif isinstance(event, StepFinished) and event.phase == "compensate":
-            self.undone += 1
+        elif isinstance(event, StepFinished) and event.phase == "compensate" and event.item is None:
+            self.undone += 1  # a step undone, whatever its number of items
         if isinstance(event, RunStarted):
             self.failures = {}
             self.undone = 0
@@ -140,6 +148,8 @@ class PlainLines:
         elif isinstance(event, PhaseStarted):
             if event.phase != "forward" and not self.cleanup:
                 self.line(f"{_clock()} -- {event.phase}")
+        elif isinstance(event, ItemsStarted):
+            self.line(f"{_clock()} {event.step} {event.phase}: {items_text(event)}")
         elif isinstance(event, AttemptStarted):
             if self.verbose:
                 self.exchange(">", f"{event.method} {event.url}", event.headers, event.body)

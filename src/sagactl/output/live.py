@@ -27,6 +27,7 @@ from sagactl.events import (
     AttemptFinished,
     AttemptStarted,
     Event,
+    ItemsStarted,
     PhaseStarted,
     RetryScheduled,
     RunFinished,
@@ -35,6 +36,7 @@ from sagactl.events import (
 )
 from sagactl.output.lines import cause_of, outcome_line, run_verb, where_to_look
 from sagactl.output.run_views import next_commands
+from sagactl.records import split_item_key
 
 __all__ = ["Layout", "LiveView", "layout"]
 
@@ -134,6 +136,12 @@ class _Row:
     """Answers of a poll that said not done yet."""
     poll_wait: bool = False
     """The wait is a poll's `every`, not a retry's backoff."""
+    parent: str | None = None
+    """For an item of a foreach step, the step (its row's comes first)."""
+    index: int = 0
+    items: int | None = None
+    """For a foreach step, how many items its phase runs."""
+    items_done: int = 0
 
     @property
     def finished_well(self) -> bool:
@@ -233,8 +241,14 @@ class LiveView:
             row.retry_at = None
             if event.state != "succeeded":
                 self.failures[(event.step, event.phase)] = event
+            elif row.parent is not None:
+                self._row(row.parent, row.phase).items_done += 1
             elif event.phase == "compensate":
-                self.undone += 1
+                self.undone += 1  # a step undone, whatever its number of items
+        elif isinstance(event, ItemsStarted):
+            row = self._row(event.step, event.phase)
+            row.state, row.started = "running", row.started or now
+            row.items, row.items_done = event.count, 0
         elif isinstance(event, PhaseStarted):
             pass  # compensations and confirms get rows as their requests start
 
@@ -242,8 +256,24 @@ class LiveView:
         row = self.rows.get((step, phase))
         if row is None:
             row = self.rows[(step, phase)] = _Row(step, phase)
+            parent, index = split_item_key(step)
+            if index is not None:
+                row.parent, row.index = parent, index
             self.step_width = max(self.step_width, len(step))
         return row
+
+    def _ordered(self) -> list[_Row]:
+        """The rows in the order they started, each item's under its step's, by index."""
+        items: dict[tuple[str, str], list[_Row]] = {}
+        for row in self.rows.values():
+            if row.parent is not None:
+                items.setdefault((row.parent, row.phase), []).append(row)
+        ordered = []
+        for key, row in self.rows.items():
+            if row.parent is None:
+                ordered.append(row)
+                ordered += sorted(items.pop(key, ()), key=lambda item: item.index)
+        return ordered + [row for rows in items.values() for row in rows]
 
     # --- drawing -------------------------------------------------------------------------------
 
@@ -253,7 +283,7 @@ class LiveView:
         columns = layout(self.console.width, self.step_width)
         now = self.clock()
         lines = [self._titles(columns)]
-        rows = list(self.rows.values())
+        rows = self._ordered()
         room = max(1, self.console.height - spare) if spare is not None else len(rows)
         if len(rows) > room:
             lines += self._folded(rows, room, columns, now)
@@ -333,6 +363,8 @@ class LiveView:
                 note = f"retry in {max(0.0, row.retry_at - now):.1f}s"
             elif row.state in ("failed", "in_doubt") and row.error:
                 note = row.error
+            elif row.items is not None:
+                note = f"{row.items_done}/{row.items} item{'s' if row.items != 1 else ''}"
             if note:
                 line.append(" " + _fit(note, columns.detail).rstrip(), style="dim")
         if pending:

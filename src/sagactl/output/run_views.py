@@ -7,9 +7,16 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from sagactl.records import AttemptRecord, RunRecord, RunStatus, StepRecord
+from sagactl.records import (
+    AttemptRecord,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    item_key,
+    split_item_key,
+)
 
 __all__ = [
     "duration",
@@ -18,6 +25,7 @@ __all__ = [
     "format_list",
     "format_show",
     "iso_time",
+    "item_keys",
     "json_line",
     "list_records",
     "next_commands",
@@ -52,6 +60,41 @@ _ERROR_KINDS = {
 def error_kind(error_class: str | None) -> str:
     """An attempt's error class as users are told it (`status`, `timeout`, …)."""
     return _ERROR_KINDS.get(error_class or "", "error")
+
+
+def item_keys(step_id: str, steps: Mapping[tuple[str, str], StepRecord]) -> list[str] | None:
+    """The keys of a foreach step's items (`lines[0]`, `lines[1]`…), in item order: as many
+    as its journaled list holds (or, for a list journaled only by its count, that many).
+    None for a step that is not a foreach, or whose list was never journaled."""
+    action = steps.get((step_id, "action"))
+    if action is None or action.items is None:
+        return None
+    count = (
+        len(action.items) if isinstance(action.items, list) else int(action.items.get("count", 0))
+    )
+    return [item_key(step_id, i) for i in range(count)]
+
+
+def _step_rows(
+    order: Sequence[str], steps: Mapping[tuple[str, str], StepRecord]
+) -> list[tuple[str, str, StepRecord]]:
+    """(key, phase, record) of every step and phase that started, in the run's order: a
+    foreach step's row, then its items' in item order."""
+    rows = []
+    for step_id in order:
+        keys = item_keys(step_id, steps) or []
+        for phase in ("action", "confirm", "compensate"):
+            for key in (step_id, *keys):
+                record = steps.get((key, phase))
+                if record is not None:
+                    rows.append((key, phase, record))
+    return rows
+
+
+def _belongs(attempt_step: str, step_id: str) -> bool:
+    """Whether an attempt recorded under `attempt_step` is one of `step_id`'s (or of one of
+    its items)."""
+    return attempt_step == step_id or split_item_key(attempt_step)[0] == step_id
 
 
 def json_line(record: dict[str, object]) -> str:
@@ -213,16 +256,14 @@ def format_show(
         commands = next_commands(run.id, journal_flag, run.next_commands(), cleanup=run.cleanup)
         lines += ["", "next:", commands]
     lines += ["", "steps:"]
-    rows = [
-        (step_id, phase, record)
-        for step_id in order
-        for phase in ("action", "confirm", "compensate")
-        if (record := steps.get((step_id, phase))) is not None
-    ]
+    rows = _step_rows(order, steps)
     step_width = max((len(step_id) for step_id, _, _ in rows), default=0)
     for step_id, phase, record in rows:
         state = _STATE_WORDS.get(record.state.value, record.state.value)
         counted = f"{record.attempts} attempt{'s' if record.attempts != 1 else ''}"
+        keys = item_keys(step_id, steps)
+        if keys is not None:  # a foreach step: its items' attempts are on their rows
+            counted = f"{len(keys)} item{'s' if len(keys) != 1 else ''}"
         extra = f"  outputs {_json(record.outputs)}" if record.outputs else ""
         error = f"  {record.error}" if record.error else ""
         lines.append(
@@ -288,13 +329,13 @@ def summary_record(
     """The last JSON line of a run: its outcome and every step's state."""
     per_step = []
     for step_id in order:
-        entry: dict[str, object] = {"id": step_id}
-        for phase in ("action", "compensate", "confirm"):
-            record = steps.get((step_id, phase))
-            entry[phase] = record.state.value if record else None
-        mine = [a for a in attempts if a.step_id == step_id]
-        entry["attempts"] = len(mine)
-        entry["duration_ms"] = round(sum(a.duration_ms or 0 for a in mine), 3)
+        entry = _step_entry(step_id, steps, [a for a in attempts if _belongs(a.step_id, step_id)])
+        keys = item_keys(step_id, steps)
+        if keys is not None:
+            entry["items"] = [
+                {"index": i, **_step_entry(key, steps, [a for a in attempts if a.step_id == key])}
+                for i, key in enumerate(keys)
+            ]
         per_step.append(entry)
     return {
         "v": 1,
@@ -311,6 +352,19 @@ def summary_record(
         "next": list(run.next_commands()) if run.status is RunStatus.STUCK else [],
         "steps": per_step,
     }
+
+
+def _step_entry(
+    key: str, steps: Mapping[tuple[str, str], StepRecord], attempts: Sequence[AttemptRecord]
+) -> dict[str, object]:
+    """A step's (or an item's) states and attempts, as the JSON summary gives them."""
+    entry: dict[str, object] = {"id": key}
+    for phase in ("action", "compensate", "confirm"):
+        record = steps.get((key, phase))
+        entry[phase] = record.state.value if record else None
+    entry["attempts"] = len(attempts)
+    entry["duration_ms"] = round(sum(a.duration_ms or 0 for a in attempts), 3)
+    return entry
 
 
 def list_records(runs: Sequence[tuple[RunRecord, str]]) -> list[dict[str, object]]:
@@ -346,11 +400,13 @@ def show_record(
         created=iso_time(run.created_at),
     )
     for entry in record["steps"]:  # type: ignore[attr-defined]
-        action = steps.get((entry["id"], "action"))
-        entry["outputs"] = action.outputs if action else {}
+        for one in (entry, *entry.get("items", ())):
+            action = steps.get((one["id"], "action"))
+            one["outputs"] = action.outputs if action else {}
     record["attempts"] = [
         {
             "step": a.step_id,
+            "item": split_item_key(a.step_id)[1],
             "phase": a.phase,
             "attempt": a.attempt,
             "started": iso_time(a.started_at),

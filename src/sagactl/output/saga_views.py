@@ -39,6 +39,8 @@ def format_validation(saga: Saga) -> str:
     needs_width = min(_NEEDS_COLUMN, max(len(text) for text in needs.values()))
     for step in saga.ordered_steps():
         extra = [p.value for p in (Phase.COMPENSATE, Phase.CONFIRM) if step.request(p)]
+        if step.repeated:
+            extra.insert(0, f"foreach {step.item_name}")
         extra_text = f"  [{', '.join(extra)}]" if extra else ""
         # Columns line up: the bracketed requests of every step start at one place.
         line = f"  {step.id.ljust(width)}  {step.kind.value.ljust(13)}  "
@@ -49,10 +51,13 @@ def format_validation(saga: Saga) -> str:
 
 
 def format_plan(
-    saga: Saga, inputs: Mapping[str, Any], calls: Sequence[Sequence[tuple[Phase, Sequence[str]]]]
+    saga: Saga,
+    inputs: Mapping[str, Any],
+    calls: Sequence[Sequence[tuple[Phase | str, Sequence[str]]]],
 ) -> str:
     """The `plan`: for each step in dependency order, every call it may make, as its
-    executor describes it (a first line, then details)."""
+    executor describes it (a first line, then details); a foreach step's under a line
+    naming each item (a string instead of a phase)."""
     shown = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in inputs.items())
     lines = [
         f"plan of saga {saga.name} ({saga.path}), {len(saga.steps)} "
@@ -63,8 +68,12 @@ def format_plan(
         zip(saga.ordered_steps(), calls, strict=True), start=1
     ):
         needs = ", ".join(step.needs) if step.needs else "nothing"
-        lines += ["", f"{position}. {step.id} ({step.kind.value}; needs {needs})"]
+        each = f"; foreach {_plain(step.foreach)} as {step.item_name}" if step.repeated else ""
+        lines += ["", f"{position}. {step.id} ({step.kind.value}; needs {needs}{each})"]
         for phase, described in step_calls:
+            if not isinstance(phase, Phase):  # a line heading an item's calls
+                lines.append(f"   {phase}")
+                continue
             first, *details = described
             lines.append(f"   {phase.value.ljust(10)}  {first}")
             lines.extend(f"{' ' * 15}{detail}" for detail in details)
@@ -73,6 +82,10 @@ def format_plan(
                     label = "outputs" if i == 0 else ""
                     lines.append(f"   {label.ljust(10)}  {name} = {value}")
     return "\n".join(lines)
+
+
+def _plain(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 @dataclass
@@ -97,7 +110,10 @@ def _order_among(saga: Saga, subset: list[str]) -> list[tuple[str, str]]:
 
 def _drawing(saga: Saga) -> _Drawing:
     drawing = _Drawing()
-    drawing.nodes = [(s.id, f"{s.id} ({s.kind.value})", False) for s in saga.steps]
+    drawing.nodes = [
+        (s.id, f"{s.id} ({s.kind.value}{', for each item' if s.repeated else ''})", False)
+        for s in saga.steps
+    ]
     drawing.edges = [
         (dep, s.id, False) for s in saga.steps for dep in saga.waits_on.get(s.id, s.needs)
     ]

@@ -11,7 +11,7 @@ from sagactl.definition.templating import Renderer
 from sagactl.executors.base import AttemptContext, AttemptResult, Check, Shown
 from sagactl.executors.http.attempt import attempt
 from sagactl.executors.http.prepare import PreparedRequest, prepare
-from sagactl.model import Phase, Saga, Step
+from sagactl.model import Item, Phase, Saga, Step
 from sagactl.redact import Redactor
 
 __all__ = ["HttpExecutor", "saga_headers"]
@@ -47,8 +47,9 @@ class HttpExecutor:
         renderer: Renderer,
         *,
         secrets: Redactor | None = None,
+        item: Item | None = None,
     ) -> PreparedRequest:
-        return prepare(saga, step, phase, context, steps, renderer, secrets=secrets)
+        return prepare(saga, step, phase, context, steps, renderer, secrets=secrets, item=item)
 
     def shown(self, prepared: Any, attempt: AttemptContext) -> Shown:
         assert isinstance(prepared, PreparedRequest)

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from sagactl import __version__
-from sagactl.definition.scope import step_scope
+from sagactl.definition.scope import foreach_items, step_scope
 from sagactl.definition.templating import (
     Renderer,
     TemplateProblem,
@@ -24,7 +24,8 @@ from sagactl.definition.templating import (
     strings_in,
 )
 from sagactl.errors import DefinitionError, DefinitionErrors, Location, RenderError
-from sagactl.model import BodyKind, Expect, Phase, Request, RetryPolicy, Saga, Step
+from sagactl.model import BodyKind, Expect, Item, Phase, Request, RetryPolicy, Saga, Step
+from sagactl.records import item_key
 from sagactl.redact import Redactor
 
 __all__ = [
@@ -319,9 +320,11 @@ def prepare(
     *,
     check: bool = True,
     secrets: Redactor | None = None,
+    item: Item | None = None,
 ) -> PreparedRequest:
     """`step`'s request for `phase`, rendered with the run's context and `steps`, the
-    namespace of the outputs known so far (`{"reserve": {"outputs": {...}}}`).
+    namespace of the outputs known so far (`{"reserve": {"outputs": {...}}}`), and for a
+    foreach step, the `item` it is for.
 
     Raises RenderError for a template that cannot be rendered and, with `check`, for a
     request that could not be sent (its URL, a header, a body too large). With `secrets`,
@@ -329,7 +332,7 @@ def prepare(
     request = step.request(phase)
     if not isinstance(request, Request):
         raise ValueError(f"step {step.id} has no HTTP {phase.value}")
-    scope = step_scope(context, step.id, phase, steps)
+    scope = step_scope(context, step.id, phase, steps, item=item)
     parts = _Parts(saga, step, phase, request, scope, renderer)
     url = parts.url()
     headers = parts.headers() if request.headers or request.auth else {}
@@ -344,7 +347,7 @@ def prepare(
         header_bytes = parts.header_bytes(headers, content_type)
         body_bytes = parts.body_bytes(body_text)
     return PreparedRequest(
-        step=step.id,
+        step=step.id if item is None else item_key(step.id, item.index),
         phase=phase,
         method=request.method,
         url=url,
@@ -396,6 +399,19 @@ def preflight(
     ready: dict[tuple[str, Phase], PreparedRequest] = {}
     unset = {name for name in saga.env if name not in context["env"]}
     for step in saga.steps:
+        if step.repeated:
+            if _reads(step.foreach, "steps"):
+                _unset_env(
+                    Location(saga.path, step.line, 0, f"steps[{step.index}].foreach"),
+                    step.foreach,
+                    unset,
+                    problems,
+                )
+            else:
+                try:  # a list known before the run starts: it must be one
+                    foreach_items(saga, step, context, {}, renderer)
+                except RenderError as exc:
+                    problem(exc)
         for phase, request in (
             (Phase.ACTION, step.action),
             (Phase.COMPENSATE, step.compensate),
@@ -403,7 +419,7 @@ def preflight(
         ):
             if not isinstance(request, Request):
                 continue  # none, or of another kind: its executor checks it as it runs
-            if not request.reads_steps:
+            if not request.reads_steps and not step.repeated:
                 try:
                     ready[(step.id, phase)] = prepare(
                         saga, step, phase, context, {}, renderer, secrets=secrets
@@ -434,8 +450,9 @@ def preflight(
             }
             for field, value in fields.items():
                 try:
-                    if _reads(value, "steps"):
-                        # Known only once the steps it reads have run: only its env is checked.
+                    if _reads(value, "steps") or _reads(value, "item"):
+                        # Known only once the steps it reads have run, or for each item: only
+                        # its env is checked.
                         _unset_env(parts.at(field), value, unset, problems)
                     elif field == "url":
                         _check_url(
