@@ -58,6 +58,9 @@ class StepPlan:
     """Phase -> the fault of each of its successive attempts (then success)."""
     poll: str | None = None
     """For a polled action, its poll's timeout."""
+    items: list[dict[str, list[str]]] | None = None
+    """For a foreach step (SPEC §2.5), each item's faults, as `attempts` (which is then
+    empty); None for a step run once."""
 
 
 @dataclass
@@ -101,9 +104,17 @@ def cases(draw: st.DrawFn, real_processes: bool = False) -> Case:
             + (["compensate"] if kind == "compensatable" else [])
             + (["confirm"] if confirm else [])
         )
-        for phase in phases:
-            polled = phase == "action" and poll is not None
-            plan.attempts[phase] = draw(attempt_faults(real_processes, polled))
+
+        def drawn(phases: list[str] = phases, poll: str | None = poll) -> dict[str, list[str]]:
+            return {
+                phase: draw(attempt_faults(real_processes, phase == "action" and poll is not None))
+                for phase in phases
+            }
+
+        if draw(st.integers(0, 3)) == 0:  # a foreach step of 0 to 5 items, faults per item
+            plan.items = [drawn() for _ in range(draw(st.integers(0, 5)))]
+        else:
+            plan.attempts = drawn()
         steps.append(plan)
     crash_at = draw(st.one_of(st.none(), st.integers(1, 4 * count + 4)))
     choices = draw(st.lists(st.sampled_from(["resume", "compensate"]), min_size=6, max_size=6))
@@ -127,15 +138,21 @@ def saga_text(case: Case) -> str:
         lines.append(f"  - id: s{i}")
         if step.needs is not None:
             lines.append(f"    needs: [{', '.join(f's{n}' for n in step.needs)}]")
+        # Each item of a foreach step has a resource of its own, under its step's.
+        path = f"/s{i}/{{{{ run.id }}}}"
+        if step.items is not None:
+            lines += [f"    foreach: {list(range(len(step.items)))}", "    as: n"]
+            path += "/{{ item.n }}"
         if step.kind == "read":
+            probe = f"/probe/s{i}" + ("/{{ item.n }}" if step.items is not None else "")
             lines.append(
-                f'    action: {{method: GET, url: "/probe/s{i}", expect: {{status: [200, 404]}}}}'
+                f'    action: {{method: GET, url: "{probe}", expect: {{status: [200, 404]}}}}'
             )
         elif step.poll is not None:
             lines += [
                 "    action:",
                 "      method: PUT",
-                f'      url: "/s{i}/{{{{ run.id }}}}"',
+                f'      url: "{path}"',
                 "      json: {ready: true}",
                 "      poll:",
                 # Strict templates: a key only some answers hold is read with .get
@@ -145,14 +162,13 @@ def saga_text(case: Case) -> str:
                 f"        timeout: {step.poll}",
             ]
         else:
-            lines.append(f'    action: {{method: PUT, url: "/s{i}/{{{{ run.id }}}}"}}')
+            lines.append(f'    action: {{method: PUT, url: "{path}"}}')
         if step.kind == "compensatable":
             lines.append(
-                f'    compensate: {{method: DELETE, url: "/s{i}/{{{{ run.id }}}}", '
-                "expect: {status: [200, 404]}}"
+                f'    compensate: {{method: DELETE, url: "{path}", expect: {{status: [200, 404]}}}}'
             )
         if step.confirm:
-            lines.append(f'    confirm: {{method: PUT, url: "/s{i}/{{{{ run.id }}}}/ok"}}')
+            lines.append(f'    confirm: {{method: PUT, url: "{path}/ok"}}')
     return "\n".join(lines) + "\n"
 
 
@@ -182,27 +198,67 @@ def fault(kind: str, step: str, phase: str) -> Fault:
     return Fault(**where, kind=fault_kind, delay=delay)
 
 
+def units(step: StepPlan, index: int) -> list[tuple[str, dict[str, list[str]]]]:
+    """What of a step is sent on its own, by the name its requests carry (`Saga-Step`): the
+    step, or each of its items (`s2[0]`, `s2[1]`…), with their faults."""
+    if step.items is None:
+        return [(f"s{index}", step.attempts)]
+    return [(f"s{index}[{j}]", attempts) for j, attempts in enumerate(step.items)]
+
+
 def faults(case: Case) -> list[Fault]:
     """The faults of every attempt, in order: the service takes the first that matches."""
     return [
-        fault(kind, f"s{i}", phase)
+        fault(kind, name, phase)
         for i, step in enumerate(case.steps)
-        for phase, kinds in step.attempts.items()
+        for name, attempts in units(step, i)
+        for phase, kinds in attempts.items()
         for kind in kinds
     ]
 
 
+_RESOURCE = re.compile(r"^/(?P<step>s[0-9]+)/(?P<run>[^/]+)(?:/(?P<item>[0-9]+))?(?:/ok)?$")
+
+
 def left_in_service(service: Service, run_id: str, saga: Any) -> set[str]:
-    """The steps whose effect the service still holds."""
-    return {s.id for s in saga.steps if f"/{s.id}/{run_id}" in service.resources}
+    """What the service still holds, by the name of the step or item that made it."""
+    left = set()
+    for path in service.resources:
+        match = _RESOURCE.match(path)
+        if match is not None and match["run"] == run_id:
+            item = match["item"]
+            left.add(match["step"] + (f"[{item}]" if item is not None else ""))
+    return left
 
 
-def reached(service: Service, step: str, phase: str = "action") -> bool:
-    """Whether a request of this step and phase ever reached the service."""
+def step_of(name: str) -> str:
+    """The step of a step's or an item's name: `s2` of `s2[1]`."""
+    return name.split("[", 1)[0]
+
+
+def reached(service: Service, name: str, phase: str = "action") -> bool:
+    """Whether a request of this step (or item, or any item of this step) and phase ever
+    reached the service."""
     return any(
-        r.headers.get("Saga-Step") == step and r.headers.get("Saga-Phase") == phase
+        r.headers.get("Saga-Phase") == phase
+        and (r.headers.get("Saga-Step") == name or step_of(r.headers.get("Saga-Step", "")) == name)
         for r in service.received
     )
+
+
+def expected_effects(saga: Any, run_id: str) -> set[str]:
+    """The resource of each step and item that writes (and of its confirm), as a run that
+    succeeded leaves it. The model's foreach steps write their list out."""
+    paths = set()
+    for step in saga.steps:
+        if step.kind is StepKind.READ_ONLY:
+            continue
+        base = f"/{step.id}/{run_id}"
+        for path in [base] if step.foreach is None else [f"{base}/{j}" for j in step.foreach]:
+            paths.add(path)
+            if step.confirm is not None:
+                paths.add(f"{path}/ok")
+    return paths
 
 
 def check_stuck(path: Path, run_id: str, saga: Any, service: Service, killed: bool = False) -> None:
@@ -220,7 +276,9 @@ def check_stuck(path: Path, run_id: str, saga: Any, service: Service, killed: bo
         assert named, run.error
         names = set(named.group(1).split(", "))
         compensatable = {s.id for s in saga.steps if s.kind is StepKind.COMPENSATABLE}
-        assert left & compensatable <= names, (run.error, left)
+        undoable = {name for name in left if step_of(name) in compensatable}
+        # An item is named, or (its list unknown) its step.
+        assert all(name in names or step_of(name) in names for name in undoable), (run.error, left)
         assert killed or all(reached(service, name) for name in names), (
             run.error,
             service.received,
@@ -228,12 +286,17 @@ def check_stuck(path: Path, run_id: str, saga: Any, service: Service, killed: bo
     elif run.phase == "confirm":
         named = re.match(r"confirm of step (\S+):", run.error)
         assert named, run.error
-        writers = {s.id for s in saga.steps if s.kind is not StepKind.READ_ONLY}
-        assert writers <= left, (run.error, left)
+        writes = expected_effects(saga, run_id)
+        assert {p for p in writes if not p.endswith("/ok")} <= set(service.resources), (
+            run.error,
+            left,
+        )
+        name = named.group(1)
+        path = f"/{step_of(name)}/{run_id}" + (
+            f"/{name.split('[', 1)[1].rstrip(']')}" if "[" in name else ""
+        )
         assert (
-            f"/{named.group(1)}/{run_id}/ok" not in service.resources
-            or killed
-            or reached(service, named.group(1), "confirm")
+            f"{path}/ok" not in service.resources or killed or reached(service, name, "confirm")
         ), run.error
     else:  # held going forward by a pivot that took effect or may have
         named = re.match(r"step (\S+):", run.error)
@@ -249,27 +312,34 @@ def check(case: Case, service: Service, run_id: str, status: RunStatus, saga: An
     assert len(keys) == len(set(keys)), "an idempotency key was applied twice"
     effects = {(method, path) for _, method, path in service.applied}
     assert len(effects) == len(service.applied), "an effect was applied twice"
-    writers = [s for s in saga.steps if s.kind is not StepKind.READ_ONLY]
     if status is RunStatus.SUCCEEDED:
-        for step in writers:
-            assert f"/{step.id}/{run_id}" in service.resources, step.id
-            if step.confirm is not None:
-                assert f"/{step.id}/{run_id}/ok" in service.resources, step.id
+        missing = expected_effects(saga, run_id) - set(service.resources)
+        assert not missing, ("succeeded, yet the service lacks", missing)
     else:
         assert service.resources == {}, (
             "compensated, yet the service still holds",
             service.resources,
         )
-    received = [(r.headers.get("Saga-Step"), r.headers.get("Saga-Phase")) for r in service.received]
+    # An item's requests count as its step's.
+    received = [
+        (step_of(r.headers.get("Saga-Step", "")), r.headers.get("Saga-Phase"))
+        for r in service.received
+    ]
 
     def first(step: str, phase: str) -> int:
         return received.index((step, phase)) if (step, phase) in received else -1
+
+    def last(step: str, phase: str) -> int:
+        return max((i for i, r in enumerate(received) if r == (step, phase)), default=-1)
 
     for step in saga.steps:
         at = first(step.id, "action")
         if at >= 0:
             for above in saga.ancestors[step.id]:
-                assert 0 <= first(above, "action") < at, (above, step.id)
+                if saga.step(above).foreach == []:
+                    continue  # a foreach step of no items sends nothing
+                # Every request of a step it waits on (every item's, every retry) came first.
+                assert 0 <= last(above, "action") < at, (above, step.id)
         undo = first(step.id, "compensate")
         if undo >= 0:
             for below in saga.dependents(step.id):
@@ -279,7 +349,13 @@ def check(case: Case, service: Service, run_id: str, status: RunStatus, saga: An
 
 def statistics(case: Case, service: Service, status: RunStatus) -> None:
     """Figures for docs/reliability.md (pytest --hypothesis-show-statistics)."""
-    drawn = [kind for step in case.steps for kinds in step.attempts.values() for kind in kinds]
+    drawn = [
+        kind
+        for i, step in enumerate(case.steps)
+        for _, attempts in units(step, i)
+        for kinds in attempts.values()
+        for kind in kinds
+    ]
     met: dict[tuple[str | None, str | None], list[str | None]] = {}
     for r in service.received:
         met.setdefault((r.headers.get("Saga-Step"), r.headers.get("Saga-Phase")), []).append(
@@ -295,8 +371,17 @@ def statistics(case: Case, service: Service, status: RunStatus) -> None:
     event(f"outcome: {status.value}")
     polled = [step for step in case.steps if step.poll is not None]
     if polled:
-        answers = [k for step in polled for k in step.attempts["action"] if k in POLL_ANSWERS]
+        answers = [
+            k
+            for step in polled
+            for attempts in (step.items if step.items is not None else [step.attempts])
+            for k in attempts.get("action", ())
+            if k in POLL_ANSWERS
+        ]
         event(f"polled steps answered not done or failed: {bool(answers)}")
+    sizes = [len(step.items) for step in case.steps if step.items is not None]
+    if sizes:
+        event(f"foreach steps with no item: {0 in sizes}; most items: {max(sizes)}")
     event(f"faults drawn: {min(len(drawn), 10)}{'+' if len(drawn) >= 10 else ''}")
     event(f"faults met by the service: {any(f for kinds in met.values() for f in kinds)}")
     event(f"the service answered a request after one it did not: {doubt_then_answer}")

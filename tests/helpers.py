@@ -68,6 +68,7 @@ class DyingJournal:
         {
             "create_run",
             "set_run",
+            "set_step",
             "take_lease",
             "renew_lease",
             "release_lease",

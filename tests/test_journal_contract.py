@@ -311,6 +311,52 @@ def test_a_deferred_result_waits_for_the_next_write(journal: Journal, target: st
         assert [a.outcome for a in reader.attempts("R0001")] == ["success", None]
 
 
+def test_a_step_of_items_is_written_whole_and_keeps_its_list(journal: Journal, target: str) -> None:
+    """`set_step`: a foreach step's own row, its list written before its items are sent and
+    kept by later writes that give none; durable when it returns, carrying what was
+    deferred before it."""
+    new_run(journal)
+    journal.set_step("R0001", "a", "action", state=StepState.RUNNING, items=["x", {"y": 1}])
+    with other(target) as reader:
+        record = reader.steps("R0001")[("a", "action")]
+    assert (record.state, record.items, record.attempts) == (StepState.RUNNING, ["x", {"y": 1}], 0)
+    journal.finish_attempt(
+        begin(journal, "a[0]"),
+        outcome="success",
+        duration_ms=1.0,
+        status=200,
+        step_state=StepState.SUCCEEDED,
+        applied=True,
+        outputs={"id": 1},
+        defer=True,
+    )
+    journal.set_step(
+        "R0001",
+        "a",
+        "action",
+        state=StepState.FAILED,
+        applied=True,
+        outputs={},
+        attempts=2,
+        error="a[1]: status 422",
+    )
+    with other(target) as reader:
+        steps = reader.steps("R0001")
+        assert [a.outcome for a in reader.attempts("R0001")] == ["success"]
+    record = steps[("a", "action")]
+    assert (record.state, record.applied, record.attempts, record.error, record.items) == (
+        StepState.FAILED,
+        True,
+        2,
+        "a[1]: status 422",
+        ["x", {"y": 1}],
+    )
+    assert steps[("a[0]", "action")].outputs == {"id": 1}
+    assert steps[("a[0]", "action")].items is None
+    journal.set_step("R0001", "a", "compensate", state=StepState.SUCCEEDED)
+    assert journal.steps("R0001")[("a", "compensate")].items is None
+
+
 @pytest.mark.parametrize("how", ["a read", "flush", "close"])
 def test_reads_flush_and_close_write_what_was_deferred(target: str, how: str) -> None:
     journal = other(target)

@@ -15,6 +15,7 @@ from sagactl.events import (
     AttemptFinished,
     AttemptStarted,
     Event,
+    ItemsStarted,
     PhaseStarted,
     RetryScheduled,
     RunFinished,
@@ -316,3 +317,84 @@ def test_a_poll_shows_how_many_answers_said_not_yet() -> None:
     assert line.startswith("↻ wait") and "not done yet (poll 2)" in line, line
     assert " 2 " in line and "/" not in line.split("action")[1], line  # no most attempts
     renderer.close()
+
+
+def items_story() -> list[Event]:
+    """A foreach step of five items, two at a time: the third fails; the two before it and
+    the one in flight beside it are undone."""
+    events: list[Event] = [
+        RunStarted(RUN, "order", JOURNAL, steps=("order", "lines", "total")),
+        PhaseStarted("forward"),
+        AttemptStarted("order", "action", 1, 3, "PUT", "http://127.0.0.1:1/o"),
+        AttemptFinished("order", "action", 1, "success", 201, None, 1.0),
+        StepFinished("order", "action", "succeeded"),
+        ItemsStarted("lines", "action", 5, 5),
+    ]
+    for index, status in ((0, 201), (1, 201), (2, 422), (3, 201)):
+        key = f"lines[{index}]"
+        state = "failed" if status == 422 else "succeeded"
+        events += [
+            AttemptStarted(key, "action", 1, 3, "PUT", f"http://127.0.0.1:1/l/{index}", item=index),
+            AttemptFinished(key, "action", 1, "success", status, None, 1.0, item=index),
+            StepFinished(key, "action", state, "status 422" if status == 422 else None, item=index),
+        ]
+    events += [
+        StepFinished("lines", "action", "failed", "lines[2]: status 422"),
+        PhaseStarted("compensate"),
+        ItemsStarted("lines", "compensate", 3, 5),
+    ]
+    for index in (3, 1, 0):
+        key = f"lines[{index}]"
+        events += [
+            AttemptStarted(key, "compensate", 1, 10, "DELETE", "http://x/l", item=index),
+            AttemptFinished(key, "compensate", 1, "success", 200, None, 1.0, item=index),
+            StepFinished(key, "compensate", "succeeded", item=index),
+        ]
+    events += [
+        StepFinished("lines", "compensate", "succeeded"),
+        RunFinished(RUN, "compensated", "step lines[2]: status 422", 1.0, "lines[2]", "action"),
+    ]
+    return events
+
+
+def test_items_have_rows_under_their_step_and_the_step_counts_them() -> None:
+    frames, final = render(items_story(), 100)
+    during = [f for f in frames if "lines[1]" in f and "lines[2]" not in f][-1]
+    table = [line.split()[1] for line in rows(during)]
+    assert table == ["order", "lines", "lines[0]", "lines[1]", "total"], during
+    assert re.search(r"→ lines .* 2/5 items", during), during
+    table = [line.split()[:3] for line in rows(final)]
+    assert table == [
+        ["✓", "order", "action"],
+        ["✗", "lines", "action"],
+        ["✓", "lines[0]", "action"],
+        ["✓", "lines[1]", "action"],
+        ["✗", "lines[2]", "action"],
+        ["✓", "lines[3]", "action"],
+        ["·", "total", "action"],
+        ["✓", "lines", "compensate"],
+        ["✓", "lines[0]", "compensate"],
+        ["✓", "lines[1]", "compensate"],
+        ["✓", "lines[3]", "compensate"],
+    ], final
+    # one step undone, whatever its number of items; the cause is the item's
+    assert "compensated in 1.00s" in final and "cause: step lines[2]: status 422" in final
+
+
+def test_a_thousand_items_fold_and_the_failing_one_stays_in_view() -> None:
+    events: list[Event] = [
+        RunStarted(RUN, "big", JOURNAL, steps=("lines",)),
+        ItemsStarted("lines", "action", 1000, 1000),
+    ]
+    for index in range(1000):
+        key = f"lines[{index}]"
+        bad = index == 700
+        events += [
+            AttemptStarted(key, "action", 1, 3, "PUT", "http://x/l", item=index),
+            StepFinished(key, "action", "failed" if bad else "succeeded", item=index),
+        ]
+    events.append(RunFinished(RUN, "compensated", "step lines[700]: 409", 1.0))
+    frames, _ = render(events, 80, 20)
+    last = frames[-1]
+    assert len(last.splitlines()) <= 19
+    assert "✓ 999 succeeded" in last and "lines[700]" in last, last
