@@ -5,9 +5,11 @@ not (the same count run after run, whatever else the machine is doing).
 
 Each case runs twice in its own process under callgrind, with 20 and with 120 steps; the
 difference divided by 100 is the cost of one step, with start-up, imports and loading cancelled
-out. Counts cover the client's own code in user space: not the kernel (socket calls, fsync) and
-not the server, which is why the wall-clock ratios of bench/run.py are lower. The hash seed is
-fixed (PYTHONHASHSEED=0), so the count is the same run after run.
+out. `items` is one foreach step of 20 and of 120 items, sent one at a time, each the request
+a step of the chain sends (durability normal): the cost of one item. Counts cover the client's
+own code in user space: not the kernel (socket calls, fsync) and not the server, which is why
+the wall-clock ratios of bench/run.py are lower. The hash seed is fixed (PYTHONHASHSEED=0), so
+the count is the same run after run.
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import bare_loop, bare_loop_with_commits, chain_saga, start_server  # noqa: E402
+from run import (  # noqa: E402
+    bare_loop,
+    bare_loop_with_commits,
+    chain_saga,
+    foreach_saga,
+    start_server,
+)
 
 SIZES = (20, 120)
 CASES = {
@@ -33,6 +41,7 @@ CASES = {
     "commits": "  bare + 2 commits (no fsync)",
     "normal": "saga, durability normal",
     "full": "saga, durability full",
+    "items": "foreach items, one at a time",
 }
 
 
@@ -44,16 +53,23 @@ def one(case: str, url: str, steps: int) -> None:
     from sagactl.journal import Durability, open_journal
 
     sagas = {n: load_text(chain_saga(n), "bench.yaml") for n in SIZES}
+    repeated = {n: load_text(foreach_saga(n), "bench.yaml") for n in SIZES}
     if case == "bare":
         bare_loop(url, steps)
     elif case == "commits":
         bare_loop_with_commits(url, steps, "NORMAL")
     else:
+        saga = repeated[steps] if case == "items" else sagas[steps]
+        durability = Durability.NORMAL if case == "items" else Durability(case)
         with (
             tempfile.TemporaryDirectory() as tmp,
-            open_journal(Path(tmp) / "j.db", Durability(case)) as journal,
+            open_journal(Path(tmp) / "j.db", durability) as journal,
         ):
-            _, status = start_run(sagas[steps], {}, journal, {"BASE": url}, on_event=lambda e: None)
+            # Items one at a time, as the chain's steps go: the same requests, in order.
+            concurrency = 1 if case == "items" else 8
+            _, status = start_run(
+                saga, {}, journal, {"BASE": url}, on_event=lambda e: None, concurrency=concurrency
+            )
         assert status.value == "succeeded", status
 
 

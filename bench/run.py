@@ -64,6 +64,29 @@ def chain_saga(steps: int, *, prefix: str = "/items") -> str:
     return "\n".join(lines) + "\n"
 
 
+def foreach_saga(items: int) -> str:
+    """One foreach step of `items` items sending what `chain_saga` sends step by step."""
+    return (
+        "\n".join(
+            [
+                "version: 1",
+                "name: bench",
+                "env: [BASE]",
+                "defaults:",
+                '  base_url: "{{ env.BASE }}"',
+                "steps:",
+                "  - id: s",
+                f"    foreach: {list(range(items))}",
+                "    as: n",
+                '    action: {method: PUT, url: "/items/{{ item.n }}/{{ run.id }}", '
+                'json: {n: "{{ item.n }}", run: "{{ run.id }}"}}',
+                '    compensate: {method: DELETE, url: "/items/{{ item.n }}/{{ run.id }}"}',
+            ]
+        )
+        + "\n"
+    )
+
+
 def fan_saga(steps: int) -> str:
     return chain_saga(steps, prefix="/slow").replace("    action:", "    needs: []\n    action:")
 

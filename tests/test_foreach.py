@@ -445,3 +445,40 @@ def test_the_example_order_saga_runs_against_the_service(service: Service, tmp_p
     assert result.exit_code == 0, result.stdout + result.stderr
     assert service.resources["/orders/O-1/confirmation"] == {"reservations": ["O-1-0", "O-1-1"]}
     assert service.resources["/stock/A-1/reservations/O-1-0"] == {"qty": 2}
+
+
+def test_items_stop_starting_when_the_sagas_timeout_passes(tmp_path: Path) -> None:
+    """Each item takes a second of an injected clock; the saga may take 2.5: the third item
+    is the last sent, and the run is compensated as a run past its deadline."""
+    now = [0.0]
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(f"{request.method} {request.url.path}")
+        if request.method == "PUT" and request.url.path.startswith("/lines/"):
+            now[0] += 1.0
+        return httpx.Response(200, json={"sku": "x"})
+
+    text = sagas.ORDER.replace("steps:\n", "timeout: 2500ms\nsteps:\n", 1)
+    saga = load_text(text, "order.yaml")
+    with open_journal(tmp_path / "j.db") as journal:
+        run = create_run(journal, saga, {"skus": list("ABCDE")}, {"BASE": "http://svc"})
+        client = httpx.Client(transport=httpx.MockTransport(handler))
+        status = Engine(
+            saga,
+            run,
+            journal=journal,
+            executors=http_executors(client),
+            secrets={},
+            concurrency=1,
+            clock=lambda: now[0],
+        ).start()
+        error = journal.get_run(run.id).error
+    assert status is RunStatus.COMPENSATED
+    assert error == "the saga's timeout (2.5s) passed"
+    assert [s for s in sent if s.startswith("PUT /lines/")] == [
+        f"PUT /lines/{run.id}/{i}" for i in range(3)
+    ]
+    assert sorted(s for s in sent if s.startswith("DELETE /lines/")) == [
+        f"DELETE /lines/{run.id}/{i}" for i in range(3)
+    ]

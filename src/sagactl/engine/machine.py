@@ -552,8 +552,15 @@ class Engine:
             todo, deps, Phase.ACTION, stop_on_failure=True, deadline=self._deadline
         )
         self._check_stop()
+        # A foreach step of which only some items ran (the deadline passed) is unfinished, as
+        # a step that never started is: not a failure.
         problem = next(
-            ((sid, r) for sid, r in results.items() if r.state is not StepState.SUCCEEDED), None
+            (
+                (sid, r)
+                for sid, r in results.items()
+                if r.state not in (StepState.SUCCEEDED, StepState.RUNNING)
+            ),
+            None,
         )
         if problem is None and all(
             self._state(s.id, Phase.ACTION) is StepState.SUCCEEDED for s in self.saga.steps
