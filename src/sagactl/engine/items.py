@@ -53,7 +53,8 @@ def gather(
 ) -> tuple[StepRecord | None, str | None]:
     """The state of `phase` of a foreach step of `count` items, from the items' records in
     `states`; and the key of the item its error comes from. None when none of the items
-    concerned has a record yet (none of them started).
+    concerned has a record yet (none of them started), and for a compensation when no item
+    is concerned yet.
 
     The items concerned are every item, but for a compensation those that may have taken
     effect. The step failed (or is in doubt) as soon as one item did, the first in item
@@ -63,7 +64,9 @@ def gather(
     indexes = applied_items(step_id, count, states) if phase is Phase.COMPENSATE else range(count)
     records = [(item_key(step_id, i), states.get((item_key(step_id, i), phase))) for i in indexes]
     started = [(key, record) for key, record in records if record is not None]
-    if records and not started:
+    if not started and (records or phase is Phase.COMPENSATE):
+        # None of them started: the phase has not begun. (A compensation with nothing to
+        # undo yet has not either: items may still take effect before it runs.)
         return None, None
     state = StepState.RUNNING
     cause: tuple[str, StepRecord] | None = None
