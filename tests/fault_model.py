@@ -44,9 +44,10 @@ NOT_ANSWERED = frozenset({"late", "drop", "reset", "early", "trickle"})
 """Faults after which the client cannot know whether the request took effect."""
 
 
-POLL_ANSWERS = ("notyet", "failed")
-"""What a polled action can be answered besides the faults: 200 saying not done yet, or
-saying the work failed (its `fail_if`); neither applies anything."""
+POLL_ANSWERS = ("notyet", "started", "failed")
+"""What a polled action can be answered besides the faults: 200 saying not done yet (without
+applying anything, or having applied the request: a job started), or saying the work failed
+(its `fail_if`), applying nothing."""
 
 
 @dataclass
@@ -78,7 +79,7 @@ def attempt_faults(
     the time, any fault otherwise (for a polled request, its answers too)."""
     kinds = [k for k in FAULTS if not (real_processes and k == "refused")]
     if poll:
-        kinds += ["notyet", "notyet", "notyet", "failed"]
+        kinds += ["notyet", "notyet", "started", "started", "failed"]
     one = st.one_of(st.just("ok"), st.sampled_from(kinds))
     return st.integers(0, 5).flatmap(lambda n: st.lists(one, min_size=n, max_size=n))
 
@@ -183,6 +184,8 @@ def fault(kind: str, step: str, phase: str) -> Fault:
         return Fault(**where, status=429, headers={"Retry-After": "0"})
     if kind == "notyet":
         return Fault(**where, status=200, body={"ready": False})
+    if kind == "started":
+        return Fault(**where, kind="applied_status", status=200, body={"ready": False})
     if kind == "failed":
         return Fault(**where, status=200, body={"failed": True})
     named = {

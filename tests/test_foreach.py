@@ -482,3 +482,94 @@ def test_items_stop_starting_when_the_sagas_timeout_passes(tmp_path: Path) -> No
     assert sorted(s for s in sent if s.startswith("DELETE /lines/")) == [
         f"DELETE /lines/{run.id}/{i}" for i in range(3)
     ]
+
+
+KEYS = """\
+version: 1
+name: keys
+env: [BASE]
+secrets: [KEYS]
+defaults: {base_url: "{{ env.BASE }}", retry: {attempts: 1}}
+steps:
+  - id: grant
+    foreach: "{{ secrets.KEYS.split(',') }}"
+    as: key
+    action: {method: PUT, url: "/grants/{{ run.id }}/{{ item.index }}", json: {k: "{{ item.key }}"}}
+    compensate: {method: DELETE, url: "/grants/{{ run.id }}/{{ item.index }}"}
+  - id: done
+    action: {method: PUT, url: "/done/{{ run.id }}"}
+"""
+
+
+def _killed_granting(service: Service, path: Path, keys: str) -> tuple[str, Any]:
+    """A run of KEYS killed as it journals its second item's first attempt."""
+    from helpers import Crash, DyingJournal
+
+    saga = load_text(KEYS, "keys.yaml")
+    journal = DyingJournal(
+        open_journal(path),
+        dies_at=lambda name, args, kwargs: name == "begin_attempt" and args[1] == "grant[1]",
+    )
+    with httpx.Client() as client:
+        run = create_run(journal, saga, {}, {"BASE": service.url})
+        with pytest.raises(Crash):
+            Engine(
+                saga,
+                run,
+                journal=journal,
+                executors=http_executors(client),
+                secrets={"KEYS": keys},
+                concurrency=1,
+            ).start()
+    journal.close()
+    return run.id, saga
+
+
+def _resume(service: Service, path: Path, run_id: str, saga: Any, keys: str) -> RunStatus:
+    with open_journal(path) as journal, httpx.Client() as client:
+        run = journal.get_run(run_id)
+        return Engine(
+            saga, run, journal=journal, executors=http_executors(client), secrets={"KEYS": keys}
+        ).resume()
+
+
+def test_a_list_holding_a_secret_is_journaled_by_its_count_and_made_again(
+    service: Service, tmp_path: Path
+) -> None:
+    keys = "key-one-5ecret,key-two-5ecret"
+    path = tmp_path / "j.db"
+    run_id, saga = _killed_granting(service, path, keys)
+    with open_journal(path) as journal:
+        assert journal.steps(run_id)[("grant", "action")].items == {
+            "withheld": "held a secret",
+            "count": 2,
+        }
+    assert _resume(service, path, run_id, saga, keys) is RunStatus.SUCCEEDED
+    # the first item, whose result died with the process, was sent again under its key
+    assert service.resources[f"/grants/{run_id}/0"] == {"k": "key-one-5ecret"}
+    assert service.resources[f"/grants/{run_id}/1"] == {"k": "key-two-5ecret"}
+    assert [key for key, _, _ in service.applied if ".grant[" in key] == [
+        f"{run_id}.grant[0].action",
+        f"{run_id}.grant[1].action",
+    ]
+    for sink in path.parent.iterdir():
+        data = sink.read_bytes()
+        assert b"5ecret" not in data, sink
+
+
+def test_a_list_holding_a_secret_that_changed_length_stops_the_run(
+    service: Service, tmp_path: Path
+) -> None:
+    """Its items cannot be known any more, so neither sent nor undone: stuck, saying why,
+    until the secret is the one the run began with."""
+    keys = "key-one-5ecret,key-two-5ecret"
+    path = tmp_path / "j.db"
+    run_id, saga = _killed_granting(service, path, keys)
+    assert _resume(service, path, run_id, saga, keys + ",key-three") is RunStatus.STUCK
+    with open_journal(path) as journal:
+        error = journal.get_run(run_id).error
+    assert error is not None
+    assert "the list of foreach now has 3 items, and had 2 when its items were first sent" in error
+    service.faults.append(Fault("PUT", "/done/", status=422))
+    assert _resume(service, path, run_id, saga, keys) is RunStatus.COMPENSATED
+    assert service.resources == {}

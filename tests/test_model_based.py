@@ -126,7 +126,9 @@ def drive(case: Case, service: Service, tmp: Path) -> tuple[str, RunStatus, Any,
         if status in (RunStatus.SUCCEEDED, RunStatus.COMPENSATED):
             break
         if status is RunStatus.STUCK:
-            check_stuck(path, run_id, saga, service)
+            # A death between an attempt and its journaled result leaves it in doubt, whether
+            # it reached the service or not (a refused connection): the journal cannot know.
+            check_stuck(path, run_id, saga, service, killed=journal.dead)
             service.clear_faults()
         with open_journal(path, Durability.NORMAL) as store:
             engine = resumer(store)

@@ -164,6 +164,9 @@ class Engine:
         `{"reserve": {"outputs": {...}}}`."""
         self.items: dict[str, list[Any]] = {}
         """The items of each foreach step whose list is known, by step id."""
+        self.item_counts: dict[str, int] = {}
+        """How many items the journal says each foreach step has, once its list was
+        journaled: a list that held a secret is journaled only so."""
         self.item_outputs: dict[str, dict[str, Any]] = {}
         """The outputs of each item whose action succeeded, by item key (`lines[2]`)."""
         self._unlisted: dict[tuple[str, Phase], _Result] = {}
@@ -406,6 +409,7 @@ class Engine:
         count = item_count(record)
         if count is None:
             return  # its list was never journaled: none of its items was sent
+        self.item_counts[step.id] = count
         if record is not None and isinstance(record.items, list):
             self.items[step.id] = record.items
         for phase in Phase:
@@ -790,7 +794,6 @@ class Engine:
         known = self.items.get(step.id)
         if known is not None:
             return known
-        journaled = self.states.get((step.id, Phase.ACTION.value))
         try:
             items = foreach_items(self.saga, step, self.context, self.outputs, self.renderer)
         except RenderError as exc:
@@ -798,7 +801,7 @@ class Engine:
                 step, phase, f"cannot make the list of foreach: {exc.message}"
             )
             return None
-        count = item_count(journaled)
+        count = self.item_counts.get(step.id)
         if count is not None and count != len(items):
             self._unlisted[(step.id, phase)] = self._give_up(
                 step,
@@ -816,6 +819,7 @@ class Engine:
                 state=StepState.RUNNING,
                 items={"withheld": WITHHELD_ITEMS, "count": len(items)} if held else items,
             )
+            self.item_counts[step.id] = len(items)
         self.items[step.id] = items
         return items
 

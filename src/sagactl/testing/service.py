@@ -32,7 +32,8 @@ class Fault:
     """Misbehaviour for requests matching `method` and a path starting with `path` (and ending
     with `suffix`).
 
-    kinds: `status` (answer `status` without applying, after `delay`), `delay_before` (wait
+    kinds: `status` (answer `status` without applying, after `delay`), `applied_status`
+    (apply, then answer `status` and `body` instead of the usual answer), `delay_before` (wait
     `delay`, then apply), `delay_after` (apply, then wait `delay` before answering),
     `drop_after` (apply, then close the connection without answering), `drop_before` (close
     without applying),
@@ -243,6 +244,9 @@ class Service:
                 if fault and fault.kind == "delay_before":
                     time.sleep(fault.delay)
                 status, reply = service._apply(self.command, path, body, key)
+                if fault and fault.kind == "applied_status":
+                    self._reply(fault.status, fault.body, fault.headers)
+                    return
                 if fault and fault.kind == "drop_after":
                     self.close_connection = True
                     self.connection.close()
