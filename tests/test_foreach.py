@@ -120,7 +120,7 @@ def test_a_list_that_is_not_a_list_is_refused_before_anything_is_sent(
     text = sagas.ORDER.replace("skus: {type: array, items: {type: string}}", "skus: {}")
     result = runs("run", str(runs.file(text)), "-i", "skus=ABC")
     assert result.exit_code == 2
-    assert "steps[1].foreach: expected a list, got the string 'ABC'" in result.stderr
+    assert "steps[1].foreach: expected a list, got a string" in result.stderr
     assert service.received == []
 
 
@@ -139,7 +139,7 @@ def test_a_list_read_from_an_answer_that_is_not_one_fails_the_step(
     result, _run_id = runs.run(text, *FIVE)
     assert result.exit_code == 1, result.stdout
     assert (
-        "cause: step lines: cannot make the list of foreach: expected a list, got the number 5"
+        "cause: step lines: cannot make the list of foreach: expected a list, got a number"
         in result.stdout
     ), result.stdout
     assert lines(service) == [] and service.resources == {}
@@ -388,6 +388,7 @@ def test_plan_of_a_list_known_only_once_running_shows_placeholders(runs: Runs) -
             ('/totals/{{ run.id }}", json', '/totals/{{ item.index }}", json'),
             "'item' is only available in a foreach step",
         ),
+        (('"{{ inputs.skus }}"', '["{{ step.id }}"]'), "'step' is only available in requests"),
     ],
 )
 def test_static_checks_know_items(
@@ -560,16 +561,142 @@ def test_a_list_holding_a_secret_is_journaled_by_its_count_and_made_again(
 def test_a_list_holding_a_secret_that_changed_length_stops_the_run(
     service: Service, tmp_path: Path
 ) -> None:
-    """Its items cannot be known any more, so neither sent nor undone: stuck, saying why,
-    until the secret is the one the run began with."""
+    """Its items cannot be known any more, so neither sent nor undone: stuck as it stands —
+    no rollback decided — until the secret is the one the run began with."""
     keys = "key-one-5ecret,key-two-5ecret"
     path = tmp_path / "j.db"
     run_id, saga = _killed_granting(service, path, keys)
     assert _resume(service, path, run_id, saga, keys + ",key-three") is RunStatus.STUCK
     with open_journal(path) as journal:
+        run = journal.get_run(run_id)
+        # the step's own row caught up with its items' (the first in doubt)
+        assert journal.steps(run_id)[("grant", "action")].state is StepState.IN_DOUBT
+    assert (run.phase, run.error) == (
+        "forward",
+        "step grant: the list of foreach now has 3 items, and had 2 when its items were "
+        "first sent (it held a secret, so the journal kept only its count): are the secrets "
+        "the run began with set?",
+    )
+    assert not service.requests("PUT", "/done/")
+    assert _resume(service, path, run_id, saga, keys) is RunStatus.SUCCEEDED
+    assert len(service.resources) == 3
+
+
+# A list made of secret outputs: of a step that is not safe (mint), or of a safe one (login).
+MINTED = """\
+version: 1
+name: minted
+env: [BASE]
+defaults: {base_url: "{{ env.BASE }}", retry: {attempts: 1}}
+steps:
+  - id: mint
+    foreach: ["t1", "t2"]
+    as: t
+    action: {method: PUT, url: "/keys/{{ run.id }}/{{ item.index }}", json: {tok: "tok-5ecret"}}
+    outputs: {tok: {value: "{{ response.json.tok }}-{{ item.t }}", secret: true}}
+    compensate: {method: DELETE, url: "/keys/{{ run.id }}/{{ item.index }}"}
+  - id: grant
+    foreach: "{{ steps.mint.outputs.tok }}"
+    as: key
+    action: {method: PUT, url: "/grants/{{ run.id }}/{{ item.index }}", json: {k: "{{ item.key }}"}}
+    compensate: {method: DELETE, url: "/grants/{{ run.id }}/{{ item.index }}"}
+  - id: done
+    action: {method: PUT, url: "/done/{{ run.id }}"}
+"""
+LOGIN = MINTED.replace(
+    """  - id: mint
+    foreach: ["t1", "t2"]
+    as: t
+    action: {method: PUT, url: "/keys/{{ run.id }}/{{ item.index }}", json: {tok: "tok-5ecret"}}
+    outputs: {tok: {value: "{{ response.json.tok }}-{{ item.t }}", secret: true}}
+    compensate: {method: DELETE, url: "/keys/{{ run.id }}/{{ item.index }}"}""",
+    """  - id: mint
+    safe: true
+    action:
+      {method: PUT, url: "/login/{{ run.id }}", json: {tok: ["tok-5ecret-t1", "tok-5ecret-t2"]}}
+    outputs: {tok: {value: "{{ response.json.tok }}", secret: true}}""",
+)
+
+
+def _killed_at_second_grant(service: Service, path: Path, text: str) -> tuple[str, Any]:
+    from helpers import Crash, DyingJournal
+
+    saga = load_text(text, "minted.yaml")
+    journal = DyingJournal(
+        open_journal(path),
+        dies_at=lambda name, args, kwargs: name == "begin_attempt" and args[1] == "grant[1]",
+    )
+    with httpx.Client() as client:
+        run = create_run(journal, saga, {}, {"BASE": service.url})
+        with pytest.raises(Crash):
+            Engine(
+                saga,
+                run,
+                journal=journal,
+                executors=http_executors(client),
+                secrets={},
+                concurrency=1,
+            ).start()
+    journal.close()
+    return run.id, saga
+
+
+def test_a_list_of_secret_outputs_that_cannot_be_read_anew_stops_the_run(
+    service: Service, tmp_path: Path
+) -> None:
+    """The tokens of `mint` were not journaled, and it cannot be sent again: the rest of the
+    list cannot be sent, nor undone by items — never sent with holes where they were."""
+    path = tmp_path / "j.db"
+    run_id, saga = _killed_at_second_grant(service, path, MINTED)
+    assert _resume(service, path, run_id, saga, "") is RunStatus.STUCK
+    with open_journal(path) as journal:
         error = journal.get_run(run_id).error
-    assert error is not None
-    assert "the list of foreach now has 3 items, and had 2 when its items were first sent" in error
-    service.faults.append(Fault("PUT", "/done/", status=422))
-    assert _resume(service, path, run_id, saga, keys) is RunStatus.COMPENSATED
-    assert service.resources == {}
+    assert error is not None and "steps.mint.outputs.tok held a secret" in error, error
+    assert "step mint cannot be sent again to read it anew: it is not safe" in error
+    assert [r.body for r in service.requests("PUT", "/grants/")] == [{"k": "tok-5ecret-t1"}]
+
+
+def test_a_list_of_secret_outputs_of_a_safe_step_is_read_anew(
+    service: Service, tmp_path: Path
+) -> None:
+    path = tmp_path / "j.db"
+    run_id, saga = _killed_at_second_grant(service, path, LOGIN)
+    assert _resume(service, path, run_id, saga, "") is RunStatus.SUCCEEDED
+    assert len(service.requests("PUT", "/login/")) == 2  # sent again, to read the list anew
+    assert service.resources[f"/grants/{run_id}/1"] == {"k": "tok-5ecret-t2"}
+    with open_journal(path) as journal:
+        assert journal.steps(run_id)[("grant", "action")].items == {
+            "withheld": "held a secret",
+            "count": 2,
+        }
+
+
+def test_a_list_of_secret_outputs_is_cleaned_up(runs: Runs, service: Service) -> None:
+    text = LOGIN.replace(
+        'url: "/done/{{ run.id }}"}',
+        'url: "/done/{{ run.id }}"}\n    compensate: {method: DELETE, url: "/done/{{ run.id }}"}',
+    )
+    result, _ = runs.run(text, "--cleanup")
+    assert result.exit_code == 0, result.stdout
+    assert [path for path in service.resources if not path.startswith("/login/")] == []
+
+
+def test_a_list_that_is_not_one_never_quotes_its_value(runs: Runs, service: Service) -> None:
+    token = "Zq9" * 30
+    text = """\
+version: 1
+name: tl
+env: [BASE]
+secrets: [TOKEN]
+defaults: {base_url: "{{ env.BASE }}"}
+steps:
+  - id: grant
+    foreach: "{{ secrets.TOKEN }}"
+    as: key
+    action: {method: PUT, url: "/grants/{{ item.index }}"}
+"""
+    result = runs("run", str(runs.file(text)), TOKEN=token)
+    assert result.exit_code == 2
+    assert "steps[0].foreach: expected a list, got a string" in result.stderr
+    assert "Zq9Zq9" not in result.stdout + result.stderr
+    assert service.received == []

@@ -405,6 +405,7 @@ def run_everything(tmp: Path, echo: Echo, case: Case, *, terminal: bool = False)
 @example(case=Case("ab+/Qzcd=ef", "tok-5ecr3t/+=value", "query", "urlencode", "ok"))
 @example(case=Case("p@ss w0rd/Qzé", "tok-5ecr3t/+=value", "basic", "none", "flaky"))
 @example(case=Case('Qzq9x\n"\\<>', "tok-5ecr3t/+=value", "header", "none", "ok"))
+@example(case=Case("p/Qzé ?#x", "tok-5ecr3t/+=value", "foreach", "urlencode", "fail"))
 def test_no_form_of_any_secret_reaches_any_sink(
     case: Case, echo: Echo, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

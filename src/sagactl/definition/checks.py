@@ -157,8 +157,8 @@ class Checker:
             if first is not None and first not in RUN_FIELDS:
                 return f"run has no field '{first}' (expected one of: {', '.join(RUN_FIELDS)})"
         elif root == "step":
-            if scope.where == "vars":
-                return "'step' is only available in requests and outputs, not in vars"
+            if scope.where in ("vars", "foreach"):
+                return f"'step' is only available in requests and outputs, not in {scope.where}"
             if first is not None and first not in STEP_FIELDS:
                 return f"step has no field '{first}' (expected one of: {', '.join(STEP_FIELDS)})"
         elif root == "steps":

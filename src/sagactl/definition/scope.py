@@ -42,6 +42,16 @@ def step_scope(
     return scope
 
 
+_KINDS = {
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "true or false",
+    dict: "a mapping",
+    type(None): "null",
+}
+
+
 def foreach_items(
     saga: Saga,
     step: Step,
@@ -58,10 +68,8 @@ def foreach_items(
     except TemplateProblem as exc:
         raise RenderError(where, str(exc)) from None
     if not isinstance(items, list | tuple):
-        from sagactl.definition.schema import describe
-
-        got = describe(items[:40] + "…" if isinstance(items, str) and len(items) > 40 else items)
-        raise RenderError(where, f"expected a list, got {got}")
+        # Its kind only: the value may be a secret's, or a part of one.
+        raise RenderError(where, f"expected a list, got {_KINDS.get(type(items), 'a value')}")
     return list(items)
 
 

@@ -164,6 +164,9 @@ class Engine:
         `{"reserve": {"outputs": {...}}}`."""
         self.items: dict[str, list[Any]] = {}
         """The items of each foreach step whose list is known, by step id."""
+        self._rows: dict[tuple[str, str], tuple[StepState, bool]] = {}
+        """What the journal's rows of foreach steps say (state, applied), as last read or
+        written: those behind their items' are written once the run stops."""
         self.item_counts: dict[str, int] = {}
         """How many items the journal says each foreach step has, once its list was
         journaled: a list that held a secret is journaled only so."""
@@ -260,6 +263,7 @@ class Engine:
                 # A pivot that blocked already in an earlier process, or in a journal of an
                 # older sagactl: `show` and the operator's commands must know it too.
                 self._journal_pivot()
+            self._journal_step_rows()
         except Interrupted as exc:
             self.journal.settle_interrupted(self.run_id)
             raise Interrupted(self.run_id, exc.exit_code) from None
@@ -410,23 +414,54 @@ class Engine:
         if count is None:
             return  # its list was never journaled: none of its items was sent
         self.item_counts[step.id] = count
+        for phase in Phase:
+            row = record if phase is Phase.ACTION else self.states.get((step.id, phase.value))
+            if row is not None:
+                self._rows[(step.id, phase.value)] = (row.state, row.applied)
         if record is not None and isinstance(record.items, list):
             self.items[step.id] = record.items
         for phase in Phase:
             if step.request(phase) is not None:
                 self._gathered(step, phase, count)
 
+    def _journal_step_rows(self) -> None:
+        """Write each foreach step's row that is behind its items' (a process died between
+        its items' writes and the step's, and this one did not run that phase again): what
+        `show` and reports read."""
+        for step in self.saga.steps:
+            for phase in Phase:
+                record = self.states.get((step.id, phase.value)) if step.repeated else None
+                if record is None or self._rows.get((step.id, phase.value)) == (
+                    record.state,
+                    record.applied,
+                ):
+                    continue
+                self.journal.set_step(
+                    self.run_id,
+                    step.id,
+                    phase.value,
+                    state=record.state,
+                    applied=record.applied,
+                    outputs=self._journaled_outputs(step, record.outputs),
+                    attempts=record.attempts,
+                    error=record.error,
+                )
+                self._rows[(step.id, phase.value)] = (record.state, record.applied)
+
     def _gathered(
         self, step: Step, phase: Phase, count: int
     ) -> tuple[StepRecord | None, str | None]:
         """A foreach step's state in `phase` from its items' (`engine.items.gather`), kept
-        in `states`; once its action succeeded, its outputs are the lists of its items'."""
+        in `states`; once its action succeeded, its outputs are the lists of its items' — but
+        an output an item's journal entry withheld (it held a secret) is no list at all, so
+        that what reads it is stopped or reads it anew, never sent a hole."""
         lists: dict[str, list[Any]] = {}
         if phase is Phase.ACTION:
-            keys = [item_key(step.id, i) for i in range(count)]
+            outputs = [self.item_outputs.get(item_key(step.id, i), {}) for i in range(count)]
             lists = {
-                name: [self.item_outputs.get(key, {}).get(name) for key in keys]
+                name: [one[name] for one in outputs]
                 for name in step.outputs
+                if all(name in one for one in outputs)
             }
         record, cause = gather(step.id, phase, count, self.states, lists)
         if record is None:
@@ -492,11 +527,12 @@ class Engine:
 
     def _reread_withheld(self, phase: Phase) -> str | None:
         """Before `phase` goes on: every output an earlier process did not journal (it held a
-        secret) that a request still to be sent in it reads is read anew, by sending its step
-        again — which only a safe step may be (SPEC §2.7). Returns why the run cannot go on,
-        or None."""
+        secret) that a request still to be sent in it reads, or the list of a foreach step
+        it sends items of, is read anew, by sending its step again — which only a safe step
+        may be (SPEC §2.7); then each list of items the journal kept only by its count is
+        made again. Returns why the run cannot go on, or None."""
         if not self.withheld:
-            return None
+            return self._remake_lists(phase)
         from sagactl.definition.templating import is_template, references, strings_in
 
         needed: dict[str, list[str]] = {}
@@ -508,7 +544,10 @@ class Engine:
                 or (phase is Phase.COMPENSATE and not self._applied(step))
             ):
                 continue
-            for text in strings_in(list(request.templates())):
+            templates = list(request.templates())
+            if self._list_unknown(step):
+                templates.append(step.foreach)
+            for text in strings_in(templates):
                 for ref in references(text) if is_template(text) else ():
                     name = str(ref)
                     if ref.root == "steps" and name in self.withheld:
@@ -525,7 +564,47 @@ class Engine:
             result = self._execute_whole(step, Phase.ACTION)
             if result.state is not StepState.SUCCEEDED:
                 return f"step {step_id}, sent again to read {listed} anew: {result.error}"
+        return self._remake_lists(phase)
+
+    def _list_unknown(self, step: Step) -> bool:
+        """Whether a foreach step's list was journaled only by its count (it held a secret)
+        and is not made again yet."""
+        return step.id in self.item_counts and step.id not in self.items
+
+    def _remake_lists(self, phase: Phase) -> str | None:
+        """Before `phase` goes on: each list of items it needs that the journal kept only by
+        its count, made again — before anything is sent, so that a list that cannot be made
+        (a secret now missing, changed or of another length) stops the run as it stands
+        rather than failing a step. Returns why the run cannot go on, or None."""
+        for step in self.saga.steps:
+            if (
+                not self._list_unknown(step)
+                or step.request(phase) is None
+                or self._state(step.id, phase) is StepState.SUCCEEDED
+                or (phase is Phase.COMPENSATE and not self._applied(step))
+            ):
+                continue
+            items = self._make_list(step)
+            if isinstance(items, str):
+                return f"step {step.id}: {items}"
+            self.items[step.id] = items
         return None
+
+    def _make_list(self, step: Step) -> list[Any] | str:
+        """A foreach step's list rendered; or why it cannot be: a template problem, or a
+        length other than the one journaled."""
+        try:
+            items = foreach_items(self.saga, step, self.context, self.outputs, self.renderer)
+        except RenderError as exc:
+            return f"cannot make the list of foreach: {exc.message}"
+        count = self.item_counts.get(step.id)
+        if count is not None and count != len(items):
+            return (
+                f"the list of foreach now has {len(items)} items, and had {count} when its "
+                "items were first sent (it held a secret, so the journal kept only its "
+                "count): are the secrets the run began with set?"
+            )
+        return items
 
     def _held(self, phase: Phase, run_phase: RunPhase) -> RunStatus | None:
         """STUCK, journaled with the reason, when `phase` needs a secret output that cannot
@@ -708,7 +787,7 @@ class Engine:
         each of its items that took effect and was not undone."""
         if not step.repeated:
             return [step.id]
-        count = len(self.items.get(step.id, ()))
+        count = self.item_counts.get(step.id, 0)
         keys = [
             key
             for i in applied_items(step.id, count, self.states)
@@ -794,23 +873,11 @@ class Engine:
         known = self.items.get(step.id)
         if known is not None:
             return known
-        try:
-            items = foreach_items(self.saga, step, self.context, self.outputs, self.renderer)
-        except RenderError as exc:
-            self._unlisted[(step.id, phase)] = self._give_up(
-                step, phase, f"cannot make the list of foreach: {exc.message}"
-            )
+        items = self._make_list(step)
+        if isinstance(items, str):
+            self._unlisted[(step.id, phase)] = self._give_up(step, phase, items)
             return None
-        count = self.item_counts.get(step.id)
-        if count is not None and count != len(items):
-            self._unlisted[(step.id, phase)] = self._give_up(
-                step,
-                phase,
-                f"the list of foreach now has {len(items)} items, and had {count} when its "
-                "items were first sent (it held a secret, so the journal kept only its count)",
-            )
-            return None
-        if count is None:
+        if step.id not in self.item_counts:
             held = self.redactor.value(items) != items
             self.journal.set_step(
                 self.run_id,
@@ -819,6 +886,7 @@ class Engine:
                 state=StepState.RUNNING,
                 items={"withheld": WITHHELD_ITEMS, "count": len(items)} if held else items,
             )
+            self._rows[(step.id, Phase.ACTION.value)] = (StepState.RUNNING, False)
             self.item_counts[step.id] = len(items)
         self.items[step.id] = items
         return items
@@ -857,6 +925,7 @@ class Engine:
             attempts=record.attempts,
             error=record.error,
         )
+        self._rows[(step.id, phase.value)] = (record.state, record.applied)
         self.emit(
             StepFinished(
                 step.id, phase.value, record.state.value, record.error, self._where(step, phase)
@@ -872,6 +941,7 @@ class Engine:
         items = self._item_list(step, phase)
         if items is None:
             return self._unlisted.pop((step.id, phase))
+        self.emit(ItemsStarted(step.id, phase.value, len(items), len(items)))
         for i, value in enumerate(items):
             result = self._execute(step, phase, Item(i, value, step.item_name))
             if result.state is not StepState.SUCCEEDED:
