@@ -502,11 +502,14 @@ steps:
 """
 
 
-def _killed_granting(service: Service, path: Path, keys: str) -> tuple[str, Any]:
-    """A run of KEYS killed as it journals its second item's first attempt."""
+def _killed_at_second_item(
+    service: Service, path: Path, text: str, secrets: dict[str, str]
+) -> tuple[str, Any]:
+    """A run of `text`, one item at a time, killed as it journals the first attempt of
+    `grant[1]`."""
     from helpers import Crash, DyingJournal
 
-    saga = load_text(KEYS, "keys.yaml")
+    saga = load_text(text, "saga.yaml")
     journal = DyingJournal(
         open_journal(path),
         dies_at=lambda name, args, kwargs: name == "begin_attempt" and args[1] == "grant[1]",
@@ -519,11 +522,15 @@ def _killed_granting(service: Service, path: Path, keys: str) -> tuple[str, Any]
                 run,
                 journal=journal,
                 executors=http_executors(client),
-                secrets={"KEYS": keys},
+                secrets=secrets,
                 concurrency=1,
             ).start()
     journal.close()
     return run.id, saga
+
+
+def _killed_granting(service: Service, path: Path, keys: str) -> tuple[str, Any]:
+    return _killed_at_second_item(service, path, KEYS, {"KEYS": keys})
 
 
 def _resume(service: Service, path: Path, run_id: str, saga: Any, keys: str) -> RunStatus:
@@ -618,36 +625,13 @@ LOGIN = MINTED.replace(
 )
 
 
-def _killed_at_second_grant(service: Service, path: Path, text: str) -> tuple[str, Any]:
-    from helpers import Crash, DyingJournal
-
-    saga = load_text(text, "minted.yaml")
-    journal = DyingJournal(
-        open_journal(path),
-        dies_at=lambda name, args, kwargs: name == "begin_attempt" and args[1] == "grant[1]",
-    )
-    with httpx.Client() as client:
-        run = create_run(journal, saga, {}, {"BASE": service.url})
-        with pytest.raises(Crash):
-            Engine(
-                saga,
-                run,
-                journal=journal,
-                executors=http_executors(client),
-                secrets={},
-                concurrency=1,
-            ).start()
-    journal.close()
-    return run.id, saga
-
-
 def test_a_list_of_secret_outputs_that_cannot_be_read_anew_stops_the_run(
     service: Service, tmp_path: Path
 ) -> None:
     """The tokens of `mint` were not journaled, and it cannot be sent again: the rest of the
     list cannot be sent, nor undone by items — never sent with holes where they were."""
     path = tmp_path / "j.db"
-    run_id, saga = _killed_at_second_grant(service, path, MINTED)
+    run_id, saga = _killed_at_second_item(service, path, MINTED, {})
     assert _resume(service, path, run_id, saga, "") is RunStatus.STUCK
     with open_journal(path) as journal:
         error = journal.get_run(run_id).error
@@ -660,7 +644,7 @@ def test_a_list_of_secret_outputs_of_a_safe_step_is_read_anew(
     service: Service, tmp_path: Path
 ) -> None:
     path = tmp_path / "j.db"
-    run_id, saga = _killed_at_second_grant(service, path, LOGIN)
+    run_id, saga = _killed_at_second_item(service, path, LOGIN, {})
     assert _resume(service, path, run_id, saga, "") is RunStatus.SUCCEEDED
     assert len(service.requests("PUT", "/login/")) == 2  # sent again, to read the list anew
     assert service.resources[f"/grants/{run_id}/1"] == {"k": "tok-5ecret-t2"}

@@ -436,17 +436,22 @@ class Engine:
                     record.applied,
                 ):
                     continue
-                self.journal.set_step(
-                    self.run_id,
-                    step.id,
-                    phase.value,
-                    state=record.state,
-                    applied=record.applied,
-                    outputs=self._journaled_outputs(step, record.outputs),
-                    attempts=record.attempts,
-                    error=record.error,
-                )
-                self._rows[(step.id, phase.value)] = (record.state, record.applied)
+                self._write_row(step, record, self._journaled_outputs(step, record.outputs))
+
+    def _write_row(self, step: Step, record: StepRecord, outputs: Mapping[str, Any]) -> None:
+        """Journal a foreach step's own row, as gathered from its items' (`outputs` as the
+        journal keeps them)."""
+        self.journal.set_step(
+            self.run_id,
+            step.id,
+            record.phase,
+            state=record.state,
+            applied=record.applied,
+            outputs=outputs,
+            attempts=record.attempts,
+            error=record.error,
+        )
+        self._rows[(step.id, record.phase)] = (record.state, record.applied)
 
     def _gathered(
         self, step: Step, phase: Phase, count: int
@@ -915,17 +920,7 @@ class Engine:
                     self.withheld.discard(name)  # every item sent again, read anew
                 else:
                     journaled[output] = WITHHELD
-        self.journal.set_step(
-            self.run_id,
-            step.id,
-            phase.value,
-            state=record.state,
-            applied=record.applied,
-            outputs=journaled,
-            attempts=record.attempts,
-            error=record.error,
-        )
-        self._rows[(step.id, phase.value)] = (record.state, record.applied)
+        self._write_row(step, record, journaled)
         self.emit(
             StepFinished(
                 step.id, phase.value, record.state.value, record.error, self._where(step, phase)
