@@ -66,6 +66,8 @@ def schedule(
     heapq.heapify(ready)
     units_left: dict[str, deque[_U]] = {}
     """The units of each split step not started yet."""
+    left = 0
+    """How many units there are in `units_left`, all steps together."""
     started: set[str] = set()
     """The split steps of which a unit started."""
     in_flight: dict[str, int] = {}
@@ -93,21 +95,27 @@ def schedule(
                 heapq.heappush(ready, (position[user], user))
 
     def gathered(step_id: str) -> None:
-        del units_left[step_id], in_flight[step_id]
+        nonlocal left
+        left -= len(units_left.pop(step_id))  # those that never started never will
+        del in_flight[step_id]
         assert gather is not None
         ended(step_id, gather(by_id[step_id]))
 
     def next_work() -> tuple[Step, _U | None] | None:
         """The earliest work free to go: a unit of a split step, or a step (split as it
         is taken, when it runs as units)."""
+        nonlocal left
         while True:
-            split_first = min(
-                ((position[sid], sid) for sid, left in units_left.items() if left), default=None
+            split_first = (
+                min((position[sid], sid) for sid, units in units_left.items() if units)
+                if left
+                else None
             )
             if split_first is not None and (not ready or split_first < ready[0]):
                 step_id = split_first[1]
                 in_flight[step_id] += 1
                 started.add(step_id)
+                left -= 1
                 return by_id[step_id], units_left[step_id].popleft()
             if not ready:
                 return None
@@ -116,11 +124,9 @@ def schedule(
             if units is None:
                 return step, None
             units_left[step.id], in_flight[step.id] = deque(units), 0
+            left += len(units)
             if not units:
                 gathered(step.id)  # nothing to run: its result is known already
-
-    def work_waiting() -> int:
-        return len(ready) + sum(len(left) for left in units_left.values())
 
     running = 0
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"sagactl-{name}")
@@ -132,12 +138,12 @@ def schedule(
                 and (deadline is None or clock() < deadline)
             ):
                 while running < concurrency:
-                    alone = not running and work_waiting() == 1
+                    alone = not running and len(ready) + left == 1
                     chosen = next_work()
                     if chosen is None:
                         break
                     running += 1
-                    if alone and not work_waiting():
+                    if alone and not ready and not left:
                         step, unit = chosen
                         finished.put((step.id, unit is not None, run_here(step, unit)))
                     else:
