@@ -309,7 +309,25 @@ def check_stuck(path: Path, run_id: str, saga: Any, service: Service, killed: bo
         ), (run.error, service.received)
 
 
-def check(case: Case, service: Service, run_id: str, status: RunStatus, saga: Any) -> None:
+def check(
+    case: Case,
+    service: Service,
+    run_id: str,
+    status: RunStatus,
+    saga: Any,
+    journal: Path | None = None,
+) -> None:
+    """The invariants on the service's record. A run left stuck once every fault was
+    cleared is allowed only when a poll ran out of time after a pivot had passed: a poll's
+    timeout runs from its first poll ever, so no resume can finish it, and the run says so
+    (checked by `check_stuck`, with the journal)."""
+    if status is RunStatus.STUCK and journal is not None:
+        with open_journal(journal, Durability.NORMAL) as store:
+            error = store.get_run(run_id).error or ""
+        if "poll: not done after" in error:
+            event("stuck for good: a poll ran out of time after a pivot")
+            check_stuck(journal, run_id, saga, service, killed=True)
+            return
     assert status in (RunStatus.SUCCEEDED, RunStatus.COMPENSATED), status
     keys = [key for key, _, _ in service.applied]
     assert len(keys) == len(set(keys)), "an idempotency key was applied twice"

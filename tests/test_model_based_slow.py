@@ -104,5 +104,5 @@ def test_sigkill_at_random_moments_breaks_no_promise(
             sagactl("resume", run_id, env=env)
             with open_journal(journal) as store:
                 status = store.get_run(run_id).status
-        check(case, service, run_id, status, saga)
+        check(case, service, run_id, status, saga, journal)
         statistics(case, service, status)
