@@ -684,3 +684,35 @@ steps:
     assert "steps[0].foreach: expected a list, got a string" in result.stderr
     assert "Zq9Zq9" not in result.stdout + result.stderr
     assert service.received == []
+
+
+def test_a_misspelt_foreach_is_said_once(runs: Runs) -> None:
+    text = sagas.ORDER.replace(
+        '    foreach: "{{ inputs.skus }}"', '    forech: "{{ inputs.skus }}"'
+    )
+    result = runs("validate", str(runs.file(text)))
+    assert result.exit_code == 2
+    assert [line.split(": ", 1)[1] for line in result.stderr.splitlines()] == [
+        "steps[1].forech: unknown key 'forech' (did you mean 'foreach'?)",
+        "steps[1].as: `as` names the items of a foreach step: add foreach (the list), or remove as",
+    ]
+
+
+def test_a_bad_item_of_a_list_input_is_named(service: Service, tmp_path: Path) -> None:
+    lines_input = json.dumps([{"sku": "A", "qty": 2}, {"sku": "B", "qty": 0}])
+    result = cli(
+        "run",
+        str(SAGAS / "order.yaml"),
+        "-i",
+        "order=O-1",
+        "-i",
+        f"lines={lines_input}",
+        env={
+            "SHOP_URL": service.url,
+            "SHOP_TOKEN": "t0ken",
+            "SAGACTL_JOURNAL": str(tmp_path / "j"),
+        },
+    )
+    assert result.exit_code == 2
+    assert result.stderr == "input 'lines': 0 is less than the minimum of 1 (in lines[1].qty)\n"
+    assert service.received == []

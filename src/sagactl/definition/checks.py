@@ -291,7 +291,8 @@ def _check_foreach(
     from sagactl.definition.templating import TemplateProblem, is_template, is_whole_expression
 
     if "foreach" not in step:
-        return None
+        # Beside `as` it is misspelt or missing, which is said where it stands.
+        return "" if "as" in step else None
     name = step.get("as")
     if name == "index":
         checker.error(

@@ -188,7 +188,12 @@ def resolve_inputs(
                 jsonschema.Draft202012Validator(spec).iter_errors(value)
             )
         if error is not None and name not in bad:
-            problems.append((name, f"{error.message} (expected {describe_schema(spec)})"))
+            # Where in a list or mapping it is: `lines[2].qty`.
+            where = "".join(
+                f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path
+            )
+            expected = f"expected {describe_schema(spec)}" if not where else "in " + name + where
+            problems.append((name, f"{error.message} ({expected})"))
         result[name] = value
     if problems:
         raise InputError(problems)
