@@ -87,6 +87,7 @@ def test_every_key_of_the_spec_example_is_in_the_schema() -> None:
         "action",
         "compensate",
         "confirm",
+        "verify",
         "outputs",
     }
     assert {
@@ -102,6 +103,8 @@ def test_every_key_of_the_spec_example_is_in_the_schema() -> None:
         "retry",
         "expect",
         "max_response",
+        "applied",
+        "absent",
     } <= set(defs["request"]["properties"])
     assert set(defs["retry"]["properties"]) == {
         "attempts",

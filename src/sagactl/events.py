@@ -118,6 +118,8 @@ class StepFinished:
     """The start of the last response's body, when there was one."""
     item: int | None = None
     """For an item of a foreach step, its index (`step` is then its key: `lines[2]`)."""
+    verdict: str | None = None
+    """For a verify (SPEC §2.6) that settled the action's doubt: `applied` or `absent`."""
 
 
 @dataclass(slots=True)

@@ -131,11 +131,13 @@ class StepKind(StrEnum):
 
 
 class Phase(StrEnum):
-    """Which of a step's requests is meant: the action, its compensation, or its confirm."""
+    """Which of a step's requests is meant: the action, its compensation, its confirm, or the
+    probe that settles its action's outcome when in doubt (SPEC §2.6)."""
 
     ACTION = "action"
     COMPENSATE = "compensate"
     CONFIRM = "confirm"
+    VERIFY = "verify"
 
 
 class BodyKind(StrEnum):
@@ -335,6 +337,12 @@ class Step:
     or a list of templates); None for a step run once."""
     item_name: str = ""
     """The name its items go by in templates (`as`): `item.<item_name>`."""
+    verify: Call | None = None
+    """The probe sent when its action's outcome is in doubt (SPEC §2.6)."""
+    applied: str | None = None
+    """A bare expression over the verify's `response`: true when the action took effect."""
+    absent: str | None = None
+    """A bare expression over the verify's `response`: true when the action never did."""
 
     @property
     def repeated(self) -> bool:
@@ -357,6 +365,8 @@ class Step:
     def request(self, phase: Phase) -> Call | None:
         if phase is Phase.ACTION:
             return self.action
+        if phase is Phase.VERIFY:
+            return self.verify
         return self.compensate if phase is Phase.COMPENSATE else self.confirm
 
 

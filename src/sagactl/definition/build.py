@@ -76,6 +76,16 @@ def _retry(raw: Mapping[str, Any] | None, base: RetryPolicy) -> RetryPolicy:
     )
 
 
+def _not_retried(retry: RetryPolicy) -> list[int | str]:
+    """Every status `retry` does not retry: a class (`"2xx"`) when none of it is, else each
+    code of it."""
+    statuses: list[int | str] = []
+    for first in range(1, 6):
+        codes = [c for c in range(first * 100, first * 100 + 100) if not retry.retries_status(c)]
+        statuses += [f"{first}xx"] if len(codes) == 100 else codes
+    return statuses
+
+
 def _reads_body(templates: list[Any], *, bare: bool = False) -> bool:
     """Whether any of these templates (or bare expressions) reads the response body:
     `response.json`, `response.text`, or `response` itself or by a computed key."""
@@ -97,8 +107,15 @@ def _request(
 
     body_kind = next((BodyKind(k) for k in ("json", "form", "body") if k in raw), None)
     expect = raw.get("expect") or {}
-    status = expect.get("status", ["2xx"])
+    retry = _retry(
+        raw.get("retry"),
+        DEFAULT_RETRY if phase in (Phase.ACTION, Phase.VERIFY) else COMPENSATION_RETRY,
+    )
+    # A verify's answer is judged by its `applied` and `absent`, whatever its status (a 404
+    # says "absent" as well as a 200 says "applied"): only the statuses retried are not.
+    status = expect.get("status", _not_retried(retry) if phase is Phase.VERIFY else ["2xx"])
     that = list(expect.get("that", ()))
+    verdicts = [raw.get(key) for key in ("applied", "absent")]
     return Request(
         phase=phase,
         method=raw["method"],
@@ -110,9 +127,7 @@ def _request(
         body_kind=body_kind,
         body=raw[body_kind.value] if body_kind else None,
         timeout=parse_duration(raw["timeout"]) if "timeout" in raw else DEFAULT_TIMEOUT,
-        retry=_retry(
-            raw.get("retry"), DEFAULT_RETRY if phase is Phase.ACTION else COMPENSATION_RETRY
-        ),
+        retry=retry,
         expect=Expect(
             status=tuple(status) if isinstance(status, list) else (status,), that=tuple(that)
         ),
@@ -123,6 +138,7 @@ def _request(
         poll=_poll(raw["poll"]) if "poll" in raw else None,
         reads_body=_reads_body(that, bare=True)
         or _reads_body([outputs or {}])
+        or _reads_body([v for v in verdicts if v], bare=True)
         or _reads_body(
             [(raw.get("poll") or {}).get(key) for key in ("until", "fail_if")], bare=True
         ),
@@ -194,13 +210,16 @@ def build(
         def make(phase: Phase, raw_request: Any, index: int = i) -> Call | None:
             if raw_request is None:
                 return None
-            layers = [defaults] if phase is Phase.ACTION else [defaults, compensation]
+            forward = phase in (Phase.ACTION, Phase.VERIFY)
+            layers = [defaults] if forward else [defaults, compensation]
             line = positions.value(("steps", index, phase.value))[0]
             merged = _merge([*layers, raw_request])
             kind = kinds_.registered().get(kinds_.kind_of(raw_request))
             if kind is not None:
+                merged = {k: v for k, v in merged.items() if k not in ("applied", "absent")}
                 return kind.build(merged, phase, line)
-            outputs = data["steps"][index].get("outputs") if phase is Phase.ACTION else None
+            # The action's outputs are read from its answer, or from its verify's.
+            outputs = data["steps"][index].get("outputs") if forward else None
             return _request(merged, phase, line, outputs)
 
         action = make(Phase.ACTION, raw["action"])
@@ -222,6 +241,9 @@ def build(
                 secret_outputs=secret,
                 foreach=raw.get("foreach"),
                 item_name=raw.get("as", ""),
+                verify=make(Phase.VERIFY, raw.get("verify")),
+                applied=(raw.get("verify") or {}).get("applied"),
+                absent=(raw.get("verify") or {}).get("absent"),
             )
         )
     # An output sent as a credential is a secret too, from the moment it is read: otherwise

@@ -4,6 +4,7 @@ located."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -257,7 +258,7 @@ def _check_requests(checker: Checker, request: Any, path: JsonPath, scope: Scope
     for key in ("query", "headers", "auth", "json", "form"):
         if key in request:
             checker.check_value(request[key], (*path, key), scope)
-    that_scope = Scope(scope.where, scope.step, scope.vars, scope.upstream, response=True)
+    that_scope = dataclasses.replace(scope, response=True)
     expect = request.get("expect")
     if isinstance(expect, dict) and isinstance(expect.get("that"), list):
         for i, text in enumerate(expect["that"]):
@@ -280,6 +281,34 @@ def _check_requests(checker: Checker, request: Any, path: JsonPath, scope: Scope
         for key in ("until", "fail_if"):
             if isinstance(poll.get(key), str) and poll[key]:
                 checker.check_text(poll[key], (*path, "poll", key), that_scope, bare=True)
+    _check_verdicts(checker, request, path, that_scope)
+
+
+def _check_verdicts(
+    checker: Checker, request: dict[str, Any], path: JsonPath, scope: Scope
+) -> None:
+    """`applied` and `absent` (SPEC §2.6): in a verify only, at least one there, each a bare
+    expression over `response`; and a verify does not poll."""
+    verdicts = [key for key in ("applied", "absent") if key in request]
+    if scope.where != "verify":
+        for key in verdicts:
+            checker.error(
+                (*path, key),
+                f"{key} belongs to a step's verify request (the probe that settles doubt)",
+                at_key=True,
+            )
+        return
+    if not verdicts:
+        checker.error(
+            path,
+            "a verify says what its answer means: give applied (an expression true when the "
+            'action took effect, "response.status == 200") or absent, or both',
+        )
+    if "poll" in request:
+        checker.error((*path, "poll"), "a verify is sent once per doubt, not polled", at_key=True)
+    for key in verdicts:
+        if isinstance(request[key], str) and request[key]:
+            checker.check_text(request[key], (*path, key), scope, bare=True)
 
 
 def _check_foreach(
@@ -460,6 +489,12 @@ def check(checker: Checker) -> tuple[dict[str, list[str]], graph.Closure | None]
             Scope(
                 "confirm", sid, all_vars, frozenset(ids) if above is not None else None, item=item
             ),
+        )
+        _check_requests(
+            checker,
+            step.get("verify"),
+            (*base, "verify"),
+            Scope("verify", sid, all_vars, up, item=item),
         )
         if isinstance(step.get("outputs"), dict):
             checker.check_value(

@@ -172,6 +172,8 @@ class Engine:
         journaled: a list that held a secret is journaled only so."""
         self.item_outputs: dict[str, dict[str, Any]] = {}
         """The outputs of each item whose action succeeded, by item key (`lines[2]`)."""
+        self._verdicts: dict[str, str] = {}
+        """What each verify just settled (`applied`, `absent`), by key, for `_settle`."""
         self._unlisted: dict[tuple[str, Phase], _Result] = {}
         """Foreach steps whose list could not be made, and why."""
         self.withheld: set[str] = set()
@@ -351,7 +353,7 @@ class Engine:
     def _steps_seen(self, step: Step, phase: Phase, item: Item | None) -> dict[str, Any]:
         """The outputs `phase` of `step` reads as `steps`: those known so far, but for an
         item's compensation and confirm, whose own step's outputs are the item's."""
-        if item is None or phase is Phase.ACTION:
+        if item is None or phase in (Phase.ACTION, Phase.VERIFY):
             return self.outputs
         own = self.item_outputs.get(item_key(step.id, item.index))
         if own is None:
@@ -491,15 +493,18 @@ class Engine:
             return record.applied
         return record.applied or record.state in (StepState.SUCCEEDED, StepState.IN_DOUBT)
 
-    def _pivot_block(self) -> tuple[str, str] | None:
+    def _pivot_block(self, *, unless_verifiable: bool = False) -> tuple[str, str] | None:
         """(step, why) of a pivot that forbids rolling back: one that succeeded, one whose
         outcome is in doubt, or one that took effect and then failed a check (it may have
-        taken effect, and nothing can undo it)."""
+        taken effect, and nothing can undo it). With `unless_verifiable`, not one whose only
+        doubt its verify may settle."""
         for step in self.saga.steps:
             if step.kind is not StepKind.PIVOT:
                 continue
             record = self.states.get((step.id, Phase.ACTION.value))
             if record is None:
+                continue
+            if unless_verifiable and step.verify is not None and self._only_doubt(step):
                 continue
             if step.repeated:
                 if not record.applied:
@@ -523,6 +528,22 @@ class Engine:
                     f"pivot {step.id} {what}: it can be neither compensated nor assumed undone"
                 )
         return None
+
+    def _only_doubt(self, step: Step) -> bool:
+        """Whether all that may have taken effect of `step` (of any of its items) is in
+        doubt: nothing succeeded, nothing was accepted."""
+        keys = (
+            [item_key(step.id, i) for i in range(self.item_counts.get(step.id, 0))]
+            if step.repeated
+            else [step.id]
+        )
+        for key in keys:
+            record = self.states.get((key, Phase.ACTION.value))
+            if record is not None and record.state is not StepState.IN_DOUBT and record.applied:
+                return False
+            if record is not None and record.state is StepState.SUCCEEDED:
+                return False
+        return True
 
     def _check_stop(self) -> None:
         if self.stop.is_set():
@@ -628,6 +649,8 @@ class Engine:
         failed = [
             s.id for s in self.saga.steps if self._state(s.id, Phase.ACTION) is StepState.FAILED
         ]
+        if failed:
+            self._settle_pivots()  # a pivot in doubt that never took effect forbids nothing
         if failed and not self._pivot_block():
             return self._fail_forward(failed[0], self.states[(failed[0], "action")].error)
         todo = [
@@ -663,6 +686,7 @@ class Engine:
         where = f"step {step_id}: {error}" if step_id else (error or "failed")
         if step_id is not None:
             self._cause = (step_id, Phase.ACTION.value)
+        self._settle_pivots()
         block = self._pivot_block()
         if block:
             self.journal.set_run(
@@ -716,7 +740,9 @@ class Engine:
     def _refuse_compensation(self, run: RunRecord, allow_succeeded: bool) -> None:
         """Raise UsageError when `compensate` cannot roll the run back: checked before the
         run's output starts, so that a refusal is all the command prints."""
-        block = self._pivot_block()
+        # A pivot only in doubt may be settled by its verify, sent once the run's output
+        # started (`_compensate_command`).
+        block = self._pivot_block(unless_verifiable=True)
         if block:
             raise UsageError(
                 f"run {run.id} cannot be compensated: {block[1]}; resume it "
@@ -729,6 +755,14 @@ class Engine:
         # `_drive` has refused what cannot be rolled back, before the run's output started.
         if run.status in (RunStatus.COMPENSATED, RunStatus.CLEANED):
             return run.status
+        self._settle_pivots()
+        block = self._pivot_block()
+        if block:
+            self._journal_pivot()
+            self.journal.set_run(
+                self.run_id, status=RunStatus.STUCK, error=f"{run.error or 'stopped'}; {block[1]}"
+            )
+            return RunStatus.STUCK
         self.journal.set_run(
             self.run_id,
             status=RunStatus.COMPENSATING,
@@ -950,8 +984,62 @@ class Engine:
         assert call is not None
         return self.executors[call.kind]  # every kind has one: checked when built
 
+    @staticmethod
+    def _key(step: Step, item: Item | None) -> str:
+        """What the journal calls the step, or its item (`lines[2]`)."""
+        return step.id if item is None else item_key(step.id, item.index)
+
     def _execute(self, step: Step, phase: Phase, item: Item | None = None) -> _Result:
+        key = self._key(step, item)
+        doubted = (
+            step.verify is not None
+            and phase in (Phase.ACTION, Phase.COMPENSATE)
+            and self._state(key, Phase.ACTION) is StepState.IN_DOUBT
+        )
+        if doubted:
+            # In doubt since an earlier process: asked before it is sent again or undone.
+            verdict = self._settle(step, item)
+            if verdict == "applied" and phase is Phase.ACTION:
+                return self._settled_result(step, item)
+            if verdict == "absent" and phase is Phase.COMPENSATE:
+                return _Result(StepState.SUCCEEDED, key=key if item else None)  # nothing to undo
         result = self._send(step, phase, item)
+        if phase is Phase.ACTION and result.state is StepState.IN_DOUBT and step.verify:
+            # In doubt now: asked at once, so that a run goes on when it took effect.
+            verdict = self._settle(step, item)
+            if verdict == "applied":
+                return self._settled_result(step, item)
+            if verdict == "absent":
+                # The doubt is settled: what `step_error` said of it no longer holds.
+                cause = (result.error or "in doubt").split("; in doubt", 1)[0]
+                error = f"{cause}; its verify says it never took effect"
+                # Failed here, without effect; journaled as not started (`_settle`), so that a
+                # resume before the decision to roll back sends it again.
+                settled = self.states[(key, Phase.ACTION.value)]
+                self.states[(key, Phase.ACTION.value)] = StepRecord(
+                    key,
+                    settled.phase,
+                    StepState.FAILED,
+                    False,
+                    {},
+                    settled.attempts,
+                    None,
+                    error,
+                    time.time(),
+                )
+                if item is not None:
+                    self._gathered(step, Phase.ACTION, self.item_counts.get(step.id, 0))
+                self.emit(
+                    StepFinished(
+                        key,
+                        Phase.ACTION.value,
+                        StepState.FAILED.value,
+                        error,
+                        self._where(step, Phase.ACTION),
+                        item=item.index if item is not None else None,
+                    )
+                )
+                return _Result(StepState.FAILED, error=error, key=result.key)
         if (
             phase is Phase.ACTION
             and step.kind is StepKind.PIVOT
@@ -964,6 +1052,75 @@ class Engine:
             # finds it stuck or interrupted is offered `resume` alone.
             self._journal_pivot()
         return result
+
+    def _settled_result(self, step: Step, item: Item | None) -> _Result:
+        key = self._key(step, item)
+        outputs = self.item_outputs.get(key, {}) if item else self.states[(key, "action")].outputs
+        return _Result(StepState.SUCCEEDED, True, dict(outputs), key=key if item else None)
+
+    def _settle(self, step: Step, item: Item | None = None) -> str | None:
+        """Send the verify of a step (or item) whose action is in doubt (SPEC §2.6), and
+        journal what it settles: `applied` — the action succeeded, its outputs read from the
+        verify's answer; `absent` — it never took effect: it may be sent again, and has
+        nothing to undo. None when it settles nothing: the doubt stays."""
+        key = self._key(step, item)
+        result = self._send(step, Phase.VERIFY, item)
+        verdict = self._verdicts.pop(key, None) if result.state is StepState.SUCCEEDED else None
+        if verdict is None:
+            return None
+        earlier = self.states.get((key, Phase.ACTION.value))
+        attempts = earlier.attempts if earlier else 0
+        applied = verdict == "applied"
+        outputs = result.outputs if applied else {}
+        state = StepState.SUCCEEDED if applied else StepState.RUNNING
+        self.journal.set_step(
+            self.run_id,
+            key,
+            Phase.ACTION.value,
+            state=state,
+            applied=applied,
+            outputs=self._journaled_outputs(step, outputs),
+            attempts=attempts,
+        )
+        self.states[(key, Phase.ACTION.value)] = StepRecord(
+            key, Phase.ACTION.value, state, applied, outputs, attempts, None, None, time.time()
+        )
+        if applied and item is not None:
+            self.item_outputs[key] = outputs
+        elif applied:
+            self.outputs[step.id] = self._readable(step, outputs)
+            for name in step.withheld_names(self.withheld):
+                self.withheld.discard(name)  # read anew from the verify's answer
+        if applied and step.kind is StepKind.PIVOT:
+            self._journal_pivot()
+        if item is not None:
+            self._gathered(step, Phase.ACTION, self.item_counts.get(step.id, 0))
+        if applied:
+            self.emit(
+                StepFinished(
+                    key,
+                    Phase.ACTION.value,
+                    StepState.SUCCEEDED.value,
+                    where=self._where(step, Phase.ACTION),
+                    item=item.index if item is not None else None,
+                )
+            )
+        return verdict
+
+    def _settle_pivots(self) -> None:
+        """Settle, by their verify, the pivots (and pivot items) in doubt: before deciding
+        that one forbids rolling back."""
+        for step in self.saga.steps:
+            if step.kind is not StepKind.PIVOT or step.verify is None:
+                continue
+            if not step.repeated:
+                if self._state(step.id, Phase.ACTION) is StepState.IN_DOUBT:
+                    self._settle(step)
+                continue
+            items = self.items.get(step.id, [])
+            for i, value in enumerate(items):
+                if self._state(item_key(step.id, i), Phase.ACTION) is StepState.IN_DOUBT:
+                    self._settle(step, Item(i, value, step.item_name))
 
     def _journal_pivot(self) -> None:
         """Journal, once, that a pivot forbids rolling back the run."""
@@ -1035,6 +1192,9 @@ class Engine:
         # A request an earlier process saw accepted (then failing a check) took effect.
         applied = earlier is not None and earlier.state is StepState.FAILED and earlier.applied
         deadline = self._deadline if phase is Phase.ACTION else None
+        action = self.states.get((key, Phase.ACTION.value))
+        sent = (action.attempts if action else 0) if phase is Phase.VERIFY else None
+        """For a verify: how many attempts of the action it asks about were sent."""
         mask = self.redactor.text
         shown_target = ""
         call = step.request(phase)
@@ -1074,7 +1234,7 @@ class Engine:
             tries += 1
             self._hold_lease()
             context = AttemptContext(
-                run_id, self.trace_id, offset + number, new_span_id(), self.clock
+                run_id, self.trace_id, offset + number, new_span_id(), self.clock, sent
             )
             shown = executor.shown(prepared, context)
             shown_target = mask(shown.target)
@@ -1163,7 +1323,7 @@ class Engine:
             shown_body = mask(response.text) if response else None
             if (
                 response is not None
-                and phase is Phase.ACTION
+                and phase in (Phase.ACTION, Phase.VERIFY)
                 and step.secret_outputs
                 and not step.secret_outputs <= self._read_secrets(step, result, item)
             ):
@@ -1256,6 +1416,7 @@ class Engine:
                 f"{shown.operation} {shown_target}",
                 clip(shown_body, 300),
                 index,
+                self._verdicts.get(key) if phase is Phase.VERIFY else None,
             )
         )
         return _Result(state, record.applied, result.outputs, final_error)
@@ -1322,22 +1483,78 @@ class Engine:
                 return bool(value), None
         return False, None
 
+    def _secret_outputs(self, step: Step, scope: Mapping[str, Any]) -> dict[str, Any]:
+        """The step's secret outputs that can be read from an answer, read first, whatever
+        comes of its checks: the redactor must know them before the answer that holds them
+        is journaled or shown."""
+        secret: dict[str, Any] = {}
+        for name in step.secret_outputs:
+            with contextlib.suppress(TemplateProblem):
+                secret[name] = self.renderer.render(step.outputs[name], scope)
+                self.redactor.add(secret[name], derived=False)
+        return secret
+
+    def _outputs(
+        self,
+        step: Step,
+        scope: Mapping[str, Any],
+        view: ResponseView,
+        secret: Mapping[str, Any],
+    ) -> tuple[dict[str, Any], str | None]:
+        """The step's outputs read from an answer (the secret ones, read already, as given)."""
+        outputs: dict[str, Any] = {}
+        for name, template in step.outputs.items():
+            if name in secret:
+                outputs[name] = secret[name]
+                continue
+            try:
+                outputs[name] = self.renderer.render(template, scope)
+            except TemplateProblem as exc:
+                hint = body_hint(view, str(template))
+                return {}, f"outputs.{name}: cannot read the response: {exc}{hint}"
+        return outputs, None
+
+    def _judge(
+        self, step: Step, view: ResponseView, item: Item | None
+    ) -> tuple[dict[str, Any], str | None]:
+        """A verify's answer (SPEC §2.6): `applied` true settles the action as having taken
+        effect (its outputs read from this answer), `absent` true as never applied; the
+        verdict is kept for `_settle`. Neither is a failure of the verify, which leaves the
+        doubt."""
+        scope = self._scope(step, Phase.VERIFY, item, view.context())
+        secret = self._secret_outputs(step, scope)
+        for verdict, expression in (("applied", step.applied), ("absent", step.absent)):
+            if expression is None:
+                continue
+            try:
+                value = self.renderer.evaluate(expression, scope)
+            except TemplateProblem as exc:
+                return {}, f"verify.{verdict} {expression}: {exc}{body_hint(view, expression)}"
+            if not value:
+                continue
+            outputs: dict[str, Any] = {}
+            if verdict == "applied":
+                outputs, problem = self._outputs(step, scope, view, secret)
+                if problem is not None:
+                    return {}, f"verify says applied, but {problem}"
+            self._verdicts[self._key(step, item)] = verdict
+            return outputs, None
+        said = " or ".join(
+            f"{k} ({e})" for k, e in (("applied", step.applied), ("absent", step.absent)) if e
+        )
+        return {}, f"verify settles nothing: neither {said} is true (status {view.status})"
+
     def _check(
         self, step: Step, phase: Phase, view: ResponseView, item: Item | None = None
     ) -> tuple[dict[str, Any], str | None]:
+        if phase is Phase.VERIFY:
+            return self._judge(step, view, item)
         request = step.request(phase)
         assert request is not None
         if not request.checks and (phase is not Phase.ACTION or not step.outputs):
             return {}, None  # nothing reads the response: spare parsing it
         scope = self._scope(step, phase, item, view.context())
-        secret: dict[str, Any] = {}
-        if phase is Phase.ACTION:
-            # Secret outputs are read first, whatever comes of the checks: the redactor must
-            # know them before the response that holds them is journaled or shown.
-            for name in step.secret_outputs:
-                with contextlib.suppress(TemplateProblem):
-                    secret[name] = self.renderer.render(step.outputs[name], scope)
-                    self.redactor.add(secret[name], derived=False)
+        secret = self._secret_outputs(step, scope) if phase is Phase.ACTION else {}
         mask = self.redactor.text
         for i, expression in enumerate(request.checks):
             try:
@@ -1354,14 +1571,4 @@ class Engine:
                 return {}, f"expect.that[{i}] {expression}: {shown}{body_hint(view, expression)}"
         if phase is not Phase.ACTION or not step.outputs:
             return {}, None
-        outputs: dict[str, Any] = {}
-        for name, template in step.outputs.items():
-            if name in secret:
-                outputs[name] = secret[name]
-                continue
-            try:
-                outputs[name] = self.renderer.render(template, scope)
-            except TemplateProblem as exc:
-                hint = body_hint(view, str(template))
-                return {}, f"outputs.{name}: cannot read the response: {exc}{hint}"
-        return outputs, None
+        return self._outputs(step, scope, view, secret)

@@ -108,6 +108,9 @@ class AttemptContext:
     number: int
     span_id: str
     clock: Callable[[], float]
+    sent: int | None = None
+    """For a verify (SPEC §2.6): how many attempts of the action it asks about were sent, so
+    that a service answering "absent" can refuse those if they arrive later."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ __all__ = ["MESSAGE_BODY", "SNIPPET", "RunReport", "write_junit"]
 SNIPPET = 2048
 MESSAGE_BODY = 200
 """How much of a failing answer's body a failure's message quotes."""
-_PHASES = ("action", "confirm", "compensate")
+_PHASES = ("action", "verify", "confirm", "compensate")
 
 
 @dataclass(frozen=True)

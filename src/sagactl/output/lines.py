@@ -31,6 +31,12 @@ __all__ = [
 ]
 
 
+_VERDICTS = {
+    "applied": "applied: its action took effect",
+    "absent": "absent: its action never took effect",
+}
+
+
 def items_text(event: ItemsStarted) -> str:
     """How many items of a foreach step a phase runs: `5 items`, `2 of 5 items`."""
     of = f" of {event.total}" if event.count != event.total else ""
@@ -176,6 +182,8 @@ class PlainLines:
             elif self.verbose:
                 self.line(f"* attempt {event.attempt} in {event.wait_s:.3f}s")
         elif isinstance(event, StepFinished):
+            if event.verdict is not None:
+                self.line(f"{_clock()} {event.step} verify: {_VERDICTS[event.verdict]}")
             if event.state != "succeeded":
                 self.line(
                     f"{_clock()} {event.step} {event.phase} {event.state}"

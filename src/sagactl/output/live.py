@@ -49,7 +49,7 @@ _SYMBOLS = {
     "in_doubt": ("?", "magenta"),
 }
 _OUTCOME = {"succeeded": "green", "cleaned": "green", "compensated": "yellow", "stuck": "red"}
-_SHORT_PHASE = {"action": "act", "compensate": "comp", "confirm": "conf"}
+_SHORT_PHASE = {"action": "act", "compensate": "comp", "confirm": "conf", "verify": "ver"}
 _ATTEMPT, _STATUS, _TIME = 5, 6, 6
 """Widths of the attempt (`10/10`), status (a code, or `-`: no answer) and time columns."""
 _PHASE, _PHASE_SHORT = len("compensate"), len("phase")

@@ -83,7 +83,7 @@ def _step_rows(
     rows = []
     for step_id in order:
         keys = item_keys(step_id, steps) or []
-        for phase in ("action", "confirm", "compensate"):
+        for phase in ("action", "verify", "confirm", "compensate"):
             for key in (step_id, *keys):
                 record = steps.get((key, phase))
                 if record is not None:
@@ -315,7 +315,12 @@ def failing_attempt(
 ) -> AttemptRecord | None:
     """The last attempt of the last request that did not succeed: what a reader of a failed
     run looks at first."""
-    unfinished = {key for key, record in steps.items() if record.state.value != "succeeded"}
+    # A verify that settled nothing is no failure of the run: it left the doubt as it was.
+    unfinished = {
+        key
+        for key, record in steps.items()
+        if record.state.value != "succeeded" and record.phase != "verify"
+    }
     return next((a for a in reversed(attempts) if (a.step_id, a.phase) in unfinished), None)
 
 
@@ -359,7 +364,7 @@ def _step_entry(
 ) -> dict[str, object]:
     """A step's (or an item's) states and attempts, as the JSON summary gives them."""
     entry: dict[str, object] = {"id": key}
-    for phase in ("action", "compensate", "confirm"):
+    for phase in ("action", "compensate", "confirm", "verify"):
         record = steps.get((key, phase))
         entry[phase] = record.state.value if record else None
     entry["attempts"] = len(attempts)

@@ -38,7 +38,9 @@ def format_validation(saga: Saga) -> str:
     # Aligned, but a long list of needs does not push every line out of the terminal.
     needs_width = min(_NEEDS_COLUMN, max(len(text) for text in needs.values()))
     for step in saga.ordered_steps():
-        extra = [p.value for p in (Phase.COMPENSATE, Phase.CONFIRM) if step.request(p)]
+        extra = [
+            p.value for p in (Phase.COMPENSATE, Phase.CONFIRM, Phase.VERIFY) if step.request(p)
+        ]
         if step.repeated:
             extra.insert(0, f"foreach {step.item_name}")
         extra_text = f"  [{', '.join(extra)}]" if extra else ""

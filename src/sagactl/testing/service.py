@@ -10,8 +10,11 @@ A request whose `Idempotency-Key` was seen before gets the first response again 
 nothing: that is how a service makes retries and resumes safe. An action that arrives after the
 compensation of its step (`<run>.<step>.action` after `<run>.<step>.compensate`: a request that
 was delayed past its timeout, then overtaken) is refused with 409 and changes nothing, so that a
-late request cannot bring back what was undone. Every effect is recorded in `applied`, every
-request in `received`.
+late request cannot bring back what was undone. A verify (`<run>.<step>.verify`, SPEC §2.6)
+that finds nothing is answered 404, and the action's attempts sent until then (its
+`Saga-Attempts-Sent`) are refused with 409 if they arrive later, while a later attempt (sent
+again by a resume) goes through. Every effect is recorded in `applied`, every request in
+`received`.
 """
 
 from __future__ import annotations
@@ -80,6 +83,10 @@ class Received:
     """The kind of fault this request met, if any."""
 
 
+def _number(text: str | None) -> int:
+    return int(text) if text and text.isdigit() else 0
+
+
 class Service:
     """Runs in a thread; use as a context manager. `url` is its base URL."""
 
@@ -95,7 +102,11 @@ class Service:
         self._undone: set[str] = set()
         """`<run>.<step>` of every compensation processed: the barrier against late actions."""
         self.refused_late: list[str] = []
-        """Idempotency keys of actions refused because their compensation came first."""
+        """Idempotency keys of actions refused because their compensation came first, or
+        because a verify was answered that they never arrived."""
+        self._fences: dict[str, int] = {}
+        """`<run>.<step>` -> the attempts of its action sent before a verify was answered
+        "absent" (its `Saga-Attempts-Sent`): those attempts are refused if they arrive."""
         self._lock = threading.Lock()
         self._counter = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -146,7 +157,10 @@ class Service:
                 fields.update(values)
         return fields
 
-    def _apply(self, method: str, path: str, body: Any, key: str) -> tuple[int, Any]:
+    def _apply(
+        self, method: str, path: str, body: Any, key: str, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, Any]:
+        headers = headers or {}
         with self._lock:
             if key and key in self._replies:
                 status, payload = self._replies[key]
@@ -156,9 +170,19 @@ class Service:
             elif key.endswith(".action") and key.removesuffix(".action") in self._undone:
                 self.refused_late.append(key)
                 return 409, {"error": "this step was compensated before this action arrived"}
+            elif key.endswith(".action") and _number(headers.get("Saga-Attempt")) <= (
+                self._fences.get(key.removesuffix(".action"), 0)
+            ):
+                self.refused_late.append(key)
+                return 409, {"error": "a verify was told this action never arrived"}
             if method == "GET":
                 if path in self.resources:
                     return 200, self.resources[path]
+                if key.endswith(".verify"):
+                    # Told "absent": the attempts sent so far must not land later.
+                    base = key.removesuffix(".verify")
+                    sent = _number(headers.get("Saga-Attempts-Sent"))
+                    self._fences[base] = max(self._fences.get(base, 0), sent)
                 return 404, {"error": "not found"}
             if method == "PUT":
                 previous = self.resources.get(path)
@@ -243,7 +267,7 @@ class Service:
                     return
                 if fault and fault.kind == "delay_before":
                     time.sleep(fault.delay)
-                status, reply = service._apply(self.command, path, body, key)
+                status, reply = service._apply(self.command, path, body, key, headers)
                 if fault and fault.kind == "applied_status":
                     self._reply(fault.status, fault.body, fault.headers)
                     return

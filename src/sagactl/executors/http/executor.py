@@ -19,7 +19,7 @@ __all__ = ["HttpExecutor", "saga_headers"]
 
 def saga_headers(prepared: PreparedRequest, attempt: AttemptContext) -> dict[str, str]:
     """The headers every attempt carries (SPEC §3.3), after the request's own."""
-    return {
+    headers = {
         "Idempotency-Key": prepared.idempotency_key,
         "Saga-Id": attempt.run_id,
         "Saga-Step": prepared.step,
@@ -27,6 +27,9 @@ def saga_headers(prepared: PreparedRequest, attempt: AttemptContext) -> dict[str
         "Saga-Attempt": str(attempt.number),
         "traceparent": f"00-{attempt.trace_id}-{attempt.span_id}-01",
     }
+    if attempt.sent is not None:
+        headers["Saga-Attempts-Sent"] = str(attempt.sent)
+    return headers
 
 
 class HttpExecutor:

@@ -138,6 +138,17 @@ def _calls(
         if isinstance(call, Request):
             prepared = prepare(saga, step, phase, context, steps, renderer, check=False, item=item)
             lines = describe(prepared)
+            if phase is Phase.VERIFY:
+                # Its answer is judged by what it settles, whatever its status.
+                settles = [
+                    f"{k} if {v}"
+                    for k, v in (("applied", step.applied), ("absent", step.absent))
+                    if v
+                ]
+                lines = [
+                    f"settles: {'; '.join(settles)}" if line.startswith("expect ") else line
+                    for line in lines
+                ]
             if call.poll is not None:
                 poll = call.poll
                 lines.append(

@@ -416,6 +416,7 @@ def preflight(
             (Phase.ACTION, step.action),
             (Phase.COMPENSATE, step.compensate),
             (Phase.CONFIRM, step.confirm),
+            (Phase.VERIFY, step.verify),
         ):
             if not isinstance(request, Request):
                 continue  # none, or of another kind: its executor checks it as it runs
