@@ -62,6 +62,10 @@ class StepPlan:
     items: list[dict[str, list[str]]] | None = None
     """For a foreach step (SPEC §2.5), each item's faults, as `attempts` (which is then
     empty); None for a step run once."""
+    verify: bool = False
+    """Whether the step has a verify (SPEC §2.6): a GET of its resource, applied on 200,
+    absent on 404; its attempts meet faults like any request ("4xx": an answer that settles
+    nothing)."""
 
 
 @dataclass
@@ -99,11 +103,13 @@ def cases(draw: st.DrawFn, real_processes: bool = False) -> Case:
         confirm = kind == "compensatable" and draw(st.booleans()) and draw(st.booleans())
         # Short enough, at times, for a poll to run out of time before it is done.
         poll = draw(st.sampled_from([None, None, "5ms", "2s"])) if kind == "compensatable" else None
-        plan = StepPlan(kind, needs, confirm, poll=poll)
+        verify = kind != "read" and draw(st.integers(0, 2)) == 0
+        plan = StepPlan(kind, needs, confirm, poll=poll, verify=verify)
         phases = (
             ["action"]
             + (["compensate"] if kind == "compensatable" else [])
             + (["confirm"] if confirm else [])
+            + (["verify"] if verify else [])
         )
 
         def drawn(phases: list[str] = phases, poll: str | None = poll) -> dict[str, list[str]]:
@@ -170,6 +176,11 @@ def saga_text(case: Case) -> str:
             )
         if step.confirm:
             lines.append(f'    confirm: {{method: PUT, url: "{path}/ok"}}')
+        if step.verify:
+            lines.append(
+                f'    verify: {{method: GET, url: "{path}", applied: "response.status == 200", '
+                'absent: "response.status == 404"}'
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -400,6 +411,9 @@ def statistics(case: Case, service: Service, status: RunStatus) -> None:
             if k in POLL_ANSWERS
         ]
         event(f"polled steps answered not done or failed: {bool(answers)}")
+    verified = [r for r in service.received if r.headers.get("Saga-Phase") == "verify"]
+    if any(step.verify for step in case.steps):
+        event(f"a verify was sent: {bool(verified)}")
     sizes = [len(step.items) for step in case.steps if step.items is not None]
     if sizes:
         event(f"foreach steps with no item: {0 in sizes}; most items: {max(sizes)}")

@@ -286,3 +286,40 @@ def test_validate_checks_the_verify(
         return
     assert result.exit_code == 2, result.stdout
     assert message in result.stderr, result.stderr
+
+
+def test_compensate_of_a_pivot_that_took_effect_is_refused_once_asked(
+    runs: Runs, service: Service
+) -> None:
+    """A pivot in doubt after a kill does not stop `compensate` before it asks; told that it
+    took effect, `compensate` refuses (exit 2) and says to resume, which goes on without
+    sending it again."""
+    saga_text = CHARGE.replace(
+        '    compensate: {method: DELETE, url: "/charges/{{ run.id }}"}\n', "", 1
+    )
+    service.faults.append(Fault("PUT", "/charges/", kind="delay_before", delay=0.3))
+    saga = runs.file(saga_text.replace("timeout: 300ms", "timeout: 10s"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sagactl", "run", str(saga)],
+        cwd=ROOT,
+        env={**os.environ, **{k: v for k, v in runs.env().items() if v is not None}},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: bool(service.requests("PUT", "/charges/")))
+    proc.kill()
+    proc.communicate(timeout=20)
+    with open_journal(runs.journal) as journal:
+        run_id = journal.list_runs(limit=1)[0].id
+    wait_for(lambda: f"/charges/{run_id}" in service.resources)
+    refused = runs("compensate", run_id)
+    assert refused.exit_code == 2, refused.stdout
+    assert (
+        f"run {run_id} cannot be compensated: pivot charge succeeded, so the saga can only go "
+        f"forward (its verify says so); resume it instead (sagactl resume {run_id})"
+    ) in refused.stderr
+    resumed = runs("resume", run_id)
+    assert resumed.exit_code == 0, resumed.stdout
+    assert charges(service, "PUT") == ["1"]
+    assert service.resources[f"/ships/{run_id}"] == {"amount": 5}

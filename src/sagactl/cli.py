@@ -333,7 +333,7 @@ def _drive(
 ) -> None:
     """Drive each call's run in turn; report, and exit with the worst code (3 > 1 > 0)."""
     from sagactl.api import not_cleaned, step_order
-    from sagactl.errors import Interrupted, JournalError, LeaseLost
+    from sagactl.errors import Interrupted, JournalError, LeaseLost, UsageError
     from sagactl.journal import Durability, open_journal
     from sagactl.output.lines import JsonLines
     from sagactl.output.run_views import next_commands, summary_record
@@ -395,6 +395,9 @@ def _drive(
             sys.stdout.flush()
             # Worker threads may still wait on a slow response: do not wait for them.
             os._exit(exc.exit_code)
+        except UsageError:
+            renderer.close()  # a refusal found once the run's output started ends it
+            raise
         except JournalError as exc:
             renderer.close()
             if exc.run_id is None or isinstance(exc, LeaseLost):

@@ -755,14 +755,15 @@ class Engine:
         # `_drive` has refused what cannot be rolled back, before the run's output started.
         if run.status in (RunStatus.COMPENSATED, RunStatus.CLEANED):
             return run.status
+        # A pivot only in doubt was let through by `_refuse_compensation`: asked now.
         self._settle_pivots()
         block = self._pivot_block()
         if block:
             self._journal_pivot()
-            self.journal.set_run(
-                self.run_id, status=RunStatus.STUCK, error=f"{run.error or 'stopped'}; {block[1]}"
+            raise UsageError(
+                f"run {run.id} cannot be compensated: {block[1]} (its verify says so); "
+                f"resume it instead (sagactl resume {run.id})"
             )
-            return RunStatus.STUCK
         self.journal.set_run(
             self.run_id,
             status=RunStatus.COMPENSATING,
