@@ -87,6 +87,7 @@ run RUN-UNDO stuck in N.NNs
     DELETE http://SERVICE/a/1
     response: {"error": "db down"}
   to roll it back: sagactl compensate RUN-UNDO
+  if a's compensation was done by hand: sagactl skip RUN-UNDO a --reason 'WHY'
 """
     )
 
@@ -117,6 +118,7 @@ forward
     PUT http://SERVICE/ship/1
     response: {"error": "injected"}
   to carry it on:  sagactl resume RUN-PIVOT
+  if ship's action was done by hand: sagactl skip RUN-PIVOT ship --reason 'WHY'
 """
     ), out
 
@@ -147,6 +149,7 @@ undone
     --> TMP/doubt.yaml:14 (charge action)
     PUT http://SERVICE/charge/1
   to carry it on:  sagactl resume RUN-DOUBT
+  once you know if charge took effect: sagactl mark RUN-DOUBT charge applied|absent --reason 'WHY'
 """
     ), tail
 
@@ -175,6 +178,7 @@ run RUN-TCC stuck in N.NNs
     response: {"error": "injected"}
   to carry it on:  sagactl resume RUN-TCC
   to roll it back: sagactl compensate RUN-TCC
+  if seat's confirm was done by hand: sagactl skip RUN-TCC seat --reason 'WHY'
 """
     ), tail
 
@@ -231,6 +235,7 @@ run RUN-LEFT stuck in N.NNs (succeeded, but its cleanup did not finish)
     DELETE http://SERVICE/b/1
     response: {"error": "injected"}
   to finish the cleanup: sagactl compensate RUN-LEFT
+  if b's compensation was done by hand: sagactl skip RUN-LEFT b --reason 'WHY'
 """
     ), tail
     shown = runs("show", "RUN-LEFT").stdout
@@ -378,6 +383,7 @@ run RUN-SHOW
 
 next:
   to roll it back: sagactl compensate RUN-SHOW
+  if stock's compensation was done by hand: sagactl skip RUN-SHOW stock --reason 'WHY'
 
 steps:
   stock   action      succeeded  2 attempts  outputs {"id": "ü-1"}

@@ -357,6 +357,52 @@ def test_a_step_of_items_is_written_whole_and_keeps_its_list(journal: Journal, t
     assert journal.steps("R0001")[("a", "compensate")].items is None
 
 
+def test_an_operator_action_and_its_state_are_written_together(
+    journal: Journal, target: str
+) -> None:
+    """`operate`: the action (who, where, when, why) and the state it gives, both durable
+    when it returns; a settled doubt is not brought back by a later settling."""
+    new_run(journal)
+    journal.finish_attempt(
+        begin(journal, "a"),
+        outcome="retryable",
+        duration_ms=1.0,
+        in_doubt=True,
+        step_state=StepState.IN_DOUBT,
+        applied=True,
+    )
+    journal.operate(
+        "R0001",
+        "a",
+        "action",
+        action="mark absent",
+        state=StepState.RUNNING,
+        applied=False,
+        settled=True,
+        user="ops",
+        host="h1",
+        reason="checked the ledger",
+    )
+    with other(target) as reader:
+        record = reader.steps("R0001")[("a", "action")]
+        [action] = reader.operator_actions("R0001")
+    assert (record.state, record.applied, record.attempts) == (StepState.RUNNING, False, 1)
+    assert (action.step_id, action.phase, action.action, action.user, action.host) == (
+        "a",
+        "action",
+        "mark absent",
+        "ops",
+        "h1",
+    )
+    assert action.reason == "checked the ledger" and action.at > 0
+    journal.settle_interrupted("R0001")
+    assert journal.steps("R0001")[("a", "action")].state is StepState.RUNNING
+    # an attempt after the settling counts again
+    begin(journal, "a", 2)
+    journal.settle_interrupted("R0001")
+    assert journal.steps("R0001")[("a", "action")].state is StepState.IN_DOUBT
+
+
 @pytest.mark.parametrize("how", ["a read", "flush", "close"])
 def test_reads_flush_and_close_write_what_was_deferred(target: str, how: str) -> None:
     journal = other(target)

@@ -36,6 +36,7 @@ SINKS: dict[str, str] = {
     "cli._drive": "terminal",
     "cli.list_command": "terminal",
     "cli.show": "terminal",
+    "cli._operate": "terminal",
     "cli.demo": "terminal",
     "demo.run_demo": "terminal",
     "output.live.LiveView.close": "terminal",

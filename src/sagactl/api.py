@@ -19,6 +19,7 @@ from sagactl.redact import Redactor
 
 if TYPE_CHECKING:  # `list` and `show` import this module, and need neither
     from sagactl.engine.machine import Engine
+    from sagactl.engine.operator import Operation
     from sagactl.events import Event
     from sagactl.model import Saga
 
@@ -30,6 +31,8 @@ __all__ = [
     "list_runs",
     "load_all",
     "not_cleaned",
+    "operate_run",
+    "operator",
     "resume_run",
     "start_run",
     "step_order",
@@ -201,6 +204,68 @@ def compensate_run(
     with _client(concurrency) as client:
         engine = _engine(saga, run, journal, client, secrets, on_event, concurrency, stop, ready)
         return run.id, engine.compensate(allow_succeeded=yes or cleanup, cleanup=cleanup)
+
+
+def operator() -> str:
+    """Who is acting, as operator actions journal it: the login name."""
+    import getpass
+    import os
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        return f"uid {os.getuid()}"
+
+
+def operate_run(
+    journal: Journal,
+    prefix: str,
+    step: str,
+    *,
+    reason: str,
+    verdict: str | None = None,
+) -> tuple[RunRecord, Operation]:
+    """An operator action (SPEC §7) on a run that is stuck or whose owner is gone: `skip`
+    the pending request of `step`, or, with `verdict` (`applied`, `absent`), `mark` its action
+    in doubt. The run's lease is taken for it, so a live run is refused (JournalError, exit
+    4), and the action and the state it gives are journaled together. UsageError (exit 2)
+    when it does not apply, saying why."""
+    from sagactl.definition.loader import load_text
+    from sagactl.engine.operator import mark, skip
+    from sagactl.records import Owner
+
+    if not reason.strip():
+        raise UsageError("--reason is empty: say why, it is journaled with the action")
+    run = journal.find_run(prefix)
+    saga = load_text(run.saga_text, run.saga_path)
+    owner = Owner.this_process()
+    journal.take_lease(run.id, owner, 30.0)
+    try:
+        # Attempts of a process that died are in doubt: settled first, as a resume would.
+        journal.settle_interrupted(run.id)
+        steps = journal.steps(run.id)
+        operation = (
+            skip(saga, run, steps, step)
+            if verdict is None
+            else mark(saga, run, steps, step, verdict)
+        )
+        journal.operate(
+            run.id,
+            operation.step_id,
+            operation.phase.value,
+            action=operation.action,
+            state=operation.state,
+            applied=operation.applied,
+            settled=operation.settled,
+            user=operator(),
+            host=owner.host,
+            reason=reason,
+        )
+        if operation.pivot:
+            journal.set_run(run.id, pivot_passed=True)
+    finally:
+        journal.release_lease(run.id, owner)
+    return journal.get_run(run.id), operation
 
 
 _LIVE = ("running", "compensating")

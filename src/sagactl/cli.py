@@ -354,7 +354,8 @@ def _drive(
         steps, attempts, order = store.steps(run_id), store.attempts(run_id), step_order(run)
         if junit:
             left = not_cleaned(run, steps, order) if run.cleanup else []
-            reports.append(RunReport(run, steps, attempts, order, left))
+            actions = store.operator_actions(run_id)
+            reports.append(RunReport(run, steps, attempts, order, left, actions))
         if output is OutputChoice.JSON:
             renderer.write(summary_record(run, steps, attempts, order, code))
 
@@ -634,6 +635,78 @@ def compensate(
     )
 
 
+StepArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="STEP",
+        show_default=False,
+        help="The step, or an item of a foreach step (lines[2]).",
+    ),
+]
+ReasonOption = Annotated[
+    str,
+    typer.Option(
+        "--reason",
+        metavar="TEXT",
+        show_default=False,
+        help="Why: journaled with the action, with who did it, where and when.",
+    ),
+]
+
+
+def _operate(journal: str | None, run_id: str, step: str, reason: str, verdict: str | None) -> None:
+    with _reported():
+        from sagactl.api import operate_run
+        from sagactl.journal import open_journal
+        from sagactl.output.run_views import next_commands
+
+        with open_journal(journal) as store:
+            run, operation = operate_run(store, run_id, step, reason=reason, verdict=verdict)
+        hints = next_commands(
+            run.id, _journal_flag(journal), run.next_commands(), cleanup=run.cleanup
+        )
+        typer.echo(f"run {run.id}: {operation.describe()} (journaled, with the reason)\n{hints}")
+
+
+@app.command()
+def skip(
+    run_id: RunArgument, step: StepArgument, reason: ReasonOption, journal: JournalOption = None
+) -> None:
+    """Treat a step's pending request as done without sending it, because it was done by hand:
+    a compensation that keeps failing while the run compensates, a confirm while it confirms,
+    an action going forward. For a run that is stuck or whose process is gone; then resume or
+    compensate it."""
+    _operate(journal, run_id, step, reason, None)
+
+
+class Verdict(StrEnum):
+    APPLIED = "applied"
+    ABSENT = "absent"
+
+
+@app.command()
+def mark(
+    run_id: RunArgument,
+    step: StepArgument,
+    verdict: Annotated[
+        Verdict,
+        typer.Argument(
+            metavar="applied|absent",
+            show_default=False,
+            help="applied: its action took effect (checked in the service); absent: it never "
+            "did, and can no longer.",
+        ),
+    ],
+    reason: ReasonOption,
+    journal: JournalOption = None,
+) -> None:
+    """Settle a step whose action is in doubt, having checked the service by hand: applied
+    (the run goes on from it, without its outputs) or absent (it is sent again going forward,
+    not compensated going back). For a run that is stuck or whose process is gone; then
+    resume or compensate it."""
+    _operate(journal, run_id, step, reason, verdict.value)
+
+
 class StatusChoice(StrEnum):
     RUNNING = "running"
     COMPENSATING = "compensating"
@@ -687,10 +760,12 @@ def show(
             record = store.find_run(run_id)
             order = step_order(record)
             steps, attempts = store.steps(record.id), store.attempts(record.id)
+            actions = store.operator_actions(record.id)
         if output is OutputChoice.JSON:
-            typer.echo(
-                json_line(show_record(record, shown_status(store, record), steps, attempts, order))
+            shown_record = show_record(
+                record, shown_status(store, record), steps, attempts, order, actions
             )
+            typer.echo(json_line(shown_record))
         else:
             shown = format_show(
                 record,
@@ -699,6 +774,7 @@ def show(
                 attempts,
                 order,
                 journal_flag=_journal_flag(journal),
+                actions=actions,
             )
             typer.echo(shown)
 

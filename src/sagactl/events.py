@@ -135,6 +135,9 @@ class RunFinished:
     next: tuple[str, ...] = ()
     """For a stuck run, the commands that can carry it on, in the order to try them:
     `resume`, and `compensate` unless a pivot forbids rolling back."""
+    operator: tuple[tuple[str, str, str], ...] = ()
+    """For a stuck run, the operator actions that may help (SPEC §7), as (command, step,
+    phase): `skip` of a request that keeps failing, `mark` of an action in doubt."""
 
 
 Event = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -13,6 +14,7 @@ from typing import Any, NamedTuple
 __all__ = [
     "AttemptHandle",
     "AttemptRecord",
+    "OperatorAction",
     "Owner",
     "RunPhase",
     "RunRecord",
@@ -20,6 +22,7 @@ __all__ = [
     "StepRecord",
     "StepState",
     "item_key",
+    "operator_commands",
     "split_item_key",
 ]
 
@@ -181,6 +184,26 @@ class AttemptRecord:
     """The request may have reached the service, and no answer was read."""
 
 
+@dataclass(frozen=True)
+class OperatorAction:
+    """What an operator did to a run by hand (SPEC §7), as journaled: `skip` (a step's
+    pending request treated as done without being sent) or `mark` (an action in doubt
+    settled as `applied` or `absent`)."""
+
+    id: int
+    run_id: str
+    step_id: str
+    """The step, or an item of a foreach step (`lines[2]`)."""
+    phase: str
+    """The request acted on: `action`, `compensate` or `confirm`."""
+    action: str
+    """`skip`, `mark applied` or `mark absent`."""
+    user: str
+    host: str
+    at: float
+    reason: str
+
+
 class AttemptHandle(NamedTuple):
     """An attempt begun and not yet finished: its row, and the step it belongs to."""
 
@@ -188,3 +211,32 @@ class AttemptHandle(NamedTuple):
     run_id: str
     step_id: str
     phase: str
+
+
+def operator_commands(
+    run: RunRecord, steps: Mapping[tuple[str, str], StepRecord]
+) -> list[tuple[str, str, str]]:
+    """The operator actions (SPEC §7) that may carry a stuck or interrupted run on, as
+    (command, step, phase of the request acted on): `skip` of each compensation or confirm
+    that failed (for the run's phase), or of each action that failed once a pivot forbids
+    rolling back; `mark` of each action in doubt going forward. Of a foreach step, its items
+    are named, not the step."""
+    if run.status.final:
+        return []
+    phase = {
+        RunPhase.COMPENSATE: "compensate",
+        RunPhase.CONFIRM: "confirm",
+        RunPhase.FORWARD: "action",
+    }[run.phase]
+    parents = {split_item_key(key)[0] for key, _ in steps if split_item_key(key)[1] is not None}
+    found: list[tuple[str, str, str]] = []
+    for (key, record_phase), record in sorted(steps.items()):
+        if record_phase != phase or key in parents:
+            continue
+        if phase == "action" and record.state is StepState.IN_DOUBT:
+            found.append(("mark", key, phase))
+        elif record.state in (StepState.FAILED, StepState.IN_DOUBT) and (
+            phase != "action" or run.pivot_passed
+        ):
+            found.append(("skip", key, phase))
+    return found

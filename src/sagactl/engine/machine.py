@@ -73,6 +73,7 @@ from sagactl.records import (
     StepRecord,
     StepState,
     item_key,
+    operator_commands,
     split_item_key,
 )
 from sagactl.redact import Redactor
@@ -285,6 +286,11 @@ class Engine:
         final = self.journal.get_run(self.run_id)
         step, phase = self._cause or (None, None)
         commands = final.next_commands() if status is RunStatus.STUCK else ()
+        operator = (
+            tuple(operator_commands(final, self.journal.steps(self.run_id)))
+            if status is RunStatus.STUCK
+            else ()
+        )
         self.emit(
             RunFinished(
                 self.run_id,
@@ -294,6 +300,7 @@ class Engine:
                 step,
                 phase,
                 commands,
+                operator,
             )
         )
         return status
@@ -1082,6 +1089,7 @@ class Engine:
             applied=applied,
             outputs=self._journaled_outputs(step, outputs),
             attempts=attempts,
+            settled=not applied,
         )
         self.states[(key, Phase.ACTION.value)] = StepRecord(
             key, Phase.ACTION.value, state, applied, outputs, attempts, None, None, time.time()

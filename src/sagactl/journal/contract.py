@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from sagactl.records import (
     AttemptHandle,
     AttemptRecord,
+    OperatorAction,
     Owner,
     RunPhase,
     RunRecord,
@@ -179,9 +180,13 @@ class Journal(Protocol):
         attempts: int = 0,
         error: str | None = None,
         items: Sequence[Any] | Mapping[str, Any] | None = None,
+        settled: bool = False,
     ) -> None:
-        """Durably write the state of a (step, phase) that is not one request: a foreach
-        step's (SPEC §2.5), whose items' requests each have their own (`lines[2]`). With
+        """Durably write the state of a (step, phase) that is not one request's last
+        attempt: a foreach step's (SPEC §2.5), whose items' requests each have their own
+        (`lines[2]`), or a request's that a verify settled (SPEC §2.6). With `settled`, the
+        attempts made so far no longer make it in doubt (`settle_interrupted` looks only at
+        later ones): a verify found that they never took effect. With
         `items`, the list of the step's items (or a marker for a list that held a secret),
         written before any item is sent and kept by later calls that give none. Results
         held back by `defer` are made durable by the same transaction, first.
@@ -248,10 +253,35 @@ class Journal(Protocol):
         what was recorded is what is read."""
         ...
 
+    def operate(
+        self,
+        run_id: str,
+        step_id: str,
+        phase: str,
+        *,
+        action: str,
+        state: StepState,
+        applied: bool,
+        settled: bool = False,
+        user: str,
+        host: str,
+        reason: str,
+    ) -> None:
+        """Durably record an operator's action (SPEC §7) and the state it gives the (step,
+        phase), in one transaction: both, or neither. The step's attempts and outputs are
+        kept; with `settled`, its attempts so far no longer make it in doubt (as
+        `set_step(settled=True)`)."""
+        ...
+
+    def operator_actions(self, run_id: str) -> list[OperatorAction]:
+        """Every operator action on the run, in the order they were taken."""
+        ...
+
     def settle_interrupted(self, run_id: str) -> int:
         """Durably mark each attempt of the run without a result as `interrupted` and in doubt
         (its request may have reached the service), and each step still `running` as
-        `in_doubt` when any of its attempts is, or an earlier settling found it so; a step
+        `in_doubt` when any of its attempts is (but those a verify or an operator settled),
+        or an earlier settling found it so; a step
         between attempts that all had a definite answer stays `running`. Returns how many
         attempts had no result; commits nothing of its own when there is nothing to settle.
         A step marked `applied` by an attempt that was not its last is settled `in_doubt` too.

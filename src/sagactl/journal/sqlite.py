@@ -35,6 +35,7 @@ from sagactl.journal.leases import Alive, owner_alive
 from sagactl.records import (
     AttemptHandle,
     AttemptRecord,
+    OperatorAction,
     Owner,
     RunPhase,
     RunRecord,
@@ -45,7 +46,7 @@ from sagactl.records import (
 
 __all__ = ["APPLICATION_ID", "BODY_LIMIT", "SCHEMA_VERSION", "SqliteJournal"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 APPLICATION_ID = 0x53414741  # "SAGA": tells a sagactl journal from any other SQLite file
 BODY_LIMIT = 64 * 1024
 
@@ -142,6 +143,24 @@ _MIGRATIONS: dict[int, list[str]] = {
     # The list of a foreach step's items (SPEC §2.5), on the row of its action, journaled
     # before any item is sent; each item's requests have rows of their own (`lines[2]`).
     6: ["ALTER TABLE steps ADD COLUMN items TEXT"],
+    # What operators did to runs by hand (SPEC §7): who, where, when and why.
+    7: [
+        """CREATE TABLE operator_actions (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            step_id TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            action TEXT NOT NULL,
+            user TEXT NOT NULL,
+            host TEXT NOT NULL,
+            at REAL NOT NULL,
+            reason TEXT NOT NULL
+        )""",
+        "CREATE INDEX operator_actions_run ON operator_actions (run_id, id)",
+        # The last attempt whose doubt a verify or an operator settled: those up to it no
+        # longer make the step in doubt.
+        "ALTER TABLE steps ADD COLUMN settled INTEGER",
+    ],
 }
 
 
@@ -652,6 +671,7 @@ class SqliteJournal:
         attempts: int = 0,
         error: str | None = None,
         items: Sequence[Any] | Mapping[str, Any] | None = None,
+        settled: bool = False,
     ) -> None:
         now = self.clock()
         with self._write() as db:
@@ -675,6 +695,17 @@ class SqliteJournal:
                     None if items is None else _json(items),
                 ),
             )
+            if settled:
+                self._settle_doubt(db, run_id, step_id, phase)
+
+    @staticmethod
+    def _settle_doubt(db: sqlite3.Connection, run_id: str, step_id: str, phase: str) -> None:
+        """The (step, phase)'s attempts so far no longer make it in doubt."""
+        db.execute(
+            "UPDATE steps SET settled = (SELECT max(id) FROM attempts a WHERE a.run_id = ?"
+            " AND a.step_id = ? AND a.phase = ?) WHERE run_id = ? AND step_id = ? AND phase = ?",
+            (run_id, step_id, phase, run_id, step_id, phase),
+        )
 
     def begin_attempt(
         self,
@@ -833,6 +864,54 @@ class SqliteJournal:
             if not defer:
                 self.flush()
 
+    def operate(
+        self,
+        run_id: str,
+        step_id: str,
+        phase: str,
+        *,
+        action: str,
+        state: StepState,
+        applied: bool,
+        settled: bool = False,
+        user: str,
+        host: str,
+        reason: str,
+    ) -> None:
+        now = self.clock()
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO steps (run_id, step_id, phase, state, applied, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, step_id, phase) DO UPDATE SET"
+                " state = excluded.state, applied = excluded.applied,"
+                " updated_at = excluded.updated_at, error = NULL",
+                (run_id, step_id, phase, state.value, int(applied), now),
+            )
+            if settled:
+                self._settle_doubt(db, run_id, step_id, phase)
+            db.execute(
+                "INSERT INTO operator_actions (run_id, step_id, phase, action, user, host, at,"
+                " reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, step_id, phase, action, user, host, now, _clip(reason)),
+            )
+
+    def operator_actions(self, run_id: str) -> list[OperatorAction]:
+        rows = self._read("SELECT * FROM operator_actions WHERE run_id = ? ORDER BY id", (run_id,))
+        return [
+            OperatorAction(
+                r["id"],
+                r["run_id"],
+                r["step_id"],
+                r["phase"],
+                r["action"],
+                r["user"],
+                r["host"],
+                r["at"],
+                r["reason"],
+            )
+            for r in rows
+        ]
+
     def settle_interrupted(self, run_id: str) -> int:
         now = self.clock()
         if not self._read(
@@ -854,7 +933,8 @@ class SqliteJournal:
                 "interrupted while an attempt may have reached the service', updated_at = ?"
                 " WHERE run_id = ? AND state = 'running' AND (applied = 1 OR EXISTS (SELECT 1"
                 " FROM attempts a WHERE a.run_id = steps.run_id AND a.step_id = steps.step_id"
-                " AND a.phase = steps.phase AND a.in_doubt = 1))",
+                " AND a.phase = steps.phase AND a.in_doubt = 1"
+                " AND a.id > coalesce(steps.settled, 0)))",
                 (now, run_id),
             )
             return cursor.rowcount

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sagactl.output.run_views import error_kind, item_keys
-from sagactl.records import AttemptRecord, RunRecord, StepRecord
+from sagactl.records import AttemptRecord, OperatorAction, RunRecord, StepRecord
 from sagactl.redact import Redactor
 
 __all__ = ["MESSAGE_BODY", "SNIPPET", "RunReport", "write_junit"]
@@ -37,6 +37,8 @@ class RunReport:
     """For a run undone by `--cleanup` (`run.cleanup`), the steps whose cleanup did not
     finish (some never started: they waited on another step's), whose effect the services
     still hold."""
+    actions: Sequence[OperatorAction] = ()
+    """What operators did to the run by hand (SPEC §7): a property each."""
 
 
 def _classname(report: RunReport, phase: str, cleanup: bool) -> str:
@@ -54,6 +56,15 @@ def _suite(report: RunReport) -> ET.Element:
     props = ET.SubElement(suite, "properties")
     for name, value in (("run", run.id), ("file", run.saga_path), ("status", run.status.value)):
         ET.SubElement(props, "property", name=name, value=value)
+    for action in report.actions:
+        ET.SubElement(
+            props,
+            "property",
+            name="operator action",
+            value=f"{action.action} {action.phase} of {action.step_id} by {action.user}@"
+            f"{action.host} at {time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(action.at))}: "
+            f"{action.reason}",
+        )
     counts = {"tests": 0, "failures": 0, "skipped": 0}
     total = 0.0
     units = [

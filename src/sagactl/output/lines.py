@@ -210,7 +210,11 @@ class PlainLines:
             text += "".join(f"\n    {line}" for line in where_to_look(failure))
         if event.status == "stuck":
             text += "\n" + next_commands(
-                event.run_id, self.journal_flag, event.next, cleanup=self.cleanup
+                event.run_id,
+                self.journal_flag,
+                event.next,
+                cleanup=self.cleanup,
+                operator=event.operator,
             )
         self.line(text)
 

@@ -414,7 +414,13 @@ class LiveView:
             ]
         commands: list[Text] = []
         if event.status == "stuck":
-            hints = next_commands(event.run_id, self.journal_flag, event.next, cleanup=self.cleanup)
+            hints = next_commands(
+                event.run_id,
+                self.journal_flag,
+                event.next,
+                cleanup=self.cleanup,
+                operator=event.operator,
+            )
             for line in hints.splitlines():
                 hint, _, command = line.partition(" sagactl ")
                 if len(line) <= width:

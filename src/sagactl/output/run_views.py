@@ -11,10 +11,12 @@ from collections.abc import Mapping, Sequence
 
 from sagactl.records import (
     AttemptRecord,
+    OperatorAction,
     RunRecord,
     RunStatus,
     StepRecord,
     item_key,
+    operator_commands,
     split_item_key,
 )
 
@@ -127,15 +129,34 @@ _CLEANUP_HINTS = {"resume": "to finish the cleanup:", "compensate": "to finish t
 
 
 def next_commands(
-    run_id: str, journal_flag: str = "", commands: Sequence[str] = (), *, cleanup: bool = False
+    run_id: str,
+    journal_flag: str = "",
+    commands: Sequence[str] = (),
+    *,
+    cleanup: bool = False,
+    operator: Sequence[Sequence[str]] = (),
 ) -> str:
     """The commands that can carry a run on, one a line; without `commands` (a run that was
-    interrupted: nothing says a pivot forbids it), both."""
+    interrupted: nothing says a pivot forbids it), both. Then the operator actions that may
+    help (`records.operator_commands`: (command, step, phase))."""
     hints = _CLEANUP_HINTS if cleanup else _HINTS
-    return "\n".join(
+    lines = [
         f"  {hints[command]} sagactl {command} {run_id}{journal_flag}"
         for command in commands or _HINTS
-    )
+    ]
+    for command, step, phase in operator:
+        if command == "skip":
+            what = "compensation" if phase == "compensate" else phase
+            lines.append(
+                f"  if {step}'s {what} was done by hand: sagactl skip {run_id} {step} "
+                f"--reason 'WHY'{journal_flag}"
+            )
+        else:
+            lines.append(
+                f"  once you know if {step} took effect: sagactl mark {run_id} {step} "
+                f"applied|absent --reason 'WHY'{journal_flag}"
+            )
+    return "\n".join(lines)
 
 
 def timeline(attempts: Sequence[AttemptRecord], width: int = 40) -> list[str]:
@@ -238,6 +259,7 @@ def format_show(
     attempts: Sequence[AttemptRecord],
     order: Sequence[str],
     journal_flag: str = "",
+    actions: Sequence[OperatorAction] = (),
 ) -> str:
     lines = [
         f"run {run.id}",
@@ -253,8 +275,20 @@ def format_show(
         lines.append(f"  cause     {run.error}")
     lines.append(f"  inputs    {_json(run.inputs)}")
     if shown_status in ("stuck", "interrupted"):
-        commands = next_commands(run.id, journal_flag, run.next_commands(), cleanup=run.cleanup)
+        commands = next_commands(
+            run.id,
+            journal_flag,
+            run.next_commands(),
+            cleanup=run.cleanup,
+            operator=operator_commands(run, steps),
+        )
         lines += ["", "next:", commands]
+    if actions:
+        lines += ["", "operator actions:"]
+        lines += [
+            f"  {_age(a.at)}  {a.action} {a.phase} of {a.step_id}  by {a.user}@{a.host}: {a.reason}"
+            for a in actions
+        ]
     lines += ["", "steps:"]
     rows = _step_rows(order, steps)
     step_width = max((len(step_id) for step_id, _, _ in rows), default=0)
@@ -355,6 +389,12 @@ def summary_record(
         "error": run.error,
         "duration_s": round((run.finished_at or run.updated_at) - run.created_at, 3),
         "next": list(run.next_commands()) if run.status is RunStatus.STUCK else [],
+        "operator": [
+            {"command": command, "step": step, "phase": phase}
+            for command, step, phase in (
+                operator_commands(run, steps) if run.status is RunStatus.STUCK else []
+            )
+        ],
         "steps": per_step,
     }
 
@@ -393,14 +433,21 @@ def show_record(
     steps: dict[tuple[str, str], StepRecord],
     attempts: Sequence[AttemptRecord],
     order: Sequence[str],
+    actions: Sequence[OperatorAction] = (),
 ) -> dict[str, object]:
-    """`show --output json`: the run, its steps and every attempt."""
+    """`show --output json`: the run, its steps, every attempt and every operator action."""
     record = summary_record(run, steps, attempts, order, exit_code=0)
     del record["exit_code"]
     record.update(
         event="run",
         status=shown,
         next=list(run.next_commands()) if shown in ("stuck", "interrupted") else [],
+        operator=[
+            {"command": command, "step": step, "phase": phase}
+            for command, step, phase in (
+                operator_commands(run, steps) if shown in ("stuck", "interrupted") else []
+            )
+        ],
         inputs=run.inputs,
         created=iso_time(run.created_at),
     )
@@ -428,5 +475,17 @@ def show_record(
             "response_body": a.response_body,
         }
         for a in attempts
+    ]
+    record["operator_actions"] = [
+        {
+            "step": a.step_id,
+            "phase": a.phase,
+            "action": a.action,
+            "user": a.user,
+            "host": a.host,
+            "at": iso_time(a.at),
+            "reason": a.reason,
+        }
+        for a in actions
     ]
     return record
