@@ -200,6 +200,20 @@ class Runs:
         result = self("run", str(self.file(text)), *args)
         return result, result.stdout.splitlines()[0] if result.stdout else ""
 
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """The command line as a real process, in the background, with this environment."""
+        import os
+
+        env = {k: v for k, v in self.env().items() if v is not None}
+        return subprocess.Popen(
+            [sys.executable, "-m", "sagactl", *args],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
     def status(self, run_id: str) -> RunStatus:
         with open_journal(self.journal) as journal:
             return journal.get_run(run_id).status

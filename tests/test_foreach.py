@@ -266,22 +266,12 @@ def test_a_run_killed_during_a_foreach_is_compensated_and_nothing_is_left(
 def _killed_during_item_2(runs: Runs, service: Service, tmp_path: Path) -> str:
     """A real process, one item at a time, SIGKILLed while item 2's request is held (it
     lands anyway)."""
-    import os
-    import subprocess
-    import sys
 
-    from helpers import ROOT, wait_for
+    from helpers import wait_for
 
     service.faults.append(Fault("PUT", "/lines/", suffix="/2", kind="delay_before", delay=0.6))
     saga = runs.file(sagas.ORDER)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sagactl", "run", str(saga), *FIVE, "--concurrency", "1"],
-        cwd=ROOT,
-        env={**os.environ, **{k: v for k, v in runs.env().items() if v is not None}},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = runs.start("run", str(saga), *FIVE, "--concurrency", "1")
     wait_for(lambda: any(r.path.endswith("/2") for r in service.requests("PUT", "/lines/")))
     proc.kill()
     proc.communicate(timeout=20)

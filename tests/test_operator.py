@@ -5,16 +5,13 @@ then `resume` or `compensate` carries on. Checked on what the service received a
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
 
 from lxml import etree
 
 import sagas
-from helpers import ROOT, Runs, wait_for
+from helpers import Runs, wait_for
 from sagactl.api import operator
 from sagactl.journal import open_journal
 from sagactl.records import RunStatus, StepState
@@ -173,14 +170,7 @@ def test_operator_actions_refuse_what_they_do_not_apply_to(runs: Runs, service: 
 def test_an_operator_action_on_a_live_run_is_refused(runs: Runs, service: Service) -> None:
     service.faults.append(Fault("PUT", "/b/", kind="delay_before", delay=2))
     saga = runs.file(sagas.THREE)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sagactl", "run", str(saga)],
-        cwd=ROOT,
-        env={**os.environ, **{k: v for k, v in runs.env().items() if v is not None}},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = runs.start("run", str(saga))
     wait_for(lambda: bool(service.requests("PUT", "/b/")))
     with open_journal(runs.journal) as journal:
         run_id = journal.list_runs(limit=1)[0].id

@@ -5,14 +5,11 @@ or neither (the doubt stays). Checked on what the service received and holds."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from helpers import ROOT, Runs, wait_for
+from helpers import Runs, wait_for
 from sagactl.journal import open_journal
 from sagactl.records import StepState
 from sagactl.testing.service import Fault, Service
@@ -127,14 +124,7 @@ def _killed_while_charging(runs: Runs, service: Service, delay: float) -> str:
     """A real process SIGKILLed while the charge is held by the service for `delay`."""
     service.faults.append(Fault("PUT", "/charges/", kind="delay_before", delay=delay))
     saga = runs.file(CHARGE.replace("timeout: 300ms", "timeout: 10s"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sagactl", "run", str(saga)],
-        cwd=ROOT,
-        env={**os.environ, **{k: v for k, v in runs.env().items() if v is not None}},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = runs.start("run", str(saga))
     wait_for(lambda: bool(service.requests("PUT", "/charges/")))
     proc.kill()
     proc.communicate(timeout=20)
@@ -299,14 +289,7 @@ def test_compensate_of_a_pivot_that_took_effect_is_refused_once_asked(
     )
     service.faults.append(Fault("PUT", "/charges/", kind="delay_before", delay=0.3))
     saga = runs.file(saga_text.replace("timeout: 300ms", "timeout: 10s"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sagactl", "run", str(saga)],
-        cwd=ROOT,
-        env={**os.environ, **{k: v for k, v in runs.env().items() if v is not None}},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = runs.start("run", str(saga))
     wait_for(lambda: bool(service.requests("PUT", "/charges/")))
     proc.kill()
     proc.communicate(timeout=20)
