@@ -74,6 +74,9 @@ class Case:
     crash_at: int | None
     choices: list[str] = field(default_factory=list)
     real_processes: bool = False
+    operator: bool = False
+    """When the run is stuck, an operator does by hand what it waits on, then says so with
+    `skip`, or checks the service and settles an action in doubt with `mark` (SPEC §7)."""
 
 
 def attempt_faults(
@@ -125,7 +128,7 @@ def cases(draw: st.DrawFn, real_processes: bool = False) -> Case:
         steps.append(plan)
     crash_at = draw(st.one_of(st.none(), st.integers(1, 4 * count + 4)))
     choices = draw(st.lists(st.sampled_from(["resume", "compensate"]), min_size=6, max_size=6))
-    return Case(steps, crash_at, choices, real_processes)
+    return Case(steps, crash_at, choices, real_processes, operator=draw(st.booleans()))
 
 
 def saga_text(case: Case) -> str:
@@ -273,6 +276,51 @@ def expected_effects(saga: Any, run_id: str) -> set[str]:
             if step.confirm is not None:
                 paths.add(f"{path}/ok")
     return paths
+
+
+def resource(key: str, run_id: str) -> str:
+    """The resource the action of a step (`s2`) or item (`s2[1]`) makes."""
+    step, _, index = key.partition("[")
+    return f"/{step}/{run_id}" + (f"/{index.rstrip(']')}" if index else "")
+
+
+def act_as_operator(
+    path: Path,
+    run_id: str,
+    service: Service,
+    operate: Any,
+) -> list[str]:
+    """What an operator does for a stuck run, truthfully: for each operator action the run
+    suggests, the work by hand in the service, then `operate(step, verdict)` (`skip` when
+    the verdict is None). An action in doubt is settled by looking at the service once no
+    request is on its way. Returns what was done, for the statistics."""
+    from helpers import wait_for
+    from sagactl.records import operator_commands
+
+    with open_journal(path, Durability.NORMAL) as store:
+        hints = operator_commands(store.get_run(run_id), store.steps(run_id))
+    wait_for(lambda: service.busy == 0)  # late requests landed, or were refused
+    done = []
+    for command, key, phase in hints:
+        target = resource(key, run_id)
+        with service._lock:
+            if command == "mark":
+                verdict = "applied" if target in service.resources else "absent"
+            elif phase == "compensate":  # undone by hand
+                verdict = None
+                for path_ in [
+                    p for p in service.resources if p == target or p.startswith(target + "/")
+                ]:
+                    del service.resources[path_]
+            elif phase == "confirm":  # confirmed by hand
+                verdict = None
+                service.resources[target + "/ok"] = {"by": "hand"}
+            else:  # applied by hand
+                verdict = None
+                service.resources[target] = {"by": "hand"}
+        operate(key, verdict)
+        done.append(f"{command} {phase}" + (f" {verdict}" if verdict else ""))
+    return done
 
 
 def check_stuck(path: Path, run_id: str, saga: Any, service: Service, killed: bool = False) -> None:

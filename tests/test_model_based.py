@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from fault_model import (
     Case,
     StepPlan,
+    act_as_operator,
     cases,
     check,
     check_stuck,
@@ -39,6 +40,7 @@ from fault_model import (
     statistics,
 )
 from helpers import Crash, DyingJournal, http_executors
+from sagactl.api import operate_run
 from sagactl.definition.loader import load_text
 from sagactl.engine.machine import Engine
 from sagactl.engine.runs import create_run
@@ -130,6 +132,14 @@ def drive(case: Case, service: Service, tmp: Path) -> tuple[str, RunStatus, Any,
             # it reached the service or not (a refused connection): the journal cannot know.
             check_stuck(path, run_id, saga, service, killed=journal.dead)
             service.clear_faults()
+            if case.operator:
+
+                def operate(key: str, verdict: str | None) -> None:
+                    with open_journal(path, Durability.NORMAL) as store:
+                        operate_run(store, run_id, key, reason="the model", verdict=verdict)
+
+                for done in act_as_operator(path, run_id, service, operate):
+                    event(f"operator: {done}")
         with open_journal(path, Durability.NORMAL) as store:
             engine = resumer(store)
             try:

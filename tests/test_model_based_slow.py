@@ -20,7 +20,16 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from fault_model import Case, cases, check, check_stuck, faults, saga_text, statistics
+from fault_model import (
+    Case,
+    act_as_operator,
+    cases,
+    check,
+    check_stuck,
+    faults,
+    saga_text,
+    statistics,
+)
 from helpers import ROOT
 from sagactl.definition.loader import load_text
 from sagactl.journal import open_journal
@@ -92,6 +101,15 @@ def test_sigkill_at_random_moments_breaks_no_promise(
                 break
             if status is RunStatus.STUCK:
                 check_stuck(journal, run_id, saga, service, killed)
+                if case.operator:
+
+                    def operate(key: str, verdict: str | None) -> None:
+                        args = ["mark", run_id, key, verdict] if verdict else ["skip", run_id, key]
+                        done = sagactl(*args, "--reason", "the model", env=env)
+                        assert done.returncode == 0, done.stderr
+
+                    for done in act_as_operator(journal, run_id, service, operate):
+                        event(f"operator: {done}")
             if status is RunStatus.STUCK or round_ >= 3:
                 service.clear_faults()
             result = sagactl(choice, run_id, "--durability", "normal", env=env)

@@ -104,6 +104,8 @@ class Service:
         self.refused_late: list[str] = []
         """Idempotency keys of actions refused because their compensation came first, or
         because a verify was answered that they never arrived."""
+        self.busy = 0
+        """Requests being handled now (a delayed one, say): none once all have landed."""
         self._fences: dict[str, int] = {}
         """`<run>.<step>` -> the attempts of its action sent before a verify was answered
         "absent" (its `Saga-Attempts-Sent`): those attempts are refused if they arrive."""
@@ -313,6 +315,15 @@ class Service:
                 except OSError:
                     self.close_connection = True
 
-            do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _handle
+            def _counted(self) -> None:
+                with service._lock:
+                    service.busy += 1
+                try:
+                    self._handle()
+                finally:
+                    with service._lock:
+                        service.busy -= 1
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _counted
 
         return Handler
