@@ -2,9 +2,10 @@
 runs against the demo services, and its output must match what the docs show.
 
 A marker may say `exit=N` (the expected exit code, default 0), `fail=SERVICE` (that demo
-service rejects every action while the example runs) and `flaky=SERVICE` (it answers 503
-twice first). Values that change from run to run — run
-ids, clock times, durations, ports, the journal path — are masked on both sides.
+service rejects every action while the example runs), `flaky=SERVICE` (it answers 503
+twice first) and `stuck=SERVICE` (it refuses every compensation). Values that change from
+run to run — run ids, clock times, durations, ports, the journal path — are masked on both
+sides.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ _MASKS = [
     (re.compile(r"\bin \d+\.\d+s\b"), "in <S>s"),
     (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:<PORT>"),
     (re.compile(r"\(journal [^)]+\)"), "(journal <JOURNAL>)"),
+    (re.compile(r"waiting \S+ +"), "waiting <DURATION>  "),
 ]
 
 
@@ -132,7 +134,7 @@ def test_example(example: Example, demos: Callable[[Path], Demo]) -> None:
     faults = DemoFaults(
         **{
             kind: example.options[kind].split(",")
-            for kind in ("fail", "flaky")
+            for kind in ("fail", "flaky", "stuck")
             if kind in example.options
         }
     )

@@ -179,3 +179,22 @@ def test_an_operator_action_on_a_live_run_is_refused(runs: Runs, service: Servic
     assert refused.exit_code == 4, refused.stderr
     assert "is driven by" in refused.stderr or "process" in refused.stderr, refused.stderr
     assert runs.status(run_id) is RunStatus.SUCCEEDED
+
+
+def test_list_stuck_shows_who_waits_longest_first(runs: Runs, service: Service) -> None:
+    first = stuck_compensating(runs, service)
+    done, _ = runs.run(sagas.THREE)
+    assert done.exit_code == 3  # the faults still there: stuck too, later
+    service.clear_faults()
+    ok, finished = runs.run(sagas.THREE)
+    assert ok.exit_code == 0
+    listed = runs("list", "--stuck").stdout.splitlines()
+    assert listed[0][:26] == first
+    assert len(listed) == 2 and all(" stuck " in line and "waiting " in line for line in listed)
+    assert finished not in runs("list", "--stuck").stdout
+    records = [
+        json.loads(line) for line in runs("list", "--stuck", "--output", "json").stdout.splitlines()
+    ]
+    assert records[0]["run"] == first and records[0]["waiting_s"] >= 0
+    refused = runs("list", "--stuck", "--status", "stuck")
+    assert refused.exit_code == 2 and "--stuck lists stuck and interrupted runs" in refused.stderr

@@ -75,6 +75,7 @@ def test_every_key_of_the_spec_example_is_in_the_schema() -> None:
         "vars",
         "defaults",
         "timeout",
+        "notify",
         "steps",
     }
     assert set(defs["step"]["properties"]) == {

@@ -381,7 +381,18 @@ def run_everything(tmp: Path, echo: Echo, case: Case, *, terminal: bool = False)
         for columns in (100, 40):
             parts[f"terminal {columns}"] = on_a_terminal(["run", str(saga)], env, columns)
     first = keep("run -v", "run", str(saga), "-v", "--junit", str(junit))
-    keep("run json", "run", str(saga), "--output", "json")
+    notified = tmp / "notified.json"
+    keep(
+        "run json",
+        "run",
+        str(saga),
+        "--output",
+        "json",
+        "--notify",
+        f"cat >> {notified}",
+        "--notify-on",
+        "stuck,compensated,succeeded",
+    )
     keep("plan", "plan", str(saga))
     keep("validate", "validate", str(saga))
     run_id = first.splitlines()[0] if first else ""
@@ -390,7 +401,7 @@ def run_everything(tmp: Path, echo: Echo, case: Case, *, terminal: bool = False)
         keep("show json", "show", run_id, "--output", "json")
         keep("resume", "resume", run_id)
     for path in tmp.iterdir():
-        if path.name.startswith("journal.db") or path.name == "report.xml":
+        if path.name.startswith("journal.db") or path.name in ("report.xml", "notified.json"):
             parts[path.name] = path.read_bytes()
     return Sinks(parts)
 

@@ -8,6 +8,9 @@ is masked, and that tests/test_secrets.py reads that sink. The sinks are:
   (`sagactl.cli._root` wraps them in `Redactor.stream`);
 - journal: SQLite, written only by sagactl.journal, from values the engine masked;
 - junit: the XML report, masked by `write_junit`;
+- notify: the summary a notification POSTs or gives a command (SPEC §6), masked by
+  `api.notify_run` (the network and the command's input are written to by httpx and
+  subprocess, not by a writer this test sees);
 - not a sink: the network (requests carry secrets to the services that need them), code
   generated for templates, the masking stream itself, the demo services.
 """
@@ -33,6 +36,7 @@ SINKS: dict[str, str] = {
     "cli.schema": "terminal",
     "cli._signals.handler": "terminal",
     "cli._drive.report": "terminal",
+    "cli._drive.tell": "terminal",
     "cli._drive": "terminal",
     "cli.list_command": "terminal",
     "cli.show": "terminal",

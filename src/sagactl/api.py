@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # `list` and `show` import this module, and need neither
     from sagactl.engine.machine import Engine
     from sagactl.engine.operator import Operation
     from sagactl.events import Event
-    from sagactl.model import Saga
+    from sagactl.model import Notify, Saga
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{3,63}$")
 
@@ -29,8 +29,10 @@ __all__ = [
     "check_run_id",
     "compensate_run",
     "list_runs",
+    "list_stuck",
     "load_all",
     "not_cleaned",
+    "notify_run",
     "operate_run",
     "operator",
     "resume_run",
@@ -300,6 +302,156 @@ def list_runs(
         if len(runs) < page:
             break
         before = (runs[-1].created_at, runs[-1].id)
+    return found[:limit]
+
+
+def notify_run(
+    journal: Journal,
+    run_id: str,
+    *,
+    exit_code: int,
+    environ: Mapping[str, str],
+    redactor: Redactor,
+    target: str | None = None,
+    on: Sequence[str] | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> list[str]:
+    """Tell of a run's end (SPEC §6) whoever asked — the saga's `notify`, and `target` (a
+    URL, or a command) — when its status is one they asked for (`on`; by default stuck and
+    compensated): its JSON summary POSTed, retried as the policy says, or given on a
+    command's standard input; masked by `redactor`. Each outcome is journaled. Never raises
+    for what the notification meets: returns a line for each one not delivered, for the
+    user; the run's outcome and exit code stay as they are."""
+    import time
+
+    from sagactl.definition.source import parse_data
+    from sagactl.model import Notify
+    from sagactl.output.run_views import json_line, summary_record
+
+    run = journal.get_run(run_id)
+    wanted: list[Notify] = []
+    saga: Saga | None = None
+    if "notify" in run.saga_text and isinstance(parse_data(run.saga_text).get("notify"), dict):
+        from sagactl.definition.loader import load_text
+
+        saga = load_text(run.saga_text, run.saga_path)
+        if saga.notify is not None:
+            wanted.append(saga.notify)
+    if target:
+        url = target if target.startswith(("http://", "https://")) else None
+        wanted.append(Notify(url=url, command=None if url else target, on=tuple(on or Notify().on)))
+    wanted = [notify for notify in wanted if run.status.value in notify.on]
+    if not wanted:
+        return []
+    steps, attempts = journal.steps(run_id), journal.attempts(run_id)
+    summary = summary_record(run, steps, attempts, step_order(run), exit_code)
+    body = (redactor.text(json_line(summary)) + "\n").encode()
+    problems = []
+    for notify in wanted:
+        try:
+            where, delivered, detail = _notify_one(
+                notify, saga, run, body, environ, redactor, sleep or time.sleep
+            )
+        except Exception as exc:  # a notification never fails the run
+            where, delivered, detail = (
+                notify.url or notify.command or "",
+                False,
+                f"{type(exc).__name__}: {exc}",
+            )
+        where, detail = redactor.text(where), redactor.text(detail)
+        journal.record_notification(run_id, target=where, delivered=delivered, detail=detail)
+        if not delivered:
+            problems.append(
+                f"notify {where}: not delivered ({detail}); the run is {run.status.value} "
+                "all the same"
+            )
+    return problems
+
+
+def _notify_one(
+    notify: Notify,
+    saga: Saga | None,
+    run: RunRecord,
+    body: bytes,
+    environ: Mapping[str, str],
+    redactor: Redactor,
+    sleep: Callable[[float], None],
+) -> tuple[str, bool, str]:
+    """(where, delivered, what came of it) of one notification."""
+    import subprocess
+
+    if notify.command is not None:
+        done = subprocess.run(
+            notify.command,
+            shell=True,
+            input=body,
+            capture_output=True,
+            timeout=notify.timeout,
+            env={**environ, "SAGACTL_RUN_ID": run.id, "SAGACTL_STATUS": run.status.value},
+            check=False,
+        )
+        said = " ".join(done.stderr.decode(errors="replace").split())[:200]
+        detail = f"exit code {done.returncode}" + (f": {said}" if said and done.returncode else "")
+        return notify.command, done.returncode == 0, detail
+    url = notify.url or ""
+    if saga is not None and saga.notify is notify and "{" in url:
+        url = _rendered_url(saga, run, url, environ, redactor)
+    from sagactl.engine.retry import next_wait
+    from sagactl.executors.http.notify import client, post_once
+
+    with client() as http:
+        number = 0
+        while True:
+            number += 1
+            posted = post_once(http, url, body, timeout=notify.timeout, retry=notify.retry)
+            wait = (
+                next_wait(notify.retry, number, posted.retry_after, now=0.0, deadline=None)
+                if posted.retryable
+                else None
+            )
+            if posted.delivered or wait is None:
+                tries = f" after {number} attempts" if number > 1 else ""
+                return url, posted.delivered, f"{posted.detail}{tries}"
+            sleep(wait)
+
+
+def _rendered_url(
+    saga: Saga, run: RunRecord, url: str, environ: Mapping[str, str], redactor: Redactor
+) -> str:
+    """The saga's notify URL, rendered as the run's templates are (a secret in it masked
+    wherever it is shown)."""
+    from sagactl.definition.scope import run_context
+    from sagactl.definition.templating import Renderer
+    from sagactl.engine.runs import WITHHELD, read_secrets
+
+    secrets = read_secrets(saga, environ)
+    redactor.add(list(secrets.values()), derived=False)
+    env = {k: environ.get(k, "") if v == WITHHELD else v for k, v in run.env.items()}
+    renderer = Renderer(on_secret=redactor.add)
+    context = run_context(
+        saga, run_id=run.id, inputs=run.inputs, env=env, secrets=secrets, renderer=renderer
+    )
+    return str(renderer.render(url, context))
+
+
+def list_stuck(
+    journal: Journal, *, name: str | None = None, limit: int = 20, page: int = 1000
+) -> list[tuple[RunRecord, str]]:
+    """The runs that wait on someone — stuck, or interrupted (their process is gone) — the
+    one waiting longest first (since its last change), however many runs there are."""
+    found: list[tuple[RunRecord, str]] = []
+    before: tuple[float, str] | None = None
+    while True:
+        runs = journal.list_runs(status=("stuck", *_LIVE), name=name, limit=page, before=before)
+        found += [
+            (r, shown)
+            for r in runs
+            if (shown := shown_status(journal, r)) in ("stuck", "interrupted")
+        ]
+        if len(runs) < page:
+            break
+        before = (runs[-1].created_at, runs[-1].id)
+    found.sort(key=lambda pair: (pair[0].updated_at, pair[0].id))
     return found[:limit]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -296,6 +296,24 @@ OutputOption = Annotated[
         "then a summary per run (docs/events.md).",
     ),
 ]
+NotifyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--notify",
+        metavar="URL|COMMAND",
+        help="When a run ends stuck or compensated, POST its JSON summary to URL (retried), "
+        "or run COMMAND with it on standard input; besides the saga's notify.",
+    ),
+]
+NotifyOnOption = Annotated[
+    str | None,
+    typer.Option(
+        "--notify-on",
+        metavar="STATUSES",
+        help="The outcomes --notify tells of, comma-separated (default: stuck,compensated; "
+        "also succeeded, cleaned).",
+    ),
+]
 JunitOption = Annotated[
     Path | None,
     typer.Option(
@@ -330,6 +348,7 @@ def _drive(
     junit: Path | None = None,
     cleanup: Callable[..., tuple[str, Any]] | None = None,
     compensating: bool = False,
+    notify: tuple[str | None, str | None, Mapping[str, str]] | None = None,
 ) -> None:
     """Drive each call's run in turn; report, and exit with the worst code (3 > 1 > 0)."""
     from sagactl.api import not_cleaned, step_order
@@ -341,11 +360,36 @@ def _drive(
     if junit:
         from sagactl.output.junit import RunReport, write_junit
     flag = _journal_flag(journal)
+    if notify is not None and notify[1]:
+        with _reported():
+            unknown = set(notify[1].split(",")) - {"stuck", "compensated", "succeeded", "cleaned"}
+            if unknown:
+                raise UsageError(
+                    f"--notify-on {','.join(sorted(unknown))}: expected stuck, compensated, "
+                    "succeeded or cleaned, comma-separated"
+                )
     renderer = (
         JsonLines() if output is OutputChoice.JSON else _screen(flag, quiet=quiet, verbose=verbose)
     )
     reports: list[RunReport] = []
     worst = 0
+
+    def tell(store: Any, run_id: str, code: int) -> None:
+        """Notify of the run's end (SPEC §6): a problem is said, never a failure."""
+        from sagactl.api import notify_run
+
+        assert notify is not None
+        target, on, environ = notify
+        for problem in notify_run(
+            store,
+            run_id,
+            exit_code=code,
+            environ=environ,
+            redactor=redactor(),
+            target=target,
+            on=[s.strip() for s in on.split(",")] if on else None,
+        ):
+            typer.echo(problem, err=True)
 
     def report(store: Any, run_id: str, code: int) -> None:
         if not junit and output is not OutputChoice.JSON:
@@ -375,6 +419,8 @@ def _drive(
                     _, undone = cleanup(store, run_id, renderer, stop)
                     code = _EXIT[undone.value]
                 report(store, run_id, code)
+                if notify is not None:
+                    tell(store, run_id, code)
                 worst = max(worst, code)
         except Interrupted as exc:
             # The live view leaves its table, and the message starts on a line of its own.
@@ -444,6 +490,8 @@ def run(
     env_file: EnvFileOption = None,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
+    notify: NotifyOption = None,
+    notify_on: NotifyOnOption = None,
 ) -> None:
     """Validate the sagas, then run each in turn: print the run id, one line per event, then a
     summary. Exit 0 succeeded, 1 failed and compensated, 2 bad input (nothing sent), 3 stuck;
@@ -502,6 +550,7 @@ def run(
         verbose=verbose,
         output=output,
         junit=junit,
+        notify=(notify, notify_on, environ),
         cleanup=(
             lambda store, rid, renderer, stop: compensate_run(
                 store,
@@ -561,6 +610,8 @@ def resume(
     env_file: EnvFileOption = None,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
+    notify: NotifyOption = None,
+    notify_on: NotifyOnOption = None,
 ) -> None:
     """Carry a run on from where it stopped (forward, confirm or compensation), with the saga
     text stored in the journal. Secrets are read from the environment again."""
@@ -587,6 +638,7 @@ def resume(
         verbose=verbose,
         output=output,
         junit=junit,
+        notify=(notify, notify_on, environ),
     )
 
 
@@ -604,6 +656,8 @@ def compensate(
     env_file: EnvFileOption = None,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
+    notify: NotifyOption = None,
+    notify_on: NotifyOnOption = None,
 ) -> None:
     """Roll a run back: compensate every step whose action may have taken effect, each after
     the steps that depend on it. Exit 0 when fully compensated, 3 when stuck."""
@@ -632,6 +686,7 @@ def compensate(
         output=output,
         junit=junit,
         compensating=True,
+        notify=(notify, notify_on, environ),
     )
 
 
@@ -724,23 +779,40 @@ def list_command(
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Only runs of this saga.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 20,
+    stuck: Annotated[
+        bool,
+        typer.Option(
+            "--stuck",
+            help="Only runs that wait on someone (stuck, or interrupted), the one waiting "
+            "longest first, with how long each has waited.",
+        ),
+    ] = False,
     journal: JournalOption = None,
     output: OutputOption = OutputChoice.TEXT,
 ) -> None:
     """List runs, newest first: id, saga, status (a run whose process is gone shows as
     interrupted), start time."""
     with _reported():
-        from sagactl.api import list_runs
+        from sagactl.api import list_runs, list_stuck
+        from sagactl.errors import UsageError
         from sagactl.journal import open_journal
         from sagactl.output.run_views import format_list, json_line, list_records
 
+        if stuck and status is not None:
+            raise UsageError("--stuck lists stuck and interrupted runs: give it, or --status")
         with open_journal(journal) as store:
-            runs = list_runs(store, status=status.value if status else None, name=name, limit=limit)
+            runs = (
+                list_stuck(store, name=name, limit=limit)
+                if stuck
+                else list_runs(
+                    store, status=status.value if status else None, name=name, limit=limit
+                )
+            )
         if output is OutputChoice.JSON:
-            for record in list_records(runs):
+            for record in list_records(runs, waiting=stuck):
                 typer.echo(json_line(record))
         else:
-            typer.echo(format_list(runs))
+            typer.echo(format_list(runs, waiting=stuck))
 
 
 @app.command()
@@ -822,6 +894,14 @@ def demo(
             help="This service answers once after the 5s attempt timeout, having done the work.",
         ),
     ] = None,
+    stuck: Annotated[
+        list[ServiceName] | None,
+        typer.Option(
+            "--stuck",
+            metavar="SERVICE",
+            help="This service refuses to undo anything (409): a run that fails goes stuck.",
+        ),
+    ] = None,
 ) -> None:
     """Start demo services (inventory, pricing, search) on 127.0.0.1 and run the bundled
     add-product saga against them: once succeeding, once with search rejecting the product."""
@@ -834,6 +914,7 @@ def demo(
         fail=[s.value for s in fail or []],
         flaky=[s.value for s in flaky or []],
         slow=[s.value for s in slow or []],
+        stuck=[s.value for s in stuck or []],
     )
     if serve:
         with demo_services(faults) as started, _signals() as stop:

@@ -44,14 +44,16 @@ _PATHS = {"inventory": "/reservations", "pricing": "/prices", "search": "/index"
 @dataclass
 class DemoFaults:
     """Misbehaving services: `fail` rejects every action, `flaky` answers 503 twice, `slow`
-    takes longer than the saga's 5 s attempt timeout once, after doing the work."""
+    takes longer than the saga's 5 s attempt timeout once, after doing the work, `stuck`
+    refuses to undo anything (409): a run that must be undone goes stuck."""
 
     fail: list[str] = field(default_factory=list)
     flaky: list[str] = field(default_factory=list)
     slow: list[str] = field(default_factory=list)
+    stuck: list[str] = field(default_factory=list)
 
     def any(self) -> bool:
-        return bool(self.fail or self.flaky or self.slow)
+        return bool(self.fail or self.flaky or self.slow or self.stuck)
 
     def apply(self, name: str, service: Service) -> None:
         path = _PATHS[name]
@@ -73,6 +75,16 @@ class DemoFaults:
             )
         if name in self.slow:
             service.faults.append(Fault("PUT", path, kind="delay_after", delay=6.0, times=1))
+        if name in self.stuck:
+            service.faults.append(
+                Fault(
+                    "DELETE",
+                    path,
+                    status=409,
+                    times=None,
+                    body={"error": f"{name} cannot undo this: it is locked"},
+                )
+            )
 
 
 def bundled_saga() -> Path:
@@ -131,6 +143,7 @@ def run_demo(
                     (faults.fail, "rejects every action"),
                     (faults.flaky, "answers 503 twice"),
                     (faults.slow, "answers once after the attempt timeout"),
+                    (faults.stuck, "refuses to undo anything"),
                 ]
                 for name in names
             )

@@ -23,6 +23,7 @@ __all__ = [
     "Call",
     "Expect",
     "Item",
+    "Notify",
     "Phase",
     "Poll",
     "Request",
@@ -371,6 +372,19 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Notify:
+    """Who to tell when a run ends (SPEC §6): `url` (a template: POST the run's summary to
+    it) or `command` (run with the summary on its standard input)."""
+
+    url: str | None = None
+    command: str | None = None
+    on: tuple[str, ...] = ("stuck", "compensated")
+    """The run statuses that notify."""
+    timeout: float = 10.0
+    retry: RetryPolicy = RetryPolicy(attempts=5, backoff=0.5, max_backoff=5.0)
+
+
+@dataclass(frozen=True)
 class Saga:
     """A validated saga file."""
 
@@ -395,6 +409,7 @@ class Saga:
     vars: tuple[tuple[str, Any], ...] = ()
     timeout: float | None = None
     """Deadline of the forward phase in seconds, if any."""
+    notify: Notify | None = None
 
     def step(self, step_id: str) -> Step:
         for step in self.steps:

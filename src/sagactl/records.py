@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 __all__ = [
     "AttemptHandle",
     "AttemptRecord",
+    "Notification",
     "OperatorAction",
     "Owner",
     "RunPhase",
@@ -202,6 +203,21 @@ class OperatorAction:
     host: str
     at: float
     reason: str
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A run's end told to someone (SPEC §6), as journaled: where (masked), when, whether
+    it was delivered, and what came of it."""
+
+    id: int
+    run_id: str
+    target: str
+    """The URL posted to, or the command run."""
+    at: float
+    delivered: bool
+    detail: str
+    """What came back: `status 200 after 3 attempts`, `exit code 1: …`."""
 
 
 class AttemptHandle(NamedTuple):

@@ -19,6 +19,7 @@ from sagactl.model import (
     BodyKind,
     Call,
     Expect,
+    Notify,
     Phase,
     Poll,
     Request,
@@ -271,4 +272,16 @@ def build(
         secrets=tuple(data.get("secrets", ())),
         vars=tuple((data.get("vars") or {}).items()),
         timeout=parse_duration(data["timeout"]) if "timeout" in data else None,
+        notify=_notify(data["notify"]) if "notify" in data else None,
+    )
+
+
+def _notify(raw: Mapping[str, Any]) -> Notify:
+    default = Notify()
+    return Notify(
+        url=raw.get("url"),
+        command=raw.get("command"),
+        on=tuple(raw.get("on", default.on)),
+        timeout=parse_duration(raw["timeout"]) if "timeout" in raw else default.timeout,
+        retry=_retry(raw.get("retry"), default.retry),
     )

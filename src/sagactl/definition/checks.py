@@ -158,7 +158,7 @@ class Checker:
             if first is not None and first not in RUN_FIELDS:
                 return f"run has no field '{first}' (expected one of: {', '.join(RUN_FIELDS)})"
         elif root == "step":
-            if scope.where in ("vars", "foreach"):
+            if scope.where in ("vars", "foreach", "notify"):
                 return f"'step' is only available in requests and outputs, not in {scope.where}"
             if first is not None and first not in STEP_FIELDS:
                 return f"step has no field '{first}' (expected one of: {', '.join(STEP_FIELDS)})"
@@ -188,11 +188,13 @@ class Checker:
 
     def steps_problem(self, ref: Any, scope: Scope) -> str | None:
         path = ref.path
-        if scope.where in ("vars", "defaults"):
-            return (
-                f"step outputs cannot be read in {scope.where}: no step has run when "
-                f"{'vars are computed' if scope.where == 'vars' else 'defaults apply'}"
-            )
+        if scope.where in ("vars", "defaults", "notify"):
+            when = {
+                "vars": "vars are computed",
+                "defaults": "defaults apply",
+                "notify": "it is read (it may be used for a run that sent nothing)",
+            }[scope.where]
+            return f"step outputs cannot be read in {scope.where}: no step has run when {when}"
         if ref.dynamic:
             return None
         if len(path) < 3 or path[1] != "outputs":
@@ -452,6 +454,18 @@ def check(checker: Checker) -> tuple[dict[str, list[str]], graph.Closure | None]
             checker.check_value(value, ("vars", name), Scope("vars", vars=frozenset(var_names)))
             var_names.append(name)
     all_vars = frozenset(var_names)
+
+    notify = data.get("notify")
+    if isinstance(notify, dict):
+        targets = [key for key in ("url", "command") if key in notify]
+        if len(targets) != 1:
+            checker.error(
+                ("notify",),
+                "notify needs one of url (a POST of the run's summary) and command (run with "
+                "it on standard input)" + (", not both" if len(targets) == 2 else ""),
+            )
+        for key in targets:
+            checker.check_value(notify[key], ("notify", key), Scope("notify", vars=all_vars))
 
     defaults = data.get("defaults")
     if isinstance(defaults, dict):

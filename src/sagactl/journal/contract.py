@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from sagactl.records import (
     AttemptHandle,
     AttemptRecord,
+    Notification,
     OperatorAction,
     Owner,
     RunPhase,
@@ -275,6 +276,17 @@ class Journal(Protocol):
 
     def operator_actions(self, run_id: str) -> list[OperatorAction]:
         """Every operator action on the run, in the order they were taken."""
+        ...
+
+    def record_notification(
+        self, run_id: str, *, target: str, delivered: bool, detail: str
+    ) -> None:
+        """Durably record that the run's end was told to `target` (already masked), or
+        could not be."""
+        ...
+
+    def notifications(self, run_id: str) -> list[Notification]:
+        """Every notification of the run, in the order they were made."""
         ...
 
     def settle_interrupted(self, run_id: str) -> int:

@@ -35,6 +35,7 @@ from sagactl.journal.leases import Alive, owner_alive
 from sagactl.records import (
     AttemptHandle,
     AttemptRecord,
+    Notification,
     OperatorAction,
     Owner,
     RunPhase,
@@ -160,6 +161,16 @@ _MIGRATIONS: dict[int, list[str]] = {
         # The last attempt whose doubt a verify or an operator settled: those up to it no
         # longer make the step in doubt.
         "ALTER TABLE steps ADD COLUMN settled INTEGER",
+        # Each time a run's end was told to someone (SPEC §6), and what came of it.
+        """CREATE TABLE notifications (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            target TEXT NOT NULL,
+            at REAL NOT NULL,
+            delivered INTEGER NOT NULL,
+            detail TEXT NOT NULL
+        )""",
+        "CREATE INDEX notifications_run ON notifications (run_id, id)",
     ],
 }
 
@@ -908,6 +919,25 @@ class SqliteJournal:
                 r["host"],
                 r["at"],
                 r["reason"],
+            )
+            for r in rows
+        ]
+
+    def record_notification(
+        self, run_id: str, *, target: str, delivered: bool, detail: str
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO notifications (run_id, target, at, delivered, detail)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (run_id, _clip(target), self.clock(), int(delivered), _clip(detail)),
+            )
+
+    def notifications(self, run_id: str) -> list[Notification]:
+        rows = self._read("SELECT * FROM notifications WHERE run_id = ? ORDER BY id", (run_id,))
+        return [
+            Notification(
+                r["id"], r["run_id"], r["target"], r["at"], bool(r["delivered"]), r["detail"]
             )
             for r in rows
         ]

@@ -113,13 +113,17 @@ def _age(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
-def format_list(runs: Sequence[tuple[RunRecord, str]]) -> str:
-    """Runs newest first: id, name, shown status, start time."""
+def format_list(runs: Sequence[tuple[RunRecord, str]], *, waiting: bool = False) -> str:
+    """Runs: id, name, shown status, start time; with `waiting`, how long each has waited
+    since its last change (before its start time)."""
     if not runs:
-        return "no runs"
+        return "no runs waiting" if waiting else "no runs"
     width = max(len(r.name) for r, _ in runs)
+    now = time.time()
     return "\n".join(
-        f"{run.id}  {run.name.ljust(width)}  {status.ljust(12)}  {_age(run.created_at)}"
+        f"{run.id}  {run.name.ljust(width)}  {status.ljust(12)}  "
+        + (f"waiting {duration(max(0.0, now - run.updated_at)).ljust(7)}  " if waiting else "")
+        + _age(run.created_at)
         for run, status in runs
     )
 
@@ -412,7 +416,10 @@ def _step_entry(
     return entry
 
 
-def list_records(runs: Sequence[tuple[RunRecord, str]]) -> list[dict[str, object]]:
+def list_records(
+    runs: Sequence[tuple[RunRecord, str]], *, waiting: bool = False
+) -> list[dict[str, object]]:
+    now = time.time()
     return [
         {
             "v": 1,
@@ -422,6 +429,7 @@ def list_records(runs: Sequence[tuple[RunRecord, str]]) -> list[dict[str, object
             "created": iso_time(run.created_at),
             "finished": iso_time(run.finished_at) if run.finished_at else None,
             "error": run.error,
+            **({"waiting_s": round(max(0.0, now - run.updated_at), 3)} if waiting else {}),
         }
         for run, status in runs
     ]
