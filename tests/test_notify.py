@@ -78,8 +78,11 @@ def test_a_command_gets_the_summary_on_its_input(runs: Runs, service: Service) -
     assert json.loads(summary)["run"] == run_id and status == "compensated"
     [(target, delivered, detail)] = notifications(runs, run_id)
     assert (target.startswith("cat > "), delivered, detail) == (True, True, "exit code 0")
-    failing = runs("compensate", run_id, "--notify", "echo broken >&2; exit 3")
-    assert failing.exit_code == 0  # compensated already: notified again, exit unchanged
+    # a run this command found ended is not told of again
+    again = runs("compensate", run_id, "--notify", f"cat >> {out}")
+    assert again.exit_code == 0 and len(out.read_text().splitlines()) == 2
+    failing, _ = runs.run(FAILING, "--notify", "echo broken >&2; exit 3")
+    assert failing.exit_code == 1  # unchanged by the notification
     assert "not delivered (exit code 3: broken)" in failing.stderr
 
 
@@ -119,3 +122,31 @@ def test_notify_runs_after_a_cleanup_too(runs: Runs, service: Service) -> None:
     [post] = service.requests("POST", "/hook")
     assert post.body["run"] == run_id
     assert (post.body["status"], post.body["cleanup"]) == ("cleaned", "cleaned")
+
+
+def test_a_password_in_a_notify_url_is_never_shown(runs: Runs, service: Service) -> None:
+    service.faults.append(Fault("PUT", "/c/", status=422, times=None))
+    hook = service.url.replace("http://", "http://user:hunter2pw@") + "/hook"
+    result, run_id = runs.run(FAILING, "--notify", hook)
+    assert result.exit_code == 1
+    assert notifications(runs, run_id) == [
+        (service.url.replace("http://", "http://user:***@") + "/hook", True, "status 201")
+    ]
+    assert b"hunter2pw" not in runs.journal.read_bytes()
+
+
+def test_notify_options_that_cannot_work_are_refused(runs: Runs, service: Service) -> None:
+    path = str(runs.file(FAILING))
+    for args, message in [
+        (["--notify-on", "stuck"], "--notify-on says when --notify tells"),
+        (["--notify", "http://x", "--notify-on", ""], '--notify-on "": expected stuck'),
+        (["--notify", "ftp://x/y"], "--notify ftp://…: only http and https URLs are posted to"),
+    ]:
+        refused = runs("run", path, *args)
+        assert refused.exit_code == 2, args
+        assert message in refused.stderr, (args, refused.stderr)
+    assert service.received == []
+    text = FAILING.replace("steps:\n", 'notify: {command: "echo {{ run.id }}"}\nsteps:\n', 1)
+    refused = runs("validate", str(runs.file(text)))
+    assert refused.exit_code == 2
+    assert "notify.command: a command is run as written, not rendered" in refused.stderr

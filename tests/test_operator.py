@@ -198,3 +198,47 @@ def test_list_stuck_shows_who_waits_longest_first(runs: Runs, service: Service) 
     assert records[0]["run"] == first and records[0]["waiting_s"] >= 0
     refused = runs("list", "--stuck", "--status", "stuck")
     assert refused.exit_code == 2 and "--stuck lists stuck and interrupted runs" in refused.stderr
+
+
+def test_a_pivot_marked_absent_is_offered_rollback_again(runs: Runs, service: Service) -> None:
+    service.faults.append(Fault("PUT", "/charge/", kind="drop_before"))
+    result, run_id = runs.run(PIVOT)
+    assert result.exit_code == 3
+    marked = runs("mark", run_id, "charge", "absent", "--reason", "checked")
+    assert f"to roll it back: sagactl compensate {run_id}" in marked.stdout, marked.stdout
+    with open_journal(runs.journal) as journal:
+        assert not journal.get_run(run_id).pivot_passed
+
+
+def test_skip_refuses_what_is_not_its_to_skip(runs: Runs, service: Service) -> None:
+    text = sagas.ORDER
+    service.faults.append(Fault("DELETE", "/lines/", status=500, times=None))
+    service.faults.append(Fault("PUT", "/totals/", status=422, times=None))
+    result, run_id = runs.run(text, "-i", 'skus=["A","B","C"]')
+    assert result.exit_code == 3, result.stdout
+    for args, message in [
+        (
+            ["skip", run_id, "lines[7]"],
+            "step lines has no item 7 (its items: lines[0] to lines[2])",
+        ),
+        (["skip", run_id, "lines"], "step lines runs once per item: name the item, as lines[0]"),
+    ]:
+        refused = runs(*args, "--reason", "x")
+        assert refused.exit_code == 2 and message in refused.stderr, (args, refused.stderr)
+    assert runs("skip", run_id, "lines[1]", "--reason", "by hand").exit_code == 0
+
+
+def test_skip_of_an_action_needs_a_pivot_that_forbids_rolling_back(
+    runs: Runs, service: Service
+) -> None:
+    service.faults.append(Fault("PUT", "/b/", kind="delay_before", delay=2))
+    proc = runs.start("run", str(runs.file(sagas.THREE)))
+    wait_for(lambda: bool(service.requests("PUT", "/b/")))
+    proc.kill()
+    proc.communicate(timeout=20)
+    with open_journal(runs.journal) as journal:
+        run_id = journal.list_runs(limit=1)[0].id
+    wait_for(lambda: service.busy == 0)
+    refused = runs("skip", run_id, "c", "--reason", "x")
+    assert refused.exit_code == 2
+    assert "can still be rolled back: skip applies to an action once a pivot" in refused.stderr

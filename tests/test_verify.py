@@ -300,9 +300,42 @@ def test_compensate_of_a_pivot_that_took_effect_is_refused_once_asked(
     assert refused.exit_code == 2, refused.stdout
     assert (
         f"run {run_id} cannot be compensated: pivot charge succeeded, so the saga can only go "
-        f"forward (its verify says so); resume it instead (sagactl resume {run_id})"
+        f"forward; resume it instead (sagactl resume {run_id})"
     ) in refused.stderr
     resumed = runs("resume", run_id)
     assert resumed.exit_code == 0, resumed.stdout
     assert charges(service, "PUT") == ["1"]
     assert service.resources[f"/ships/{run_id}"] == {"amount": 5}
+
+
+def test_an_applied_that_cannot_be_read_leaves_absent_to_settle(
+    runs: Runs, service: Service
+) -> None:
+    """`response.json.amount` of a 404's body cannot be read: not true, and `absent` still
+    settles the charge that never arrived (it is not compensated)."""
+    text = CHARGE.replace(
+        'applied: "response.status == 200"', 'applied: "response.json.amount == 5"'
+    )
+    service.faults.append(Fault("PUT", "/charges/", kind="delay_before", delay=0.5))
+    result, run_id = runs.run(text)
+    assert result.exit_code == 1, result.stdout
+    assert "charge verify: absent: its action never took effect" in result.stdout
+    assert charges(service, "DELETE") == []
+    # journaled as failed, not as waiting to be sent again: the run was rolled back
+    with open_journal(runs.journal) as journal:
+        action = journal.steps(run_id)[("charge", "action")]
+    assert (action.state, action.applied) == (StepState.FAILED, False)
+    assert re.search(
+        r"charge +action +failed .*its verify says it never took effect",
+        runs("show", run_id).stdout,
+    )
+
+
+def test_a_verify_is_not_judged_by_the_defaults_expect(runs: Runs, service: Service) -> None:
+    text = CHARGE.replace("retry: {attempts: 1}}", "retry: {attempts: 1}, expect: {status: [2xx]}}")
+    assert text != CHARGE
+    service.faults.append(Fault("PUT", "/charges/", kind="delay_before", delay=0.5))
+    result, _ = runs.run(text)
+    assert result.exit_code == 1, result.stdout
+    assert "charge verify: absent: its action never took effect" in result.stdout
+    assert charges(service, "DELETE") == []

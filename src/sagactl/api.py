@@ -28,6 +28,7 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{3,63}$")
 __all__ = [
     "check_run_id",
     "compensate_run",
+    "is_url",
     "list_runs",
     "list_stuck",
     "load_all",
@@ -238,11 +239,13 @@ def operate_run(
 
     if not reason.strip():
         raise UsageError("--reason is empty: say why, it is journaled with the action")
-    run = journal.find_run(prefix)
-    saga = load_text(run.saga_text, run.saga_path)
+    found = journal.find_run(prefix)
+    saga = load_text(found.saga_text, found.saga_path)
     owner = Owner.this_process()
-    journal.take_lease(run.id, owner, 30.0)
+    journal.take_lease(found.id, owner, 30.0)
     try:
+        # Read again under the lease: another command may have carried it on meanwhile.
+        run = journal.get_run(found.id)
         # Attempts of a process that died are in doubt: settled first, as a resume would.
         journal.settle_interrupted(run.id)
         steps = journal.steps(run.id)
@@ -259,14 +262,13 @@ def operate_run(
             state=operation.state,
             applied=operation.applied,
             settled=operation.settled,
+            pivot_passed=operation.pivot,
             user=operator(),
             host=owner.host,
             reason=reason,
         )
-        if operation.pivot:
-            journal.set_run(run.id, pivot_passed=True)
     finally:
-        journal.release_lease(run.id, owner)
+        journal.release_lease(found.id, owner)
     return journal.get_run(run.id), operation
 
 
@@ -315,13 +317,17 @@ def notify_run(
     target: str | None = None,
     on: Sequence[str] | None = None,
     sleep: Callable[[float], None] | None = None,
+    since: float | None = None,
+    stop: threading.Event | None = None,
 ) -> list[str]:
     """Tell of a run's end (SPEC §6) whoever asked — the saga's `notify`, and `target` (a
     URL, or a command) — when its status is one they asked for (`on`; by default stuck and
     compensated): its JSON summary POSTed, retried as the policy says, or given on a
     command's standard input; masked by `redactor`. Each outcome is journaled. Never raises
     for what the notification meets: returns a line for each one not delivered, for the
-    user; the run's outcome and exit code stay as they are."""
+    user; the run's outcome and exit code stay as they are. With `since`, only a run that
+    changed since then (one this command ended, not one it found ended) is told of. With
+    `stop` set (a signal), no POST is sent again."""
     import time
 
     from sagactl.definition.source import parse_data
@@ -329,6 +335,8 @@ def notify_run(
     from sagactl.output.run_views import json_line, summary_record
 
     run = journal.get_run(run_id)
+    if since is not None and run.updated_at < since:
+        return []
     wanted: list[Notify] = []
     saga: Saga | None = None
     if "notify" in run.saga_text and isinstance(parse_data(run.saga_text).get("notify"), dict):
@@ -338,7 +346,7 @@ def notify_run(
         if saga.notify is not None:
             wanted.append(saga.notify)
     if target:
-        url = target if target.startswith(("http://", "https://")) else None
+        url = target if is_url(target) else None
         wanted.append(Notify(url=url, command=None if url else target, on=tuple(on or Notify().on)))
     wanted = [notify for notify in wanted if run.status.value in notify.on]
     if not wanted:
@@ -350,7 +358,7 @@ def notify_run(
     for notify in wanted:
         try:
             where, delivered, detail = _notify_one(
-                notify, saga, run, body, environ, redactor, sleep or time.sleep
+                notify, saga, run, body, environ, redactor, sleep or time.sleep, stop
             )
         except Exception as exc:  # a notification never fails the run
             where, delivered, detail = (
@@ -358,7 +366,7 @@ def notify_run(
                 False,
                 f"{type(exc).__name__}: {exc}",
             )
-        where, detail = redactor.text(where), redactor.text(detail)
+        where, detail = redactor.text(_without_password(where)), redactor.text(detail)
         journal.record_notification(run_id, target=where, delivered=delivered, detail=detail)
         if not delivered:
             problems.append(
@@ -376,6 +384,7 @@ def _notify_one(
     environ: Mapping[str, str],
     redactor: Redactor,
     sleep: Callable[[float], None],
+    stop: threading.Event | None = None,
 ) -> tuple[str, bool, str]:
     """(where, delivered, what came of it) of one notification."""
     import subprocess
@@ -409,10 +418,29 @@ def _notify_one(
                 if posted.retryable
                 else None
             )
-            if posted.delivered or wait is None:
+            if posted.delivered or wait is None or (stop is not None and stop.is_set()):
                 tries = f" after {number} attempts" if number > 1 else ""
-                return url, posted.delivered, f"{posted.detail}{tries}"
+                cut = ", then interrupted" if stop is not None and stop.is_set() else ""
+                return url, posted.delivered, f"{posted.detail}{tries}{cut}"
             sleep(wait)
+
+
+def is_url(target: str) -> bool:
+    """Whether a --notify target is a URL (http or https, in any case), not a command."""
+    return target.lower().startswith(("http://", "https://"))
+
+
+def _without_password(target: str) -> str:
+    """A URL as shown and journaled: the password of its user info as ***."""
+    from urllib.parse import urlsplit
+
+    if not is_url(target):
+        return target
+    parts = urlsplit(target)
+    if parts.password is None:
+        return target
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 def _rendered_url(

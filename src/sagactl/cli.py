@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from enum import StrEnum
@@ -337,6 +338,33 @@ def _screen(journal_flag: str, *, quiet: bool = False, verbose: bool = False) ->
     return PlainLines(journal_flag=journal_flag, quiet=quiet, verbose=verbose)
 
 
+def _check_notify(target: str | None, on: str | None) -> None:
+    """Raise UsageError for --notify and --notify-on that cannot work, before any run."""
+    from sagactl.api import is_url
+    from sagactl.errors import UsageError
+
+    if on is not None and not target:
+        raise UsageError("--notify-on says when --notify tells: give --notify URL|COMMAND too")
+    if on is not None:
+        unknown = {s.strip() for s in on.split(",")} - {
+            "stuck",
+            "compensated",
+            "succeeded",
+            "cleaned",
+        }
+        if unknown:
+            shown = ",".join(sorted(unknown)) or '""'
+            raise UsageError(
+                f"--notify-on {shown}: expected stuck, compensated, succeeded or cleaned, "
+                "comma-separated"
+            )
+    if target and "://" in target.split()[0] and not is_url(target):
+        raise UsageError(
+            f"--notify {target.split('://')[0]}://…: only http and https URLs are posted to "
+            "(anything else is run as a shell command)"
+        )
+
+
 def _drive(
     journal: str | None,
     durability: DurabilityChoice,
@@ -360,21 +388,16 @@ def _drive(
     if junit:
         from sagactl.output.junit import RunReport, write_junit
     flag = _journal_flag(journal)
-    if notify is not None and notify[1]:
+    if notify is not None:
         with _reported():
-            unknown = set(notify[1].split(",")) - {"stuck", "compensated", "succeeded", "cleaned"}
-            if unknown:
-                raise UsageError(
-                    f"--notify-on {','.join(sorted(unknown))}: expected stuck, compensated, "
-                    "succeeded or cleaned, comma-separated"
-                )
+            _check_notify(*notify[:2])
     renderer = (
         JsonLines() if output is OutputChoice.JSON else _screen(flag, quiet=quiet, verbose=verbose)
     )
     reports: list[RunReport] = []
     worst = 0
 
-    def tell(store: Any, run_id: str, code: int) -> None:
+    def tell(store: Any, run_id: str, code: int, stop: Any, started: float) -> None:
         """Notify of the run's end (SPEC §6): a problem is said, never a failure."""
         from sagactl.api import notify_run
 
@@ -388,6 +411,9 @@ def _drive(
             redactor=redactor(),
             target=target,
             on=[s.strip() for s in on.split(",")] if on else None,
+            sleep=stop.wait,
+            stop=stop,
+            since=started,
         ):
             typer.echo(problem, err=True)
 
@@ -410,6 +436,7 @@ def _drive(
     ):
         try:
             for call in calls:
+                started = time.time()
                 run_id, status = call(store, renderer, stop)
                 code = _EXIT[status.value]
                 if compensating and status.value == "compensated":
@@ -420,7 +447,7 @@ def _drive(
                     code = _EXIT[undone.value]
                 report(store, run_id, code)
                 if notify is not None:
-                    tell(store, run_id, code)
+                    tell(store, run_id, code, stop, started)
                 worst = max(worst, code)
         except Interrupted as exc:
             # The live view leaves its table, and the message starts on a line of its own.

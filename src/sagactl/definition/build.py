@@ -215,6 +215,12 @@ def build(
             layers = [defaults] if forward else [defaults, compensation]
             line = positions.value(("steps", index, phase.value))[0]
             merged = _merge([*layers, raw_request])
+            if phase is Phase.VERIFY:
+                # A verify's answer is judged by its applied and absent: the statuses that
+                # make an action's answer a success do not apply, only its own.
+                merged.pop("expect", None)
+                if "expect" in raw_request:
+                    merged["expect"] = raw_request["expect"]
             kind = kinds_.registered().get(kinds_.kind_of(raw_request))
             if kind is not None:
                 merged = {k: v for k, v in merged.items() if k not in ("applied", "absent")}

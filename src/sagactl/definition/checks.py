@@ -464,8 +464,17 @@ def check(checker: Checker) -> tuple[dict[str, list[str]], graph.Closure | None]
                 "notify needs one of url (a POST of the run's summary) and command (run with "
                 "it on standard input)" + (", not both" if len(targets) == 2 else ""),
             )
-        for key in targets:
-            checker.check_value(notify[key], ("notify", key), Scope("notify", vars=all_vars))
+        from sagactl.definition.templating import is_template
+
+        if isinstance(notify.get("url"), str):
+            checker.check_value(notify["url"], ("notify", "url"), Scope("notify", vars=all_vars))
+        if isinstance(notify.get("command"), str) and is_template(notify["command"]):
+            checker.error(
+                ("notify", "command"),
+                "a command is run as written, not rendered (a value rendered into a shell "
+                "command could run anything): it gets the summary on standard input, and "
+                "SAGACTL_RUN_ID and SAGACTL_STATUS in its environment",
+            )
 
     defaults = data.get("defaults")
     if isinstance(defaults, dict):

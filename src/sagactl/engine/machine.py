@@ -768,7 +768,7 @@ class Engine:
         if block:
             self._journal_pivot()
             raise UsageError(
-                f"run {run.id} cannot be compensated: {block[1]} (its verify says so); "
+                f"run {run.id} cannot be compensated: {block[1]}; "
                 f"resume it instead (sagactl resume {run.id})"
             )
         self.journal.set_run(
@@ -1014,27 +1014,13 @@ class Engine:
         result = self._send(step, phase, item)
         if phase is Phase.ACTION and result.state is StepState.IN_DOUBT and step.verify:
             # In doubt now: asked at once, so that a run goes on when it took effect.
-            verdict = self._settle(step, item)
+            # The doubt is settled if it says absent: what `step_error` said of it goes.
+            cause = (result.error or "in doubt").split("; in doubt", 1)[0]
+            error = f"{cause}; its verify says it never took effect"
+            verdict = self._settle(step, item, failed=error)
             if verdict == "applied":
                 return self._settled_result(step, item)
             if verdict == "absent":
-                # The doubt is settled: what `step_error` said of it no longer holds.
-                cause = (result.error or "in doubt").split("; in doubt", 1)[0]
-                error = f"{cause}; its verify says it never took effect"
-                # Failed here, without effect; journaled as not started (`_settle`), so that a
-                # resume before the decision to roll back sends it again.
-                settled = self.states[(key, Phase.ACTION.value)]
-                self.states[(key, Phase.ACTION.value)] = StepRecord(
-                    key,
-                    settled.phase,
-                    StepState.FAILED,
-                    False,
-                    {},
-                    settled.attempts,
-                    None,
-                    error,
-                    time.time(),
-                )
                 if item is not None:
                     self._gathered(step, Phase.ACTION, self.item_counts.get(step.id, 0))
                 self.emit(
@@ -1066,11 +1052,14 @@ class Engine:
         outputs = self.item_outputs.get(key, {}) if item else self.states[(key, "action")].outputs
         return _Result(StepState.SUCCEEDED, True, dict(outputs), key=key if item else None)
 
-    def _settle(self, step: Step, item: Item | None = None) -> str | None:
+    def _settle(
+        self, step: Step, item: Item | None = None, *, failed: str | None = None
+    ) -> str | None:
         """Send the verify of a step (or item) whose action is in doubt (SPEC §2.6), and
         journal what it settles: `applied` — the action succeeded, its outputs read from the
-        verify's answer; `absent` — it never took effect: it may be sent again, and has
-        nothing to undo. None when it settles nothing: the doubt stays."""
+        verify's answer; `absent` — it never took effect: it has nothing to undo, and may be
+        sent again (or, with `failed`, the error of an action whose retries are used up, it
+        failed). None when it settles nothing: the doubt stays."""
         key = self._key(step, item)
         result = self._send(step, Phase.VERIFY, item)
         verdict = self._verdicts.pop(key, None) if result.state is StepState.SUCCEEDED else None
@@ -1080,7 +1069,13 @@ class Engine:
         attempts = earlier.attempts if earlier else 0
         applied = verdict == "applied"
         outputs = result.outputs if applied else {}
-        state = StepState.SUCCEEDED if applied else StepState.RUNNING
+        state = (
+            StepState.SUCCEEDED
+            if applied
+            else StepState.FAILED
+            if failed is not None
+            else StepState.RUNNING
+        )
         self.journal.set_step(
             self.run_id,
             key,
@@ -1089,10 +1084,11 @@ class Engine:
             applied=applied,
             outputs=self._journaled_outputs(step, outputs),
             attempts=attempts,
+            error=failed,
             settled=not applied,
         )
         self.states[(key, Phase.ACTION.value)] = StepRecord(
-            key, Phase.ACTION.value, state, applied, outputs, attempts, None, None, time.time()
+            key, Phase.ACTION.value, state, applied, outputs, attempts, None, failed, time.time()
         )
         if applied and item is not None:
             self.item_outputs[key] = outputs
@@ -1104,6 +1100,10 @@ class Engine:
             self._journal_pivot()
         if item is not None:
             self._gathered(step, Phase.ACTION, self.item_counts.get(step.id, 0))
+        if not applied and self._pivot_journaled and self._pivot_block() is None:
+            # The pivot in doubt never took effect: the run may be rolled back again.
+            self._pivot_journaled = False
+            self.journal.set_run(self.run_id, pivot_passed=False)
         if applied:
             self.emit(
                 StepFinished(
@@ -1529,16 +1529,19 @@ class Engine:
         """A verify's answer (SPEC §2.6): `applied` true settles the action as having taken
         effect (its outputs read from this answer), `absent` true as never applied; the
         verdict is kept for `_settle`. Neither is a failure of the verify, which leaves the
-        doubt."""
+        doubt. An expression that cannot be evaluated on this answer (`response.json.id` of a
+        404's body) is not true: the other may still settle it."""
         scope = self._scope(step, Phase.VERIFY, item, view.context())
         secret = self._secret_outputs(step, scope)
+        problems = []
         for verdict, expression in (("applied", step.applied), ("absent", step.absent)):
             if expression is None:
                 continue
             try:
                 value = self.renderer.evaluate(expression, scope)
             except TemplateProblem as exc:
-                return {}, f"verify.{verdict} {expression}: {exc}{body_hint(view, expression)}"
+                problems.append(f"{verdict} {expression}: {exc}{body_hint(view, expression)}")
+                continue
             if not value:
                 continue
             outputs: dict[str, Any] = {}
@@ -1548,6 +1551,8 @@ class Engine:
                     return {}, f"verify says applied, but {problem}"
             self._verdicts[self._key(step, item)] = verdict
             return outputs, None
+        if problems:
+            return {}, f"verify settles nothing: {'; '.join(problems)}"
         said = " or ".join(
             f"{k} ({e})" for k, e in (("applied", step.applied), ("absent", step.absent)) if e
         )

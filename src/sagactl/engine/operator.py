@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sagactl.engine.items import took_effect
+from sagactl.engine.items import item_count, took_effect
 from sagactl.errors import UsageError
 from sagactl.model import Phase, Saga, Step, StepKind
 from sagactl.records import RunPhase, RunRecord, StepRecord, StepState, split_item_key
@@ -27,8 +27,10 @@ class Operation:
     applied: bool
     settled: bool = False
     """The action's attempts so far no longer make it in doubt."""
-    pivot: bool = False
-    """A pivot marked applied: the run can only go forward from now on."""
+    pivot: bool | None = None
+    """What it says of the run's pivots: True, a pivot marked applied (the run can only go
+    forward from now on); False, the only pivot that held the run marked absent (it may be
+    rolled back again); None, nothing."""
 
     def describe(self) -> str:
         """What was done, in words: `skipped the compensation of b`."""
@@ -45,9 +47,9 @@ class Operation:
         return f"marked the action of {self.step_id} {verdict}: {meaning}"
 
 
-def _step(saga: Saga, key: str) -> Step:
+def _step(saga: Saga, key: str, steps: dict[tuple[str, str], StepRecord]) -> Step:
     """The step `key` names (or whose item it names); UsageError when there is none, or when
-    it names a foreach step whose items must be named one by one."""
+    it names a foreach step whose items must be named one by one, or an item it has not."""
     step_id, index = split_item_key(key)
     try:
         step = saga.step(step_id)
@@ -61,6 +63,11 @@ def _step(saga: Saga, key: str) -> Step:
         )
     if index is not None and not step.repeated:
         raise UsageError(f"step {step_id} is not a foreach step: name it {step_id}")
+    if index is not None:
+        count = item_count(steps.get((step_id, Phase.ACTION.value))) or 0
+        if index >= count:
+            have = f"{step_id}[0] to {step_id}[{count - 1}]" if count else "none yet"
+            raise UsageError(f"step {step_id} has no item {index} (its items: {have})")
     return step
 
 
@@ -92,8 +99,13 @@ def skip(
     compensation while compensating (of an action that may have taken effect), a confirm
     while confirming, an action going forward."""
     _refuse_ended(run, "skip")
-    step = _step(saga, key)
+    step = _step(saga, key, steps)
     phase = _PHASES[run.phase]
+    if phase is Phase.ACTION and not run.pivot_passed:
+        raise UsageError(
+            f"run {run.id} can still be rolled back: skip applies to an action once a pivot "
+            f"forbids that (sagactl compensate {run.id} undoes what took effect)"
+        )
     name = _NAMES[phase]
     if step.request(phase) is None:
         raise UsageError(
@@ -121,7 +133,7 @@ def mark(
     from it, without its outputs) or `absent` (it never took effect: sent again going
     forward, not compensated going back)."""
     _refuse_ended(run, "mark")
-    step = _step(saga, key)
+    step = _step(saga, key, steps)
     record = steps.get((key, Phase.ACTION.value))
     if record is None or record.state is not StepState.IN_DOUBT:
         state = "never sent" if record is None else record.state.value.replace("_", " ")
@@ -133,13 +145,23 @@ def mark(
                 else "there is no doubt to settle"
             )
         )
+    pivot = step.kind is StepKind.PIVOT
     if verdict == "applied":
         return Operation(
-            key,
-            Phase.ACTION,
-            "mark applied",
-            StepState.SUCCEEDED,
-            True,
-            pivot=step.kind is StepKind.PIVOT,
+            key, Phase.ACTION, "mark applied", StepState.SUCCEEDED, True, pivot=pivot or None
         )
-    return Operation(key, Phase.ACTION, "mark absent", StepState.RUNNING, False, settled=True)
+    pivots = {s.id for s in saga.steps if s.kind is StepKind.PIVOT}
+    others = any(
+        took_effect(record)
+        for (other, phase), record in steps.items()
+        if phase == Phase.ACTION.value and other != key and split_item_key(other)[0] in pivots
+    )
+    return Operation(
+        key,
+        Phase.ACTION,
+        "mark absent",
+        StepState.RUNNING,
+        False,
+        settled=True,
+        pivot=False if pivot and not others else None,
+    )

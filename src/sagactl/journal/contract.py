@@ -264,6 +264,7 @@ class Journal(Protocol):
         state: StepState,
         applied: bool,
         settled: bool = False,
+        pivot_passed: bool | None = None,
         user: str,
         host: str,
         reason: str,
@@ -271,7 +272,8 @@ class Journal(Protocol):
         """Durably record an operator's action (SPEC §7) and the state it gives the (step,
         phase), in one transaction: both, or neither. The step's attempts and outputs are
         kept; with `settled`, its attempts so far no longer make it in doubt (as
-        `set_step(settled=True)`)."""
+        `set_step(settled=True)`); with `pivot_passed`, the run's flag is set in the same
+        transaction (a pivot marked applied)."""
         ...
 
     def operator_actions(self, run_id: str) -> list[OperatorAction]:

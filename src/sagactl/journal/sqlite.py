@@ -885,6 +885,7 @@ class SqliteJournal:
         state: StepState,
         applied: bool,
         settled: bool = False,
+        pivot_passed: bool | None = None,
         user: str,
         host: str,
         reason: str,
@@ -900,6 +901,10 @@ class SqliteJournal:
             )
             if settled:
                 self._settle_doubt(db, run_id, step_id, phase)
+            if pivot_passed is not None:
+                db.execute(
+                    "UPDATE runs SET pivot_passed = ? WHERE id = ?", (int(pivot_passed), run_id)
+                )
             db.execute(
                 "INSERT INTO operator_actions (run_id, step_id, phase, action, user, host, at,"
                 " reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
