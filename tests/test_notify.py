@@ -40,6 +40,9 @@ def test_a_receiver_that_fails_twice_gets_one_summary(runs: Runs, service: Servi
     )
     assert posts[-1].headers["Content-Type"] == "application/json"
     assert notifications(runs, run_id) == [(hook, True, "status 201 after 3 attempts")]
+    assert f"delivered: {hook} (status 201 after 3 attempts)" in runs("show", run_id).stdout
+    shown = json.loads(runs("show", run_id, "--output", "json").stdout)
+    assert [(n["target"], n["delivered"]) for n in shown["notifications"]] == [(hook, True)]
 
 
 def test_a_notification_that_fails_changes_nothing_but_is_said(

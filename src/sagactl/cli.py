@@ -860,9 +860,10 @@ def show(
             order = step_order(record)
             steps, attempts = store.steps(record.id), store.attempts(record.id)
             actions = store.operator_actions(record.id)
+            told = store.notifications(record.id)
         if output is OutputChoice.JSON:
             shown_record = show_record(
-                record, shown_status(store, record), steps, attempts, order, actions
+                record, shown_status(store, record), steps, attempts, order, actions, told
             )
             typer.echo(json_line(shown_record))
         else:
@@ -874,6 +875,7 @@ def show(
                 order,
                 journal_flag=_journal_flag(journal),
                 actions=actions,
+                notifications=told,
             )
             typer.echo(shown)
 

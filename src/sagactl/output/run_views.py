@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from sagactl.records import (
     AttemptRecord,
+    Notification,
     OperatorAction,
     RunRecord,
     RunStatus,
@@ -264,6 +265,7 @@ def format_show(
     order: Sequence[str],
     journal_flag: str = "",
     actions: Sequence[OperatorAction] = (),
+    notifications: Sequence[Notification] = (),
 ) -> str:
     lines = [
         f"run {run.id}",
@@ -292,6 +294,13 @@ def format_show(
         lines += [
             f"  {_age(a.at)}  {a.action} {a.phase} of {a.step_id}  by {a.user}@{a.host}: {a.reason}"
             for a in actions
+        ]
+    if notifications:
+        lines += ["", "notifications:"]
+        lines += [
+            f"  {_age(n.at)}  {'delivered' if n.delivered else 'not delivered'}: {n.target}"
+            f" ({n.detail})"
+            for n in notifications
         ]
     lines += ["", "steps:"]
     rows = _step_rows(order, steps)
@@ -442,6 +451,7 @@ def show_record(
     attempts: Sequence[AttemptRecord],
     order: Sequence[str],
     actions: Sequence[OperatorAction] = (),
+    notifications: Sequence[Notification] = (),
 ) -> dict[str, object]:
     """`show --output json`: the run, its steps, every attempt and every operator action."""
     record = summary_record(run, steps, attempts, order, exit_code=0)
@@ -495,5 +505,9 @@ def show_record(
             "reason": a.reason,
         }
         for a in actions
+    ]
+    record["notifications"] = [
+        {"target": n.target, "at": iso_time(n.at), "delivered": n.delivered, "detail": n.detail}
+        for n in notifications
     ]
     return record
