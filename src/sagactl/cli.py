@@ -880,6 +880,20 @@ def show(
             typer.echo(shown)
 
 
+@app.command()
+def metrics(journal: JournalOption = None) -> None:
+    """Print OpenMetrics text of the journal's runs (for a Prometheus textfile collector or a
+    scrape): runs by saga and status, run and attempt durations, retries, steps in doubt,
+    runs waiting on someone and how long the oldest has."""
+    with _reported():
+        from sagactl.journal import open_journal
+        from sagactl.output.metrics import BOUNDS, format_metrics
+
+        with open_journal(journal) as store:
+            stats = store.statistics(BOUNDS)
+        typer.echo(format_metrics(stats), nl=False)
+
+
 class ServiceName(StrEnum):
     INVENTORY = "inventory"
     PRICING = "pricing"

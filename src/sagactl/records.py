@@ -20,6 +20,7 @@ __all__ = [
     "RunPhase",
     "RunRecord",
     "RunStatus",
+    "Statistics",
     "StepRecord",
     "StepState",
     "item_key",
@@ -218,6 +219,19 @@ class Notification:
     delivered: bool
     detail: str
     """What came back: `status 200 after 3 attempts`, `exit code 1: …`."""
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """What `sagactl metrics` reports of a journal (SPEC §6), gathered by the journal."""
+
+    runs: list[tuple[str, str, float, float, float | None]]
+    """(saga, status as users see it, created, last changed, finished) of every run."""
+    attempts: list[tuple[str, str, int, float, list[int], int]]
+    """(saga, phase, attempts, their seconds in all, how many took at most each bound, how
+    many were retries: not the first of their request)."""
+    in_doubt: dict[str, int]
+    """By saga, the steps (and items) whose action is in doubt."""
 
 
 class AttemptHandle(NamedTuple):

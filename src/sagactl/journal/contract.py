@@ -30,6 +30,7 @@ from sagactl.records import (
     RunPhase,
     RunRecord,
     RunStatus,
+    Statistics,
     StepRecord,
     StepState,
 )
@@ -101,10 +102,33 @@ class Journal(Protocol):
         name: str | None = None,
         limit: int = 20,
         before: tuple[float, str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        search: str | None = None,
     ) -> list[RunRecord]:
         """At most `limit` runs, newest first (by creation time, then id): of a status or any
         of several, of a saga name, and strictly older than `before` (the creation time and id
-        of the last run of the previous page), so pages neither repeat nor skip a run."""
+        of the last run of the previous page), so pages neither repeat nor skip a run;
+        created at `since` or later and before `until`; whose id starts with `search` (as
+        typed or in upper case) or one of whose inputs holds it."""
+        ...
+
+    def statistics(self, bounds: Sequence[float]) -> Statistics:
+        """Every run, and its attempts summed up by saga and phase, with how many took at most
+        each of `bounds` seconds (for histograms)."""
+        ...
+
+    def count_runs(
+        self,
+        *,
+        name: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        search: str | None = None,
+    ) -> dict[str, int]:
+        """How many runs there are of each status as users see it (`interrupted` for those
+        running or compensating whose owner is gone: see `driven`), with the filters of
+        `list_runs`. Statuses with none are left out."""
         ...
 
     def set_run(

@@ -41,6 +41,7 @@ from sagactl.records import (
     RunPhase,
     RunRecord,
     RunStatus,
+    Statistics,
     StepRecord,
     StepState,
 )
@@ -543,18 +544,17 @@ class SqliteJournal:
         name: str | None = None,
         limit: int = 20,
         before: tuple[float, str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        search: str | None = None,
     ) -> list[RunRecord]:
         """Runs newest first: of a status (or any of several), of a saga, and older than
         `before` (the created time and id of the last run of the previous page)."""
-        where: list[str] = []
-        args: list[Any] = []
+        where, args = self._filters(name, since, until, search)
         if status:
             statuses = [status] if isinstance(status, str) else list(status)
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
             args.extend(statuses)
-        if name:
-            where.append("name = ?")
-            args.append(name)
         if before is not None:
             where.append("(created_at < ? OR (created_at = ? AND id < ?))")
             args.extend([before[0], before[0], before[1]])
@@ -563,6 +563,99 @@ class SqliteJournal:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         return [self._run(r) for r in self._read(sql, (*args, limit))]
+
+    @staticmethod
+    def _filters(
+        name: str | None, since: float | None, until: float | None, search: str | None
+    ) -> tuple[list[str], list[Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        if name:
+            where.append("name = ?")
+            args.append(name)
+        if since is not None:
+            where.append("created_at >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("created_at < ?")
+            args.append(until)
+        if search:
+            # An id by a prefix of it (as typed or in upper case), or an input's value.
+            pattern = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            # Inputs are kept as ASCII JSON: a value is looked for as written there too.
+            escaped = json.dumps(pattern)[1:-1]
+            where.append(
+                "(id LIKE ? ESCAPE '\\' OR id LIKE ? ESCAPE '\\' OR inputs LIKE ? ESCAPE '\\'"
+                " OR inputs LIKE ? ESCAPE '\\')"
+            )
+            args += [f"{pattern}%", f"{pattern.upper()}%", f"%{pattern}%", f"%{escaped}%"]
+        return where, args
+
+    def statistics(self, bounds: Sequence[float]) -> Statistics:
+        runs = []
+        for r in self._read(
+            "SELECT name, status, created_at, updated_at, finished_at, owner_host, owner_pid,"
+            " lease_expires FROM runs"
+        ):
+            status = r["status"]
+            if status in ("running", "compensating") and (
+                r["owner_host"] is None
+                or r["owner_pid"] is None
+                or not self._alive(Owner(r["owner_host"], r["owner_pid"]), r["lease_expires"])
+            ):
+                status = "interrupted"
+            runs.append((r["name"], status, r["created_at"], r["updated_at"], r["finished_at"]))
+        below = ", ".join(f"sum(a.duration_ms <= {float(b) * 1000!r})" for b in bounds)
+        attempts = [
+            (r[0], r[1], r[2], (r[3] or 0.0) / 1000, list(r[5 : 5 + len(bounds)]), r[4])
+            for r in self._read(
+                "SELECT r.name, a.phase, count(*), sum(a.duration_ms), sum(a.attempt > 1)"
+                + (f", {below}" if bounds else "")
+                + " FROM attempts a JOIN runs r ON r.id = a.run_id"
+                " WHERE a.duration_ms IS NOT NULL GROUP BY r.name, a.phase"
+            )
+        ]
+        in_doubt = {
+            r[0]: r[1]
+            for r in self._read(
+                "SELECT r.name, count(*) FROM steps s JOIN runs r ON r.id = s.run_id"
+                " WHERE s.phase = 'action' AND s.state = 'in_doubt' GROUP BY r.name"
+            )
+        }
+        return Statistics(runs, attempts, in_doubt)
+
+    def count_runs(
+        self,
+        *,
+        name: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        search: str | None = None,
+    ) -> dict[str, int]:
+        where, args = self._filters(name, since, until, search)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        counts = {
+            r[0]: r[1]
+            for r in self._read(
+                f"SELECT status, count(*) FROM runs{clause} GROUP BY status", tuple(args)
+            )
+        }
+        # A run journaled running or compensating whose owner is gone is interrupted: few
+        # runs are, so each is looked at.
+        live = " AND ".join([*where, "status IN ('running', 'compensating')"])
+        for row in self._read(
+            f"SELECT status, owner_host, owner_pid, lease_expires FROM runs WHERE {live}",
+            tuple(args),
+        ):
+            host, pid = row["owner_host"], row["owner_pid"]
+            if (
+                host is None
+                or pid is None
+                or not self._alive(Owner(host, pid), row["lease_expires"])
+            ):
+                counts[row["status"]] -= 1
+                counts["interrupted"] = counts.get("interrupted", 0) + 1
+        return {status: n for status, n in counts.items() if n}
 
     def set_run(
         self,
