@@ -41,6 +41,7 @@ SINKS: dict[str, str] = {
     "cli.list_command": "terminal",
     "cli.show": "terminal",
     "cli._operate": "terminal",
+    "cli.metrics": "terminal",
     "cli.demo": "terminal",
     "demo.run_demo": "terminal",
     "output.live.LiveView.close": "terminal",
