@@ -356,6 +356,25 @@ def on_a_terminal(args: list[str], env: dict[str, str], columns: int) -> bytes:
     return bytes(out)
 
 
+def pages(journal: Path, run_id: str) -> dict[str, bytes]:
+    """The dashboard's pages of the journal: the list, searched too, and the run."""
+    import asyncio
+
+    import httpx
+
+    from sagactl.journal import open_journal
+    from sagactl.output.pages.server import create_app
+
+    async def fetch(app: Any) -> dict[str, bytes]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ui") as client:
+            paths = ("/", f"/runs/{run_id}", "/?status=compensated", "/?q=Qz")
+            return {f"page {path}": (await client.get(path)).content for path in paths}
+
+    with open_journal(journal) as store:
+        return asyncio.run(fetch(create_app(store)))
+
+
 def run_everything(tmp: Path, echo: Echo, case: Case, *, terminal: bool = False) -> Sinks:
     saga = tmp / "secrets.yaml"
     saga.write_text(saga_text(case))
@@ -380,7 +399,9 @@ def run_everything(tmp: Path, echo: Echo, case: Case, *, terminal: bool = False)
     if terminal:
         for columns in (100, 40):
             parts[f"terminal {columns}"] = on_a_terminal(["run", str(saga)], env, columns)
-    first = keep("run -v", "run", str(saga), "-v", "--junit", str(junit))
+    first = keep(
+        "run -v", "run", str(saga), "-v", "--junit", str(junit), "--report", str(tmp / "r.html")
+    )
     notified = tmp / "notified.json"
     keep(
         "run json",
@@ -400,8 +421,15 @@ def run_everything(tmp: Path, echo: Echo, case: Case, *, terminal: bool = False)
         keep("show", "show", run_id)
         keep("show json", "show", run_id, "--output", "json")
         keep("resume", "resume", run_id)
+        keep("report", "report", run_id, "-o", str(tmp / "report.html"))
+        parts.update(pages(journal, run_id))
     for path in tmp.iterdir():
-        if path.name.startswith("journal.db") or path.name in ("report.xml", "notified.json"):
+        if path.name.startswith("journal.db") or path.name in (
+            "report.xml",
+            "notified.json",
+            "r.html",
+            "report.html",
+        ):
             parts[path.name] = path.read_bytes()
     return Sinks(parts)
 

@@ -8,6 +8,9 @@ is masked, and that tests/test_secrets.py reads that sink. The sinks are:
   (`sagactl.cli._root` wraps them in `Redactor.stream`);
 - journal: SQLite, written only by sagactl.journal, from values the engine masked;
 - junit: the XML report, masked by `write_junit`;
+- report and pages: the HTML report file and the dashboard's pages, masked by
+  `output.pages.views._render` (the dashboard's answers are written by the server, not by a
+  writer this test sees);
 - notify: the summary a notification POSTs or gives a command (SPEC §6), masked by
   `api.notify_run` (the network and the command's input are written to by httpx and
   subprocess, not by a writer this test sees);
@@ -42,6 +45,9 @@ SINKS: dict[str, str] = {
     "cli.show": "terminal",
     "cli._operate": "terminal",
     "cli.metrics": "terminal",
+    "cli._write_report": "report",
+    "cli.report_command": "terminal",
+    "cli.ui": "terminal",
     "cli.demo": "terminal",
     "demo.run_demo": "terminal",
     "output.live.LiveView.close": "terminal",

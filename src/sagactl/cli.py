@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from sagactl import __version__
-from sagactl.errors import SagactlError
+from sagactl.errors import SagactlError, UsageError
 
 __all__ = ["app", "main"]
 
@@ -297,6 +297,15 @@ OutputOption = Annotated[
         "then a summary per run (docs/events.md).",
     ),
 ]
+ReportOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--report",
+        metavar="FILE.html",
+        help="Write the runs as one self-contained HTML page, even when a run fails or is "
+        "interrupted.",
+    ),
+]
 NotifyOption = Annotated[
     str | None,
     typer.Option(
@@ -338,6 +347,33 @@ def _screen(journal_flag: str, *, quiet: bool = False, verbose: bool = False) ->
     return PlainLines(journal_flag=journal_flag, quiet=quiet, verbose=verbose)
 
 
+def _run_data(store: Any, run: Any) -> Any:
+    """What a report page shows of a run, read from the journal."""
+    from sagactl.api import step_order
+    from sagactl.journal import shown_status
+    from sagactl.output.pages.views import RunData
+
+    return RunData(
+        run,
+        shown_status(store, run),
+        store.steps(run.id),
+        store.attempts(run.id),
+        step_order(run),
+        store.operator_actions(run.id),
+        store.notifications(run.id),
+    )
+
+
+def _write_report(path: Path, pages: list[Any], flag: str) -> None:
+    """The runs in one self-contained HTML file, masked."""
+    from sagactl.output.pages.views import report_page
+
+    try:
+        path.write_text(report_page(pages, journal_flag=flag, redactor=redactor()), "utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write the report: {exc.strerror}") from None
+
+
 def _check_notify(target: str | None, on: str | None) -> None:
     """Raise UsageError for --notify and --notify-on that cannot work, before any run."""
     from sagactl.api import is_url
@@ -377,6 +413,7 @@ def _drive(
     cleanup: Callable[..., tuple[str, Any]] | None = None,
     compensating: bool = False,
     notify: tuple[str | None, str | None, Mapping[str, str]] | None = None,
+    html: Path | None = None,
 ) -> None:
     """Drive each call's run in turn; report, and exit with the worst code (3 > 1 > 0)."""
     from sagactl.api import not_cleaned, step_order
@@ -417,11 +454,15 @@ def _drive(
         ):
             typer.echo(problem, err=True)
 
+    pages: list[Any] = []
+
     def report(store: Any, run_id: str, code: int) -> None:
-        if not junit and output is not OutputChoice.JSON:
+        if not junit and not html and output is not OutputChoice.JSON:
             return
         run = store.get_run(run_id)
         steps, attempts, order = store.steps(run_id), store.attempts(run_id), step_order(run)
+        if html:
+            pages.append(_run_data(store, run))
         if junit:
             left = not_cleaned(run, steps, order) if run.cleanup else []
             actions = store.operator_actions(run_id)
@@ -461,6 +502,8 @@ def _drive(
                     commands, cleaning = interrupted.next_commands(), interrupted.cleanup
             if junit:
                 write_junit(junit, reports, redactor())
+            if html:
+                _write_report(html, pages, flag)
             typer.echo(
                 f"run {exc.run_id} interrupted; the journal keeps what was done:\n"
                 f"{next_commands(exc.run_id, flag, commands, cleanup=cleaning)}",
@@ -485,6 +528,8 @@ def _drive(
         finally:
             if junit and reports:
                 write_junit(junit, reports, redactor())
+            if html:
+                _write_report(html, pages, flag)
     raise typer.Exit(worst)
 
 
@@ -519,6 +564,7 @@ def run(
     verbose: VerboseOption = False,
     notify: NotifyOption = None,
     notify_on: NotifyOnOption = None,
+    report: ReportOption = None,
 ) -> None:
     """Validate the sagas, then run each in turn: print the run id, one line per event, then a
     summary. Exit 0 succeeded, 1 failed and compensated, 2 bad input (nothing sent), 3 stuck;
@@ -578,6 +624,7 @@ def run(
         output=output,
         junit=junit,
         notify=(notify, notify_on, environ),
+        html=report,
         cleanup=(
             lambda store, rid, renderer, stop: compensate_run(
                 store,
@@ -639,6 +686,7 @@ def resume(
     verbose: VerboseOption = False,
     notify: NotifyOption = None,
     notify_on: NotifyOnOption = None,
+    report: ReportOption = None,
 ) -> None:
     """Carry a run on from where it stopped (forward, confirm or compensation), with the saga
     text stored in the journal. Secrets are read from the environment again."""
@@ -666,6 +714,7 @@ def resume(
         output=output,
         junit=junit,
         notify=(notify, notify_on, environ),
+        html=report,
     )
 
 
@@ -685,6 +734,7 @@ def compensate(
     verbose: VerboseOption = False,
     notify: NotifyOption = None,
     notify_on: NotifyOnOption = None,
+    report: ReportOption = None,
 ) -> None:
     """Roll a run back: compensate every step whose action may have taken effect, each after
     the steps that depend on it. Exit 0 when fully compensated, 3 when stuck."""
@@ -714,6 +764,7 @@ def compensate(
         junit=junit,
         compensating=True,
         notify=(notify, notify_on, environ),
+        html=report,
     )
 
 
@@ -892,6 +943,101 @@ def metrics(journal: JournalOption = None) -> None:
         with open_journal(journal) as store:
             stats = store.statistics(BOUNDS)
         typer.echo(format_metrics(stats), nl=False)
+
+
+@app.command("report")
+def report_command(
+    run_ids: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="RUN...", show_default=False, help="Run ids, or unique prefixes of them."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("-o", "--output-file", metavar="FILE.html", help="Where to write the page."),
+    ],
+    journal: JournalOption = None,
+) -> None:
+    """Write runs as one self-contained HTML page (style inline, no script, nothing fetched
+    from anywhere): status, cause, step graph, timeline of every attempt with its request and
+    answer, operator actions, saga text. For CI artifacts."""
+    with _reported():
+        from sagactl.journal import open_journal
+
+        with open_journal(journal) as store:
+            pages = [_run_data(store, store.find_run(run_id)) for run_id in run_ids]
+        _write_report(out, pages, _journal_flag(journal))
+        typer.echo(f"{out}: {len(pages)} run{'s' if len(pages) != 1 else ''}")
+
+
+@app.command()
+def ui(
+    journal: JournalOption = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on; any but loopback needs a token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="0: any free port.")] = 8787,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            help="Required on every request (given once as ?token=); made up and printed when "
+            "listening on anything but loopback.",
+        ),
+    ] = None,
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the dashboard in a browser.")
+    ] = False,
+) -> None:
+    """Serve a dashboard of the journal's runs in the browser: the runs, filtered and searched;
+    each run's steps, graph, timeline of every attempt, requests and answers; following runs
+    that another process drives. Read-only; no network needed; Ctrl-C stops it."""
+    import secrets
+    import socket
+
+    with _reported():
+        try:
+            import uvicorn
+
+            from sagactl.output.pages.server import create_app
+        except ImportError:
+            raise UsageError(
+                "sagactl ui needs the web server it ships as an extra: "
+                "pip install 'sagactl[ui]' (Starlette and uvicorn)"
+            ) from None
+        from sagactl.journal import open_journal
+
+        loopback = host in ("127.0.0.1", "localhost", "::1")
+        if token is None and not loopback:
+            token = secrets.token_urlsafe(24)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((host, port))
+        except OSError as exc:
+            listener.close()
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        listener.listen(64)
+        bound = listener.getsockname()[1]
+        shown_host = f"[{host}]" if ":" in host else host
+        url = f"http://{shown_host}:{bound}/" + (f"?token={token}" if token else "")
+        with open_journal(journal) as store:
+            app_ = create_app(
+                store, token=token, redactor=redactor(), journal_flag=_journal_flag(journal)
+            )
+            typer.echo(
+                f"sagactl ui: {url}\n  journal {store.location} (read-only); Ctrl-C stops it"
+            )
+            if open_browser:
+                import webbrowser
+
+                webbrowser.open(url)
+            server = uvicorn.Server(
+                uvicorn.Config(app_, log_level="warning", access_log=False, lifespan="off")
+            )
+            server.run(sockets=[listener])
 
 
 class ServiceName(StrEnum):

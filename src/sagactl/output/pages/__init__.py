@@ -1,0 +1,1 @@
+"""The pages of runs: the dashboard (`sagactl ui`) and self-contained reports."""
