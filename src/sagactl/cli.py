@@ -1037,7 +1037,9 @@ def ui(
             server = uvicorn.Server(
                 uvicorn.Config(app_, log_level="warning", access_log=False, lifespan="off")
             )
-            server.run(sockets=[listener])
+            # uvicorn stops on Ctrl-C (SIGINT) or SIGTERM, then raises the signal again.
+            with contextlib.suppress(KeyboardInterrupt):
+                server.run(sockets=[listener])
 
 
 class ServiceName(StrEnum):

@@ -1,0 +1,169 @@
+"""`sagactl ui` and `sagactl report` (SPEC §6) over journals made by real runs against the
+service, checked over HTTP: what the pages hold, the token, read-only, the security headers,
+and the report file's being whole on its own. tests/test_ui_browser.py looks at them in a
+real browser."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import sagas
+from helpers import Runs, wait_for
+from sagactl.testing.service import Fault, Service
+
+
+class Ui:
+    """A `sagactl ui` process on a free port of `host`."""
+
+    def __init__(self, runs: Runs, *args: str) -> None:
+        self.proc = runs.start("ui", "--port", "0", *args)
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.readline()
+        match = re.match(r"sagactl ui: (http://\S+)", first)
+        assert match, first + (self.proc.stderr.read() if self.proc.stderr else "")
+        self.address = match.group(1)
+        self.base = self.address.split("?")[0].rstrip("/")
+
+    def get(self, path: str, **kwargs: object) -> httpx.Response:
+        return httpx.get(self.base + path, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.communicate(timeout=20)  # and its pipes closed
+        return self.proc.returncode
+
+
+@pytest.fixture
+def ui(runs: Runs) -> Iterator[Ui]:
+    started = Ui(runs)
+    yield started
+    if started.proc.poll() is None:
+        started.stop()
+
+
+def some_runs(runs: Runs, service: Service) -> dict[str, str]:
+    """A run that succeeded, one compensated, one stuck: their ids by outcome."""
+    ids = {}
+    ids["succeeded"] = runs.run(sagas.THREE)[1]
+    service.faults.append(Fault("PUT", "/c/", status=422))
+    ids["compensated"] = runs.run(sagas.THREE)[1]
+    service.faults += [
+        Fault("PUT", "/c/", status=422, times=None),
+        Fault("DELETE", "/a/", status=500, times=None),
+    ]
+    ids["stuck"] = runs.run(sagas.THREE)[1]
+    service.clear_faults()
+    return ids
+
+
+def test_the_list_filters_counts_and_searches(runs: Runs, service: Service, ui: Ui) -> None:
+    ids = some_runs(runs, service)
+    page = ui.get("/").text
+    for outcome, run_id in ids.items():
+        assert f'data-run="{run_id}" data-status="{outcome}"' in page
+    assert re.search(r'data-status="stuck" href="\?status=stuck">stuck <b>1</b>', page)
+    stuck = ui.get("/", params={"status": "stuck"}).text
+    assert ids["stuck"] in stuck and ids["succeeded"] not in stuck
+    found = ui.get("/", params={"q": ids["compensated"][:22].lower()}).text
+    assert ids["compensated"] in found and ids["stuck"] not in found
+    assert ui.get("/", params={"saga": "nope"}).text.count('class="run"') == 0
+    bad = ui.get("/", params={"since": "yesterday"})
+    assert bad.status_code == 400 and "expected a date as YYYY-MM-DD" in bad.text
+
+
+def test_a_run_page_holds_what_the_journal_says(runs: Runs, service: Service, ui: Ui) -> None:
+    ids = some_runs(runs, service)
+    page = ui.get(f"/runs/{ids['stuck']}").text
+    assert 'id="status">stuck<' in page
+    assert "compensation not finished for a: status 500" in page
+    assert re.search(r"saga\.yaml:\d+ \(a compensate\)", page)
+    assert f"sagactl skip {ids['stuck']} a --reason" in page
+    for step in ("a", "b", "c"):
+        assert re.search(rf'class="node state-\w+" data-step="{step}"', page)
+    assert page.count('<rect class="attempt') == page.count('<details class="attempt')
+    assert "&lt; 500" in page and "DELETE" in page
+    assert "Bearer ***" in page or "Authorization: ***" in page  # masked as journaled
+    missing = ui.get("/runs/NOSUCHRUN")
+    assert missing.status_code == 404
+
+
+def test_the_dashboard_only_reads_and_sends_strict_headers(ui: Ui) -> None:
+    answer = ui.get("/")
+    assert answer.status_code == 200
+    csp = answer.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp
+    assert answer.headers["X-Frame-Options"] == "DENY"
+    assert httpx.post(ui.base + "/", timeout=10).status_code == 405
+    assert ui.get("/static/app.js").headers["content-type"].startswith("text/javascript")
+    assert ui.get("/static/../../etc/passwd").status_code == 404
+    assert ui.stop() == 0  # Ctrl-C stops it cleanly
+
+
+def test_off_loopback_a_token_is_required(runs: Runs) -> None:
+    ui = Ui(runs, "--host", "127.0.0.2")
+    try:
+        assert "?token=" in ui.address
+        token = ui.address.split("?token=")[1]
+        assert ui.get("/").status_code == 401
+        assert ui.get("/", params={"token": "wrong"}).status_code == 401
+        opened = ui.get("/", params={"token": token})
+        assert opened.status_code == 200
+        # the page keeps it as a cookie: later requests need not carry it
+        cookie = opened.cookies.get("sagactl_token")
+        assert cookie == token
+        assert ui.get("/static/app.css", cookies={"sagactl_token": token}).status_code == 200
+    finally:
+        ui.stop()
+
+
+def test_a_report_is_whole_on_its_own(runs: Runs, service: Service) -> None:
+    ids = some_runs(runs, service)
+    out = runs.tmp / "report.html"
+    made = runs("report", ids["compensated"], ids["stuck"], "-o", str(out))
+    assert made.exit_code == 0, made.stderr
+    html = out.read_text()
+    assert html.count('<section class="run"') == 2
+    # nothing fetched from anywhere: no script, no link, no source but inline data
+    assert "<script" not in html and "<link" not in html
+    assert not re.search(r'(src|href)="(?!#)', html)
+    assert "default-src 'none'" in html
+
+
+def test_run_report_is_written_even_when_the_run_fails(runs: Runs, service: Service) -> None:
+    service.faults.append(Fault("PUT", "/c/", status=422))
+    out = runs.tmp / "r.html"
+    result, run_id = runs.run(sagas.THREE, "--report", str(out))
+    assert result.exit_code == 1
+    assert f'data-run="{run_id}" data-status="compensated"' in out.read_text()
+    bad = runs("report", "NOSUCH", "-o", str(runs.tmp / "x.html"))
+    assert bad.exit_code == 4
+
+
+def test_ui_refuses_a_port_in_use(runs: Runs, ui: Ui) -> None:
+    port = ui.base.rsplit(":", 1)[1]
+    taken = runs("ui", "--port", port)
+    assert taken.exit_code == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in taken.stderr
+
+
+def test_a_run_driven_elsewhere_shows_as_running_then_succeeded(
+    runs: Runs, service: Service, ui: Ui, tmp_path: Path
+) -> None:
+    service.faults.append(Fault("PUT", "/b/", kind="delay_before", delay=1.0))
+    proc = runs.start("run", str(runs.file(sagas.THREE)))
+    wait_for(lambda: bool(service.requests("PUT", "/b/")))
+    listed = ui.get("/").text
+    run_id = re.search(r'data-run="(\w+)" data-status="running"', listed)
+    assert run_id, listed
+    assert 'data-live="1"' in ui.get(f"/runs/{run_id.group(1)}").text
+    proc.communicate(timeout=20)
+    assert isinstance(proc, subprocess.Popen)
+    done = ui.get(f"/runs/{run_id.group(1)}").text
+    assert 'id="status">succeeded<' in done and 'data-live="1"' not in done
