@@ -253,7 +253,8 @@ def timed(command: list[str], runs: int, env: dict[str, str] | None = None) -> f
 
 
 def build_journal(path: Path, runs: int) -> str:
-    """A journal of `runs` three-step runs, written in bulk; returns a run id from the middle."""
+    """A journal of `runs` three-step runs (input `sku` SKU-<n>), written in bulk; returns a
+    run id from the middle."""
     from sagactl.ids import new_run_id
     from sagactl.journal import Durability, open_journal
 
@@ -268,12 +269,22 @@ def build_journal(path: Path, runs: int) -> str:
         run_id = new_run_id(base + r)
         if r == runs // 2:
             middle = run_id
+        # mostly succeeded, some compensated, a few stuck: as a journal in use
+        status = "stuck" if r % 997 == 0 else "compensated" if r % 50 == 0 else "succeeded"
         db.execute(
             "INSERT INTO runs (id, name, saga_path, saga_text, saga_hash, inputs, env, "
             "status, phase, trace_id, created_at, updated_at, finished_at, step_ids) "
-            "VALUES (?, 'bench', 'bench.yaml', ?, 'h', '{}', '{}', 'succeeded', "
+            "VALUES (?, 'bench', 'bench.yaml', ?, 'h', ?, '{}', ?, "
             "'confirm', 't', ?, ?, ?, '[\"s0\",\"s1\",\"s2\"]')",
-            (run_id, text, base + r, base + r, base + r + 0.01),
+            (
+                run_id,
+                text,
+                json.dumps({"sku": f"SKU-{r}"}),
+                status,
+                base + r,
+                base + r,
+                base + r + 0.01,
+            ),
         )
         for s in range(3):
             db.execute(
@@ -284,8 +295,9 @@ def build_journal(path: Path, runs: int) -> str:
             )
             db.execute(
                 "INSERT INTO attempts (run_id, step_id, phase, attempt, span_id, "
-                "started_at, finished_at, duration_ms, request, outcome, status, response) "
-                "VALUES (?, ?, 'action', 1, 'abcdef0123456789', ?, ?, 0.5, ?, 'success', 200, ?)",
+                "started_at, finished_at, duration_ms, method, url, request_headers, request, "
+                "outcome, status, response) VALUES (?, ?, 'action', 1, 'abcdef0123456789', "
+                "?, ?, 0.5, '', '', '{}', ?, 'success', 200, ?)",
                 (
                     run_id,
                     f"s{s}",

@@ -167,3 +167,28 @@ def test_a_run_driven_elsewhere_shows_as_running_then_succeeded(
     assert isinstance(proc, subprocess.Popen)
     done = ui.get(f"/runs/{run_id.group(1)}").text
     assert 'id="status">succeeded<' in done and 'data-live="1"' not in done
+
+
+def test_run_report_is_written_when_the_run_is_interrupted(runs: Runs, service: Service) -> None:
+    service.faults.append(Fault("PUT", "/b/", kind="delay_before", delay=1.0))
+    out = runs.tmp / "r.html"
+    proc = runs.start("run", str(runs.file(sagas.THREE)), "--report", str(out))
+    wait_for(lambda: bool(service.requests("PUT", "/b/")))
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert re.search(r'data-run="\w+" data-status="interrupted"', out.read_text())
+
+
+def test_operator_actions_are_marked_on_the_timeline(runs: Runs, service: Service, ui: Ui) -> None:
+    run_id = some_runs(runs, service)["stuck"]
+    done = runs("skip", run_id, "a", "--reason", "deleted by hand, ticket OPS-7")
+    assert done.exit_code == 0, done.stderr
+    page = ui.get(f"/runs/{run_id}").text
+    mark = re.search(
+        r'<g class="operator-action" data-step="a" data-phase="compensate">'
+        r"<title>([^<]*)</title>",
+        page,
+    )
+    assert mark and "skip compensate of a" in mark.group(1) and "OPS-7" in mark.group(1)
+    assert 'class="operator-action" data-step="a">' in page  # and in the list below

@@ -143,9 +143,11 @@ def list_page(
 
 
 def _row_keys(data: RunData) -> list[tuple[str, str]]:
-    """(key, phase) of every request that was sent, in the run's order: a step's, then its
-    items' (`lines[2]`); any other last."""
-    seen = {(a.step_id, a.phase) for a in data.attempts}
+    """(key, phase) of every request that was sent or acted on by an operator, in the run's
+    order: a step's, then its items' (`lines[2]`); any other last."""
+    sent = [(a.step_id, a.phase) for a in data.attempts]
+    sent += [(act.step_id, act.phase) for act in data.actions]
+    seen = set(sent)
     keys = []
     for step_id in data.order:
         for phase in _PHASES:
@@ -153,11 +155,7 @@ def _row_keys(data: RunData) -> list[tuple[str, str]]:
                 if (key, phase) in seen:
                     keys.append((key, phase))
     placed = set(keys)
-    keys += [
-        pair
-        for pair in dict.fromkeys((a.step_id, a.phase) for a in data.attempts)
-        if pair not in placed
-    ]
+    keys += [pair for pair in dict.fromkeys(sent) if pair not in placed]
     return keys
 
 
@@ -274,13 +272,14 @@ def _graph(data: RunData) -> Markup:
 
 def _timeline(data: RunData) -> Markup:
     """Every attempt on one time axis, a row per request: a bar while it was out (its
-    outcome's colour; in doubt hatched), the waits between as gaps, retries numbered."""
+    outcome's colour; in doubt hatched), the waits between as gaps, retries numbered, and
+    what operators did by hand as a mark on the row of the request they acted on."""
     attempts = list(data.attempts)
     if not attempts:
         return Markup('<p class="empty">No attempt yet.</p>')
     rows = _row_keys(data)
     start = min(a.started_at for a in attempts)
-    end = max((a.finished_at or time.time()) for a in attempts)
+    end = max([a.finished_at or time.time() for a in attempts] + [act.at for act in data.actions])
     span = max(end - start, 1e-3)
     label_w, plot_w, row_h = 200, 640, 22
     total_h = 30 + len(rows) * row_h
@@ -321,6 +320,18 @@ def _timeline(data: RunData) -> Markup:
             parts.append(
                 f'<text class="retry" x="{x + w + 2:.1f}" y="{y + 14}">#{attempt.attempt}</text>'
             )
+    for act in data.actions:
+        row = index.get((act.step_id, act.phase))
+        if row is None:
+            continue
+        x = label_w + (act.at - start) / span * plot_w
+        y = 10 + row * row_h
+        title = f"{act.action} {act.phase} of {act.step_id} by {act.user}: {act.reason}"
+        parts.append(
+            f'<g class="operator-action" data-step="{escape(act.step_id)}" '
+            f'data-phase="{escape(act.phase)}"><title>{escape(title)}</title>'
+            f'<path d="M{x:.1f},{y + 2} l6,8 l-6,8 l-6,-8 z"/></g>'
+        )
     parts.append(
         f'<text class="axis" x="{label_w}" y="{total_h - 4}">0</text>'
         f'<text class="axis" x="{label_w + plot_w - 60}" y="{total_h - 4}">'

@@ -1,7 +1,15 @@
 // Follows what another process does to the runs shown: every second the page is asked for
-// again and its main part replaced when it changed, without a reload. Nothing else runs here.
+// again and its main part replaced when it changed, without a reload; and a timeline bar
+// clicked opens the attempt it links to. Nothing else runs here.
 (function () {
   "use strict";
+  // A bar of the timeline links to its attempt: open it, so its request and answer show.
+  function openTarget() {
+    var target = window.location.hash && document.getElementById(window.location.hash.slice(1));
+    if (target && target.tagName === "DETAILS") { target.open = true; }
+  }
+  window.addEventListener("hashchange", openTarget);
+  openTarget();
   var main = document.getElementById("live");
   if (!main || !main.dataset.live) {
     return;
