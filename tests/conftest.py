@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers import Runs
+from helpers import Runs, Ui
 
 
 @pytest.fixture
@@ -33,3 +34,12 @@ def service():  # type: ignore[no-untyped-def]
 def runs(tmp_path: Path, service: Any) -> Runs:
     """The command line with a journal and `service`'s URL in its environment."""
     return Runs(tmp_path, service)
+
+
+@pytest.fixture
+def ui(runs: Runs) -> Iterator[Ui]:
+    """A `sagactl ui` on a free port of 127.0.0.1, over `runs`' journal."""
+    started = Ui(runs)
+    yield started
+    if started.proc.poll() is None:
+        started.stop()

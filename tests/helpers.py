@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from typer.testing import CliRunner
 
 from sagactl.cli import app
@@ -226,3 +229,24 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting")
         time.sleep(0.01)
+
+
+class Ui:
+    """A `sagactl ui` process on a free port of `host`."""
+
+    def __init__(self, runs: Runs, *args: str) -> None:
+        self.proc = runs.start("ui", "--port", "0", *args)
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.readline()
+        match = re.match(r"sagactl ui: (http://\S+)", first)
+        assert match, first + (self.proc.stderr.read() if self.proc.stderr else "")
+        self.address = match.group(1)
+        self.base = self.address.split("?")[0].rstrip("/")
+
+    def get(self, path: str, **kwargs: object) -> httpx.Response:
+        return httpx.get(self.base + path, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.communicate(timeout=20)  # and its pipes closed
+        return self.proc.returncode

@@ -8,44 +8,13 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 import sagas
-from helpers import Runs, wait_for
+from helpers import Runs, Ui, wait_for
 from sagactl.testing.service import Fault, Service
-
-
-class Ui:
-    """A `sagactl ui` process on a free port of `host`."""
-
-    def __init__(self, runs: Runs, *args: str) -> None:
-        self.proc = runs.start("ui", "--port", "0", *args)
-        assert self.proc.stdout is not None
-        first = self.proc.stdout.readline()
-        match = re.match(r"sagactl ui: (http://\S+)", first)
-        assert match, first + (self.proc.stderr.read() if self.proc.stderr else "")
-        self.address = match.group(1)
-        self.base = self.address.split("?")[0].rstrip("/")
-
-    def get(self, path: str, **kwargs: object) -> httpx.Response:
-        return httpx.get(self.base + path, timeout=10, **kwargs)  # type: ignore[arg-type]
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.communicate(timeout=20)  # and its pipes closed
-        return self.proc.returncode
-
-
-@pytest.fixture
-def ui(runs: Runs) -> Iterator[Ui]:
-    started = Ui(runs)
-    yield started
-    if started.proc.poll() is None:
-        started.stop()
 
 
 def some_runs(runs: Runs, service: Service) -> dict[str, str]:

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 import sagas
-from helpers import Runs, wait_for
+from helpers import Runs, Ui, wait_for
 from sagactl.testing.service import Fault, Service
-from test_ui import Ui, some_runs
+from test_ui import some_runs
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -61,14 +61,6 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
         yield driver
     finally:
         driver.quit()
-
-
-@pytest.fixture
-def ui(runs: Runs) -> Iterator[Ui]:
-    started = Ui(runs)
-    yield started
-    if started.proc.poll() is None:
-        started.stop()
 
 
 def until(browser: WebDriver, condition, timeout: float = 20):  # type: ignore[no-untyped-def]
