@@ -16,10 +16,11 @@ from typing import Any
 import httpx
 from typer.testing import CliRunner
 
+import sagas
 from sagactl.cli import app
 from sagactl.journal import open_journal
 from sagactl.records import RunStatus
-from sagactl.testing.service import Service
+from sagactl.testing.service import Fault, Service
 
 ROOT = Path(__file__).resolve().parent.parent
 SAGAS = ROOT / "sagas"
@@ -250,3 +251,18 @@ class Ui:
         self.proc.send_signal(signal.SIGINT)
         self.proc.communicate(timeout=20)  # and its pipes closed
         return self.proc.returncode
+
+
+def some_runs(runs: Runs, service: Service) -> dict[str, str]:
+    """A run that succeeded, one compensated, one stuck: their ids by outcome."""
+    ids = {}
+    ids["succeeded"] = runs.run(sagas.THREE)[1]
+    service.faults.append(Fault("PUT", "/c/", status=422))
+    ids["compensated"] = runs.run(sagas.THREE)[1]
+    service.faults += [
+        Fault("PUT", "/c/", status=422, times=None),
+        Fault("DELETE", "/a/", status=500, times=None),
+    ]
+    ids["stuck"] = runs.run(sagas.THREE)[1]
+    service.clear_faults()
+    return ids

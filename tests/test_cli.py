@@ -108,7 +108,10 @@ def imported(
 @pytest.mark.parametrize(
     ("args", "unwanted"),
     [
-        (["--help"], ("httpx", "rich", "tenacity", "sqlite3", "jinja2", "jsonschema", "yaml")),
+        (
+            ["--help"],
+            ("httpx", "rich", "tenacity", "sqlite3", "jinja2", "jsonschema", "yaml", "starlette"),
+        ),
         (["validate", str(SAGAS / "add-product.yaml")], ("httpx", "rich", "tenacity", "sqlite3")),
         (
             ["list"],
@@ -122,6 +125,8 @@ def imported(
                 "sagactl.events",
                 "sagactl.model",
                 "sagactl.engine",
+                "starlette",
+                "uvicorn",
             ),
         ),
         (

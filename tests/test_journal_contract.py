@@ -155,6 +155,98 @@ def test_pages_of_runs_neither_repeat_nor_skip_one(journal: Journal) -> None:
     }
 
 
+def run_with(journal: Journal, run_id: str, inputs: dict[str, Any], owner: Owner = ME) -> None:
+    journal.create_run(
+        run_id=run_id,
+        name="shop" if run_id < "R3" else "other",
+        saga_path="s.yaml",
+        saga_text="name: s",
+        saga_hash="h",
+        inputs=inputs,
+        env={},
+        trace_id="t" * 32,
+        owner=owner,
+        lease_ttl=30,
+        step_ids=["a"],
+    )
+
+
+def test_runs_are_filtered_by_time_and_searched_by_id_or_input(journal: Journal) -> None:
+    run_with(journal, "R1AAA", {"sku": "blue-shirt"})
+    run_with(journal, "R2BBB", {"sku": "red_hat", "n": 100})
+    run_with(journal, "R3CCC", {"note": "50% off"})
+    run_with(journal, "R4DDD", {"sku": "BLUE-CAP"})
+    created = {r.id: r.created_at for r in journal.list_runs(limit=10)}
+
+    def found(**filters: Any) -> list[str]:
+        return sorted(r.id for r in journal.list_runs(limit=10, **filters))
+
+    assert found(since=created["R2BBB"]) == ["R2BBB", "R3CCC", "R4DDD"]
+    assert found(until=created["R3CCC"]) == ["R1AAA", "R2BBB"]  # before, not at
+    assert found(since=created["R2BBB"], until=created["R4DDD"]) == ["R2BBB", "R3CCC"]
+    assert found(search="r2b") == ["R2BBB"]  # an id prefix, typed in lower case
+    assert found(search="blue") == ["R1AAA", "R4DDD"]  # an input value, whatever its case
+    assert found(search="BBB") == []  # an id matches by its start only
+    # the characters of LIKE patterns are themselves, not wildcards
+    assert found(search="_") == ["R2BBB"]
+    assert found(search="%") == ["R3CCC"]
+    assert found(search="100") == ["R2BBB"]
+    assert found(search="blue", name="other") == ["R4DDD"]
+    # counts take the same filters, and none of a status is left out, not zero
+    journal.set_run("R1AAA", status=RunStatus.SUCCEEDED)
+    journal.set_run("R4DDD", status=RunStatus.STUCK, error="a: 500")
+    assert journal.count_runs() == {"succeeded": 1, "running": 2, "stuck": 1}
+    assert journal.count_runs(search="blue") == {"succeeded": 1, "stuck": 1}
+    assert journal.count_runs(name="shop", since=created["R2BBB"]) == {"running": 1}
+
+
+def test_a_run_whose_owner_is_gone_counts_as_interrupted(journal: Journal) -> None:
+    run_with(journal, "R1AAA", {}, owner=Owner(ME.host, dead_pid()))
+    run_with(journal, "R2BBB", {})
+    assert journal.count_runs() == {"interrupted": 1, "running": 1}
+
+
+def test_statistics_sum_runs_and_attempts_by_saga_and_phase(journal: Journal) -> None:
+    run_with(journal, "R1AAA", {})
+    run_with(journal, "R3CCC", {})
+    for run_id, took in (("R1AAA", (5.0, 300.0)), ("R3CCC", (2000.0,))):
+        for number, ms in enumerate(took, 1):
+            attempt = begin(journal, "a", number, run_id=run_id)
+            last = number == len(took)
+            journal.finish_attempt(
+                attempt,
+                outcome="success" if last else "retryable",
+                duration_ms=ms,
+                status=200 if last else 503,
+                step_state=StepState.SUCCEEDED if last else None,
+                applied=last,
+            )
+    in_doubt = begin(journal, "b", run_id="R3CCC")
+    journal.finish_attempt(
+        in_doubt,
+        outcome="in_doubt",
+        duration_ms=1.0,
+        in_doubt=True,
+        step_state=StepState.IN_DOUBT,
+        applied=True,
+    )
+    journal.set_run("R1AAA", status=RunStatus.SUCCEEDED)
+    stats = journal.statistics([0.01, 1.0])
+    assert sorted((saga, status) for saga, status, *_ in stats.runs) == [
+        ("other", "running"),
+        ("shop", "succeeded"),
+    ]
+    finished = {saga: done for saga, _, _, _, done in stats.runs}
+    assert finished["shop"] is not None and finished["other"] is None
+    by_saga = {(saga, phase): rest for saga, phase, *rest in stats.attempts}
+    count, seconds, within, retries = by_saga[("shop", "action")]
+    assert (count, within, retries) == (2, [1, 2], 1)
+    assert seconds == pytest.approx(0.305)
+    count, seconds, within, retries = by_saga[("other", "action")]
+    assert (count, within, retries) == (2, [1, 1], 0)
+    assert stats.in_doubt == {"other": 1}
+
+
 def test_a_status_sets_its_finish_and_clears_an_error_not_given(journal: Journal) -> None:
     new_run(journal)
     journal.set_run("R0001", status=RunStatus.COMPENSATING, phase="compensate", error="step b: 500")

@@ -13,23 +13,8 @@ from pathlib import Path
 import httpx
 
 import sagas
-from helpers import Runs, Ui, wait_for
+from helpers import Runs, Ui, some_runs, wait_for
 from sagactl.testing.service import Fault, Service
-
-
-def some_runs(runs: Runs, service: Service) -> dict[str, str]:
-    """A run that succeeded, one compensated, one stuck: their ids by outcome."""
-    ids = {}
-    ids["succeeded"] = runs.run(sagas.THREE)[1]
-    service.faults.append(Fault("PUT", "/c/", status=422))
-    ids["compensated"] = runs.run(sagas.THREE)[1]
-    service.faults += [
-        Fault("PUT", "/c/", status=422, times=None),
-        Fault("DELETE", "/a/", status=500, times=None),
-    ]
-    ids["stuck"] = runs.run(sagas.THREE)[1]
-    service.clear_faults()
-    return ids
 
 
 def test_the_list_filters_counts_and_searches(runs: Runs, service: Service, ui: Ui) -> None:

@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 import sagas
-from helpers import Runs, Ui, wait_for
+from helpers import Runs, Ui, some_runs, wait_for
 from sagactl.testing.service import Fault, Service
-from test_ui import some_runs
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
