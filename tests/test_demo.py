@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import ROOT, cli
+from helpers import ROOT, cli, cli_process
 from sagactl.journal import open_journal
 from sagactl.records import RunStatus
 
@@ -28,6 +28,16 @@ def test_demo_shows_a_success_then_a_compensation(tmp_path: Path) -> None:
         runs = store.list_runs()
     assert [r.status for r in runs] == [RunStatus.COMPENSATED, RunStatus.SUCCEEDED]
     assert f"sagactl show {runs[0].id} --journal {journal}" in out
+    # the report it suggests, run as printed, holds both runs
+    suggested = re.search(r"^  sagactl (report .+)$", out, re.MULTILINE)
+    assert suggested, out
+    made = cli_process(*suggested.group(1).split(), cwd=tmp_path)
+    assert made.exit_code == 0, made.stderr
+    page = (tmp_path / "demo.html").read_text()
+    assert [m.group(1) for m in re.finditer(r'<section class="run" data-run="(\w+)"', page)] == [
+        runs[1].id,
+        runs[0].id,
+    ]
 
 
 def test_demo_faults(tmp_path: Path) -> None:

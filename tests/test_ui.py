@@ -36,6 +36,9 @@ def test_a_run_page_holds_what_the_journal_says(runs: Runs, service: Service, ui
     ids = some_runs(runs, service)
     page = ui.get(f"/runs/{ids['stuck']}").text
     assert 'id="status">stuck<' in page
+    # it ran for milliseconds and has waited since: the wait is not counted as running
+    took = re.search(r"<dt>took</dt><dd>(\d+)ms; waiting since \d{4}-\d\d-\d\d ", page)
+    assert took, page
     assert "compensation not finished for a: status 500" in page
     assert re.search(r"saga\.yaml:\d+ \(a compensate\)", page)
     assert f"sagactl skip {ids['stuck']} a --reason" in page

@@ -187,6 +187,8 @@ def run_demo(
         "\nTry next:\n"
         f"  sagactl show {runs[0][0].id}{flag}\n"
         "      every request and response of the last run\n"
+        f"  sagactl report {' '.join(run.id for run, _ in reversed(runs))} -o demo.html{flag}\n"
+        "      the same, with the step graph and a timeline, as one HTML page\n"
         "  sagactl demo --flaky search\n"
         "      search answers 503 twice: retried with the same Idempotency-Key\n"
         "  sagactl demo --slow inventory\n"

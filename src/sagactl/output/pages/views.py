@@ -120,7 +120,7 @@ def list_page(
             "saga": run.name,
             "status": status,
             "created": run.created_at,
-            "took": (run.finished_at or time.time()) - run.created_at,
+            "took": _took(run, status),
             "error": run.error or "",
         }
         for run, status in runs
@@ -140,6 +140,19 @@ def list_page(
 
 
 # --- one run --------------------------------------------------------------------------------
+
+
+_WAITING = ("stuck", "interrupted")
+
+
+def _took(run: RunRecord, status: str) -> float:
+    """How long the run ran: to its end; for one waiting on someone, to when it stopped
+    (the wait since is not work); for one still going, until now."""
+    if run.finished_at is not None:
+        return run.finished_at - run.created_at
+    if status in _WAITING:
+        return run.updated_at - run.created_at
+    return time.time() - run.created_at
 
 
 def _row_keys(data: RunData) -> list[tuple[str, str]]:
@@ -385,7 +398,8 @@ def _run_context(data: RunData, journal_flag: str) -> dict[str, Any]:
     return {
         "run": run,
         "status": shown,
-        "took": (run.finished_at or time.time()) - run.created_at,
+        "took": _took(run, shown),
+        "waiting": shown in _WAITING,
         "owner": f"process {run.owner_pid} on {run.owner_host}" if run.owner_host else "none",
         "inputs": json.dumps(run.inputs, ensure_ascii=False, indent=2),
         "env_names": sorted(run.env),
