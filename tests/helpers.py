@@ -233,9 +233,11 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
 
 
 class Ui:
-    """A `sagactl ui` process on a free port of `host`."""
+    """A `sagactl ui` process on a free port of `host`, over `runs`' journal (made empty
+    first if no run made it yet: ui reads only a journal that exists)."""
 
     def __init__(self, runs: Runs, *args: str) -> None:
+        open_journal(runs.journal).close()
         self.proc = runs.start("ui", "--port", "0", *args)
         assert self.proc.stdout is not None
         first = self.proc.stdout.readline()

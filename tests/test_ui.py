@@ -103,6 +103,15 @@ def test_run_report_is_written_even_when_the_run_fails(runs: Runs, service: Serv
     assert bad.exit_code == 4
 
 
+def test_ui_and_report_refuse_a_journal_that_is_not_there(runs: Runs) -> None:
+    missing = runs.tmp / "typo.db"
+    for command in (["ui", "--port", "0"], ["report", "R1", "-o", str(runs.tmp / "r.html")]):
+        refused = runs(*command, "--journal", str(missing))
+        assert refused.exit_code == 4
+        assert f"no journal at {missing}: nothing has run with it" in refused.stderr
+    assert not missing.exists()  # and none was made
+
+
 def test_ui_refuses_a_port_in_use(runs: Runs, ui: Ui) -> None:
     port = ui.base.rsplit(":", 1)[1]
     taken = runs("ui", "--port", port)

@@ -965,7 +965,7 @@ def report_command(
     with _reported():
         from sagactl.journal import open_journal
 
-        with open_journal(journal) as store:
+        with open_journal(journal, existing=True) as store:
             pages = [_run_data(store, store.find_run(run_id)) for run_id in run_ids]
         _write_report(out, pages, _journal_flag(journal))
         typer.echo(f"{out}: {len(pages)} run{'s' if len(pages) != 1 else ''}")
@@ -1011,22 +1011,22 @@ def ui(
         loopback = host in ("127.0.0.1", "localhost", "::1")
         if token is None and not loopback:
             token = secrets.token_urlsafe(24)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # IPPROTO_TCP named, not left 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only
-        # on connections of a socket that says it is TCP, and with it on every answer on a
-        # kept-alive connection waits ≈ 40 ms for the browser's delayed acknowledgement.
-        listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            listener.bind((host, port))
-        except OSError as exc:
-            listener.close()
-            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-        listener.listen(64)
-        bound = listener.getsockname()[1]
-        shown_host = f"[{host}]" if ":" in host else host
-        url = f"http://{shown_host}:{bound}/" + (f"?token={token}" if token else "")
-        with open_journal(journal) as store:
+        with open_journal(journal, existing=True) as store:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            # IPPROTO_TCP named, not left 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only
+            # on connections of a socket that says it is TCP, and with it on every answer on a
+            # kept-alive connection waits ≈ 40 ms for the browser's delayed acknowledgement.
+            listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                listener.bind((host, port))
+            except OSError as exc:
+                listener.close()
+                raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            listener.listen(64)
+            bound = listener.getsockname()[1]
+            shown_host = f"[{host}]" if ":" in host else host
+            url = f"http://{shown_host}:{bound}/" + (f"?token={token}" if token else "")
             app_ = create_app(
                 store, token=token, redactor=redactor(), journal_flag=_journal_flag(journal)
             )

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from sagactl.errors import UsageError
+from sagactl.errors import JournalError, UsageError
 from sagactl.journal.contract import Durability, Journal, shown_status
 from sagactl.journal.leases import Alive, owner_alive
 
@@ -33,10 +33,12 @@ def open_journal(
     durability: Durability = Durability.FULL,
     *,
     alive: Alive = owner_alive,
+    existing: bool = False,
 ) -> Journal:
     """The journal at `target`: a file path (or `sqlite:///path`), by default `default_path()`.
-    The file is created, private to its user, when it is not there. `alive` is the lease
-    policy: whether a run's owner may still be driving it."""
+    The file is created, private to its user, when it is not there, unless `existing` (for
+    the commands that only read: a path mistyped is then an error, not an empty journal).
+    `alive` is the lease policy: whether a run's owner may still be driving it."""
     if target is None or target == "":
         target = default_path()
     text = str(target)
@@ -53,6 +55,11 @@ def open_journal(
     elif scheme:
         raise UsageError(
             f"{target}: unknown journal kind '{scheme}'; give the path of a journal file"
+        )
+    if existing and not Path(text).exists():
+        raise JournalError(
+            f"no journal at {text}: nothing has run with it. Give the journal runs were "
+            "written to (--journal, or SAGACTL_JOURNAL)"
         )
     from sagactl.journal.sqlite import SqliteJournal  # sqlite3 only for the commands that use it
 
