@@ -191,11 +191,13 @@ def test_runs_are_filtered_by_time_and_searched_by_id_or_input(journal: Journal)
     assert found(search="_") == ["R2BBB"]
     assert found(search="%") == ["R3CCC"]
     assert found(search="100") == ["R2BBB"]
+    run_with(journal, "R5EEE", {"name": 'Café "Zoë"'})
+    assert found(search="café") == found(search='"Zoë"') == ["R5EEE"]
     assert found(search="blue", name="other") == ["R4DDD"]
     # counts take the same filters, and none of a status is left out, not zero
     journal.set_run("R1AAA", status=RunStatus.SUCCEEDED)
     journal.set_run("R4DDD", status=RunStatus.STUCK, error="a: 500")
-    assert journal.count_runs() == {"succeeded": 1, "running": 2, "stuck": 1}
+    assert journal.count_runs() == {"succeeded": 1, "running": 3, "stuck": 1}
     assert journal.count_runs(search="blue") == {"succeeded": 1, "stuck": 1}
     assert journal.count_runs(name="shop", since=created["R2BBB"]) == {"running": 1}
 

@@ -7,6 +7,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 import sagas
 from helpers import Runs
+from sagactl.journal import open_journal
 from sagactl.testing.service import Fault, Service
 
 
@@ -51,7 +52,15 @@ def test_metrics_of_real_runs(runs: Runs, service: Service) -> None:
 
 
 def test_metrics_of_an_empty_journal(runs: Runs) -> None:
+    open_journal(runs.journal).close()
     result = runs("metrics")
     assert result.exit_code == 0
     found = samples(result.stdout)
     assert found == {("sagactl_oldest_waiting_run_age_seconds", ()): 0}
+
+
+def test_metrics_of_a_journal_that_is_not_there_is_an_error(runs: Runs) -> None:
+    """Zeros for a mistyped path would silence every alert: it is an error instead."""
+    result = runs("metrics", "--journal", str(runs.tmp / "typo.db"))
+    assert result.exit_code == 4
+    assert "no journal at" in result.stderr and result.stdout == ""

@@ -5,15 +5,19 @@ real browser."""
 
 from __future__ import annotations
 
+import html
+import http.client
 import re
 import signal
-import subprocess
-from pathlib import Path
+import time
 
 import httpx
+import pytest
 
 import sagas
 from helpers import Runs, Ui, some_runs, wait_for
+from sagactl.journal import open_journal
+from sagactl.records import Owner
 from sagactl.testing.service import Fault, Service
 
 
@@ -59,8 +63,115 @@ def test_the_dashboard_only_reads_and_sends_strict_headers(ui: Ui) -> None:
     assert answer.headers["X-Frame-Options"] == "DENY"
     assert httpx.post(ui.base + "/", timeout=10).status_code == 405
     assert ui.get("/static/app.js").headers["content-type"].startswith("text/javascript")
-    assert ui.get("/static/../../etc/passwd").status_code == 404
+    for raw in ("/static/../../etc/passwd", "/static/..%2F..%2Fetc%2Fpasswd", "/static/"):
+        assert raw_get(ui, raw) == 404, raw  # sent as written: httpx would normalize it
     assert ui.stop() == 0  # Ctrl-C stops it cleanly
+
+
+def raw_get(ui: Ui, path: str, host: str | None = None) -> int:
+    """The status of a GET of `path` exactly as written, with another Host header if given."""
+    address = ui.base.removeprefix("http://")
+    connection = http.client.HTTPConnection(address, timeout=10)
+    try:
+        connection.putrequest("GET", path, skip_host=host is not None)
+        if host is not None:
+            connection.putheader("Host", host)
+        connection.endheaders()
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_on_loopback_it_answers_only_to_loopback_names(ui: Ui) -> None:
+    """Without a token, a page of another site whose name is made to resolve to 127.0.0.1
+    (DNS rebinding) must not read the journal: the Host header has to be a loopback name."""
+    port = ui.base.rsplit(":", 1)[1]
+    assert raw_get(ui, "/health", host=f"attacker.example:{port}") == 421
+    assert raw_get(ui, "/", host=f"localhost:{port}") == 200
+    assert raw_get(ui, "/", host=f"127.0.0.1:{port}") == 200
+
+
+def test_a_missing_run_is_named_escaped(ui: Ui) -> None:
+    answer = ui.get("/runs/%3Cmeta%20http-equiv%3Drefresh%20content%3D0%3Burl%3Dx%3E")
+    assert answer.status_code == 404
+    assert "<meta" not in answer.text and "&lt;meta http-equiv=refresh" in answer.text
+
+
+def test_a_short_or_empty_token_is_refused(runs: Runs) -> None:
+    for token in ("", "short"):
+        refused = runs("ui", "--port", "0", "--host", "127.0.0.2", "--token", token)
+        assert refused.exit_code == 2
+        assert "--token: give at least 16 characters" in refused.stderr
+
+
+def test_the_next_page_keeps_the_filters(runs: Runs, ui: Ui) -> None:
+    with open_journal(runs.journal) as store:
+        for i in range(120):
+            store.create_run(
+                run_id=f"R{i:04d}",
+                name="shop",
+                saga_path="s.yaml",
+                saga_text="name: shop",
+                saga_hash="h",
+                inputs={"tag": "a&b=c" if i % 2 else "a"},
+                env={},
+                trace_id="t" * 32,
+                owner=Owner("elsewhere", 1),
+                lease_ttl=30,
+                step_ids=[],
+            )
+    first = ui.get("/", params={"q": "a&b=c"}).text
+    assert first.count('class="run"') == 50
+    more = re.search(r'class="next" href="\?([^"]+)"', first)
+    assert more, first
+    second = ui.get("/?" + html.unescape(more.group(1))).text
+    shown = re.findall(r'data-run="R(\d+)"', first) + re.findall(r'data-run="R(\d+)"', second)
+    assert sorted(int(n) for n in shown) == list(range(1, 120, 2))  # each once, only those
+
+
+def test_odd_journaled_sagas_still_show(runs: Runs, ui: Ui) -> None:
+    """A run journaled before step ids were (its order read from the saga text), and one
+    whose saga text a hand-edit left with a `needs` that is not a step id."""
+    texts = {
+        "OLDRUN1": "name: s\nsteps:\n  - id: a\n  - id: b\n",
+        "ODDNEEDS": "name: s\nsteps:\n  - id: a\n  - id: b\n    needs: [{x: 1}, a]\n",
+    }
+    with open_journal(runs.journal) as store:
+        for run_id, text in texts.items():
+            store.create_run(
+                run_id=run_id,
+                name="s",
+                saga_path="s.yaml",
+                saga_text=text,
+                saga_hash="h",
+                inputs={},
+                env={},
+                trace_id="t" * 32,
+                owner=Owner("elsewhere", 1),
+                lease_ttl=30,
+                step_ids=None,
+            )
+    for run_id in texts:
+        page = ui.get(f"/runs/{run_id}")
+        assert page.status_code == 200, page.text
+        assert re.findall(r'class="node [\w-]+" data-step="(\w+)"', page.text) == ["a", "b"]
+
+
+def test_a_day_is_the_day_in_local_time_summer_time_changes_included(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sagactl.output.pages.server import _day
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        for day, hours in (("2024-11-03", 25), ("2024-03-10", 23), ("2024-06-01", 24)):
+            start, end = _day(day, "from"), _day(day, "to", after=True)
+            assert start is not None and end is not None
+            assert end - start == hours * 3600, day
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_off_loopback_a_token_is_required(runs: Runs) -> None:
@@ -73,9 +184,13 @@ def test_off_loopback_a_token_is_required(runs: Runs) -> None:
         opened = ui.get("/", params={"token": token})
         assert opened.status_code == 200
         # the page keeps it as a cookie: later requests need not carry it
-        cookie = opened.cookies.get("sagactl_token")
+        port = ui.base.rsplit(":", 1)[1]
+        cookie = opened.cookies.get(f"sagactl_token_{port}")  # one per port: see server.py
         assert cookie == token
-        assert ui.get("/static/app.css", cookies={"sagactl_token": token}).status_code == 200
+        kept = {f"sagactl_token_{port}": token}
+        assert ui.get("/static/app.css", cookies=kept).status_code == 200
+        other_port = {"sagactl_token_1": token}
+        assert ui.get("/static/app.css", cookies=other_port).status_code == 401
     finally:
         ui.stop()
 
@@ -120,17 +235,20 @@ def test_ui_refuses_a_port_in_use(runs: Runs, ui: Ui) -> None:
 
 
 def test_a_run_driven_elsewhere_shows_as_running_then_succeeded(
-    runs: Runs, service: Service, ui: Ui, tmp_path: Path
+    runs: Runs, service: Service, ui: Ui
 ) -> None:
-    service.faults.append(Fault("PUT", "/b/", kind="delay_before", delay=1.0))
+    hold = Fault("PUT", "/b/", kind="hold")
+    service.faults.append(hold)
     proc = runs.start("run", str(runs.file(sagas.THREE)))
-    wait_for(lambda: bool(service.requests("PUT", "/b/")))
-    listed = ui.get("/").text
-    run_id = re.search(r'data-run="(\w+)" data-status="running"', listed)
-    assert run_id, listed
-    assert 'data-live="1"' in ui.get(f"/runs/{run_id.group(1)}").text
+    try:
+        wait_for(lambda: bool(service.requests("PUT", "/b/")))
+        listed = ui.get("/").text
+        run_id = re.search(r'data-run="(\w+)" data-status="running"', listed)
+        assert run_id, listed
+        assert 'data-live="1"' in ui.get(f"/runs/{run_id.group(1)}").text
+    finally:
+        hold.release.set()
     proc.communicate(timeout=20)
-    assert isinstance(proc, subprocess.Popen)
     done = ui.get(f"/runs/{run_id.group(1)}").text
     assert 'id="status">succeeded<' in done and 'data-live="1"' not in done
 

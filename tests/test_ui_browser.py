@@ -150,21 +150,30 @@ def test_an_attempt_in_doubt_is_marked_on_the_timeline(
 def test_a_run_driven_elsewhere_updates_without_a_reload(
     browser: WebDriver, runs: Runs, service: Service, ui: Ui
 ) -> None:
-    service.faults.append(Fault("PUT", "/b/", kind="delay_before", delay=1.5))
+    hold = Fault("PUT", "/b/", kind="hold")  # b stays in flight until released
+    service.faults.append(hold)
     proc = runs.start("run", str(runs.file(sagas.THREE)))
-    wait_for(lambda: bool(service.requests("PUT", "/b/")))
-    browser.get(ui.base + "/")
-    row = browser.find_element(By.CSS_SELECTOR, 'tr.run[data-status="running"]')
-    run_id = row.get_attribute("data-run")
-    browser.get(f"{ui.base}/runs/{run_id}")
-    assert browser.find_element(By.ID, "status").text == "running"
-    # a mark the page's script would lose if the page were loaded again
-    browser.execute_script("window.sagactlMark = 1")
+    try:
+        wait_for(lambda: bool(service.requests("PUT", "/b/")))
+        browser.get(ui.base + "/")
+        row = browser.find_element(By.CSS_SELECTOR, 'tr.run[data-status="running"]')
+        run_id = row.get_attribute("data-run")
+        browser.get(f"{ui.base}/runs/{run_id}")
+        assert browser.find_element(By.ID, "status").text == "running"
+        # what a reader opened stays open through the updates
+        browser.find_element(By.CSS_SELECTOR, "details.saga summary").click()
+        browser.find_element(By.CSS_SELECTOR, 'details.attempt[data-step="a"] summary').click()
+        # a mark the page's script would lose if the page were loaded again
+        browser.execute_script("window.sagactlMark = 1")
+    finally:
+        hold.release.set()
     proc.communicate(timeout=30)
     until(browser, lambda: browser.find_element(By.ID, "status").text == "succeeded")
     assert browser.execute_script("return window.sagactlMark") == 1
     nodes = browser.find_elements(By.CSS_SELECTOR, "svg.graph g.node")
     assert {n.get_attribute("data-state") for n in nodes} == {"succeeded"}
+    for opened in ("details.saga", 'details.attempt[data-step="a"]'):
+        assert browser.find_element(By.CSS_SELECTOR, opened).get_attribute("open") is not None
 
 
 def test_off_loopback_the_token_opens_it_and_nothing_else_does(

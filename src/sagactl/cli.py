@@ -940,7 +940,7 @@ def metrics(journal: JournalOption = None) -> None:
         from sagactl.journal import open_journal
         from sagactl.output.metrics import BOUNDS, format_metrics
 
-        with open_journal(journal) as store:
+        with open_journal(journal, existing=True) as store:  # a typo must not read as no runs
             stats = store.statistics(BOUNDS)
         typer.echo(format_metrics(stats), nl=False)
 
@@ -1000,7 +1000,7 @@ def ui(
         try:
             import uvicorn
 
-            from sagactl.output.pages.server import create_app
+            from sagactl.output.pages.server import MIN_TOKEN, create_app
         except ImportError:
             raise UsageError(
                 "sagactl ui needs the web server it ships as an extra: "
@@ -1008,6 +1008,11 @@ def ui(
             ) from None
         from sagactl.journal import open_journal
 
+        if token is not None and len(token) < MIN_TOKEN:
+            raise UsageError(
+                f"--token: give at least {MIN_TOKEN} characters, or leave it out to have one "
+                "made up and printed"
+            )
         loopback = host in ("127.0.0.1", "localhost", "::1")
         if token is None and not loopback:
             token = secrets.token_urlsafe(24)
@@ -1028,7 +1033,11 @@ def ui(
             shown_host = f"[{host}]" if ":" in host else host
             url = f"http://{shown_host}:{bound}/" + (f"?token={token}" if token else "")
             app_ = create_app(
-                store, token=token, redactor=redactor(), journal_flag=_journal_flag(journal)
+                store,
+                lambda run: _run_data(store, run),
+                token=token,
+                redactor=redactor(),
+                journal_flag=_journal_flag(journal),
             )
             typer.echo(
                 f"sagactl ui: {url}\n  journal {store.location} (read-only); Ctrl-C stops it"

@@ -13,8 +13,9 @@ Each secret is masked in every form it may take on its way to a service and back
 as it is; percent-encoded, any of its characters, with either case of hex (so with `/` kept or
 not); form-encoded (`+` for a space); JSON-escaped (`\\uXXXX` with either case, `\\/`, `\\"`,
 `\\\\`); base64 and base64url, with or without padding, also inside a longer base64 text (the
-secret after 1 or 2 other bytes, as in a Basic credential). A service that transforms a secret
-beyond these (hashes it, encrypts it) is beyond any redactor.
+secret after 1 or 2 other bytes, as in a Basic credential); HTML- and XML-escaped (`&amp;`,
+`&lt;`, `&#34;`, `&#x27;`…, as pages, reports and JUnit write it). A service that transforms
+a secret beyond these (hashes it, encrypts it) is beyond any redactor.
 
 `Authorization`, `Cookie`, `Proxy-Authorization` and `Set-Cookie` header values are masked
 whatever they hold.
@@ -46,6 +47,7 @@ FORMS = (
     "base64",
     "base64url",
     "base64-embedded",
+    "html",
 )
 """The forms masked: each can be left out (`Redactor(forms=…)`), to check that the tests
 notice its absence."""
@@ -78,6 +80,18 @@ def _json_escapes(char: str) -> list[str]:
     return forms
 
 
+_HTML_NAMED = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"}
+
+
+def _html_escapes(char: str) -> list[str]:
+    """The character references HTML and XML writers use for a character that must not
+    appear as itself (`&`, `<`, `>`, quotes), named and numbered."""
+    if char not in _HTML_NAMED:
+        return []
+    code = ord(char)
+    return [_HTML_NAMED[char], f"&#{code};", f"&#x{code:x};", f"&#x{code:X};"]
+
+
 def _char_pattern(char: str, forms: frozenset[str]) -> str:
     if _PLAIN.fullmatch(char):
         return re.escape(char)
@@ -90,6 +104,8 @@ def _char_pattern(char: str, forms: frozenset[str]) -> str:
         options.append("+")
     if "json" in forms:
         options += _json_escapes(char)
+    if "html" in forms:
+        options += _html_escapes(char)
     options = sorted(set(options), key=len, reverse=True)
     if not options:
         return "(?!)"  # this character has no form left: nothing matches

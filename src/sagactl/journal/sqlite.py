@@ -581,9 +581,13 @@ class SqliteJournal:
             args.append(until)
         if search:
             # An id by a prefix of it (as typed or in upper case), or an input's value.
-            pattern = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            # Inputs are kept as ASCII JSON: a value is looked for as written there too.
-            escaped = json.dumps(pattern)[1:-1]
+            def like(text: str) -> str:  # the text itself, no character a wildcard
+                return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+            pattern = like(search)
+            # Inputs are kept as ASCII JSON: a value is looked for as written there too
+            # (`é` as `\u00e9`, `"` as `\"`), encoded first and then made a pattern.
+            escaped = like(json.dumps(search)[1:-1])
             where.append(
                 "(id LIKE ? ESCAPE '\\' OR id LIKE ? ESCAPE '\\' OR inputs LIKE ? ESCAPE '\\'"
                 " OR inputs LIKE ? ESCAPE '\\')"

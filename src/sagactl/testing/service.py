@@ -41,7 +41,8 @@ class Fault:
     `drop_after` (apply, then close the connection without answering), `drop_before` (close
     without applying),
     `trickle` (apply, send the head and the body but its last 4 bytes, then those one every
-    `delay` seconds), `ok`
+    `delay` seconds), `hold` (wait until `release` is set, at most a minute, then apply: a
+    request kept in flight for as long as a test looks at it), `ok`
     (behave normally: a place in a sequence of faults).
     `times` is how many matching requests misbehave (None: all). With `step` and `phase`, only
     requests whose `Saga-Step` and `Saga-Phase` headers say so match.
@@ -59,6 +60,8 @@ class Fault:
     suffix: str = ""
     step: str | None = None
     phase: str | None = None
+    release: threading.Event = field(default_factory=threading.Event)
+    """What a `hold` fault waits for."""
 
     def matches(self, method: str, path: str, headers: Mapping[str, str] | None = None) -> bool:
         headers = headers or {}
@@ -269,6 +272,8 @@ class Service:
                     return
                 if fault and fault.kind == "delay_before":
                     time.sleep(fault.delay)
+                if fault and fault.kind == "hold":
+                    fault.release.wait(60)
                 status, reply = service._apply(self.command, path, body, key, headers)
                 if fault and fault.kind == "applied_status":
                     self._reply(fault.status, fault.body, fault.headers)

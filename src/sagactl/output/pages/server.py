@@ -12,7 +12,9 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
+from markupsafe import escape
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
@@ -20,16 +22,22 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from sagactl.errors import JournalError
 from sagactl.journal.contract import Journal, shown_status
 from sagactl.output.pages.views import STATUSES, RunData, list_page, run_page, static_text
 from sagactl.records import RunRecord
 from sagactl.redact import Redactor
 
-__all__ = ["PAGE", "create_app"]
+__all__ = ["MIN_TOKEN", "PAGE", "create_app"]
 
 PAGE = 50
 """Runs a page of the list shows."""
-_COOKIE = "sagactl_token"
+_COOKIE = "sagactl_token_{port}"
+"""The token's cookie, one per port: a browser sends a host's cookies to all its ports, and
+two dashboards on one host must neither overwrite nor receive each other's token."""
+_LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+MIN_TOKEN = 16
+"""The shortest token accepted: an empty or short one would open the dashboard to guessing."""
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -44,14 +52,18 @@ _HEADERS = {
 _STATIC = {"app.css": "text/css; charset=utf-8", "app.js": "text/javascript; charset=utf-8"}
 
 
-def _day(text: str, name: str) -> float | None:
+def _day(text: str, name: str, *, after: bool = False) -> float | None:
+    """The local midnight starting the day `text` names; `after`: the one ending it (the next
+    day's, so that a day of a change to or from summer time has its 23 or 25 hours)."""
     if not text:
         return None
     try:
         day = datetime.date.fromisoformat(text)
-    except ValueError:
+        if after:
+            day += datetime.timedelta(days=1)
+        return time.mktime(day.timetuple())
+    except (ValueError, OverflowError):
         raise _BadRequest(f"{name}: expected a date as YYYY-MM-DD, got {text!r}") from None
-    return time.mktime(day.timetuple())
 
 
 class _BadRequest(Exception):
@@ -60,13 +72,18 @@ class _BadRequest(Exception):
 
 def create_app(
     journal: Journal,
+    read_run: Callable[[RunRecord], RunData],
     *,
     token: str | None = None,
     redactor: Redactor | None = None,
     journal_flag: str = "",
 ) -> Starlette:
-    """The dashboard over `journal`; with `token`, every request must give it."""
+    """The dashboard over `journal`, whose runs `read_run` reads whole; with `token`, every
+    request must give it, and without one, only requests for a loopback name are answered
+    (so that a page of another site whose name resolves to 127.0.0.1 cannot read it)."""
     redactor = redactor if redactor is not None else Redactor()
+    if token is not None and len(token) < MIN_TOKEN:
+        raise ValueError(f"a token of at least {MIN_TOKEN} characters is needed")
 
     def runs(request: Request) -> Response:
         q = request.query_params
@@ -74,9 +91,7 @@ def create_app(
         if filters["status"] and filters["status"] not in STATUSES:
             raise _BadRequest(f"status: expected one of {', '.join(STATUSES)}")
         since = _day(filters["since"], "from")
-        until = _day(filters["until"], "to")
-        if until is not None:
-            until += 86400  # the whole of that day
+        until = _day(filters["until"], "to", after=True)  # the whole of that day
         before: tuple[float, str] | None = None
         if q.get("before"):
             stamp, _, run_id = q["before"].partition(",")
@@ -92,8 +107,8 @@ def create_app(
         if len(found) > PAGE:
             found = found[:PAGE]
             last = found[-1][0]
-            rest = "&".join(f"{k}={v}" for k, v in filters.items() if v)
-            next_page = f"before={last.created_at!r},{last.id}" + (f"&{rest}" if rest else "")
+            kept = [(k, v) for k, v in filters.items() if v]
+            next_page = urlencode([("before", f"{last.created_at!r},{last.id}"), *kept])
         counts = journal.count_runs(**common)  # type: ignore[arg-type]
         html = list_page(
             found,
@@ -109,17 +124,9 @@ def create_app(
         run_id = request.path_params["run_id"]
         try:
             record = journal.get_run(run_id)
-        except Exception:
-            return HTMLResponse(f"<h1>No run {run_id}</h1>", status_code=404)
-        data = RunData(
-            record,
-            shown_status(journal, record),
-            journal.steps(record.id),
-            journal.attempts(record.id),
-            list(record.step_ids or ()),
-            journal.operator_actions(record.id),
-            journal.notifications(record.id),
-        )
+        except JournalError as exc:
+            return HTMLResponse(f"<h1>{escape(str(exc))}</h1>", status_code=404)
+        data = read_run(record)
         return HTMLResponse(
             run_page(data, journal=journal.location, journal_flag=journal_flag, redactor=redactor)
         )
@@ -143,9 +150,14 @@ def create_app(
         return answer
 
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        given = request.query_params.get("token") or request.cookies.get(_COOKIE, "")
-        if token is not None and not hmac.compare_digest(given.encode(), token.encode()):
+        cookie = _COOKIE.format(port=request.scope["server"][1])
+        given = request.query_params.get("token") or request.cookies.get(cookie, "")
+        if token is None and request.url.hostname not in _LOOPBACK_NAMES:
             response: Any = PlainTextResponse(
+                "this dashboard answers on 127.0.0.1 and localhost only", status_code=421
+            )
+        elif token is not None and not hmac.compare_digest(given.encode(), token.encode()):
+            response = PlainTextResponse(
                 "a token is needed: open the address sagactl ui printed (with ?token=…)",
                 status_code=401,
             )
@@ -154,7 +166,7 @@ def create_app(
         else:
             response = await call_next(request)
             if token is not None and request.query_params.get("token"):
-                response.set_cookie(_COOKIE, token, httponly=True, samesite="strict")
+                response.set_cookie(cookie, token, httponly=True, samesite="strict")
         for name, value in _HEADERS.items():
             response.headers[name] = value
         return response

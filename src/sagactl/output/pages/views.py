@@ -224,7 +224,10 @@ def _levels(data: RunData) -> tuple[dict[str, int], list[tuple[str, str]]]:
         if not isinstance(step, dict) or not isinstance(step.get("id"), str):
             continue
         explicit = step.get("needs")
-        needs[step["id"]] = list(explicit) if isinstance(explicit, list) else list(above[-1:])
+        if isinstance(explicit, list):  # step ids; anything else in it a hand-edit left
+            needs[step["id"]] = [d for d in explicit if isinstance(d, str)]
+        else:
+            needs[step["id"]] = list(above[-1:])
         above.append(step["id"])
     level: dict[str, int] = {}
     for step_id in data.order:
