@@ -70,8 +70,34 @@ def test_a_journal_target_that_is_not_a_file_is_a_usage_error(
 
 
 def test_a_journal_given_as_an_sqlite_url_is_that_file(tmp_path: Path) -> None:
+    from sagactl.journal import open_journal
+
+    open_journal(tmp_path / "j.db").close()
     assert cli("list", "--journal", f"sqlite://{tmp_path}/j.db").exit_code == 0
-    assert (tmp_path / "j.db").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["list"],
+        ["list", "--stuck"],
+        ["show", "01ABCDEF"],
+        ["resume", "01ABCDEF"],
+        ["compensate", "01ABCDEF"],
+        ["skip", "01ABCDEF", "a", "--reason", "x"],
+        ["mark", "01ABCDEF", "a", "applied", "--reason", "x"],
+    ],
+)
+def test_commands_on_existing_runs_refuse_a_journal_that_is_not_there(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """A mistyped --journal must not read as "no runs" (and leave a new empty file behind)."""
+    missing = tmp_path / "typo.db"
+    result = cli(*command, "--journal", str(missing))
+    assert result.exit_code == 4, result
+    assert f"no journal at {missing}: nothing has run with it" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_python_dash_m_runs_the_cli() -> None:

@@ -128,17 +128,22 @@ def queue_while_locked(
         except BaseException as exc:  # handed to the test, raised or not there
             outcome[i] = exc
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(steps))]
+    all_queued([threading.Thread(target=one, args=(i,)) for i in range(len(steps))], journal)
+    return outcome
+
+
+def all_queued(threads: list[threading.Thread], journal: Journal) -> None:
+    """Start `threads` while a commit is under way (the journal's lock is held), wait until
+    each has queued its write, then let them go and wait for them to end."""
     with journal._lock:
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 10
-        while len(journal._intents) < len(steps) and time.monotonic() < deadline:
+        while len(journal._works) < len(threads) and time.monotonic() < deadline:
             time.sleep(0.001)  # waiting for the threads to queue, not for time to pass
-        assert len(journal._intents) == len(steps)
+        assert len(journal._works) == len(threads)
     for thread in threads:
         thread.join()
-    return outcome
 
 
 def test_intents_queued_during_a_commit_are_committed_together(journal: Journal) -> None:
@@ -156,6 +161,39 @@ def test_intents_queued_during_a_commit_are_committed_together(journal: Journal)
         db.close()
     assert rows == {h.id: h.step_id for h in handles}  # each thread got its own row's id
     assert running == (6,)
+
+
+def test_writes_of_several_runs_queued_during_a_commit_share_it_and_a_refused_one_fails_alone(
+    journal: Journal,
+) -> None:
+    """Runs driven at once (`run --each`): a new run, another's status, a third's attempt and
+    a run id already taken, all asked for while a commit is under way: one commit, and only
+    the taken id refused."""
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
+    writes = {
+        "new run": lambda: new_run(journal, "R0002"),
+        "taken id": lambda: new_run(journal, "R0001"),
+        "status": lambda: journal.set_run("R0001", status=RunStatus.SUCCEEDED),
+        "attempt": lambda: begin(journal, "a"),
+    }
+    outcome: dict[str, Any] = {}
+
+    def one(name: str) -> None:
+        try:
+            outcome[name] = writes[name]()
+        except BaseException as exc:  # handed to the test
+            outcome[name] = exc
+
+    all_queued([threading.Thread(target=one, args=(name,)) for name in writes], journal)
+    assert statements.count("COMMIT") == 1
+    assert isinstance(outcome["taken id"], JournalError)
+    assert "a run with id R0001 already exists" in str(outcome["taken id"])
+    assert not any(isinstance(o, BaseException) for k, o in outcome.items() if k != "taken id")
+    assert journal.get_run("R0002").status is RunStatus.RUNNING
+    assert journal.get_run("R0001").status is RunStatus.SUCCEEDED
+    assert journal.get_run("R0001").inputs == {"sku": "A"}  # not overwritten by the refused
+    assert outcomes(journal.path) == [("a", None)]
 
 
 def test_a_group_commit_that_fails_fails_every_intent_in_it(journal: Journal) -> None:

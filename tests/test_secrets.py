@@ -423,6 +423,10 @@ def run_everything(tmp: Path, echo: Echo, case: Case, *, terminal: bool = False)
         "--notify-on",
         "stuck,compensated,succeeded",
     )
+    lines = tmp / "lines.jsonl"
+    lines.write_text("{}\n{}\n")
+    keep("each -v", "run", str(saga), "--each", str(lines), "-v", "--concurrency", "2")
+    keep("each json", "run", str(saga), "--each", str(lines), "--output", "json")
     keep("plan", "plan", str(saga))
     keep("validate", "validate", str(saga))
     run_id = first.splitlines()[0] if first else ""

@@ -414,8 +414,11 @@ def _drive(
     compensating: bool = False,
     notify: tuple[str | None, str | None, Mapping[str, str]] | None = None,
     html: Path | None = None,
+    existing: bool = False,
 ) -> None:
-    """Drive each call's run in turn; report, and exit with the worst code (3 > 1 > 0)."""
+    """Drive each call's run in turn; report, and exit with the worst code (3 > 1 > 0).
+    `existing`: the runs are in the journal already (resume, compensate), so a journal that
+    is not there is a mistyped path, refused before a new empty one is made."""
     from sagactl.api import not_cleaned, step_order
     from sagactl.errors import Interrupted, JournalError, LeaseLost, UsageError
     from sagactl.journal import Durability, open_journal
@@ -473,7 +476,7 @@ def _drive(
     with (
         _reported(),
         _signals() as stop,
-        open_journal(journal, Durability(durability.value)) as store,
+        open_journal(journal, Durability(durability.value), existing=existing) as store,
     ):
         try:
             for call in calls:
@@ -547,7 +550,8 @@ def run(
         str | None,
         typer.Option(
             "--run-id",
-            help="Use this run id instead of a new one; with several files, ID-<saga name>.",
+            help="Use this run id instead of a new one; with several files, ID-<saga name>; "
+            "with --each, ID-<line>, and running it again finishes the batch.",
         ),
     ] = None,
     cleanup: Annotated[
@@ -565,10 +569,41 @@ def run(
     notify: NotifyOption = None,
     notify_on: NotifyOnOption = None,
     report: ReportOption = None,
+    each: Annotated[
+        Path | None,
+        typer.Option(
+            "--each",
+            metavar="FILE.jsonl",
+            show_default=False,
+            help="One run per line, each line a JSON object of inputs (over -i and --inputs), "
+            "at most --concurrency runs at once in this process.",
+        ),
+    ] = None,
 ) -> None:
     """Validate the sagas, then run each in turn: print the run id, one line per event, then a
     summary. Exit 0 succeeded, 1 failed and compensated, 2 bad input (nothing sent), 3 stuck;
     with several files, the worst."""
+    if each is not None:
+        _run_each(
+            files,
+            each,
+            run_id,
+            input_values or [],
+            inputs_file,
+            journal=journal,
+            durability=durability,
+            concurrency=concurrency,
+            cleanup=cleanup,
+            output=output,
+            env_file=env_file,
+            quiet=quiet,
+            verbose=verbose,
+            refused={
+                "--junit": junit is not None,
+                "--report": report is not None,
+                "--notify": notify is not None,
+            },
+        )
     with _reported():
         from sagactl.api import check_run_id, compensate_run, load_all, start_run
         from sagactl.definition.envfile import with_env_file
@@ -640,6 +675,111 @@ def run(
         if cleanup
         else None,
     )
+
+
+def _run_each(
+    files: list[Path],
+    each: Path,
+    batch: str | None,
+    assignments: list[str],
+    inputs_file: Path | None,
+    *,
+    journal: str | None,
+    durability: DurabilityChoice,
+    concurrency: int,
+    cleanup: bool,
+    output: OutputChoice,
+    env_file: Path | None,
+    quiet: bool,
+    verbose: bool,
+    refused: Mapping[str, bool],
+) -> None:
+    """`run FILE --each inputs.jsonl` (SPEC §8): a run per line, `concurrency` at once, each
+    `<batch>-<line>`; exits with the worst line's code. Given again with the same --run-id,
+    it finishes what a killed or interrupted batch left."""
+    with _reported():
+        from sagactl.api import check_run_id, load_all
+        from sagactl.definition.envfile import with_env_file
+        from sagactl.definition.inputs import each_line, read_inputs_file
+        from sagactl.ids import new_run_id
+
+        if len(files) != 1:
+            raise _usage("--each runs one saga once per line: give one saga file")
+        given = [flag for flag, on in refused.items() if on]
+        if given:
+            raise _usage(
+                f"{' and '.join(given)} cannot be used with --each (--output json gives "
+                "every run's events and result)"
+            )
+        if batch is not None:
+            check_run_id(batch)
+            check_run_id(f"{batch}-1000000")
+        environ = with_env_file(os.environ, env_file)
+        (saga,) = load_all(files, cleanup=cleanup)
+        _known_secrets(saga, environ)
+        file_values = read_inputs_file(inputs_file) if inputs_file else None
+        lines = each_line(saga, each, assignments, file_values)
+    again = batch is not None
+    batch = batch or new_run_id()
+    flag = _journal_flag(journal)
+    from sagactl.output.batch import EachJson, EachLines, EachProgress, summary, worse
+
+    view: Any
+    if output is OutputChoice.JSON:
+        view = EachJson()
+        view.start(batch, str(each))
+    else:
+        # The batch first, alone on its line, as `run` prints the run id: it survives a kill.
+        typer.echo(f"batch {batch}: one run per line of {each}, each {batch}-<line>")
+        if sys.stdout.isatty() and not quiet and os.environ.get("TERM") != "dumb":
+            view = EachProgress(_count_lines(each), verbose=verbose)
+        else:
+            view = EachLines(quiet=quiet, verbose=verbose)
+    with _reported(), _signals() as stop:
+        from sagactl.api import run_each
+        from sagactl.journal import Durability, open_journal
+
+        with open_journal(journal, Durability(durability.value)) as store:
+            try:
+                run_each(
+                    saga,
+                    lines,
+                    store,
+                    environ,
+                    batch=batch,
+                    again=again,
+                    on_line=view,
+                    on_event=view.event,
+                    concurrency=concurrency,
+                    stop=stop,
+                    cleanup=cleanup,
+                )
+            finally:
+                view.stop()
+    code = view.tally.code
+    if stop.is_set():
+        code = worse(code, stop.exit_code)
+    if isinstance(view, EachJson):
+        view.finish(code)
+    else:
+        unfinished = stop.is_set() or view.tally.counts["interrupted"] > 0
+        again_command = (
+            f"sagactl run {files[0]} --each {each} --run-id {batch}{flag}" if unfinished else None
+        )
+        tally = summary(
+            view.tally, str(each), journal_flag=flag, saga_name=saga.name, again=again_command
+        )
+        view.close(tally)
+    raise typer.Exit(code)
+
+
+def _count_lines(path: Path) -> int | None:
+    """The lines with inputs, for the progress bar; None if unreadable."""
+    try:
+        with open(path, "rb") as handle:
+            return sum(1 for raw in handle if raw.strip())
+    except OSError:
+        return None
 
 
 def _refuse_taken(run_ids: list[str], journal: str | None) -> None:
@@ -715,6 +855,7 @@ def resume(
         junit=junit,
         notify=(notify, notify_on, environ),
         html=report,
+        existing=True,
     )
 
 
@@ -765,6 +906,7 @@ def compensate(
         compensating=True,
         notify=(notify, notify_on, environ),
         html=report,
+        existing=True,
     )
 
 
@@ -793,7 +935,7 @@ def _operate(journal: str | None, run_id: str, step: str, reason: str, verdict: 
         from sagactl.journal import open_journal
         from sagactl.output.run_views import next_commands
 
-        with open_journal(journal) as store:
+        with open_journal(journal, existing=True) as store:
             run, operation = operate_run(store, run_id, step, reason=reason, verdict=verdict)
         hints = next_commands(
             run.id, _journal_flag(journal), run.next_commands(), cleanup=run.cleanup
@@ -878,7 +1020,7 @@ def list_command(
 
         if stuck and status is not None:
             raise UsageError("--stuck lists stuck and interrupted runs: give it, or --status")
-        with open_journal(journal) as store:
+        with open_journal(journal, existing=True) as store:
             runs = (
                 list_stuck(store, name=name, limit=limit)
                 if stuck
@@ -906,7 +1048,7 @@ def show(
         from sagactl.journal import open_journal, shown_status
         from sagactl.output.run_views import format_show, json_line, show_record
 
-        with open_journal(journal) as store:
+        with open_journal(journal, existing=True) as store:
             record = store.find_run(run_id)
             order = step_order(record)
             steps, attempts = store.steps(record.id), store.attempts(record.id)

@@ -1,7 +1,8 @@
 """A run's inputs: `-i KEY=VALUE` coerced by the declared type, `--inputs FILE`, then the
 declared JSON Schemas, with defaults applied.
 
-`--inputs FILE` values come first; `-i` values override them key by key.
+`--inputs FILE` values come first; `-i` values override them key by key. With `--each
+FILE.jsonl` (SPEC §8), each line's values override both, for that line's run.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import copy
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,9 @@ from sagactl.errors import InputError, UsageError
 from sagactl.model import Saga
 
 __all__ = [
+    "EachLine",
     "describe_schema",
+    "each_line",
     "read_inputs_file",
     "read_user_file",
     "resolve_inputs",
@@ -184,9 +188,7 @@ def resolve_inputs(
                 )
             continue
         with quiet_patterns():
-            error = jsonschema.exceptions.best_match(
-                jsonschema.Draft202012Validator(spec).iter_errors(value)
-            )
+            error = jsonschema.exceptions.best_match(_validator(spec).iter_errors(value))
         if error is not None and name not in bad:
             # Where in a list or mapping it is: `lines[2].qty`.
             where = "".join(
@@ -224,3 +226,106 @@ def resolve_many(
         except InputError as exc:
             raise InputError([(f"{n}' of saga '{saga.name}", m) for n, m in exc.problems]) from None
     return result
+
+
+_validators: dict[int, tuple[Mapping[str, Any], Any]] = {}
+
+
+def _validator(spec: Mapping[str, Any]) -> Any:
+    """The validator of an input's schema, built once per schema (an `--each` file checks the
+    same schemas once per line). Keyed by identity, with the schema kept so the key is not
+    reused by another object."""
+    import jsonschema
+
+    kept = _validators.get(id(spec))
+    if kept is None or kept[0] is not spec:
+        kept = (spec, jsonschema.Draft202012Validator(spec))
+        _validators[id(spec)] = kept
+    return kept[1]
+
+
+@dataclass(frozen=True, slots=True)
+class EachLine:
+    """One line of an `--each` file: the inputs of its run, or why it has none."""
+
+    number: int
+    inputs: dict[str, Any] | None
+    problem: str | None = None
+    where: str = ""
+    """The file and line (`inputs.jsonl:12`), to name it in messages."""
+
+
+def each_line(
+    saga: Saga,
+    path: str | Path,
+    assignments: Sequence[str] = (),
+    file_values: Mapping[str, Any] | None = None,
+    *,
+    first: int = 1,
+) -> Iterator[EachLine]:
+    """The runs of an `--each` file, line by line as it is read (a file of a million lines is
+    never held whole): each non-blank line a JSON object of inputs over `file_values` and the
+    `-i` values, resolved as for one run; a line that is not is given with its problem, for
+    the caller to report and skip. Lines before `first` are passed over.
+
+    Raises UsageError at once when the file cannot be opened."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the generator below
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such inputs file") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the inputs file: {exc.strerror}") from None
+    return _lines(saga, path, handle, assignments, file_values or {}, first)
+
+
+def _lines(
+    saga: Saga,
+    path: str | Path,
+    handle: Any,
+    assignments: Sequence[str],
+    file_values: Mapping[str, Any],
+    first: int,
+) -> Iterator[EachLine]:
+    named = [(item.partition("=")[0].strip(), item) for item in assignments]
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            if number < first or not raw.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                values = json.loads(raw)
+            except UnicodeDecodeError as exc:
+                yield EachLine(number, None, f"{where}: not UTF-8 ({exc.reason})")
+                continue
+            except json.JSONDecodeError as exc:
+                yield EachLine(number, None, f"{where}:{exc.colno}: not valid JSON: {exc.msg}")
+                continue
+            if not isinstance(values, dict):
+                yield EachLine(
+                    number,
+                    None,
+                    f"{where}: expected a JSON object of input names to values, "
+                    f"got {_TYPE_WORDS.get(_json_type(values), 'a value')}",
+                )
+                continue
+            mine = [item for name, item in named if name not in values]
+            try:
+                inputs = resolve_inputs(saga, mine, {**file_values, **values})
+            except InputError as exc:
+                yield EachLine(number, None, f"{where}: {exc}".replace("\n", f"\n{where}: "))
+                continue
+            yield EachLine(number, inputs, where=where)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    return "null"

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sagactl.errors import JournalError, LeaseLost
 from sagactl.journal.contract import Durability, shown_status
@@ -47,6 +47,8 @@ from sagactl.records import (
 )
 
 __all__ = ["APPLICATION_ID", "BODY_LIMIT", "SCHEMA_VERSION", "SqliteJournal"]
+
+_T = TypeVar("_T")
 
 SCHEMA_VERSION = 7
 APPLICATION_ID = 0x53414741  # "SAGA": tells a sagactl journal from any other SQLite file
@@ -191,14 +193,16 @@ def _clip(text: str | None, limit: int = BODY_LIMIT) -> str | None:
     return raw[:limit].decode(errors="ignore") + "…[truncated]"
 
 
-class _Intent:
-    """An attempt's row waiting to be committed, and what became of it."""
+class _Work:
+    """A write waiting to be committed with others (`SqliteJournal._commit`), and what came of
+    it: the value `apply` returned, or the JournalError it raised."""
 
-    __slots__ = ("error", "id", "row")
+    __slots__ = ("apply", "done", "error", "result")
 
-    def __init__(self, row: tuple[Any, ...]) -> None:
-        self.row = row
-        self.id: int | None = None
+    def __init__(self, apply: Callable[[sqlite3.Connection], Any]) -> None:
+        self.apply = apply
+        self.done = False
+        self.result: Any = None
         self.error: JournalError | None = None
 
 
@@ -229,8 +233,9 @@ class SqliteJournal:
         self._lock = threading.RLock()
         # Results recorded with `defer`: written by the next transaction, whatever it is.
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
-        # Intents queued by `begin_attempt`, written together by whichever thread commits next.
+        # Writes queued by `_commit`, written together by whichever thread commits next.
         self._queue_lock = threading.Lock()
+        self._works: list[_Work] = []
         # The runs this object's process drives, and as whom: every commit checks that their
         # leases are still this process's, so that one that lost its lease while stalled
         # writes nothing over the process that took the run over.
@@ -238,7 +243,6 @@ class SqliteJournal:
         # When the lease this object last wrote for each run expires: until shortly before,
         # no other process can have taken it, and commits need not look.
         self._leases: dict[str, float] = {}
-        self._intents: list[_Intent] = []
         self._db = self._connect(durability)
 
     # --- opening -----------------------------------------------------------------------------
@@ -354,8 +358,7 @@ class SqliteJournal:
     def flush(self) -> None:
         with self._lock:
             if self._pending:
-                with self._write():
-                    pass
+                self._commit(lambda db: None)
 
     @property
     def location(self) -> str:
@@ -388,6 +391,55 @@ class SqliteJournal:
                     raise
             except sqlite3.Error as exc:
                 raise JournalError(f"{self.path}: cannot write the journal: {exc}") from None
+
+    def _commit(self, apply: Callable[[sqlite3.Connection], _T]) -> _T:
+        """`apply(db)` in a transaction committed (and fsynced, at full durability) before
+        this returns, with its value. Group commit: writes that other threads ask for while a
+        commit is under way queue, and the first of them to get the connection commits them
+        all in one transaction — each in a savepoint of its own, so that one refused (a run id
+        taken) fails alone. Runs driven at once then share fsyncs instead of taking turns."""
+        work = _Work(apply)
+        with self._queue_lock:
+            self._works.append(work)
+        with self._lock:
+            if not work.done:
+                self._commit_queued(work)
+        if work.error is not None:
+            # Each thread raises its own error object: tracebacks are not shared.
+            raise type(work.error)(str(work.error), run_id=work.error.run_id) from None
+        return cast(_T, work.result)
+
+    def _commit_queued(self, mine: _Work) -> None:
+        with self._queue_lock:
+            batch, self._works = self._works, []
+        several = len(batch) > 1
+        try:
+            with self._write() as db:
+                for work in batch:
+                    if several:
+                        db.execute("SAVEPOINT work")
+                    try:
+                        work.result = work.apply(db)
+                    except JournalError as exc:
+                        if not several:
+                            raise
+                        db.execute("ROLLBACK TO work")
+                        work.error = exc
+                    if several:
+                        db.execute("RELEASE work")
+        except JournalError as exc:
+            # Nothing of the transaction was written: every write in it failed.
+            for work in batch:
+                work.error, work.done = exc, True
+            return
+        except BaseException:
+            # Interrupted (a signal) before the commit: nothing was written. The other
+            # threads' writes go back to the queue, for them to write; this one's is dropped.
+            with self._queue_lock:
+                self._works[:0] = [work for work in batch if work is not mine]
+            raise
+        for work in batch:
+            work.done = True
 
     def drive(self, run_id: str, owner: Owner) -> None:
         with self._lock:
@@ -450,7 +502,8 @@ class SqliteJournal:
         step_ids: Sequence[str] | None = None,
     ) -> None:
         now = self.clock()
-        with self._write() as db:
+
+        def insert(db: sqlite3.Connection) -> None:
             try:
                 db.execute(
                     "INSERT INTO runs (id, name, saga_path, saga_text, saga_hash, inputs, env,"
@@ -477,6 +530,8 @@ class SqliteJournal:
                 )
             except sqlite3.IntegrityError:
                 raise JournalError(f"a run with id {run_id} already exists") from None
+
+        self._commit(insert)
 
     @staticmethod
     def _run(row: sqlite3.Row) -> RunRecord:
@@ -691,14 +746,15 @@ class SqliteJournal:
         if cleanup is not None:
             sets.append("cleanup = ?")
             args.append(int(cleanup))
-        with self._write() as db:
-            db.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*args, run_id))
+        statement = f"UPDATE runs SET {', '.join(sets)} WHERE id = ?"
+        self._commit(lambda db: db.execute(statement, (*args, run_id)))
 
     # --- leases ------------------------------------------------------------------------------
 
     def take_lease(self, run_id: str, owner: Owner, ttl: float) -> None:
         host, pid = owner
-        with self._write() as db:
+
+        def take(db: sqlite3.Connection) -> None:
             row = db.execute(
                 "SELECT owner_host, owner_pid, lease_expires FROM runs WHERE id = ?", (run_id,)
             ).fetchone()
@@ -719,6 +775,8 @@ class SqliteJournal:
                 (host, pid, self._leased(run_id, self.clock() + ttl), run_id),
             )
 
+        self._commit(take)
+
     def driven(self, run: RunRecord) -> bool:
         if run.owner_host is None or run.owner_pid is None:
             return False
@@ -726,26 +784,30 @@ class SqliteJournal:
 
     def renew_lease(self, run_id: str, owner: Owner, ttl: float) -> bool:
         host, pid = owner
-        with self._write() as db:
-            expires = self.clock() + ttl
-            cursor = db.execute(
-                "UPDATE runs SET lease_expires = ? WHERE id = ? AND "
-                "owner_host = ? AND owner_pid = ?",
-                (expires, run_id, host, pid),
+        expires = self.clock() + ttl
+        renewed = self._commit(
+            lambda db: (
+                db.execute(
+                    "UPDATE runs SET lease_expires = ? WHERE id = ? AND "
+                    "owner_host = ? AND owner_pid = ?",
+                    (expires, run_id, host, pid),
+                ).rowcount
+                == 1
             )
-            if cursor.rowcount != 1:
-                return False
-        self._leased(run_id, expires)
-        return True
+        )
+        if renewed:
+            self._leased(run_id, expires)
+        return renewed
 
     def release_lease(self, run_id: str, owner: Owner) -> None:
         host, pid = owner
-        with self._write() as db:
-            db.execute(
+        self._commit(
+            lambda db: db.execute(
                 "UPDATE runs SET owner_host = NULL, owner_pid = NULL, "
                 "lease_expires = NULL WHERE id = ? AND owner_host = ? AND owner_pid = ?",
                 (run_id, host, pid),
             )
+        )
 
     # --- steps and attempts ------------------------------------------------------------------
 
@@ -782,7 +844,8 @@ class SqliteJournal:
         settled: bool = False,
     ) -> None:
         now = self.clock()
-        with self._write() as db:
+
+        def upsert(db: sqlite3.Connection) -> None:
             db.execute(
                 "INSERT INTO steps (run_id, step_id, phase, state, applied, outputs, attempts,"
                 " error, updated_at, items) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -806,6 +869,8 @@ class SqliteJournal:
             if settled:
                 self._settle_doubt(db, run_id, step_id, phase)
 
+        self._commit(upsert)
+
     @staticmethod
     def _settle_doubt(db: sqlite3.Connection, run_id: str, step_id: str, phase: str) -> None:
         """The (step, phase)'s attempts so far no longer make it in doubt."""
@@ -828,72 +893,42 @@ class SqliteJournal:
         headers: Mapping[str, str],
         body: str | None,
     ) -> AttemptHandle:
-        """Group commit: intents of several threads that arrive while another commit is under
-        way are committed together; the first thread to get the lock writes every intent
-        queued by then, so steps started together cost one commit rather than one each."""
-        intent = _Intent(
-            (
-                run_id,
-                step_id,
-                phase,
-                attempt,
-                span_id,
-                self.clock(),
-                _json(
-                    {
-                        "operation": method,
-                        "target": _clip(url),
-                        "headers": dict(headers),
-                        "body": _clip(body),
-                    }
-                ),
-            )
+        """Committed with the writes of other threads that arrive meanwhile (`_commit`), so
+        steps started together cost one commit rather than one each."""
+        row = (
+            run_id,
+            step_id,
+            phase,
+            attempt,
+            span_id,
+            self.clock(),
+            _json(
+                {
+                    "operation": method,
+                    "target": _clip(url),
+                    "headers": dict(headers),
+                    "body": _clip(body),
+                }
+            ),
         )
-        with self._queue_lock:
-            self._intents.append(intent)
-        with self._lock:
-            if intent.error is None and intent.id is None:
-                self._write_intents(intent)
-        if intent.error is not None:
-            # Each thread raises its own error object: tracebacks are not shared.
-            raise type(intent.error)(str(intent.error), run_id=intent.error.run_id) from None
-        assert intent.id is not None
-        return AttemptHandle(intent.id, run_id, step_id, phase)
 
-    def _write_intents(self, mine: _Intent) -> None:
-        with self._queue_lock:
-            batch, self._intents = self._intents, []
-        try:
-            with self._write() as db:
-                ids = []
-                for intent in batch:
-                    cursor = db.execute(
-                        "INSERT INTO attempts (run_id, step_id, phase, attempt, span_id,"
-                        " started_at, method, url, request_headers, request) VALUES"
-                        " (?, ?, ?, ?, ?, ?, '', '', '{}', ?)",
-                        intent.row,
-                    )
-                    ids.append(int(cursor.lastrowid or 0))
-                    run_id, step_id, phase, _, _, now = intent.row[:6]
-                    db.execute(
-                        "INSERT INTO steps (run_id, step_id, phase, state, attempts, updated_at)"
-                        " VALUES (?, ?, ?, 'running', 1, ?) ON CONFLICT (run_id, step_id, phase)"
-                        " DO UPDATE SET state = 'running', attempts = attempts + 1,"
-                        " updated_at = excluded.updated_at",
-                        (run_id, step_id, phase, now),
-                    )
-        except JournalError as exc:
-            for intent in batch:
-                intent.error = exc
-            return
-        except BaseException:
-            # Interrupted (a signal) before the commit: nothing was written. The other
-            # threads' intents go back to the queue, for them to write; this one's is dropped.
-            with self._queue_lock:
-                self._intents[:0] = [intent for intent in batch if intent is not mine]
-            raise
-        for intent, attempt_id in zip(batch, ids, strict=True):
-            intent.id = attempt_id
+        def insert(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
+                "INSERT INTO attempts (run_id, step_id, phase, attempt, span_id,"
+                " started_at, method, url, request_headers, request) VALUES"
+                " (?, ?, ?, ?, ?, ?, '', '', '{}', ?)",
+                row,
+            )
+            db.execute(
+                "INSERT INTO steps (run_id, step_id, phase, state, attempts, updated_at)"
+                " VALUES (?, ?, ?, 'running', 1, ?) ON CONFLICT (run_id, step_id, phase)"
+                " DO UPDATE SET state = 'running', attempts = attempts + 1,"
+                " updated_at = excluded.updated_at",
+                (run_id, step_id, phase, row[5]),
+            )
+            return int(cursor.lastrowid or 0)
+
+        return AttemptHandle(self._commit(insert), run_id, step_id, phase)
 
     def finish_attempt(
         self,

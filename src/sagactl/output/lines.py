@@ -24,6 +24,7 @@ __all__ = [
     "JsonLines",
     "PlainLines",
     "cause_of",
+    "event_name",
     "items_text",
     "outcome_line",
     "run_verb",
@@ -219,7 +220,9 @@ class PlainLines:
         self.line(text)
 
 
-def _snake(name: str) -> str:
+def event_name(event: Event) -> str:
+    """An event's name in JSON lines: `RunStarted` is `run_started`."""
+    name = type(event).__name__
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
@@ -242,7 +245,7 @@ class JsonLines:
         self.write(
             {
                 "v": 1,
-                "event": _snake(type(event).__name__),
+                "event": event_name(event),
                 "time": iso_time(time.time()),
                 **dataclasses.asdict(event),
             }

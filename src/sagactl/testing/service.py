@@ -109,6 +109,8 @@ class Service:
         because a verify was answered that they never arrived."""
         self.busy = 0
         """Requests being handled now (a delayed one, say): none once all have landed."""
+        self.most_busy = 0
+        """The most requests ever handled at once."""
         self._fences: dict[str, int] = {}
         """`<run>.<step>` -> the attempts of its action sent before a verify was answered
         "absent" (its `Saga-Attempts-Sent`): those attempts are refused if they arrive."""
@@ -323,6 +325,7 @@ class Service:
             def _counted(self) -> None:
                 with service._lock:
                     service.busy += 1
+                    service.most_busy = max(service.most_busy, service.busy)
                 try:
                     self._handle()
                 finally:
