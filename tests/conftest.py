@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -43,3 +44,26 @@ def ui(runs: Runs) -> Iterator[Ui]:
     yield started
     if started.proc.poll() is None:
         started.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster for the session (tests/postgres_server.py); skipped, with
+    how to install it, where there is none. CI installs it, so there they run."""
+    from postgres_server import PostgresServer, missing_reason
+
+    why = missing_reason()
+    if why is not None:
+        pytest.skip(why)
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
+    """Makes the target of a new, empty journal of each backend, one a call (a randomized
+    test's examples each get their own)."""
+    if request.param == "postgresql":
+        server = request.getfixturevalue("postgres")
+        return cast(Callable[[], str], server.url)
+    return lambda: str(tmp_path / f"j{os.urandom(4).hex()}.db")

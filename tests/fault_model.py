@@ -285,7 +285,7 @@ def resource(key: str, run_id: str) -> str:
 
 
 def act_as_operator(
-    path: Path,
+    path: Path | str,
     run_id: str,
     service: Service,
     operate: Any,
@@ -323,7 +323,9 @@ def act_as_operator(
     return done
 
 
-def check_stuck(path: Path, run_id: str, saga: Any, service: Service, killed: bool = False) -> None:
+def check_stuck(
+    path: Path | str, run_id: str, saga: Any, service: Service, killed: bool = False
+) -> None:
     """A stuck run names at least everything the service still holds that it must undo or
     finish, and never a step that did not reach the service — unless a process was killed:
     one killed between journaling an attempt and sending it leaves a step that may have

@@ -54,7 +54,6 @@ def test_unknown_command_and_option_are_usage_errors() -> None:
 @pytest.mark.parametrize(
     ("target", "says"),
     [
-        ("postgresql://me:pw@127.0.0.1/sagas", "PostgreSQL journals are not supported"),
         ("ftp://127.0.0.1/j.db", "unknown journal kind 'ftp'"),
         ("sqlite://", "no path after sqlite://"),
     ],
@@ -67,6 +66,25 @@ def test_a_journal_target_that_is_not_a_file_is_a_usage_error(
     assert result.exit_code == 2 and says in result.stderr, result
     assert "pw" not in result.stderr + result.stdout
     assert list(tmp_path.iterdir()) == []  # nothing created, not even a directory
+
+
+def test_a_postgresql_journal_that_cannot_be_reached_is_exit_4_without_its_password(
+    tmp_path: Path,
+) -> None:
+    result = cli("list", "--journal", "postgresql://me:pw5ecret@127.0.0.1:1/sagas")
+    assert result.exit_code == 4, result
+    assert "postgresql://me:***@127.0.0.1:1/sagas: cannot connect to the journal" in result.stderr
+    assert "pw5ecret" not in result.stdout + result.stderr
+
+
+def test_a_postgresql_journal_without_psycopg_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # `import psycopg` fails, as uninstalled
+    monkeypatch.delitem(sys.modules, "sagactl.journal.postgres", raising=False)
+    result = cli("list", "--journal", "postgresql://127.0.0.1:1/sagas")
+    assert result.exit_code == 2, result
+    assert "a PostgreSQL journal needs psycopg: pip install 'sagactl[postgres]'" in result.stderr
 
 
 def test_a_journal_given_as_an_sqlite_url_is_that_file(tmp_path: Path) -> None:
@@ -136,7 +154,17 @@ def imported(
     [
         (
             ["--help"],
-            ("httpx", "rich", "tenacity", "sqlite3", "jinja2", "jsonschema", "yaml", "starlette"),
+            (
+                "httpx",
+                "rich",
+                "tenacity",
+                "sqlite3",
+                "jinja2",
+                "jsonschema",
+                "yaml",
+                "starlette",
+                "psycopg",
+            ),
         ),
         (["validate", str(SAGAS / "add-product.yaml")], ("httpx", "rich", "tenacity", "sqlite3")),
         (
@@ -153,6 +181,7 @@ def imported(
                 "sagactl.engine",
                 "starlette",
                 "uvicorn",
+                "psycopg",
             ),
         ),
         (

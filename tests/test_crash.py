@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,10 @@ TOKEN = "crash-token"
 
 
 class Crash:
-    def __init__(self, tmp_path: Path, service: Service) -> None:
+    def __init__(self, tmp_path: Path, service: Service, journal: str) -> None:
         self.service = service
-        self.journal = tmp_path / "journal.db"
+        self.tmp = tmp_path
+        self.journal = journal
         self.saga = tmp_path / "three.yaml"
         self.saga.write_text(sagas.THREE)
         self.env = {
@@ -69,8 +71,9 @@ class Crash:
 
 
 @pytest.fixture
-def crash(tmp_path: Path, service: Service) -> Crash:
-    return Crash(tmp_path, service)
+def crash(tmp_path: Path, service: Service, new_journal: Callable[[], str]) -> Crash:
+    """Each test on each backend: a journal file, and PostgreSQL."""
+    return Crash(tmp_path, service, new_journal())
 
 
 def test_sigkill_in_flight_then_resume_applies_every_effect_once(crash: Crash) -> None:
@@ -173,7 +176,7 @@ def test_interrupted_after_a_pivot_offers_resume_alone(crash: Crash) -> None:
 
 def test_an_interrupted_cleanup_says_how_to_finish_it(crash: Crash) -> None:
     crash.service.faults.append(Fault("DELETE", "/b/", kind="delay_before", delay=0.6))
-    report = crash.journal.parent / "report.xml"
+    report = crash.tmp / "report.xml"
     proc = crash.start("run", str(crash.saga), "--cleanup", "--junit", str(report))
     wait_for(lambda: bool(crash.service.requests("DELETE", "/b/")))
     proc.send_signal(signal.SIGINT)

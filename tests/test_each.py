@@ -7,6 +7,7 @@ import json
 import signal
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -105,8 +106,9 @@ def test_at_most_concurrency_runs_at_once(runs: Runs, service: Service) -> None:
 
 
 def test_a_batch_killed_then_given_again_finishes_each_line_applied_once(
-    runs: Runs, service: Service
+    runs: Runs, service: Service, new_journal: Callable[[], str]
 ) -> None:
+    runs.journal = new_journal()  # type: ignore[assignment]  # a file, then PostgreSQL
     # Line 6's b is held by the service while the process is SIGKILLed: in doubt.
     hold = Fault("PUT", "/b/6", kind="hold")
     service.faults += [hold, Fault("PUT", "/a/", status=503, times=5)]

@@ -21,11 +21,12 @@ from typing import Any
 import pytest
 
 import helpers
+from postgres_server import PostgresServer
 from sagactl.errors import JournalError, LeaseLost
 from sagactl.journal import Durability, Journal, open_journal
 from sagactl.records import Owner, RunStatus, StepState
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgresql"]
 
 ME = Owner.this_process()
 
@@ -33,7 +34,9 @@ ME = Owner.this_process()
 @pytest.fixture(params=BACKENDS)
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Where a fresh, empty journal of the backend is."""
-    assert request.param == "sqlite"
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        return server.url()
     return str(tmp_path / "journal.db")
 
 

@@ -22,7 +22,7 @@ kills real processes instead.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -84,12 +84,11 @@ def client_for(service: Service) -> httpx.Client:
     return httpx.Client(transport=RefusingTransport(service, DeadlineTransport()))
 
 
-def drive(case: Case, service: Service, tmp: Path) -> tuple[str, RunStatus, Any, bool]:
-    """Run the case's saga to its end; returns the run's id and status, the saga, and whether
-    the first process died."""
+def drive(case: Case, service: Service, path: str) -> tuple[str, RunStatus, Any, bool]:
+    """Run the case's saga to its end on the journal at `path`; returns the run's id and
+    status, the saga, and whether the first process died."""
     saga = load_text(saga_text(case), "model.yaml")
     environ = {"BASE": service.url}
-    path = tmp / f"j{os.urandom(4).hex()}.db"
     journal = DyingJournal(open_journal(path, Durability.NORMAL), crash_at=case.crash_at)
     client = client_for(service)
     status: RunStatus | None = None
@@ -175,10 +174,12 @@ def drive(case: Case, service: Service, tmp: Path) -> tuple[str, RunStatus, Any,
         choices=["resume"] * 6,
     )
 )
-def test_no_schedule_of_faults_and_crashes_breaks_the_promise(case: Case, tmp_path: Path) -> None:
+def test_no_schedule_of_faults_and_crashes_breaks_the_promise(
+    case: Case, new_journal: Callable[[], str]
+) -> None:
     with Service() as service:
         service.faults = faults(case)
-        run_id, status, saga, crashed = drive(case, service, tmp_path)
+        run_id, status, saga, crashed = drive(case, service, new_journal())
         check(case, service, run_id, status, saga)
         event(f"crash injected: {crashed}")
         statistics(case, service, status)

@@ -255,6 +255,10 @@ def _journal_flag(journal: str | None) -> str:
 
     if not journal or os.environ.get("SAGACTL_JOURNAL"):
         return ""
+    if "://" in journal:  # a URL's password is never shown: PGPASSWORD or ~/.pgpass gives it
+        import re
+
+        journal = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", journal)
     return f" --journal {shlex.quote(journal)}"
 
 

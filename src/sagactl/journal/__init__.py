@@ -1,8 +1,9 @@
 """The journal: every run, step and attempt, written before it is acted on (SPEC §4).
 
 `Journal` is the contract the engine and the commands rely on (see `contract.py`, each method's
-guarantees); `open_journal` picks the backend for a target. SQLite (`sqlite.py`) is the backend
-so far; nothing outside this package knows how runs are stored.
+guarantees); `open_journal` picks the backend for a target: a file (`sqlite.py`), or a
+`postgresql://` URL (`postgres.py`, the postgres extra); both share their queries (`sql.py`).
+Nothing outside this package knows how runs are stored.
 """
 
 from __future__ import annotations
@@ -35,19 +36,24 @@ def open_journal(
     alive: Alive = owner_alive,
     existing: bool = False,
 ) -> Journal:
-    """The journal at `target`: a file path (or `sqlite:///path`), by default `default_path()`.
+    """The journal at `target`: a file path (or `sqlite:///path`), or a `postgresql://` URL;
+    by default `$SAGACTL_JOURNAL`, else `default_path()`.
     The file is created, private to its user, when it is not there, unless `existing` (for
     the commands that only read: a path mistyped is then an error, not an empty journal).
     `alive` is the lease policy: whether a run's owner may still be driving it."""
     if target is None or target == "":
-        target = default_path()
+        # Read as text, not as a path: a URL's "//" must stay.
+        target = os.environ.get("SAGACTL_JOURNAL") or default_path()
     text = str(target)
     scheme = text.partition("://")[0].lower() if "://" in text else ""
     if scheme in ("postgres", "postgresql"):
-        raise UsageError(
-            "PostgreSQL journals are not supported by this version of sagactl; "
-            "give the path of a journal file"
-        )
+        try:
+            from sagactl.journal.postgres import PostgresJournal  # the postgres extra
+        except ImportError:
+            raise UsageError(
+                "a PostgreSQL journal needs psycopg: pip install 'sagactl[postgres]'"
+            ) from None
+        return PostgresJournal(text, durability, alive=alive, existing=existing)
     if scheme == "sqlite":
         text = text.partition("://")[2]
         if not text:

@@ -102,8 +102,9 @@ class SqlJournal:
     """The database's errors, reported as JournalError."""
     _INTEGRITY: ClassVar[type[Exception]] = Exception
     """The error of a row whose key is taken."""
-    _LAST_CHAR: ClassVar[str] = "char(1114111)"
-    """SQL for the highest character: every id with a prefix sorts below prefix || it."""
+    _PREFIX: ClassVar[str] = "id >= ? AND id < ? || char(1114111)"
+    """Whether a run's id starts with a text (its index used): every id with a prefix sorts
+    from it to below prefix || the highest character, in the order of code points."""
     _LIKE: ClassVar[str] = "LIKE"
     """A match that ignores the case of ASCII letters."""
     _FOR_UPDATE: ClassVar[str] = ""
@@ -150,6 +151,10 @@ class SqlJournal:
     def _rows(self, cursor: Any) -> list[Any]:
         """A query's rows, each read by column name or position."""
         return cast(list[Any], cursor.fetchall())
+
+    @classmethod
+    def _prefix_args(cls, prefix: str) -> tuple[str, ...]:
+        return (prefix,) * cls._PREFIX.count("?")
 
     @staticmethod
     def _in_transaction(db: Any) -> bool:
@@ -378,9 +383,8 @@ class SqlJournal:
             return self._run(exact[0])
         # Generated ids are upper case; ids given with --run-id are kept as they were typed.
         rows = self._read(
-            f"SELECT * FROM runs WHERE (id >= ? AND id < ? || {self._LAST_CHAR}) OR "
-            f"(id >= ? AND id < ? || {self._LAST_CHAR}) ORDER BY id LIMIT 11",
-            (prefix, prefix, prefix.upper(), prefix.upper()),
+            f"SELECT * FROM runs WHERE ({self._PREFIX}) OR ({self._PREFIX}) ORDER BY id LIMIT 11",
+            (*self._prefix_args(prefix), *self._prefix_args(prefix.upper())),
         )
         if not rows:
             raise JournalError(f"no run matches '{prefix}' in {self.location}")
@@ -658,7 +662,7 @@ class SqlJournal:
                 " ON CONFLICT (run_id, step_id, phase) DO UPDATE SET state = excluded.state,"
                 " applied = excluded.applied, outputs = excluded.outputs,"
                 " attempts = excluded.attempts, error = excluded.error,"
-                " updated_at = excluded.updated_at, items = coalesce(excluded.items, items)",
+                " updated_at = excluded.updated_at, items = coalesce(excluded.items, steps.items)",
                 (
                     run_id,
                     step_id,
@@ -728,7 +732,7 @@ class SqlJournal:
             db.execute(
                 "INSERT INTO steps (run_id, step_id, phase, state, attempts, updated_at)"
                 " VALUES (?, ?, ?, 'running', 1, ?) ON CONFLICT (run_id, step_id, phase)"
-                " DO UPDATE SET state = 'running', attempts = attempts + 1,"
+                " DO UPDATE SET state = 'running', attempts = steps.attempts + 1,"
                 " updated_at = excluded.updated_at",
                 (run_id, step_id, phase, row[5]),
             )

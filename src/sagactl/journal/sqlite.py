@@ -18,9 +18,9 @@ from typing import Any
 from sagactl.errors import JournalError
 from sagactl.journal.contract import Durability
 from sagactl.journal.leases import Alive, owner_alive
-from sagactl.journal.sql import BODY_LIMIT, SqlJournal
+from sagactl.journal.sql import SqlJournal
 
-__all__ = ["APPLICATION_ID", "BODY_LIMIT", "SCHEMA_VERSION", "SqliteJournal"]
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SqliteJournal"]
 
 SCHEMA_VERSION = 7
 APPLICATION_ID = 0x53414741  # "SAGA": tells a sagactl journal from any other SQLite file
@@ -155,7 +155,6 @@ class SqliteJournal(SqlJournal):
     _BEGIN = "BEGIN IMMEDIATE"  # the write lock at once: no deadlock between two upgraders
     _ERRORS = (sqlite3.Error,)
     _INTEGRITY = sqlite3.IntegrityError
-    _LAST_CHAR = "char(1114111)"
     _LIKE = "LIKE"  # SQLite's LIKE ignores the case of ASCII letters
 
     def __init__(
