@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,3 +270,14 @@ def some_runs(runs: Runs, service: Service) -> dict[str, str]:
     ids["stuck"] = runs.run(sagas.THREE)[1]
     service.clear_faults()
     return ids
+
+
+def lines_file(runs: Runs, numbers: range | list[int], extra: Sequence[str] = ()) -> Path:
+    path = runs.tmp / "lines.jsonl"
+    path.write_text("".join(json.dumps({"n": n}) + "\n" for n in numbers) + "".join(extra))
+    return path
+
+
+def effects(service: Service) -> Counter[str]:
+    """How many times each action was applied, by idempotency key (the service's record)."""
+    return Counter(key for key, method, _ in service.applied if method == "PUT")

@@ -158,3 +158,27 @@ steps:
       {method: PUT, url: "/totals/{{ run.id }}", json: {skus: "{{ steps.lines.outputs.sku }}"}}
     compensate: {method: DELETE, url: "/totals/{{ run.id }}"}
 """
+
+# One run per line of an --each file: `a` then `b`, each keyed by the line's `n`.
+LINES = f"""\
+version: 1
+name: lines
+env: [BASE]
+secrets: [TOKEN]
+inputs:
+  n: {{type: integer}}
+  tag: {{type: string, default: plain}}
+defaults:
+  base_url: "{{{{ env.BASE }}}}"
+  headers: {{Authorization: "Bearer {{{{ secrets.TOKEN }}}}"}}
+  timeout: 5s
+  {FAST}
+steps:
+  - id: a
+    action: {{method: PUT, url: "/a/{{{{ inputs.n }}}}", json: {{tag: "{{{{ inputs.tag }}}}"}}}}
+    compensate: {{method: DELETE, url: "/a/{{{{ inputs.n }}}}"}}
+  - id: b
+    needs: [a]
+    action: {{method: PUT, url: "/b/{{{{ inputs.n }}}}", json: {{n: "{{{{ inputs.n }}}}"}}}}
+    compensate: {{method: DELETE, url: "/b/{{{{ inputs.n }}}}"}}
+"""

@@ -6,50 +6,14 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from helpers import TOKEN, Runs, wait_for
+from helpers import TOKEN, Runs, effects, lines_file, wait_for
 from sagactl.journal import open_journal
 from sagactl.testing.service import Fault, Service
-from sagas import FAST
-
-LINES = f"""\
-version: 1
-name: lines
-env: [BASE]
-secrets: [TOKEN]
-inputs:
-  n: {{type: integer}}
-  tag: {{type: string, default: plain}}
-defaults:
-  base_url: "{{{{ env.BASE }}}}"
-  headers: {{Authorization: "Bearer {{{{ secrets.TOKEN }}}}"}}
-  timeout: 5s
-  {FAST}
-steps:
-  - id: a
-    action: {{method: PUT, url: "/a/{{{{ inputs.n }}}}", json: {{tag: "{{{{ inputs.tag }}}}"}}}}
-    compensate: {{method: DELETE, url: "/a/{{{{ inputs.n }}}}"}}
-  - id: b
-    needs: [a]
-    action: {{method: PUT, url: "/b/{{{{ inputs.n }}}}", json: {{n: "{{{{ inputs.n }}}}"}}}}
-    compensate: {{method: DELETE, url: "/b/{{{{ inputs.n }}}}"}}
-"""
-
-
-def lines_file(runs: Runs, numbers: range | list[int], extra: list[str] = ()) -> Path:  # type: ignore[assignment]
-    path = runs.tmp / "lines.jsonl"
-    path.write_text("".join(json.dumps({"n": n}) + "\n" for n in numbers) + "".join(extra))
-    return path
-
-
-def effects(service: Service) -> Counter[str]:
-    """How many times each action was applied, by idempotency key (the service's record)."""
-    return Counter(key for key, method, _ in service.applied if method == "PUT")
+from sagas import LINES
 
 
 def test_every_line_runs_and_each_bad_line_is_named_and_skipped(
@@ -111,7 +75,7 @@ def test_a_batch_killed_then_given_again_finishes_each_line_applied_once(
     runs.journal = new_journal()  # type: ignore[assignment]  # a file, then PostgreSQL
     # Line 6's b is held by the service while the process is SIGKILLed: in doubt.
     hold = Fault("PUT", "/b/6", kind="hold")
-    service.faults += [hold, Fault("PUT", "/a/", status=503, times=5)]
+    service.faults += [hold, Fault("PUT", "/a/1", status=503, times=2)]
     saga, each = runs.file(LINES), lines_file(runs, range(1, 41))
     command = ("run", str(saga), "--each", str(each), "--run-id", "nightly-1", "--concurrency", "4")
     process = runs.start(*command)

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ import pytest
 import helpers
 from postgres_server import PostgresServer
 from sagactl.errors import JournalError, LeaseLost
-from sagactl.journal import Durability, Journal, open_journal
+from sagactl.journal import Durability, Journal, open_journal, shown_status
 from sagactl.records import Owner, RunStatus, StepState
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -311,6 +312,83 @@ def test_a_run_whose_owner_stopped_is_taken(journal: Journal, target: str, why: 
         second.take_lease("R0001", Owner(ME.host, 42), 30)
         run = second.get_run("R0001")
     assert (run.owner_host, run.owner_pid) == (ME.host, 42)
+
+
+def queue(journal: Journal, run_id: str) -> None:
+    """A run as `submit` journals it: owned by nobody."""
+    journal.create_run(
+        run_id=run_id,
+        name="two",
+        saga_path="two.yaml",
+        saga_text="name: two",
+        saga_hash="h",
+        inputs={"sku": run_id},
+        env={},
+        trace_id="t" * 32,
+        owner=None,
+        lease_ttl=0,
+        step_ids=["a", "b"],
+    )
+
+
+def test_a_queued_run_is_owned_by_nobody_until_claimed_oldest_first(
+    journal: Journal, target: str
+) -> None:
+    for run_id in ("Q0001", "Q0002"):
+        queue(journal, run_id)
+    with other(target) as reader:
+        run = reader.get_run("Q0001")
+        assert (run.status, run.owner_pid, shown_status(reader, run)) == (
+            RunStatus.QUEUED,
+            None,
+            "queued",
+        )
+        assert [r.id for r in reader.list_runs(status="queued")] == ["Q0002", "Q0001"]
+    worker = Owner("worker-host", 7)
+    claimed = journal.claim_run(worker, 30)
+    assert claimed is not None and claimed.id == "Q0001"
+    assert claimed.status is RunStatus.QUEUED  # as it was: a run to start, not to take over
+    run = journal.get_run("Q0001")
+    assert (run.status, run.owner_host, run.owner_pid) == (RunStatus.RUNNING, *worker)
+    assert journal.claim_run(worker, 30, skip={"Q0002"}) is None
+    second = journal.claim_run(worker, 30)
+    assert second is not None and second.id == "Q0002"
+    assert journal.claim_run(worker, 30) is None
+
+
+def test_a_run_whose_driver_stopped_is_claimed_before_queued_ones(journal: Journal) -> None:
+    queue(journal, "Q0001")
+    new_run(journal, "R0001", owner=Owner(ME.host, dead_pid()))  # its process is gone
+    new_run(journal, "R0002", owner=Owner("elsewhere", 5), ttl=-1)  # its lease lapsed
+    new_run(journal, "R0003", owner=Owner("elsewhere", 6), ttl=300)  # driven: left alone
+    new_run(journal, "R0004")  # driven by this very process: left alone
+    journal.set_run("R0002", status=RunStatus.COMPENSATING)
+    worker = Owner("worker-host", 8)
+    claimed = [journal.claim_run(worker, 30) for _ in range(4)]
+    assert [c.id if c else None for c in claimed] == ["R0001", "R0002", "Q0001", None]
+    assert journal.get_run("R0002").status is RunStatus.COMPENSATING  # taken over as it was
+
+
+def test_workers_claiming_at_once_each_get_runs_of_their_own(journal: Journal, target: str) -> None:
+    for i in range(40):
+        queue(journal, f"Q{i:04d}")
+    claimed: dict[int, list[str]] = {}
+
+    def claims(worker: int) -> None:
+        with other(target) as mine:
+            got = claimed.setdefault(worker, [])
+            while (run := mine.claim_run(Owner("host", 100 + worker), 30)) is not None:
+                got.append(run.id)
+
+    threads = [threading.Thread(target=claims, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [run_id for got in claimed.values() for run_id in got]
+    assert sorted(every) == [f"Q{i:04d}" for i in range(40)]  # each once, none left out
+    owners = {r.id: r.owner_pid for r in journal.list_runs(limit=100)}
+    assert all(owners[run_id] == 100 + w for w, got in claimed.items() for run_id in got)
 
 
 def test_only_the_owner_renews_or_releases_a_lease(journal: Journal) -> None:

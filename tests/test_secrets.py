@@ -425,8 +425,9 @@ def run_everything(tmp: Path, echo: Echo, case: Case, *, terminal: bool = False)
     )
     lines = tmp / "lines.jsonl"
     lines.write_text("{}\n{}\n")
-    keep("each -v", "run", str(saga), "--each", str(lines), "-v", "--concurrency", "2")
     keep("each json", "run", str(saga), "--each", str(lines), "--output", "json")
+    keep("submit", "submit", str(saga), "--each", str(lines))
+    keep("worker", "worker", "--until-idle")
     keep("plan", "plan", str(saga))
     keep("validate", "validate", str(saga))
     run_id = first.splitlines()[0] if first else ""

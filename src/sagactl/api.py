@@ -9,8 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,6 @@ from sagactl.records import RunRecord, RunStatus, StepRecord, StepState
 from sagactl.redact import Redactor
 
 if TYPE_CHECKING:  # `list` and `show` import this module, and need neither
-    from sagactl.definition.inputs import EachLine
     from sagactl.engine.machine import Engine
     from sagactl.engine.operator import Operation
     from sagactl.events import Event
@@ -29,7 +27,6 @@ if TYPE_CHECKING:  # `list` and `show` import this module, and need neither
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{3,63}$")
 
 __all__ = [
-    "LineOutcome",
     "check_run_id",
     "compensate_run",
     "is_url",
@@ -41,7 +38,6 @@ __all__ = [
     "operate_run",
     "operator",
     "resume_run",
-    "run_each",
     "start_run",
     "step_order",
 ]
@@ -96,6 +92,7 @@ def _engine(
     concurrency: int,
     stop: threading.Event | None,
     ready: Mapping[str, Any],
+    lease_ttl: float = 30.0,
 ) -> Engine:
     from sagactl.engine.machine import Engine
     from sagactl.executors.http.executor import HttpExecutor  # only the commands that send
@@ -110,6 +107,7 @@ def _engine(
         on_event=on_event,
         concurrency=concurrency,
         stop=stop,
+        lease_ttl=lease_ttl,
         **ready,
     )
 
@@ -154,177 +152,6 @@ def start_run(
         return run.id, engine.start()
 
 
-@dataclass(frozen=True, slots=True)
-class LineOutcome:
-    """What became of one line of an `--each` file."""
-
-    line: int
-    run_id: str | None
-    """None when nothing of the line was journaled or sent: refused, or not started."""
-    status: RunStatus | None
-    """The run's final status; None when the line was refused, or its run was interrupted
-    (then `interrupted` is the exit code of the signal)."""
-    problem: str | None = None
-    """Why the line was refused (its file and line first): nothing of it was sent."""
-    error: str | None = None
-    """The run's error, when it did not succeed (its step first)."""
-    interrupted: int = 0
-    refused_with: int = 2
-    """The exit code of a refusal: 2 for a bad line, 4 for a run another process drives."""
-    earlier: bool = False
-    """The run had ended before this command (a batch run again): nothing was sent."""
-
-
-def run_each(
-    saga: Saga,
-    lines: Iterable[EachLine],
-    journal: Journal,
-    environ: Mapping[str, str],
-    *,
-    batch: str,
-    on_line: Callable[[LineOutcome], None],
-    on_event: Callable[[int, str, Event], None] | None = None,
-    concurrency: int = 8,
-    stop: threading.Event | None = None,
-    cleanup: bool = False,
-    again: bool = False,
-) -> None:
-    """One run of `saga` per line (SPEC §8), in this process on one journal and one HTTP
-    client, at most `concurrency` at once; steps of different runs interleave. Lines are read
-    as runs start, so memory does not grow with the file. `on_line` is told of every line
-    once it ended (from any thread), `on_event` of every event of every run, with the run's
-    line and id.
-
-    The run of line N is `<batch>-N`. With `again` (the batch may have run before, and been
-    killed), a line whose run ended is not run again, one whose process died is resumed, and
-    only the others start: running a batch again finishes it, each line applied once.
-
-    On `stop`, no more runs start; those in flight journal what they sent and end
-    interrupted. A JournalError stops every run from starting, and is raised once those in
-    flight ended."""
-    import queue
-
-    from sagactl.errors import Interrupted, JournalError, SagactlError
-    from sagactl.events import RunFinished
-
-    stop = stop if stop is not None else threading.Event()
-    halt = threading.Event()  # the journal failed: start nothing more
-    work: queue.Queue[EachLine | None] = queue.Queue(maxsize=concurrency)
-    failures: list[BaseException] = []
-    lock = threading.Lock()
-
-    def earlier(
-        line: EachLine, inputs: Mapping[str, Any], run_id: str
-    ) -> LineOutcome | RunRecord | None:
-        """The line's run journaled by an earlier command: its outcome when there is nothing
-        to do, the run when it is to be resumed; None when there is none."""
-        try:
-            run = journal.get_run(run_id)
-        except JournalError:
-            return None
-        where = line.where or f"line {line.number}"
-        if _canonical(run.inputs) != _canonical(inputs):
-            problem = (
-                f"{where}: run {run_id} was started with other inputs (did the file change?): "
-                "give the batch another --run-id"
-            )
-            return LineOutcome(line.number, None, None, problem=problem)
-        if run.status.final:
-            return LineOutcome(line.number, run_id, run.status, error=run.error, earlier=True)
-        if journal.driven(run):
-            problem = f"{where}: run {run_id} is being driven by process {run.owner_pid}"
-            return LineOutcome(line.number, None, None, problem=problem, refused_with=4)
-        return run
-
-    def drive(client: Any, line: EachLine) -> None:
-        assert line.inputs is not None
-        run_id = f"{batch}-{line.number}"
-        error: list[str] = []
-        # A redactor of the run's own: it learns what this run derives from its secrets, and
-        # is dropped with it (one for the whole batch would grow with every line).
-        redactor = Redactor()
-
-        def seen(event: Event) -> None:
-            if isinstance(event, RunFinished) and event.error:
-                error[:] = [event.error]
-            if on_event is not None:
-                on_event(line.number, run_id, event)
-
-        found = earlier(line, line.inputs, run_id) if again else None
-        if isinstance(found, LineOutcome):
-            on_line(found)
-            return
-        common: dict[str, Any] = {
-            "on_event": seen,
-            "concurrency": concurrency,
-            "stop": stop,
-            "redactor": redactor,
-            "client": client,
-        }
-        try:
-            if found is None:
-                _, status = start_run(saga, line.inputs, journal, environ, run_id=run_id, **common)
-            else:
-                _, status = resume_run(journal, run_id, environ, **common)
-            if cleanup and status is RunStatus.SUCCEEDED:
-                _, status = compensate_run(journal, run_id, environ, cleanup=True, **common)
-        except Interrupted as exc:
-            on_line(LineOutcome(line.number, run_id, None, interrupted=exc.exit_code))
-            return
-        except JournalError:
-            halt.set()
-            raise
-        except SagactlError as exc:
-            # Refused before its run was journaled (a secret in an input, a template that
-            # cannot be rendered with these inputs): nothing was sent.
-            if exc.exit_code == 2:
-                problem = redactor.text(f"{line.where or f'line {line.number}'}: {exc}")
-                on_line(LineOutcome(line.number, None, None, problem=problem))
-                return
-            raise
-        on_line(LineOutcome(line.number, run_id, status, error=error[0] if error else None))
-
-    def worker(client: Any) -> None:
-        while (line := work.get()) is not None:
-            if stop.is_set() or halt.is_set():
-                continue  # not started: a run of the batch again starts it
-            try:
-                drive(client, line)
-            except BaseException as exc:  # re-raised by the caller's thread
-                with lock:
-                    failures.append(exc)
-                halt.set()
-
-    with _client(concurrency * min(concurrency, 8)) as client:
-        threads = [
-            threading.Thread(target=worker, args=(client,), name=f"run-each-{i}", daemon=True)
-            for i in range(concurrency)
-        ]
-        for thread in threads:
-            thread.start()
-        try:
-            for line in lines:
-                if stop.is_set() or halt.is_set():
-                    break
-                if line.inputs is None:
-                    on_line(LineOutcome(line.number, None, None, problem=line.problem))
-                    continue
-                work.put(line)
-        finally:
-            for _ in threads:
-                work.put(None)
-            for thread in threads:
-                thread.join()
-    if failures:
-        raise failures[0]
-
-
-def _canonical(values: Mapping[str, Any]) -> str:
-    import json
-
-    return json.dumps(values, sort_keys=True, default=str)
-
-
 def _stored(
     journal: Journal, prefix: str, environ: Mapping[str, str], redactor: Redactor | None
 ) -> tuple[RunRecord, Saga, dict[str, str], dict[str, Any]]:
@@ -366,10 +193,15 @@ def resume_run(
     stop: threading.Event | None = None,
     redactor: Redactor | None = None,
     client: Any = None,
+    lease_ttl: float = 30.0,
 ) -> tuple[str, RunStatus]:
+    """Carry a run on from where its journal says it stopped. `lease_ttl`: how long its lease
+    lasts unrenewed, after which another process may take it over (a worker's `--lease`)."""
     run, saga, secrets, ready = _stored(journal, prefix, environ, redactor)
     with _own_client(client, concurrency) as client:
-        engine = _engine(saga, run, journal, client, secrets, on_event, concurrency, stop, ready)
+        engine = _engine(
+            saga, run, journal, client, secrets, on_event, concurrency, stop, ready, lease_ttl
+        )
         return run.id, engine.resume()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -255,11 +256,10 @@ def _journal_flag(journal: str | None) -> str:
 
     if not journal or os.environ.get("SAGACTL_JOURNAL"):
         return ""
-    if "://" in journal:  # a URL's password is never shown: PGPASSWORD or ~/.pgpass gives it
-        import re
+    from sagactl.journal.leases import shown_target
 
-        journal = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", journal)
-    return f" --journal {shlex.quote(journal)}"
+    # A URL's password is never shown: PGPASSWORD or ~/.pgpass gives it.
+    return f" --journal {shlex.quote(shown_target(journal))}"
 
 
 @contextmanager
@@ -740,8 +740,8 @@ def _run_each(
         else:
             view = EachLines(quiet=quiet, verbose=verbose)
     with _reported(), _signals() as stop:
-        from sagactl.api import run_each
         from sagactl.journal import Durability, open_journal
+        from sagactl.many import run_each
 
         with open_journal(journal, Durability(durability.value)) as store:
             try:
@@ -914,6 +914,205 @@ def compensate(
     )
 
 
+EachOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--each",
+        metavar="FILE.jsonl",
+        show_default=False,
+        help="One run per line, each line a JSON object of inputs (over -i and --inputs).",
+    ),
+]
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(help="The saga file.", show_default=False)],
+    input_values: InputOption = None,
+    inputs_file: InputsFileOption = None,
+    each: EachOption = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id",
+            help="The run's id; with --each, ID-<line>, and submitting again queues only the "
+            "lines not queued yet.",
+        ),
+    ] = None,
+    journal: JournalOption = None,
+    env_file: EnvFileOption = None,
+    output: OutputOption = OutputChoice.TEXT,
+    quiet: QuietOption = False,
+) -> None:
+    """Validate the saga and journal runs as queued, sending nothing: `sagactl worker`
+    processes, on this machine or others sharing the journal, drive them. Exit 0 when every
+    run was queued, 2 when a line was refused (the others are queued)."""
+    with _reported():
+        from sagactl.api import check_run_id, load_all
+        from sagactl.definition.envfile import with_env_file
+        from sagactl.definition.inputs import (
+            EachLine,
+            each_line,
+            read_inputs_file,
+            resolve_inputs,
+        )
+        from sagactl.journal import open_journal
+        from sagactl.many import submit_runs
+        from sagactl.output.batch import EachJson, EachLines
+
+        environ = with_env_file(os.environ, env_file)
+        (saga,) = load_all([file])
+        _known_secrets(saga, environ)
+        if run_id is not None:
+            check_run_id(run_id)
+            if each is not None:
+                check_run_id(f"{run_id}-1000000")
+        file_values = read_inputs_file(inputs_file) if inputs_file else None
+        lines: Any
+        if each is not None:
+            lines = each_line(saga, each, input_values or [], file_values)
+        else:
+            lines = [EachLine(1, resolve_inputs(saga, input_values or [], file_values))]
+        chosen = run_id
+        run_id_of = (
+            None
+            if chosen is None
+            else (lambda n: f"{chosen}-{n}")
+            if each is not None
+            else (lambda n: chosen)
+        )
+        view: Any = EachJson() if output is OutputChoice.JSON else EachLines(quiet=True)
+        queued: list[str] = []
+
+        def told(outcome: Any) -> None:
+            view(outcome)
+            if outcome.run_id and len(queued) < 10:
+                queued.append(outcome.run_id)
+            if outcome.problem and output is not OutputChoice.JSON:
+                typer.echo(f"refused: {outcome.problem} (nothing queued)", err=True)
+
+        with open_journal(journal) as store:
+            submit_runs(saga, lines, store, environ, run_id_of=run_id_of, on_line=told)
+    tally = view.tally
+    if isinstance(view, EachJson):
+        view.finish(tally.code)
+    elif each is None and queued:
+        typer.echo(queued[0])
+        if not quiet:
+            typer.echo(f"queued: a worker drives it (sagactl worker{_journal_flag(journal)})")
+    elif not quiet:
+        new = tally.done - tally.counts["earlier"] - tally.counts["refused"]
+        shown = f"{new} run{'s' if new != 1 else ''} queued"
+        if tally.counts["earlier"]:
+            shown += f", {tally.counts['earlier']} submitted before and left as they are"
+        if tally.counts["refused"]:
+            shown += f", {tally.counts['refused']} lines refused"
+        typer.echo(f"{shown} (sagactl worker{_journal_flag(journal)} drives them)")
+    raise typer.Exit(2 if tally.counts["refused"] else 0)
+
+
+@app.command()
+def worker(
+    journal: JournalOption = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, max=256, help="Runs driven at once at most.")
+    ] = 8,
+    lease: Annotated[
+        float,
+        typer.Option(
+            "--lease",
+            min=1.0,
+            metavar="SECONDS",
+            help="How long a run this worker drives stays its own unrenewed: a worker that "
+            "dies loses its runs to the others this long after.",
+        ),
+    ] = 30.0,
+    until_idle: Annotated[
+        bool,
+        typer.Option(
+            "--until-idle",
+            help="Stop once nothing is left to claim and nothing is in flight (exit: the "
+            "worst run's code); else run until SIGTERM or Ctrl-C.",
+        ),
+    ] = False,
+    env_file: EnvFileOption = None,
+    output: OutputOption = OutputChoice.TEXT,
+    quiet: QuietOption = False,
+) -> None:
+    """Drive queued runs, and take over runs whose process died or whose lease lapsed, as
+    `resume` would (the saga text of the journal, secrets from this environment). Any number
+    of workers, on any number of machines sharing a PostgreSQL journal, each run driven by
+    one at a time. SIGTERM or Ctrl-C: nothing more is claimed, the runs in flight journal what
+    they sent and are released for another worker; exit 0."""
+    import socket
+
+    with _reported():
+        from sagactl.definition.envfile import with_env_file
+        from sagactl.journal import open_journal
+        from sagactl.many import work
+        from sagactl.output.batch import worse
+
+        environ = with_env_file(os.environ, env_file)
+    lock = threading.Lock()
+    worst = 0
+    counts: dict[str, int] = {}
+
+    def ended(done: Any) -> None:
+        nonlocal worst
+        status = done.status.value if done.status is not None else "interrupted"
+        code = _EXIT.get(status, 0)
+        with lock:
+            worst = worse(worst, code)
+            counts[status] = counts.get(status, 0) + 1
+            if output is OutputChoice.JSON:
+                from sagactl.output.run_views import json_line
+
+                record = {
+                    "v": 1,
+                    "event": "run_ended",
+                    "run_id": done.run_id,
+                    "saga": done.saga,
+                    "status": status,
+                    "error": done.error,
+                    "took_over": done.took_over,
+                }
+                typer.echo(json_line(record))
+            elif not quiet:
+                taken = " (taken over)" if done.took_over else ""
+                why = f": {done.error}" if done.error and status != "interrupted" else ""
+                typer.echo(f"run {done.run_id} ({done.saga}){taken} {status}{why}")
+
+    def problem(text: str) -> None:
+        typer.echo(f"worker: {text}", err=True)
+
+    if not quiet and output is not OutputChoice.JSON:
+        typer.echo(
+            f"worker {socket.gethostname()}:{os.getpid()}: driving queued and interrupted runs "
+            f"of {_shown_journal(journal)}, {concurrency} at once (SIGTERM or Ctrl-C stops)"
+        )
+    with _reported(), _signals() as stop:
+        work(
+            lambda: open_journal(journal),
+            environ,
+            on_run=ended,
+            on_problem=problem,
+            concurrency=concurrency,
+            stop=stop,
+            lease_ttl=lease,
+            until_idle=until_idle,
+        )
+    if not quiet and output is not OutputChoice.JSON:
+        shown = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no run"
+        typer.echo(f"worker stopped: {shown}")
+    raise typer.Exit(worst if until_idle and not stop.is_set() else 0)
+
+
+def _shown_journal(journal: str | None) -> str:
+    from sagactl.journal.leases import shown_target
+
+    return shown_target(journal or os.environ.get("SAGACTL_JOURNAL") or "the default journal")
+
+
 StepArgument = Annotated[
     str,
     typer.Argument(
@@ -987,6 +1186,7 @@ def mark(
 
 
 class StatusChoice(StrEnum):
+    QUEUED = "queued"
     RUNNING = "running"
     COMPENSATING = "compensating"
     SUCCEEDED = "succeeded"

@@ -48,10 +48,12 @@ def split_item_key(key: str) -> tuple[str, int | None]:
 
 
 class RunStatus(StrEnum):
-    """Where a run stands (SPEC §3.2); `succeeded`, `compensated` and `cleaned` are final.
+    """Where a run stands (SPEC §3.2, §8); `succeeded`, `compensated` and `cleaned` are final.
     `cleaned`: the run succeeded, then `--cleanup` undid every step (a smoke test that
     passed)."""
 
+    QUEUED = "queued"
+    """Journaled by `submit`, nothing sent: a worker claims it (SPEC §8)."""
     RUNNING = "running"
     COMPENSATING = "compensating"
     SUCCEEDED = "succeeded"

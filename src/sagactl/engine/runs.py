@@ -14,7 +14,15 @@ from sagactl.model import Saga
 from sagactl.records import Owner, RunRecord
 from sagactl.redact import Redactor
 
-__all__ = ["WITHHELD", "WITHHELD_BODY", "create_run", "env_values", "read_secrets"]
+__all__ = [
+    "WITHHELD",
+    "WITHHELD_BODY",
+    "create_run",
+    "env_values",
+    "journaled_env",
+    "read_secrets",
+    "saga_hash",
+]
 
 # What the journal keeps in place of an output that held a secret.
 WITHHELD = {"withheld": "held a secret"}
@@ -40,6 +48,25 @@ def env_values(saga: Saga, environ: Mapping[str, str]) -> dict[str, str]:
     return {name: environ[name] for name in saga.env if name in environ}
 
 
+def saga_hash(saga: Saga) -> str:
+    """The hash the journal keeps of a saga's text."""
+    return hashlib.sha256(saga.source.encode()).hexdigest()
+
+
+def journaled_env(
+    saga: Saga, environ: Mapping[str, str], redactor: Redactor | None
+) -> dict[str, Any]:
+    """The env values a run reads, as the journal keeps them: one that holds a secret (a URL
+    with a password in it) only marked, for a resume to read from the environment again."""
+    env: dict[str, Any] = env_values(saga, environ)
+    if redactor:
+        env = {
+            name: WITHHELD if redactor.text(value) != value else value
+            for name, value in env.items()
+        }
+    return env
+
+
 def create_run(
     journal: Journal,
     saga: Saga,
@@ -53,21 +80,15 @@ def create_run(
     """Journal a new run (saga text and hash, inputs, env values read) before its first
     request, owned by this process. An env value that holds a secret (a URL with a password
     in it) is not journaled, only marked: a resume reads it from the environment again."""
-    env: dict[str, Any] = env_values(saga, environ)
-    if redactor:
-        env = {
-            name: WITHHELD if redactor.text(value) != value else value
-            for name, value in env.items()
-        }
     run_id = run_id or new_run_id()
     journal.create_run(
         run_id=run_id,
         name=saga.name,
         saga_path=saga.path,
         saga_text=saga.source,
-        saga_hash=hashlib.sha256(saga.source.encode()).hexdigest(),
+        saga_hash=saga_hash(saga),
         inputs=inputs,
-        env=env,
+        env=journaled_env(saga, environ, redactor),
         trace_id=new_trace_id(),
         owner=Owner.this_process(),
         lease_ttl=lease_ttl,

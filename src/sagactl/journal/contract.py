@@ -17,7 +17,7 @@ process; what was deferred is then dropped, never written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -75,14 +75,15 @@ class Journal(Protocol):
         inputs: Mapping[str, Any],
         env: Mapping[str, Any],
         trace_id: str,
-        owner: Owner,
+        owner: Owner | None,
         lease_ttl: float,
         step_ids: Sequence[str] | None = None,
     ) -> None:
         """Durably add a run, `running` in phase `forward`, with `owner` holding its lease for
-        `lease_ttl` seconds. Raises `JournalError` when a run with this id exists (the
-        existing run is untouched). A crash after it returns leaves a run that a resume
-        takes over once the lease lapses or its owner is found dead."""
+        `lease_ttl` seconds; without an owner, `queued` (SPEC §8: `submit`): nothing of it is
+        sent until a worker claims it (`claim_run`). Raises `JournalError` when a run with
+        this id exists (the existing run is untouched). A crash after it returns leaves a run
+        that a resume takes over once the lease lapses or its owner is found dead."""
         ...
 
     def get_run(self, run_id: str) -> RunRecord:
@@ -148,6 +149,17 @@ class Journal(Protocol):
         ...
 
     # --- leases --------------------------------------------------------------------------------
+
+    def claim_run(
+        self, owner: Owner, ttl: float, *, skip: Collection[str] = ()
+    ) -> RunRecord | None:
+        """Durably make `owner` the owner, for `ttl` seconds, of one run nobody drives, and
+        return it as it was before the claim: a run `running` or `compensating` whose owner
+        is gone or whose lease lapsed (taken over first: it was under way), else the oldest
+        `queued` run, which becomes `running`. Runs in `skip` are passed over; None when
+        there is nothing to claim. Of any number of processes claiming at once, on any number
+        of machines, each run goes to one."""
+        ...
 
     def take_lease(self, run_id: str, owner: Owner, ttl: float) -> None:
         """Durably make `owner` the run's owner for `ttl` seconds, unless another owner may
@@ -329,7 +341,7 @@ class Journal(Protocol):
 
 def shown_status(journal: Journal, run: RunRecord) -> str:
     """The status as users see it: a run journaled `running` or `compensating` whose owner
-    is gone is `interrupted`."""
+    is gone is `interrupted` (a worker may take it over); `queued` waits for a worker."""
     if run.status in (RunStatus.RUNNING, RunStatus.COMPENSATING) and not journal.driven(run):
         return "interrupted"
     return run.status.value

@@ -1,8 +1,10 @@
-"""Who may still be driving a run: the lease policy every backend applies (SPEC §4)."""
+"""Who may still be driving a run: the lease policy every backend applies (SPEC §4); and how a
+journal's target is shown (a URL's password never is)."""
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -10,7 +12,7 @@ from pathlib import Path
 
 from sagactl.records import Owner
 
-__all__ = ["Alive", "owner_alive"]
+__all__ = ["Alive", "owner_alive", "shown_target"]
 
 Alive = Callable[[Owner, float | None], bool]
 """Whether a run's owner, whose lease expires at the given time, may still be driving it."""
@@ -37,3 +39,8 @@ def owner_alive(owner: Owner, expires: float | None) -> bool:
     except (OSError, IndexError):
         return True  # no /proc here: the process exists, which is all that can be known
     return state not in ("Z", "X")
+
+
+def shown_target(target: str) -> str:
+    """A journal's target as it may be shown: a URL's password as `***`."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", target)

@@ -15,7 +15,6 @@ server itself crashes, never if this process is killed.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,10 +24,10 @@ from psycopg.pq import TransactionStatus
 
 from sagactl.errors import JournalError
 from sagactl.journal.contract import Durability
-from sagactl.journal.leases import Alive, owner_alive
+from sagactl.journal.leases import Alive, owner_alive, shown_target
 from sagactl.journal.sql import SqlJournal
 
-__all__ = ["SCHEMA_VERSION", "PostgresJournal", "shown_url"]
+__all__ = ["SCHEMA_VERSION", "PostgresJournal"]
 
 SCHEMA_VERSION = 1
 _LOCK_KEY = 0x53414741  # "SAGA": the advisory lock held while the tables are made
@@ -127,11 +126,6 @@ _SCHEMA = [
 ]
 
 
-def shown_url(url: str) -> str:
-    """The URL with its password, if any, as `***`."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
-
-
 class _Row(tuple[Any, ...]):
     """A row read by position or by column name, as SQLite's rows are."""
 
@@ -187,6 +181,7 @@ class PostgresJournal(SqlJournal):
     _LIKE = "ILIKE"
     _FOR_UPDATE = " FOR UPDATE"  # two processes taking one lease: the second waits, then sees
     _SHARE = " FOR SHARE"  # a commit relying on its lease: no takeover until it is written
+    _CLAIM = " FOR UPDATE SKIP LOCKED"  # workers claiming at once each get a run of their own
 
     def __init__(
         self,
@@ -203,7 +198,7 @@ class PostgresJournal(SqlJournal):
 
     @property
     def location(self) -> str:
-        return shown_url(self.url)
+        return shown_target(self.url)
 
     def _rows(self, cursor: Any) -> list[Any]:
         return list(cursor.fetchall())
@@ -212,7 +207,7 @@ class PostgresJournal(SqlJournal):
         try:
             connection = psycopg.connect(self.url, autocommit=True, row_factory=_rows_by_name)
         except psycopg.Error as exc:
-            message = shown_url(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+            message = shown_target(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
             raise JournalError(
                 f"{self.location}: cannot connect to the journal: {message}"
             ) from None

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, ClassVar, Self, TypeVar, cast
 
@@ -111,6 +111,9 @@ class SqlJournal:
     """Appended to a SELECT of a row the transaction is about to change (a lease taken)."""
     _SHARE: ClassVar[str] = ""
     """Appended to the SELECT of a lease a commit relies on: no other may take it meanwhile."""
+    _CLAIM: ClassVar[str] = ""
+    """Appended to the SELECT of runs to claim: rows another process is claiming are passed
+    over rather than waited for (SQLite's transactions are one at a time: nothing to add)."""
 
     def __init__(
         self,
@@ -306,10 +309,21 @@ class SqlJournal:
         inputs: Mapping[str, Any],
         env: Mapping[str, Any],
         trace_id: str,
-        owner: Owner,
+        owner: Owner | None,
         lease_ttl: float,
         step_ids: Sequence[str] | None = None,
     ) -> None:
+        run = (run_id, name, saga_path, saga_text, saga_hash, inputs, env, trace_id, step_ids)
+        if owner is None:
+            self._insert_run(run, RunStatus.QUEUED, (None, None, None))
+            return
+        expires = self._leased(run_id, self.clock() + lease_ttl)
+        self._insert_run(run, RunStatus.RUNNING, (owner.host, owner.pid, expires))
+
+    def _insert_run(
+        self, run: tuple[Any, ...], status: RunStatus, lease: tuple[Any, Any, Any]
+    ) -> None:
+        run_id, name, saga_path, saga_text, saga_hash, inputs, env, trace_id, step_ids = run
         now = self.clock()
 
         def insert(db: Any) -> None:
@@ -327,13 +341,11 @@ class SqlJournal:
                         saga_hash,
                         _json(dict(inputs)),
                         _json(dict(env)),
-                        RunStatus.RUNNING.value,
+                        status.value,
                         trace_id,
                         now,
                         now,
-                        owner.host,
-                        owner.pid,
-                        self._leased(run_id, now + lease_ttl),
+                        *lease,
                         _json(list(step_ids)) if step_ids is not None else None,
                     ),
                 )
@@ -586,6 +598,61 @@ class SqlJournal:
             )
 
         self._commit(take)
+
+    def claim_run(
+        self, owner: Owner, ttl: float, *, skip: Collection[str] = ()
+    ) -> RunRecord | None:
+        host, pid = owner
+        skipped = tuple(skip)
+        unless = f" AND id NOT IN ({', '.join('?' * len(skipped))})" if skipped else ""
+
+        def claim(db: Any) -> RunRecord | None:
+            now = self.clock()
+            # Runs under way whose lease lapsed, or whose owner may be a process of this
+            # machine that is gone (the lease policy can tell); then the oldest queued run. Rows
+            # another process is claiming are passed over, not waited for.
+            candidates = self._rows(
+                db.execute(
+                    "SELECT * FROM runs WHERE status IN ('running', 'compensating') AND"
+                    " (owner_pid IS NULL OR lease_expires IS NULL OR lease_expires < ?"
+                    f" OR owner_host = ?){unless} ORDER BY created_at, id LIMIT 50" + self._CLAIM,
+                    (now, Owner.this_process().host, *skipped),
+                )
+            )
+            taken = next(
+                (
+                    row
+                    for row in candidates
+                    if (row["owner_host"], row["owner_pid"]) != (host, pid)
+                    and (
+                        row["owner_pid"] is None
+                        or not self._alive(
+                            Owner(row["owner_host"], row["owner_pid"]), row["lease_expires"]
+                        )
+                    )
+                ),
+                None,
+            )
+            if taken is None:
+                queued = self._rows(
+                    db.execute(
+                        f"SELECT * FROM runs WHERE status = 'queued'{unless}"
+                        " ORDER BY created_at, id LIMIT 1" + self._CLAIM,
+                        skipped,
+                    )
+                )
+                if not queued:
+                    return None
+                taken = queued[0]
+            db.execute(
+                "UPDATE runs SET owner_host = ?, owner_pid = ?, lease_expires = ?,"
+                " status = CASE WHEN status = 'queued' THEN 'running' ELSE status END,"
+                " updated_at = ? WHERE id = ?",
+                (host, pid, self._leased(taken["id"], now + ttl), now, taken["id"]),
+            )
+            return self._run(taken)
+
+        return self._commit(claim)
 
     def driven(self, run: RunRecord) -> bool:
         if run.owner_host is None or run.owner_pid is None:

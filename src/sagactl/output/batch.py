@@ -19,12 +19,12 @@ from typing import IO, TYPE_CHECKING, Any
 from sagactl.output.run_views import iso_time, json_line
 
 if TYPE_CHECKING:
-    from sagactl.api import LineOutcome
     from sagactl.events import Event
+    from sagactl.many import LineOutcome
 
 __all__ = ["EachJson", "EachLines", "EachProgress", "Tally", "exit_code", "summary", "worse"]
 
-_EXIT = {"succeeded": 0, "cleaned": 0, "compensated": 1, "stuck": 3}
+_EXIT = {"succeeded": 0, "cleaned": 0, "compensated": 1, "stuck": 3, "queued": 0}
 _SHOWN_AT_MOST = 10
 """Run ids listed by the tally for each kind of trouble; `sagactl list` shows every one."""
 

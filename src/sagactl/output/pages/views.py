@@ -39,6 +39,7 @@ __all__ = ["STATUSES", "RunData", "list_page", "report_page", "run_page", "stati
 
 _PHASES = ("action", "verify", "confirm", "compensate")
 STATUSES = (
+    "queued",
     "running",
     "compensating",
     "interrupted",
