@@ -88,6 +88,11 @@ class PostgresServer:
             "UTF8",
             "--no-sync",
         )
+        self.start()
+        return self
+
+    def start(self) -> None:
+        """Start the cluster (again, after `stop`: same data, same port)."""
         self._run(
             str(self.bin / "pg_ctl"),
             "-D",
@@ -99,11 +104,14 @@ class PostgresServer:
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200",
             "start",
         )
-        return self
+
+    def stop(self) -> None:
+        """Stop it as a crash would: every connection dropped at once."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
 
     def __exit__(self, *exc: object) -> None:
         try:
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+            self.stop()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 

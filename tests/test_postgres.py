@@ -6,6 +6,7 @@ PostgreSQL too (test_journal_contract.py, test_crash.py, test_each.py, test_mode
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import sagas
-from helpers import Runs, Ui, some_runs, wait_for
+from helpers import Runs, Ui, effects, lines_file, some_runs, wait_for
 from postgres_server import PostgresServer
 from sagactl.journal import open_journal
 from sagactl.testing.service import Fault, Service
+from sagas import LINES
 
 
 @pytest.fixture
@@ -77,3 +79,38 @@ def test_a_run_of_another_process_is_not_taken_while_its_lease_holds(
         hold.release.set()
         out: Any = process.communicate(timeout=30)
     assert process.returncode == 0, out
+
+
+def test_a_worker_that_loses_the_database_sends_nothing_until_it_has_its_runs_back(
+    tmp_path: Path, service: Service
+) -> None:
+    """The database goes away while a worker's requests are in flight: their answers cannot
+    be journaled, so nothing more of those runs is sent; once the database is back, the
+    worker opens it again and takes its runs back when their leases lapse, sending the
+    requests in doubt again under their keys."""
+    hold = Fault("PUT", "/b/", kind="hold", times=None)
+    service.faults.append(hold)
+    with PostgresServer() as server:  # a cluster of its own: it is stopped halfway
+        runs = Runs(tmp_path, service)
+        runs.journal = server.url()  # type: ignore[assignment]
+        saga, each = runs.file(LINES), lines_file(runs, [1, 2, 3])
+        assert runs("submit", str(saga), "--each", str(each), "--run-id", "lost").exit_code == 0
+        worker = runs.start("worker", "--lease", "2", "--concurrency", "3")
+        try:
+            wait_for(lambda: service.busy == 3)  # every run's b is held by the service
+            server.stop()
+            hold.release.set()  # b lands, but its answer cannot be journaled
+            wait_for(lambda: service.busy == 0)
+            sent = len(service.received)
+            server.start()
+            with open_journal(str(runs.journal)) as journal:
+                wait_for(lambda: journal.count_runs() == {"succeeded": 3}, timeout=90)
+        finally:
+            hold.release.set()
+            worker.send_signal(signal.SIGTERM)
+            _, err = worker.communicate(timeout=60)
+    assert "cannot" in err  # it said the journal could not be written or reached
+    # While the database was away nothing more was sent: b again, then nothing else.
+    again = [r for r in service.received[sent:] if r.method == "PUT"]
+    assert sorted(r.path for r in again) == ["/b/1", "/b/2", "/b/3"]
+    assert set(effects(service).values()) == {1}

@@ -619,11 +619,13 @@ class SqlJournal:
                     (now, Owner.this_process().host, *skipped),
                 )
             )
+            # Not a run this object drives; a run of this very process that it no longer
+            # drives (its connection was lost, say) once its lease lapsed, like any other.
             taken = next(
                 (
                     row
                     for row in candidates
-                    if (row["owner_host"], row["owner_pid"]) != (host, pid)
+                    if row["id"] not in self._driving
                     and (
                         row["owner_pid"] is None
                         or not self._alive(
