@@ -4,6 +4,9 @@ of this machine, measured in the same rounds, interleaved.
     python bench/each.py            # 2,000 two-step sagas a case, 3 rounds
     python bench/each.py --quick    # 300 a case, 1 round
 
+PostgreSQL rows start a throwaway cluster (tests/postgres_server.py: Debian's postgresql
+binaries and psycopg); they are left out, with a line saying why, where there is none.
+
 The saga: two PUTs to one local server (bench/server.py, its own process). The floor: the same
 two PUTs per saga plus two fsynced SQLite commits, one saga after the other, on one
 keep-alive connection — what a hand-written loop that journals before and after would cost.
@@ -23,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -72,19 +76,22 @@ def floor(url: str, n: int) -> float:
     return elapsed
 
 
-def in_process(url: str, n: int, durability: str, concurrency: int) -> float:
-    """`api.run_each`, what `run --each` calls: a journal, one run per line."""
-    from sagactl.api import run_each
+def in_process(
+    url: str, n: int, durability: str, concurrency: int, target: Callable[[], str] | None = None
+) -> float:
+    """`many.run_each`, what `run --each` calls: a journal (a file, or `target()`), one run
+    per line."""
     from sagactl.definition.inputs import EachLine
     from sagactl.definition.loader import load_text
     from sagactl.ids import new_run_id
     from sagactl.journal import Durability, open_journal
+    from sagactl.many import run_each
 
     saga = load_text(SAGA, "bench-each.yaml")
     ended: list[str] = []
     with (
         tempfile.TemporaryDirectory() as tmp,
-        open_journal(Path(tmp) / "j.db", Durability(durability)) as journal,
+        open_journal(target() if target else Path(tmp) / "j.db", Durability(durability)) as journal,
     ):
         start = time.perf_counter()
         run_each(
@@ -132,6 +139,46 @@ def command(url: str, n: int, durability: str, concurrency: int) -> float:
         return time.perf_counter() - start
 
 
+def workers(url: str, n: int, count: int, target: Callable[[], str]) -> float:
+    """`submit` n runs (not timed), then `count` worker processes with --until-idle: the time
+    from their start to the last one's end, start-up included."""
+    journal = target()
+    with tempfile.TemporaryDirectory() as tmp:
+        saga, lines = Path(tmp) / "bench-each.yaml", Path(tmp) / "lines.jsonl"
+        saga.write_text(SAGA)
+        lines.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(n)))
+        env = {**os.environ, "BASE": url, "SAGACTL_JOURNAL": journal}
+        subprocess.run(
+            [sys.executable, "-m", "sagactl", "submit", str(saga), "--each", str(lines), "-q"],
+            check=True,
+            env=env,
+        )
+        start = time.perf_counter()
+        started = [
+            subprocess.Popen(
+                [sys.executable, "-m", "sagactl", "worker", "--until-idle", "--concurrency=32"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+            for _ in range(count)
+        ]
+        for process in started:
+            assert process.wait() == 0
+        return time.perf_counter() - start
+
+
+def postgres() -> Any:
+    """A throwaway cluster, or None (and why) where there is none."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from postgres_server import PostgresServer, missing_reason
+
+    why = missing_reason()
+    if why:
+        print(f"PostgreSQL rows left out: {why}")
+        return None
+    return PostgresServer()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -141,19 +188,28 @@ def main() -> None:
     n = args.sagas or (300 if args.quick else 2000)
     rounds = args.rounds or (1 if args.quick else 3)
     proc, url = start_server()
+    cluster = postgres()
     try:
         cases: dict[str, Callable[[], float]] = {
             "floor": lambda: floor(url, n),
             "each full c8": lambda: in_process(url, n, "full", 8),
             "each full c32": lambda: in_process(url, n, "full", 32),
-            "each normal c8": lambda: in_process(url, n, "normal", 8),
             "each normal c32": lambda: in_process(url, n, "normal", 32),
             "command full c32": lambda: command(url, n, "full", 32),
         }
+        if cluster is not None:
+            cluster.__enter__()
+            cases |= {
+                "each pg c32": lambda: in_process(url, n, "full", 32, cluster.url),
+                "1 worker pg": lambda: workers(url, n, 1, cluster.url),
+                "2 workers pg": lambda: workers(url, n, 2, cluster.url),
+            }
         in_process(url, 50, "full", 8)  # warm imports and the server
         taken = samples(rounds, cases)
     finally:
         proc.terminate()
+        if cluster is not None:
+            cluster.__exit__(None, None, None)
     print(f"{n} two-step sagas a case, {rounds} round(s); sagas/s, and vs the floor per round")
     floor_rate = sorted(n / t for t in taken["floor"])
     print(f"{'floor':<18} {floor_rate[len(floor_rate) // 2]:8.0f}/s")

@@ -199,3 +199,38 @@ def test_an_each_file_that_is_not_there_is_a_usage_error(runs: Runs, service: Se
     assert result.exit_code == 2
     assert f"{runs.tmp / 'nope.jsonl'}: no such inputs file" in result.stderr
     assert service.received == []
+
+
+@pytest.mark.slow
+def test_ten_thousand_lines_with_faults_a_kill_and_the_batch_again_apply_each_line_once(
+    runs: Runs, service: Service, new_journal: Callable[[], str]
+) -> None:
+    """The batch of SPEC §8 at size (`pytest -m slow`): 10,000 lines, 503s on some actions,
+    one line whose b is refused for good (its run compensated), the process SIGKILLed while
+    a request is held, then the same command again: every line's run final, each effect the
+    service holds applied once, nothing of the failed line left."""
+    runs.journal = new_journal()  # type: ignore[assignment]  # a file, then PostgreSQL
+    hold = Fault("PUT", "/b/5000", kind="hold")
+    service.faults += [
+        hold,
+        Fault("PUT", "/a/7", status=503, times=2),
+        Fault("PUT", "/a/9999", status=503, times=2),
+        Fault("PUT", "/b/4242", status=422, times=None),
+    ]
+    saga, each = runs.file(LINES), lines_file(runs, range(1, 10_001))
+    command = ("run", str(saga), "--each", str(each), "--run-id", "big-1", "--concurrency", "16")
+    process = runs.start(*command)
+    held = lambda: any(r.path == "/b/5000" for r in service.received)  # noqa: E731
+    wait_for(lambda: held() or process.poll() is not None, timeout=600)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    hold.release.set()
+    wait_for(lambda: service.busy == 0)
+    again = runs(*command, "--durability", "normal")
+    assert again.exit_code == 1, again.stdout[-2000:]  # line 4242 compensated, no worse
+    with open_journal(str(runs.journal)) as journal:
+        assert journal.count_runs() == {"succeeded": 9_999, "compensated": 1}
+    expected = {f"/{s}/{n}" for n in range(1, 10_001) if n != 4242 for s in "ab"}
+    assert set(service.resources) == expected
+    assert set(effects(service).values()) == {1}
