@@ -7,6 +7,7 @@ run's status; the command line only maps that to an exit code.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -152,15 +153,23 @@ def start_run(
         return run.id, engine.start()
 
 
+@functools.lru_cache(maxsize=32)
+def _journaled_saga(text: str, path: str) -> Saga:
+    """A journaled saga text, loaded once per process: a worker or a batch resumes many runs
+    of one saga, and a loaded saga is immutable."""
+    from sagactl.definition.loader import load_text
+
+    return load_text(text, path)
+
+
 def _stored(
     journal: Journal, prefix: str, environ: Mapping[str, str], redactor: Redactor | None
 ) -> tuple[RunRecord, Saga, dict[str, str], dict[str, Any]]:
-    from sagactl.definition.loader import load_text
     from sagactl.engine.runs import WITHHELD, read_secrets
 
     run = journal.find_run(prefix)
     # The journaled text, never the file on disk: the run goes on as it began.
-    saga = load_text(run.saga_text, run.saga_path)
+    saga = _journaled_saga(run.saga_text, run.saga_path)
     secrets = read_secrets(saga, environ)
     env = dict(run.env)
     # An env value that held a secret was not journaled: it is read from the environment

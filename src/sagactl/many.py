@@ -318,6 +318,19 @@ def work(
     store: Journal | None = None
     wait = poll
 
+    users: dict[int, int] = {}
+    """How many runs in flight use each journal object opened, by id."""
+    retired: dict[int, Journal] = {}
+    """Journal objects given up on (their connection lost): closed once no run uses them."""
+
+    def done_with(journal: Journal) -> None:
+        with lock:
+            users[id(journal)] -= 1
+            left = retired.pop(id(journal), None) if not users[id(journal)] else None
+        if left is not None:
+            with contextlib.suppress(Exception):
+                left.close()
+
     def drive(journal: Journal, client: Any, claimed: RunRecord) -> None:
         error: list[str] = []
 
@@ -359,6 +372,7 @@ def work(
         finally:
             with lock:
                 in_flight.discard(threading.current_thread())
+            done_with(journal)
             slots.release()
 
     with _client(concurrency * min(concurrency, 8)) as client:
@@ -382,9 +396,17 @@ def work(
                 except JournalError as exc:
                     slots.release()
                     on_problem(f"{exc}; opening the journal again")
-                    with contextlib.suppress(Exception):
-                        store.close()
+                    # Runs in flight keep the one they have: closed once they end (if its
+                    # connection is lost, their next write fails, and they send nothing more).
+                    with lock:
+                        if users.get(id(store)):
+                            retired[id(store)] = store
+                            store = None
+                    if store is not None:
+                        with contextlib.suppress(Exception):
+                            store.close()
                     store = None
+                    stop.wait(poll)
                     continue
                 if claimed is None:
                     slots.release()
@@ -399,11 +421,14 @@ def work(
                 )
                 with lock:
                     in_flight.add(thread)
+                    users[id(store)] = users.get(id(store), 0) + 1
                 thread.start()
         finally:
             with lock:
                 running = list(in_flight)
             for thread in running:
                 thread.join()
-            if store is not None:
-                store.close()
+            for journal in [store, *retired.values()]:
+                if journal is not None:
+                    with contextlib.suppress(Exception):
+                        journal.close()

@@ -179,9 +179,13 @@ class PostgresJournal(SqlJournal):
     _INTEGRITY = psycopg.errors.UniqueViolation
     _PREFIX = "starts_with(id, ?)"  # collations need not sort by code point
     _LIKE = "ILIKE"
-    _FOR_UPDATE = " FOR UPDATE"  # two processes taking one lease: the second waits, then sees
+    # Row locks that do not block the key-share locks of the owner's inserts (attempts and
+    # steps refer to their run): taking a lease waits for a commit relying on it, not for
+    # the attempts being journaled.
+    _FOR_UPDATE = " FOR NO KEY UPDATE"  # two processes taking one lease: the second waits
     _SHARE = " FOR SHARE"  # a commit relying on its lease: no takeover until it is written
-    _CLAIM = " FOR UPDATE SKIP LOCKED"  # workers claiming at once each get a run of their own
+    _CLAIM = " FOR NO KEY UPDATE SKIP LOCKED"  # claiming workers each get runs of their own
+    _RETRY = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
     def __init__(
         self,

@@ -68,6 +68,10 @@ def _clip(text: str | None, limit: int = BODY_LIMIT) -> str | None:
     return raw[:limit].decode(errors="ignore") + "…[truncated]"
 
 
+class _Again(Exception):
+    """A transaction the database rolled back for another's sake, to be run again."""
+
+
 class _Work:
     """A write waiting to be committed with others (`SqliteJournal._commit`), and what came of
     it: the value `apply` returned, or the JournalError it raised."""
@@ -111,6 +115,8 @@ class SqlJournal:
     """Appended to a SELECT of a row the transaction is about to change (a lease taken)."""
     _SHARE: ClassVar[str] = ""
     """Appended to the SELECT of a lease a commit relies on: no other may take it meanwhile."""
+    _RETRY: ClassVar[tuple[type[Exception], ...]] = ()
+    """Errors after which a transaction is run again: nothing of it was written."""
     _CLAIM: ClassVar[str] = ""
     """Appended to the SELECT of runs to claim: rows another process is claiming are passed
     over rather than waited for (SQLite's transactions are one at a time: nothing to add)."""
@@ -203,6 +209,8 @@ class SqlJournal:
                     if self._in_transaction(self._db):
                         self._db.execute("ROLLBACK")
                     raise
+            except self._RETRY as exc:
+                raise _Again(str(exc)) from None
             except self._ERRORS as exc:
                 raise JournalError(f"{self.location}: cannot write the journal: {exc}") from None
 
@@ -228,19 +236,30 @@ class SqlJournal:
             batch, self._works = self._works, []
         several = len(batch) > 1
         try:
-            with self._write() as db:
-                for work in batch:
-                    if several:
-                        db.execute("SAVEPOINT work")
-                    try:
-                        work.result = work.apply(db)
-                    except JournalError as exc:
-                        if not several:
-                            raise
-                        db.execute("ROLLBACK TO work")
-                        work.error = exc
-                    if several:
-                        db.execute("RELEASE work")
+            for tries_left in reversed(range(3)):
+                try:
+                    with self._write() as db:
+                        for work in batch:
+                            work.error = None
+                            if several:
+                                db.execute("SAVEPOINT work")
+                            try:
+                                work.result = work.apply(db)
+                            except JournalError as exc:
+                                if not several:
+                                    raise
+                                db.execute("ROLLBACK TO work")
+                                work.error = exc
+                            if several:
+                                db.execute("RELEASE work")
+                    break
+                except _Again as exc:
+                    # The database gave up on this transaction to let another through (a
+                    # deadlock broken): nothing of it was written, so it is written again.
+                    if not tries_left:
+                        raise JournalError(
+                            f"{self.location}: cannot write the journal: {exc}"
+                        ) from None
         except JournalError as exc:
             # Nothing of the transaction was written: every write in it failed.
             for work in batch:
@@ -611,11 +630,13 @@ class SqlJournal:
             # Runs under way whose lease lapsed, or whose owner may be a process of this
             # machine that is gone (the lease policy can tell); then the oldest queued run. Rows
             # another process is claiming are passed over, not waited for.
+            # Looked at without a lock: rows of runs other processes drive are never locked
+            # here (their writes would wait on this claim); the one chosen is locked below.
             candidates = self._rows(
                 db.execute(
                     "SELECT * FROM runs WHERE status IN ('running', 'compensating') AND"
                     " (owner_pid IS NULL OR lease_expires IS NULL OR lease_expires < ?"
-                    f" OR owner_host = ?){unless} ORDER BY created_at, id LIMIT 50" + self._CLAIM,
+                    f" OR owner_host = ?){unless} ORDER BY created_at, id LIMIT 50",
                     (now, Owner.this_process().host, *skipped),
                 )
             )
@@ -635,6 +656,13 @@ class SqlJournal:
                 ),
                 None,
             )
+            if taken is not None:
+                # Locked, and read again: another process may have claimed it meanwhile.
+                again = self._rows(
+                    db.execute("SELECT * FROM runs WHERE id = ?" + self._CLAIM, (taken["id"],))
+                )
+                if not again or tuple(again[0]) != tuple(taken):
+                    taken = None  # changed meanwhile: a queued run instead
             if taken is None:
                 queued = self._rows(
                     db.execute(
