@@ -318,6 +318,7 @@ def act_as_operator(
             else:  # applied by hand
                 verdict = None
                 service.resources[target] = {"by": "hand"}
+                service.by_hand.add(key)
         operate(key, verdict)
         done.append(f"{command} {phase}" + (f" {verdict}" if verdict else ""))
     return done
@@ -420,6 +421,8 @@ def check(
             for above in saga.ancestors[step.id]:
                 if saga.step(above).foreach == []:
                     continue  # a foreach step of no items sends nothing
+                if any(step_of(key) == above for key in service.by_hand):
+                    continue  # applied by hand, then skipped: no request of it came
                 # Every request of a step it waits on (every item's, every retry) came first.
                 assert 0 <= last(above, "action") < at, (above, step.id)
         undo = first(step.id, "compensate")

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from helpers import cli
 
-CASES = int(os.environ.get("SAGACTL_SECRET_CASES", "500"))
+CASES = int(os.environ.get("SAGACTL_SECRET_CASES", "300"))
 
 
 # --- the echo service ------------------------------------------------------------------------

@@ -734,7 +734,7 @@ def _run_each(
         view.start(batch, str(each))
     else:
         # The batch first, alone on its line, as `run` prints the run id: it survives a kill.
-        typer.echo(f"batch {batch}: one run per line of {each}, each {batch}-<line>")
+        typer.echo(f"batch {batch}: one run per line of {each}, each <batch>-<line>")
         if sys.stdout.isatty() and not quiet and os.environ.get("TERM") != "dumb":
             view = EachProgress(_count_lines(each), verbose=verbose)
         else:

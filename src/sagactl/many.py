@@ -317,6 +317,8 @@ def work(
     lock = threading.Lock()
     store: Journal | None = None
     wait = poll
+    ended = threading.Event()
+    """Set when a run driven here ends."""
 
     users: dict[int, int] = {}
     """How many runs in flight use each journal object opened, by id."""
@@ -374,6 +376,7 @@ def work(
                 in_flight.discard(threading.current_thread())
             done_with(journal)
             slots.release()
+            ended.set()
 
     with _client(concurrency * min(concurrency, 8)) as client:
         try:
@@ -414,7 +417,10 @@ def work(
                         idle = not in_flight
                     if until_idle and idle:
                         return
-                    stop.wait(poll)
+                    # Nothing to claim now: look again when a run here ends (its end may be
+                    # what was awaited) or after `poll`, for runs submitted meanwhile.
+                    ended.wait(poll)
+                    ended.clear()
                     continue
                 thread = threading.Thread(
                     target=drive, args=(store, client, claimed), name=f"run-{claimed.id}"

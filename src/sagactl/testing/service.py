@@ -111,6 +111,9 @@ class Service:
         """Requests being handled now (a delayed one, say): none once all have landed."""
         self.most_busy = 0
         """The most requests ever handled at once."""
+        self.by_hand: set[str] = set()
+        """Steps (or items, `lines[2]`) a test applied by hand, as an operator would before
+        `sagactl skip`: their effect is in `resources` without a request ever received."""
         self._fences: dict[str, int] = {}
         """`<run>.<step>` -> the attempts of its action sent before a verify was answered
         "absent" (its `Saga-Attempts-Sent`): those attempts are refused if they arrive."""
