@@ -111,3 +111,21 @@ def test_a_worker_without_a_secret_leaves_the_run_queued_for_one_that_has_it(
     assert service.received == []
     assert runs("worker", "--until-idle").exit_code == 0
     assert finished(runs) == {"succeeded": 1}
+
+
+def test_a_queued_run_its_inputs_cannot_render_ends_without_anything_sent(
+    runs: Runs, service: Service
+) -> None:
+    """`submit` needs no secrets, so it cannot render every request: a run whose request its
+    inputs cannot make (an env value it needs unset when the worker renders it) is ended by
+    the worker, said, and never sent — not left queued for ever."""
+    saga = runs.file(LINES.replace('url: "/a/{{ inputs.n }}"', 'url: "/a/{{ env.MISSING }}"'))
+    saga.write_text(saga.read_text().replace("env: [BASE]", "env: [BASE, MISSING]"))
+    assert runs("submit", str(saga), "-i", "n=1", "--run-id", "cannot-render").exit_code == 0
+    done = runs("worker", "--until-idle")
+    assert done.exit_code == 1, done
+    assert "run cannot-render (lines) compensated: refused before anything was sent" in done.stdout
+    with open_journal(str(runs.journal)) as journal:
+        run = journal.get_run("cannot-render")
+    assert (run.status, run.owner_pid) == (RunStatus.COMPENSATED, None)
+    assert service.received == []
