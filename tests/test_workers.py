@@ -89,6 +89,8 @@ def test_submit_names_each_bad_line_queues_the_others_and_once_only(
     ]
     one = runs("submit", str(saga), "-i", "n=5")
     assert one.exit_code == 0 and "queued: a worker drives it" in one.stdout
+    shown = runs("show", one.stdout.splitlines()[0])
+    assert "status    queued (nothing sent: a worker drives it, sagactl worker)" in shown.stdout
     assert finished(runs) == {"queued": 3}
     assert service.received == []
     done = runs("worker", "--until-idle")

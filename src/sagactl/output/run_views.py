@@ -249,6 +249,8 @@ def _shown_status(run: RunRecord, shown: str) -> str:
         return "cleaned (it succeeded, then --cleanup undid its steps)"
     if run.status.final:
         return shown
+    if shown == "queued":
+        return "queued (nothing sent: a worker drives it, sagactl worker)"
     doing = "while cleaning up" if run.cleanup else _DOING.get(run.phase.value, "")
     return f"{shown} ({doing})" if doing else shown
 
