@@ -105,7 +105,7 @@ def test_a_worker_without_a_secret_leaves_the_run_queued_for_one_that_has_it(
     saga = runs.file(LINES)
     assert runs("submit", str(saga), "-i", "n=1", "--run-id", "needs-token").exit_code == 0
     lacking = runs("worker", "--until-idle", TOKEN=None)
-    assert lacking.exit_code == 0
+    assert lacking.exit_code == 2  # a run it could not start
     assert "run needs-token (lines) not started here: missing secret TOKEN" in lacking.stderr
     with open_journal(str(runs.journal)) as journal:
         run = journal.get_run("needs-token")
@@ -115,19 +115,39 @@ def test_a_worker_without_a_secret_leaves_the_run_queued_for_one_that_has_it(
     assert finished(runs) == {"succeeded": 1}
 
 
-def test_a_queued_run_its_inputs_cannot_render_ends_without_anything_sent(
+def test_a_run_a_worker_cannot_render_is_left_as_it_was_and_said(
     runs: Runs, service: Service
 ) -> None:
-    """`submit` needs no secrets, so it cannot render every request: a run whose request its
-    inputs cannot make (an env value it needs unset when the worker renders it) is ended by
-    the worker, said, and never sent — not left queued for ever."""
+    """`submit` needs no secrets, so it cannot render every request. A run whose request this
+    worker cannot make (an env value unset when it was submitted) is not ended — what fails
+    may be a worker's — but left queued for a person, said, and --until-idle exits 2."""
     saga = runs.file(LINES.replace('url: "/a/{{ inputs.n }}"', 'url: "/a/{{ env.MISSING }}"'))
     saga.write_text(saga.read_text().replace("env: [BASE]", "env: [BASE, MISSING]"))
     assert runs("submit", str(saga), "-i", "n=1", "--run-id", "cannot-render").exit_code == 0
     done = runs("worker", "--until-idle")
-    assert done.exit_code == 1, done
-    assert "run cannot-render (lines) compensated: refused before anything was sent" in done.stdout
+    assert done.exit_code == 2, done
+    assert "run cannot-render (lines) not started here:" in done.stderr
     with open_journal(str(runs.journal)) as journal:
         run = journal.get_run("cannot-render")
-    assert (run.status, run.owner_pid) == (RunStatus.COMPENSATED, None)
+    assert (run.status, run.owner_pid) == (RunStatus.QUEUED, None)
     assert service.received == []
+
+
+def test_a_queued_run_that_resume_drives_is_not_claimed_by_a_worker(
+    runs: Runs, service: Service
+) -> None:
+    """`resume` of a queued run takes it: no worker may claim it meanwhile (each step would
+    be sent twice, by two drivers)."""
+    hold = Fault("PUT", "/a/", kind="hold")
+    service.faults.append(hold)
+    assert runs("submit", str(runs.file(LINES)), "-i", "n=1", "--run-id", "by-hand").exit_code == 0
+    resuming = runs.start("resume", "by-hand")
+    try:
+        wait_for(lambda: service.busy == 1)
+        idle = runs("worker", "--until-idle")
+        assert idle.exit_code == 0 and "worker stopped: no run" in idle.stdout
+    finally:
+        hold.release.set()
+        resuming.communicate(timeout=30)
+    assert resuming.returncode == 0
+    assert len(service.requests("PUT", "/a/1")) == 1

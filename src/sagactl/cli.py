@@ -1059,7 +1059,12 @@ def worker(
 
     def ended(done: Any) -> None:
         nonlocal worst
-        status = done.status.value if done.status is not None else "interrupted"
+        status = done.status.value if done.status is not None else done.error or "interrupted"
+        if status == "refused":  # said on stderr; not started here
+            with lock:
+                worst = worse(worst, 2)
+                counts["refused"] = counts.get("refused", 0) + 1
+            return
         code = _EXIT.get(status, 0)
         with lock:
             worst = worse(worst, code)

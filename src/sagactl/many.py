@@ -305,13 +305,7 @@ def work(
     fails, and it stops); the worker opens it again, with a growing wait, and claims anew —
     its own runs too, once their leases lapsed. With `until_idle`, it returns once nothing is
     left to claim and nothing is in flight."""
-    from sagactl.errors import (
-        DefinitionErrors,
-        Interrupted,
-        JournalError,
-        RenderError,
-        SagactlError,
-    )
+    from sagactl.errors import Interrupted, JournalError, SagactlError
     from sagactl.events import RunFinished
     from sagactl.records import Owner
 
@@ -367,17 +361,11 @@ def work(
             on_run(WorkDone(claimed.id, claimed.name, None, "interrupted", took_over))
         except JournalError as exc:
             on_problem(redactor.text(f"run {claimed.id}: {exc}"))
-        except (RenderError, DefinitionErrors) as exc:
-            # The run itself cannot be sent (a request its inputs cannot render): it never
-            # will be, by any worker. Nothing was sent, so nothing is left: it ends so.
-            why = redactor.text(f"refused before anything was sent: {exc}")
-            with contextlib.suppress(JournalError):
-                journal.set_run(claimed.id, status=RunStatus.COMPENSATED, error=why)
-                journal.release_lease(claimed.id, owner)
-            on_run(WorkDone(claimed.id, claimed.name, RunStatus.COMPENSATED, why, took_over))
         except SagactlError as exc:
-            # Cannot start here (a secret missing from this worker's environment, say): left
-            # for a worker that can, or for a person.
+            # Cannot start here — a secret missing from this worker's environment, a request
+            # it cannot render, a saga it cannot load (an older sagactl): what fails may be
+            # this worker's, so the run is left as it was, for a worker that can or for a
+            # person, and said (with --until-idle, the worker's exit code is 2).
             with lock:
                 refused.add(claimed.id)
             with contextlib.suppress(JournalError):
@@ -385,6 +373,7 @@ def work(
                     journal.set_run(claimed.id, status=RunStatus.QUEUED)
                 journal.release_lease(claimed.id, owner)
             on_problem(redactor.text(f"run {claimed.id} ({claimed.name}) not started here: {exc}"))
+            on_run(WorkDone(claimed.id, claimed.name, None, "refused", took_over))
         finally:
             with lock:
                 in_flight.discard(threading.current_thread())

@@ -612,7 +612,10 @@ class SqlJournal:
                     f"{owner_host}; wait for it to finish, or stop it first"
                 )
             db.execute(
-                "UPDATE runs SET owner_host = ?, owner_pid = ?, lease_expires = ? WHERE id = ?",
+                # A queued run taken by `resume` is under way from now: no worker claims it.
+                "UPDATE runs SET owner_host = ?, owner_pid = ?, lease_expires = ?,"
+                " status = CASE WHEN status = 'queued' THEN 'running' ELSE status END"
+                " WHERE id = ?",
                 (host, pid, self._leased(run_id, self.clock() + ttl), run_id),
             )
 
@@ -666,7 +669,8 @@ class SqlJournal:
             if taken is None:
                 queued = self._rows(
                     db.execute(
-                        f"SELECT * FROM runs WHERE status = 'queued'{unless}"
+                        "SELECT * FROM runs WHERE status = 'queued' AND owner_pid IS NULL"
+                        f"{unless}"
                         " ORDER BY created_at, id LIMIT 1" + self._CLAIM,
                         skipped,
                     )
