@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sagactl.records import Owner
 
-__all__ = ["Alive", "owner_alive", "shown_target"]
+__all__ = ["Alive", "owner_alive", "passwords_in", "shown_target"]
 
 Alive = Callable[[Owner, float | None], bool]
 """Whether a run's owner, whose lease expires at the given time, may still be driving it."""
@@ -42,5 +42,27 @@ def owner_alive(owner: Owner, expires: float | None) -> bool:
 
 
 def shown_target(target: str) -> str:
-    """A journal's target as it may be shown: a URL's password as `***`."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", target)
+    """A journal's target as it may be shown: a URL's password as `***`, in its user part
+    (`postgresql://me:PW@host`) or its query (`?password=PW`), and any text naming one."""
+    shown = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", target)
+    return re.sub(r"(?i)(\bpassword=)[^&\s]*", r"\1***", shown)
+
+
+def passwords_in(target: str) -> list[str]:
+    """The password a journal URL holds, as written and decoded, for messages that may
+    repeat it (a database library quoting the part of the URL it could not parse)."""
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    found: list[str] = []
+    try:
+        parts = urlsplit(target)
+        if parts.password:
+            found.append(parts.password)
+        for value in parse_qs(parts.query).get("password", []):
+            found.append(value)
+    except ValueError:  # not a URL urllib can read: the part after ':' up to '@' is all
+        match = re.search(r"://[^:/@]*:([^@/]*)@", target)
+        if match:
+            found.append(match.group(1))
+    found += [unquote(p) for p in found]
+    return sorted({p for p in found if p}, key=len, reverse=True)

@@ -24,7 +24,7 @@ from psycopg.pq import TransactionStatus
 
 from sagactl.errors import JournalError
 from sagactl.journal.contract import Durability
-from sagactl.journal.leases import Alive, owner_alive, shown_target
+from sagactl.journal.leases import Alive, owner_alive, passwords_in, shown_target
 from sagactl.journal.sql import SqlJournal
 
 __all__ = ["SCHEMA_VERSION", "PostgresJournal"]
@@ -211,9 +211,11 @@ class PostgresJournal(SqlJournal):
         try:
             connection = psycopg.connect(self.url, autocommit=True, row_factory=_rows_by_name)
         except psycopg.Error as exc:
-            message = shown_target(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            for password in passwords_in(self.url):  # libpq may quote what it could not parse
+                message = message.replace(password, "***")
             raise JournalError(
-                f"{self.location}: cannot connect to the journal: {message}"
+                f"{self.location}: cannot connect to the journal: {shown_target(message)}"
             ) from None
         db = _Connection(connection)
         try:
