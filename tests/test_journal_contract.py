@@ -425,6 +425,43 @@ def test_a_driver_whose_run_was_taken_writes_nothing_more(target: str) -> None:
         assert reader.attempts("R0001") == []
 
 
+def test_a_run_taken_from_a_process_does_not_stop_its_other_runs(target: str) -> None:
+    # One process drives two runs (`run --each`, a worker); A stalled past its lease and was
+    # taken over; B's lease holds. A's writes fail; B's go on, its deferred result too.
+    driver = other(target)
+    new_run(driver, "RUNA", ttl=-1)
+    new_run(driver, "RUNB", ttl=300)
+    driver.drive("RUNA", ME)
+    driver.drive("RUNB", ME)
+    handle = begin(driver, "a", run_id="RUNB")
+    driver.finish_attempt(
+        handle,
+        outcome="success",
+        duration_ms=1.0,
+        status=200,
+        step_state=StepState.SUCCEEDED,
+        applied=True,
+        defer=True,
+    )
+    with other(target, alive=lambda owner, expires: False) as taker:
+        taker.take_lease("RUNA", Owner("elsewhere", 7), 30)
+    with pytest.raises(LeaseLost, match="run RUNA was taken over"):
+        begin(driver, "a", run_id="RUNA")
+    with pytest.raises(LeaseLost):
+        driver.set_run("RUNA", status=RunStatus.SUCCEEDED)
+    begin(driver, "b", run_id="RUNB")  # B goes on, its deferred result with it
+    driver.set_run("RUNB", status=RunStatus.SUCCEEDED)
+    driver.close()
+    with other(target) as reader:
+        assert reader.get_run("RUNA").status is RunStatus.RUNNING
+        assert reader.attempts("RUNA") == []
+        assert reader.get_run("RUNB").status is RunStatus.SUCCEEDED
+        assert [(a.step_id, a.outcome) for a in reader.attempts("RUNB")] == [
+            ("a", "success"),
+            ("b", None),
+        ]
+
+
 # --- attempts ------------------------------------------------------------------------------
 
 

@@ -72,14 +72,24 @@ class _Again(Exception):
     """A transaction the database rolled back for another's sake, to be run again."""
 
 
+class _Lost(Exception):
+    """Runs of the transaction another process took over: run again without their writes."""
+
+    def __init__(self, lost: Mapping[str, tuple[str, int]]) -> None:
+        super().__init__(", ".join(lost))
+        self.lost = lost
+
+
 class _Work:
     """A write waiting to be committed with others (`SqliteJournal._commit`), and what came of
     it: the value `apply` returned, or the JournalError it raised."""
 
-    __slots__ = ("apply", "done", "error", "result")
+    __slots__ = ("apply", "done", "error", "result", "run_id")
 
-    def __init__(self, apply: Callable[[Any], Any]) -> None:
+    def __init__(self, apply: Callable[[Any], Any], run_id: str | None = None) -> None:
         self.apply = apply
+        self.run_id = run_id
+        """The run the write is of: it fails alone if another process took the run."""
         self.done = False
         self.result: Any = None
         self.error: JournalError | None = None
@@ -131,7 +141,7 @@ class SqlJournal:
         self._alive = alive
         self._lock = threading.RLock()
         # Results recorded with `defer`: written by the next transaction, whatever it is.
-        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        self._pending: list[tuple[str, str, tuple[Any, ...]]] = []
         # Writes queued by `_commit`, written together by whichever thread commits next.
         self._queue_lock = threading.Lock()
         self._works: list[_Work] = []
@@ -142,6 +152,9 @@ class SqlJournal:
         # When the lease this object last wrote for each run expires: until shortly before,
         # no other process can have taken it, and commits need not look.
         self._leases: dict[str, float] = {}
+        # The runs it drove that another process took over: their writes fail, unwritten,
+        # until they are undriven; the other runs' go on.
+        self._taken: dict[str, tuple[str, int]] = {}
         self._db = self._connect(durability)
 
     # --- opening -----------------------------------------------------------------------------
@@ -197,10 +210,12 @@ class SqlJournal:
             try:
                 self._db.execute(self._BEGIN)
                 try:
-                    for sql, args in self._pending:
+                    for _, sql, args in self._pending:
                         self._db.execute(sql, args)
                     yield self._db
-                    self._fence()
+                    lost = self._lost()
+                    if lost:
+                        raise _Lost(lost)
                     self._db.execute("COMMIT")
                     self._pending.clear()
                 except BaseException:
@@ -214,13 +229,13 @@ class SqlJournal:
             except self._ERRORS as exc:
                 raise JournalError(f"{self.location}: cannot write the journal: {exc}") from None
 
-    def _commit(self, apply: Callable[[Any], _T]) -> _T:
+    def _commit(self, apply: Callable[[Any], _T], run_id: str | None = None) -> _T:
         """`apply(db)` in a transaction committed (and fsynced, at full durability) before
         this returns, with its value. Group commit: writes that other threads ask for while a
         commit is under way queue, and the first of them to get the connection commits them
         all in one transaction — each in a savepoint of its own, so that one refused (a run id
         taken) fails alone. Runs driven at once then share fsyncs instead of taking turns."""
-        work = _Work(apply)
+        work = _Work(apply, run_id)
         with self._queue_lock:
             self._works.append(work)
         with self._lock:
@@ -236,7 +251,11 @@ class SqlJournal:
             batch, self._works = self._works, []
         several = len(batch) > 1
         try:
-            for tries_left in reversed(range(3)):
+            tries_left = 3
+            self._refuse_taken(batch)
+            batch = [work for work in batch if not work.done]
+            several = len(batch) > 1
+            while batch:
                 try:
                     with self._write() as db:
                         for work in batch:
@@ -253,9 +272,17 @@ class SqlJournal:
                             if several:
                                 db.execute("RELEASE work")
                     break
+                except _Lost as exc:
+                    # Runs taken over by another process: their writes fail, nothing of
+                    # them is written; the others' are written without them.
+                    self._let_go(exc.lost)
+                    self._refuse_taken(batch)
+                    batch = [work for work in batch if not work.done]
+                    several = len(batch) > 1
                 except _Again as exc:
                     # The database gave up on this transaction to let another through (a
                     # deadlock broken): nothing of it was written, so it is written again.
+                    tries_left -= 1
                     if not tries_left:
                         raise JournalError(
                             f"{self.location}: cannot write the journal: {exc}"
@@ -274,6 +301,18 @@ class SqlJournal:
         for work in batch:
             work.done = True
 
+    def _refuse_taken(self, batch: Sequence[_Work]) -> None:
+        """Fail, unwritten, the writes of runs another process took from this one."""
+        for work in batch:
+            if work.run_id is not None and work.run_id in self._taken:
+                host, pid = self._taken[work.run_id]
+                work.error = LeaseLost(
+                    f"run {work.run_id} was taken over by another process (process {pid} on "
+                    f"{host}) while this one was stalled: this one writes and sends nothing more",
+                    run_id=work.run_id,
+                )
+                work.done = True
+
     def drive(self, run_id: str, owner: Owner) -> None:
         with self._lock:
             self._driving[run_id] = owner
@@ -281,31 +320,35 @@ class SqlJournal:
     def undrive(self, run_id: str) -> None:
         with self._lock:
             self._driving.pop(run_id, None)
+            self._taken.pop(run_id, None)
 
     def _leased(self, run_id: str, expires: float) -> float:
         self._leases[run_id] = expires
         return expires
 
-    def _fence(self) -> None:
-        """Within a transaction: raise LeaseLost if a run this process drives is another's.
-        Only once its lease may have expired: before, no other process can have taken it
-        (with a margin for the clocks of other hosts)."""
+    def _lost(self) -> dict[str, tuple[str, int]]:
+        """Within a transaction: the runs this process drives that another process owns now
+        (they were taken over while this one stalled), with their new owner. Only looked at
+        once a lease may have expired: before, no other process can have taken it (with a
+        margin for the clocks of other hosts)."""
         now = self.clock()
+        lost: dict[str, tuple[str, int]] = {}
         for run_id, owner in self._driving.items():
-            if now < self._leases.get(run_id, 0.0) - self.clock_margin:
+            if run_id in self._taken or now < self._leases.get(run_id, 0.0) - self.clock_margin:
                 continue
             row = self._db.execute(
                 f"SELECT owner_host, owner_pid FROM runs WHERE id = ?{self._SHARE}", (run_id,)
             ).fetchone()
             if row is not None and tuple(row) != owner:
-                # What this process had still to write is stale: it must not land later.
-                self._pending.clear()
-                raise LeaseLost(
-                    f"run {run_id} was taken over by another process (process "
-                    f"{row[1]} on {row[0]}) while this one was stalled: this one "
-                    "writes and sends nothing more",
-                    run_id=run_id,
-                )
+                lost[run_id] = (row[0], row[1])
+        return lost
+
+    def _let_go(self, lost: Mapping[str, tuple[str, int]]) -> None:
+        """Runs taken over by another process: what this one had still to write of them is
+        stale and must not land later, and it drives them no more. The other runs' writes
+        are not touched."""
+        self._pending = [p for p in self._pending if p[0] not in lost]
+        self._taken.update(lost)
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         with self._lock:
@@ -371,7 +414,7 @@ class SqlJournal:
             except self._INTEGRITY:
                 raise JournalError(f"a run with id {run_id} already exists") from None
 
-        self._commit(insert)
+        self._commit(insert, run_id)
 
     @staticmethod
     def _run(row: Any) -> RunRecord:
@@ -586,7 +629,7 @@ class SqlJournal:
             sets.append("cleanup = ?")
             args.append(int(cleanup))
         statement = f"UPDATE runs SET {', '.join(sets)} WHERE id = ?"
-        self._commit(lambda db: db.execute(statement, (*args, run_id)))
+        self._commit(lambda db: db.execute(statement, (*args, run_id)), run_id)
 
     # --- leases ------------------------------------------------------------------------------
 
@@ -619,7 +662,7 @@ class SqlJournal:
                 (host, pid, self._leased(run_id, self.clock() + ttl), run_id),
             )
 
-        self._commit(take)
+        self._commit(take, run_id)
 
     def claim_run(
         self, owner: Owner, ttl: float, *, skip: Collection[str] = ()
@@ -704,7 +747,8 @@ class SqlJournal:
                     (expires, run_id, host, pid),
                 ).rowcount
                 == 1
-            )
+            ),
+            run_id,
         )
         if renewed:
             self._leased(run_id, expires)
@@ -717,7 +761,8 @@ class SqlJournal:
                 "UPDATE runs SET owner_host = NULL, owner_pid = NULL, "
                 "lease_expires = NULL WHERE id = ? AND owner_host = ? AND owner_pid = ?",
                 (run_id, host, pid),
-            )
+            ),
+            run_id,
         )
 
     # --- steps and attempts ------------------------------------------------------------------
@@ -780,7 +825,7 @@ class SqlJournal:
             if settled:
                 self._settle_doubt(db, run_id, step_id, phase)
 
-        self._commit(upsert)
+        self._commit(upsert, run_id)
 
     @staticmethod
     def _settle_doubt(db: Any, run_id: str, step_id: str, phase: str) -> None:
@@ -839,7 +884,7 @@ class SqlJournal:
             )
             return int(attempt_id)
 
-        return AttemptHandle(self._commit(insert), run_id, step_id, phase)
+        return AttemptHandle(self._commit(insert, run_id), run_id, step_id, phase)
 
     def finish_attempt(
         self,
@@ -914,7 +959,7 @@ class SqlJournal:
                 )
             )
         with self._lock:
-            self._pending += statements
+            self._pending += [(attempt.run_id, sql, args) for sql, args in statements]
             if not defer:
                 self.flush()
 
@@ -934,7 +979,8 @@ class SqlJournal:
         reason: str,
     ) -> None:
         now = self.clock()
-        with self._write() as db:
+
+        def write(db: Any) -> None:
             db.execute(
                 "INSERT INTO steps (run_id, step_id, phase, state, applied, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, step_id, phase) DO UPDATE SET"
@@ -953,6 +999,8 @@ class SqlJournal:
                 " reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, step_id, phase, action, user, host, now, _clip(reason)),
             )
+
+        self._commit(write, run_id)
 
     def operator_actions(self, run_id: str) -> list[OperatorAction]:
         rows = self._read("SELECT * FROM operator_actions WHERE run_id = ? ORDER BY id", (run_id,))
@@ -974,12 +1022,14 @@ class SqlJournal:
     def record_notification(
         self, run_id: str, *, target: str, delivered: bool, detail: str
     ) -> None:
-        with self._write() as db:
-            db.execute(
+        self._commit(
+            lambda db: db.execute(
                 "INSERT INTO notifications (run_id, target, at, delivered, detail)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (run_id, _clip(target), self.clock(), int(delivered), _clip(detail)),
-            )
+            ),
+            run_id,
+        )
 
     def notifications(self, run_id: str) -> list[Notification]:
         rows = self._read("SELECT * FROM notifications WHERE run_id = ? ORDER BY id", (run_id,))
@@ -999,7 +1049,8 @@ class SqlJournal:
             (run_id, run_id),
         ):
             return 0  # nothing to settle: spare the commit
-        with self._write() as db:
+
+        def settle(db: Any) -> int:
             cursor = db.execute(
                 "UPDATE attempts SET outcome = 'interrupted', in_doubt = 1, finished_at = ?,"
                 " error_class = 'Interrupted', error_message = 'no result was recorded: the"
@@ -1016,6 +1067,8 @@ class SqlJournal:
                 (now, run_id),
             )
             return int(cursor.rowcount)
+
+        return self._commit(settle, run_id)
 
     def attempts(self, run_id: str) -> list[AttemptRecord]:
         rows = self._read("SELECT * FROM attempts WHERE run_id = ? ORDER BY id", (run_id,))
