@@ -365,8 +365,18 @@ def test_a_run_whose_driver_stopped_is_claimed_before_queued_ones(journal: Journ
     journal.set_run("R0002", status=RunStatus.COMPENSATING)
     worker = Owner("worker-host", 8)
     claimed = [journal.claim_run(worker, 30) for _ in range(4)]
-    assert [c.id if c else None for c in claimed] == ["R0001", "R0002", "Q0001", None]
+    assert [c.id if c else None for c in claimed] == ["R0002", "R0001", "Q0001", None]
     assert journal.get_run("R0002").status is RunStatus.COMPENSATING  # taken over as it was
+
+
+def test_a_run_whose_process_is_gone_is_claimed_behind_any_number_of_live_ones(
+    journal: Journal,
+) -> None:
+    for i in range(60):  # driven by this very process: alive, left alone
+        new_run(journal, f"L{i:04d}")
+    new_run(journal, "GONE", owner=Owner(ME.host, dead_pid()))
+    claimed = journal.claim_run(Owner("worker-host", 9), 30)
+    assert claimed is not None and claimed.id == "GONE"
 
 
 def test_workers_claiming_at_once_each_get_runs_of_their_own(journal: Journal, target: str) -> None:

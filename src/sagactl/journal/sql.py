@@ -678,12 +678,20 @@ class SqlJournal:
             # another process is claiming are passed over, not waited for.
             # Looked at without a lock: rows of runs other processes drive are never locked
             # here (their writes would wait on this claim); the one chosen is locked below.
+            under_way = f"SELECT * FROM runs WHERE status IN ('running', 'compensating'){unless}"
+            # Those whose lease lapsed first (any of them will do); then those of this
+            # machine's processes, alive or not, all of them: the live ones are passed over
+            # in Python, and however many there are, one that is gone is found behind them.
             candidates = self._rows(
                 db.execute(
-                    "SELECT * FROM runs WHERE status IN ('running', 'compensating') AND"
-                    " (owner_pid IS NULL OR lease_expires IS NULL OR lease_expires < ?"
-                    f" OR owner_host = ?){unless} ORDER BY created_at, id LIMIT 50",
-                    (now, Owner.this_process().host, *skipped),
+                    f"{under_way} AND (owner_pid IS NULL OR lease_expires IS NULL OR"
+                    " lease_expires < ?) ORDER BY created_at, id LIMIT 50",
+                    (*skipped, now),
+                )
+            ) or self._rows(
+                db.execute(
+                    f"{under_way} AND owner_host = ? ORDER BY created_at, id",
+                    (*skipped, Owner.this_process().host),
                 )
             )
             # Not a run this object drives; a run of this very process that it no longer
