@@ -12,6 +12,7 @@ import pytest
 
 from helpers import TOKEN, Runs, effects, lines_file, wait_for
 from sagactl.journal import open_journal
+from sagactl.records import RunStatus
 from sagactl.testing.service import Fault, Service
 from sagas import LINES
 
@@ -172,6 +173,52 @@ def test_a_secret_given_as_a_line_input_is_refused_and_never_shown(
     assert TOKEN not in result.stdout + result.stderr
     assert TOKEN.encode() not in runs.journal.read_bytes()
     assert "/a/2" not in service.resources and "/a/1" in service.resources
+
+
+def test_a_line_whose_run_another_process_takes_meanwhile_is_refused_alone(
+    runs: Runs, service: Service
+) -> None:
+    """Given again, a line's run looked free, then another process took it before this one
+    could: that line is refused (4), the batch goes on."""
+    from sagactl.definition.inputs import EachLine
+    from sagactl.definition.loader import load_text
+    from sagactl.many import LineOutcome, run_each
+    from sagactl.records import Owner
+
+    answers = iter([False])  # free when looked at; driven from then on
+
+    def alive(owner: Owner, expires: float | None) -> bool:
+        return next(answers, True)
+
+    saga = load_text(LINES, "lines.yaml")
+    ended: list[LineOutcome] = []
+    with open_journal(runs.journal, alive=alive) as journal:
+        journal.create_run(
+            run_id="race-1",
+            name="lines",
+            saga_path="lines.yaml",
+            saga_text=LINES,
+            saga_hash="h",
+            inputs={"n": 1, "tag": "plain"},
+            env={"BASE": service.url},
+            trace_id="t" * 32,
+            owner=Owner("elsewhere", 7),
+            lease_ttl=30,
+        )
+        run_each(
+            saga,
+            [EachLine(1, {"n": 1, "tag": "plain"}), EachLine(2, {"n": 2, "tag": "plain"})],
+            journal,
+            {"BASE": service.url, "TOKEN": TOKEN},
+            batch="race",
+            again=True,
+            on_line=ended.append,
+            concurrency=1,
+        )
+    by_line = {o.line: o for o in ended}
+    assert by_line[1].refused_with == 4 and "driven by another process" in str(by_line[1].problem)
+    assert by_line[2].status is RunStatus.SUCCEEDED
+    assert "/a/1" not in service.resources and "/a/2" in service.resources
 
 
 @pytest.mark.parametrize(

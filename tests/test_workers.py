@@ -92,6 +92,11 @@ def test_submit_names_each_bad_line_queues_the_others_and_once_only(
     shown = runs("show", one.stdout.splitlines()[0])
     assert "status    queued (nothing sent: a worker drives it, sagactl worker)" in shown.stdout
     assert finished(runs) == {"queued": 3}
+    twice = runs("submit", str(saga), "--each", str(each), "--run-id", "subm", "-q")
+    assert twice.exit_code == 2  # line 3 is still refused; 1 and 2 were left as they are
+    again_one = runs("submit", str(saga), "-i", "n=1", "--run-id", "subm-1")
+    assert again_one.stdout.splitlines()[1] == "submitted before, and queued now: nothing queued"
+    assert finished(runs) == {"queued": 3}
     assert service.received == []
     done = runs("worker", "--until-idle")
     assert done.exit_code == 0, done

@@ -983,10 +983,13 @@ def submit(
         )
         view: Any = EachJson() if output is OutputChoice.JSON else EachLines(quiet=True)
         queued: list[str] = []
+        before: list[Any] = []
 
         def told(outcome: Any) -> None:
             view(outcome)
-            if outcome.run_id and len(queued) < 10:
+            if outcome.earlier:
+                before.append(outcome)
+            elif outcome.run_id and len(queued) < 10:
                 queued.append(outcome.run_id)
             if outcome.problem and output is not OutputChoice.JSON:
                 typer.echo(f"refused: {outcome.problem} (nothing queued)", err=True)
@@ -996,6 +999,10 @@ def submit(
     tally = view.tally
     if isinstance(view, EachJson):
         view.finish(tally.code)
+    elif each is None and before:
+        run = before[0]
+        typer.echo(run.run_id)
+        typer.echo(f"submitted before, and {run.status.value} now: nothing queued")
     elif each is None and queued:
         typer.echo(queued[0])
         if not quiet:

@@ -138,7 +138,16 @@ def run_each(
             if found is None:
                 _, status = start_run(saga, line.inputs, journal, environ, run_id=run_id, **common)
             else:
-                _, status = resume_run(journal, run_id, environ, **common)
+                try:
+                    _, status = resume_run(journal, run_id, environ, **common)
+                except JournalError:
+                    # Another process took the run since it was looked at: that line only.
+                    if not journal.driven(journal.get_run(run_id)):
+                        raise
+                    problem = f"{line.where or f'line {line.number}'}: run {run_id} is being "
+                    problem += "driven by another process"
+                    on_line(LineOutcome(line.number, None, None, problem=problem, refused_with=4))
+                    return
             if cleanup and status is RunStatus.SUCCEEDED:
                 _, status = compensate_run(journal, run_id, environ, cleanup=True, **common)
         except Interrupted as exc:
