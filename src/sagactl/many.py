@@ -221,9 +221,9 @@ def submit_runs(
     `run_id_of(N)`, and a line whose run is journaled already is left alone (a submit given
     again queues only what it had not); without, each run gets a new id. A bad line is told
     with its problem. Secrets are not needed here: the workers read them."""
-    from sagactl.engine.runs import journaled_env, saga_hash
+    from sagactl.engine.runs import queue_run
     from sagactl.errors import JournalError
-    from sagactl.ids import new_run_id, new_trace_id
+    from sagactl.ids import new_run_id
 
     redactor = Redactor()
     for name in saga.secrets:
@@ -262,19 +262,7 @@ def submit_runs(
                 else:
                     on_line(LineOutcome(line.number, run_id, found.status, earlier=True))
                 continue
-        journal.create_run(
-            run_id=run_id,
-            name=saga.name,
-            saga_path=saga.path,
-            saga_text=saga.source,
-            saga_hash=saga_hash(saga),
-            inputs=line.inputs,
-            env=journaled_env(saga, environ, redactor),
-            trace_id=new_trace_id(),
-            owner=None,  # queued: a worker claims it
-            lease_ttl=0,
-            step_ids=[s.id for s in saga.steps],
-        )
+        queue_run(journal, saga, line.inputs, environ, run_id=run_id, redactor=redactor)
         on_line(LineOutcome(line.number, run_id, RunStatus.QUEUED))
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "create_run",
     "env_values",
     "journaled_env",
+    "queue_run",
     "read_secrets",
     "saga_hash",
 ]
@@ -81,6 +82,34 @@ def create_run(
     request, owned by this process. An env value that holds a secret (a URL with a password
     in it) is not journaled, only marked: a resume reads it from the environment again."""
     run_id = run_id or new_run_id()
+    _journal(journal, saga, inputs, environ, run_id, Owner.this_process(), lease_ttl, redactor)
+    return journal.get_run(run_id)
+
+
+def queue_run(
+    journal: Journal,
+    saga: Saga,
+    inputs: Mapping[str, Any],
+    environ: Mapping[str, str],
+    *,
+    run_id: str,
+    redactor: Redactor | None = None,
+) -> None:
+    """Journal a run as `create_run` does, but queued (SPEC §8: `submit`): owned by no
+    process until a worker claims it."""
+    _journal(journal, saga, inputs, environ, run_id, None, 0.0, redactor)
+
+
+def _journal(
+    journal: Journal,
+    saga: Saga,
+    inputs: Mapping[str, Any],
+    environ: Mapping[str, str],
+    run_id: str,
+    owner: Owner | None,
+    lease_ttl: float,
+    redactor: Redactor | None,
+) -> None:
     journal.create_run(
         run_id=run_id,
         name=saga.name,
@@ -90,8 +119,7 @@ def create_run(
         inputs=inputs,
         env=journaled_env(saga, environ, redactor),
         trace_id=new_trace_id(),
-        owner=Owner.this_process(),
+        owner=owner,
         lease_ttl=lease_ttl,
         step_ids=[s.id for s in saga.steps],
     )
-    return journal.get_run(run_id)
