@@ -1,9 +1,11 @@
 """Start-up time of `sagactl --help` and `sagactl validate` on a 100-step saga, against
-`python -c pass`, measured in the same run, interleaved, median of N runs.
+their floors, measured in the same run, interleaved, median of N runs.
 
     python bench/startup.py [--runs N]
 
-Targets: --help <= 8x and validate <= 15x `python -c pass`.
+`validate` is timed twice: the first time (its cache of checked sagas cannot be written, so
+the file is validated from scratch each run) and seen before (read back from the cache).
+Targets: --help <= 8x `python -c pass`; validate <= 1.15x importing the libraries it needs.
 """
 
 from __future__ import annotations
@@ -88,30 +90,42 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         saga = Path(tmp) / "big.yaml"
         saga.write_text(saga_text(100))
+        no_cache = Path(tmp) / "no-cache"
+        no_cache.write_text("")  # a file where the cache's directory would be
         sagactl = sagactl_command()
+        imports = "import typer+yaml+jsonschema+jinja2"
         commands = {
             "python -c pass": [sys.executable, "-c", "pass"],
             # What validate cannot do without: the libraries it must import, and nothing else.
-            "import typer+yaml+jsonschema+jinja2": [
-                sys.executable,
-                "-c",
-                "import typer, yaml, jsonschema, jinja2.sandbox",
-            ],
+            imports: [sys.executable, "-c", "import typer, yaml, jsonschema, jinja2.sandbox"],
             "sagactl --help": [*sagactl, "--help"],
-            "sagactl validate (100 steps)": [*sagactl, "validate", str(saga)],
+            "sagactl validate (100 steps), first": [
+                "env",
+                f"XDG_CACHE_HOME={no_cache}",
+                *sagactl,
+                "validate",
+                str(saga),
+            ],
+            "sagactl validate (100 steps), again": [
+                "env",
+                f"XDG_CACHE_HOME={tmp}/cache",
+                *sagactl,
+                "validate",
+                str(saga),
+            ],
         }
         medians = measure(commands, args.runs)
-    floor = medians["python -c pass"]
-    targets = {"sagactl --help": 8.0, "sagactl validate (100 steps)": 15.0}
-    print(f"{'command':<36} {'median ms':>10} {'ratio':>7} {'target':>7}")
+    targets = {
+        "sagactl --help": ("python -c pass", 8.0),
+        "sagactl validate (100 steps), first": (imports, 1.15),
+        "sagactl validate (100 steps), again": (imports, 1.15),
+    }
+    print(f"{'command':<38} {'median ms':>10} {'ratio':>7}  target")
     for name, seconds in medians.items():
-        target = targets.get(name)
-        verdict = "" if target is None else ("ok" if seconds / floor <= target else "MISSED")
-        target_text = f"<={target:g}x" if target else ""
-        print(
-            f"{name:<36} {seconds * 1000:>10.1f} {seconds / floor:>6.2f}x {target_text:>7}"
-            f" {verdict}"
-        )
+        floor_name, target = targets.get(name, ("python -c pass", 0.0))
+        ratio = seconds / medians[floor_name]
+        verdict = f"<= {target:g}x {floor_name}: {'ok' if ratio <= target else 'MISSED'}"
+        print(f"{name:<38} {seconds * 1000:>10.1f} {ratio:>6.2f}x  {verdict if target else ''}")
     print(f"({args.runs} runs each, interleaved; {sys.version.split()[0]})")
 
 

@@ -10,6 +10,20 @@ import pytest
 from helpers import Runs, Ui
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Sagas validated by the tests are cached in a directory of this session's (every command
+    # the tests run inherits it), never in the user's own cache.
+    import tempfile
+
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="sagactl-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    shutil.rmtree(os.environ["XDG_CACHE_HOME"], ignore_errors=True)
+
+
 @pytest.fixture
 def write(tmp_path: Path):  # type: ignore[no-untyped-def]
     """Write a saga file and return its path."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -281,3 +282,28 @@ def lines_file(runs: Runs, numbers: range | list[int], extra: Sequence[str] = ()
 def effects(service: Service) -> Counter[str]:
     """How many times each action was applied, by idempotency key (the service's record)."""
     return Counter(key for key, method, _ in service.applied if method == "PUT")
+
+
+def imported(
+    args: list[str], modules: tuple[str, ...], env: dict[str, str]
+) -> tuple[str, list[str]]:
+    """Run the CLI with `args` in a fresh interpreter: its exit code, and which of `modules`
+    it imported."""
+    code = (
+        "import json, sys\n"
+        "from sagactl.cli import main\n"
+        f"sys.argv = ['sagactl', *{args!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    print(exc.code)\n"
+        f"print(json.dumps(sorted(m for m in {modules!r} if m in sys.modules)))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+    assert proc.returncode == 0, proc.stderr
+    code_line, modules_line = proc.stdout.splitlines()[-2:]
+    return code_line, json.loads(modules_line)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +10,7 @@ import pytest
 import typer
 
 import sagactl
-from helpers import ROOT, SAGAS, cli, cli_process
+from helpers import SAGAS, cli, cli_process, imported
 from sagactl.cli import app
 
 COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands)  # type: ignore[union-attr]
@@ -131,31 +128,6 @@ def test_python_dash_m_runs_the_cli() -> None:
     result = cli_process("validate", "sagas/add-product.yaml")
     assert result.exit_code == 0, result.stderr
     assert "ok: saga add-product" in result.stdout
-
-
-def imported(
-    args: list[str], modules: tuple[str, ...], env: dict[str, str]
-) -> tuple[str, list[str]]:
-    """Run the CLI with `args` in a fresh interpreter: its exit code, and which of `modules`
-    it imported."""
-    code = (
-        "import json, sys\n"
-        "from sagactl.cli import main\n"
-        f"sys.argv = ['sagactl', *{args!r}]\n"
-        "try:\n    main()\nexcept SystemExit as exc:\n    print(exc.code)\n"
-        f"print(json.dumps(sorted(m for m in {modules!r} if m in sys.modules)))\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        env={**os.environ, **env},
-    )
-    assert proc.returncode == 0, proc.stderr
-    code_line, modules_line = proc.stdout.splitlines()[-2:]
-    return code_line, json.loads(modules_line)
 
 
 @pytest.mark.parametrize(

@@ -205,3 +205,48 @@ def test_the_closure_agrees_with_walking_the_graph(
         for node, deps in needs.items()
     }
     assert reduce(needs, result.ancestors) == result.reduced
+
+
+@st.composite
+def graphs_with_implied(
+    draw: st.DrawFn,
+) -> tuple[dict[str, list[str]], list[str], set[str]]:
+    """A random graph in file order (cycles possible), where some nodes have no `needs`: they
+    need every node above them."""
+    size = draw(st.integers(1, 12))
+    order = [f"n{i}" for i in range(size)]
+    implied = set(draw(st.lists(st.sampled_from(order), unique=True)))
+    needs = {
+        node: []
+        if node in implied
+        else draw(st.lists(st.sampled_from([o for o in order if o != node]), unique=True))
+        if size > 1
+        else []
+        for node in order
+    }
+    return needs, order, implied
+
+
+@given(graphs_with_implied())
+def test_implied_needs_are_every_step_above(
+    graph: tuple[dict[str, list[str]], list[str], set[str]],
+) -> None:
+    """Steps without `needs` given as `implied` (linear) and as lists of every step above
+    (quadratic, what they mean) give the same cycle, order, closure and reduction."""
+    needs, order, implied = graph
+    spelled = {
+        node: order[: order.index(node)] if node in implied else deps
+        for node, deps in needs.items()
+    }
+    assert find_cycle(needs, order, implied) == find_cycle(spelled, order)
+    if find_cycle(spelled, order) is not None:
+        return
+    topo = topological_order(needs, order, implied)
+    assert topo == topological_order(spelled, order)
+    fast, slow = closure(needs, topo, order, implied), closure(spelled, topo)
+    assert fast.ancestors == slow.ancestors
+    assert fast.descendants == slow.descendants
+    assert fast.reduced == slow.reduced
+    for node in order:
+        assert set(fast.ancestors[node]) == {a for a in order if a in fast.ancestors[node]}
+        assert len(fast.ancestors[node]) == len(set(slow.ancestors[node]))

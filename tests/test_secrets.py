@@ -396,6 +396,7 @@ def run_everything(tmp: Path, echo: Echo, case: Case, *, terminal: bool = False)
         "NO_COLOR": "1",
         "AUTH_BASE": f"http://admin:{quote(case.secret, safe='')}@{echo.url[7:]}",
         "SAGACTL_JOURNAL": str(journal),
+        "XDG_CACHE_HOME": str(tmp / "cache"),  # the checked sagas, read below
     }
     parts: dict[str, bytes] = {}
 
@@ -445,6 +446,10 @@ def run_everything(tmp: Path, echo: Echo, case: Case, *, terminal: bool = False)
             "report.html",
         ):
             parts[path.name] = path.read_bytes()
+    for path in (tmp / "cache").rglob("*"):
+        if path.is_file():
+            parts[f"cache {path.name}"] = path.read_bytes()
+    assert any(name.startswith("cache ") for name in parts), "nothing was cached"
     return Sinks(parts)
 
 

@@ -67,6 +67,7 @@ SINKS: dict[str, str] = {
     "output.batch.EachProgress.__call__": "terminal",
     "output.batch.EachProgress.close": "terminal",
     "output.batch.EachJson._write": "terminal",
+    "definition.cache.remember": "cache: the checked saga, its file's text and nothing else",
     "redact._MaskedStream.write": "not a sink: the mask itself",
     "definition.templating._BoundedCodeGenerator.visit_Concat": "not a sink: generated code",
     "executors.http.transport._Stream.write": "not a sink: the network",

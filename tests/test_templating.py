@@ -6,7 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from sagactl.definition import templating
 from sagactl.definition.templating import (
     Reference,
     Renderer,
@@ -241,3 +244,59 @@ def test_a_template_cannot_build_a_huge_value(source: str) -> None:
 )
 def test_ordinary_templates_stay_within_the_limits(source: str, expected: Any) -> None:
     assert Renderer().render(source, {}) == expected
+
+
+_SOURCES = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                "{{ inputs.sku }}",
+                "{{ inputs['qty'] }}",
+                "{{inputs.meta.k}}",
+                "{{ inputs.tags[0] }}",
+                "{{ inputs.meta.items }}",
+                "{{ inputs.missing }}",
+                "{{ nothing.here }}",
+                "{{ response.json.id }}",
+                "{{ inputs.qty + 1 }}",
+                "{% if inputs.flag %}yes{% endif %}",
+            ]
+        ),
+        st.text(st.sampled_from("ab/ -\n{}%#"), max_size=6),
+    ),
+    min_size=1,
+    max_size=4,
+).map("".join)
+
+
+def _outcome(renderer: Renderer, source: str) -> tuple[str, Any]:
+    try:
+        return "ok", renderer.render(source, CONTEXT)
+    except TemplateProblem as exc:
+        return "problem", str(exc)
+
+
+@given(_SOURCES)
+def test_a_template_compiled_from_its_plan_renders_as_parsed(source: str) -> None:
+    """A checked saga keeps the plan of each template made of text and plain lookups, and a
+    run compiles those from it without parsing: the same value, the same type, the same
+    error as the template parsed."""
+    templating._COMPILED.pop(source, None)
+    parsed = _outcome(Renderer(), source)
+    plan = templating.plan_of(source)
+    templating._COMPILED.pop(source, None)
+    if plan is not None:
+        templating.adopt({source: plan})
+        assert source in templating._COMPILED
+    assert _outcome(Renderer(), source) == parsed
+    assert type(_outcome(Renderer(), source)[1]) is type(parsed[1])
+
+
+def test_only_text_and_plain_lookups_have_a_plan() -> None:
+    assert templating.plan_of("/items/{{ steps.a.outputs['id'] }}?x=1") == (
+        "/items/",
+        ("steps", ((True, "a"), (True, "outputs"), (False, "id"))),
+        "?x=1",
+    )
+    for other in ("{{ a + 1 }}", "{{ a | upper }}", "{% if a %}x{% endif %}", "{{ a[b] }}", "{{"):
+        assert templating.plan_of(other) is None

@@ -67,10 +67,11 @@ def _ready(
     rendered, every request that can be prepared prepared and checked, every unset env name
     that is read without a default refused. Raises RenderError or DefinitionErrors (exit 2)."""
     from sagactl.definition.scope import run_context
-    from sagactl.definition.templating import Renderer
+    from sagactl.definition.templating import Renderer, adopt
     from sagactl.executors.http.prepare import preflight
 
     redactor.add(list(secrets.values()), derived=False)
+    adopt(saga.plans)
     renderer = Renderer(on_secret=redactor.add)
     context = run_context(
         saga, run_id=run_id, inputs=inputs, env=env, secrets=secrets, renderer=renderer
@@ -356,7 +357,6 @@ def notify_run(
     `stop` set (a signal), no POST is sent again."""
     import time
 
-    from sagactl.definition.source import parse_data
     from sagactl.model import Notify
     from sagactl.output.run_views import json_line, summary_record
 
@@ -365,10 +365,9 @@ def notify_run(
         return []
     wanted: list[Notify] = []
     saga: Saga | None = None
-    if "notify" in run.saga_text and isinstance(parse_data(run.saga_text).get("notify"), dict):
-        from sagactl.definition.loader import load_text
-
-        saga = load_text(run.saga_text, run.saga_path)
+    if "notify" in run.saga_text:
+        # Loaded (from the cache of checked sagas, as a rule) only when it may say so.
+        saga = _journaled_saga(run.saga_text, run.saga_path)
         if saga.notify is not None:
             wanted.append(saga.notify)
     if target:

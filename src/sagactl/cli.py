@@ -1495,4 +1495,9 @@ def demo(
 
 def main() -> None:
     """Entry point of the `sagactl` console script."""
+    # `import httpx` imports httpx's own command-line client (click, rich and pygments: about
+    # a third of a one-step run's start-up) whenever they are installed, as rich is with
+    # sagactl. The process never calls it; a None in sys.modules makes that import fail, which
+    # httpx takes as "not installed".
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     app(prog_name="sagactl")

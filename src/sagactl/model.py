@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -319,7 +320,9 @@ class Step:
     index: int
     """Position in the file, from 0."""
     needs: tuple[str, ...]
-    """Direct dependencies: the `needs` list, or every step above when there is none."""
+    """Direct dependencies: the `needs` list; without one, the step depends on every step
+    above it, and this holds those of them no other step above depends on (which imply the
+    rest: `explicit_needs` tells the two apart)."""
     action: Call
     compensate: Call | None = None
     confirm: Call | None = None
@@ -392,11 +395,11 @@ class Saga:
     steps: tuple[Step, ...]
     order: tuple[str, ...]
     """Step ids in dependency order, file order among independent steps."""
-    ancestors: Mapping[str, frozenset[str]]
+    ancestors: Mapping[str, AbstractSet[str]]
     """For each step, every step guaranteed to have finished before it starts."""
     waits_on: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """For each step, the needs that are not implied by others: what it waits on directly."""
-    descendants: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    descendants: Mapping[str, AbstractSet[str]] = field(default_factory=dict)
     """For each step, every step that cannot start before it has finished."""
     path: str = ""
     source: str = ""
@@ -410,6 +413,9 @@ class Saga:
     timeout: float | None = None
     """Deadline of the forward phase in seconds, if any."""
     notify: Notify | None = None
+    plans: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    """How each template of the file made only of text and plain lookups renders, made when
+    it was checked (`definition.templating.Plan`): a run compiles those without parsing."""
 
     def step(self, step_id: str) -> Step:
         for step in self.steps:
@@ -417,7 +423,7 @@ class Saga:
                 return step
         raise KeyError(step_id)
 
-    def dependents(self, step_id: str) -> frozenset[str]:
+    def dependents(self, step_id: str) -> AbstractSet[str]:
         """Every step that cannot start before `step_id` has finished."""
         return self.descendants.get(step_id, frozenset())
 

@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from sagactl.definition import graph
+from sagactl.definition import graph, templating
 from sagactl.definition import kinds as kinds_
 from sagactl.definition.checks import is_secret_output
 from sagactl.definition.source import Positions
@@ -236,7 +236,9 @@ def build(
             Step(
                 id=raw["id"],
                 index=i,
-                needs=tuple(needs[raw["id"]]),
+                # Without `needs`: the steps above that no other step above depends on, which
+                # imply every step above (listing them all would grow with the square).
+                needs=tuple(needs[raw["id"]] if "needs" in raw else closure.reduced[raw["id"]]),
                 action=action,
                 compensate=make(Phase.COMPENSATE, raw.get("compensate")),
                 confirm=make(Phase.CONFIRM, raw.get("confirm")),
@@ -279,7 +281,20 @@ def build(
         vars=tuple((data.get("vars") or {}).items()),
         timeout=parse_duration(data["timeout"]) if "timeout" in data else None,
         notify=_notify(data["notify"]) if "notify" in data else None,
+        plans=_plans(data),
     )
+
+
+def _plans(data: Mapping[str, Any]) -> dict[str, templating.Plan]:
+    """The plan of every template in the file made only of text and plain lookups (all of
+    them were parsed by the checks already)."""
+    plans = {}
+    for text in templating.strings_in(data):
+        if text not in plans and templating.is_template(text):
+            plan = templating.plan_of(text)
+            if plan is not None:
+                plans[text] = plan
+    return plans
 
 
 def _notify(raw: Mapping[str, Any]) -> Notify:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +41,7 @@ class Scope:
     where: str
     step: str | None = None
     vars: frozenset[str] = frozenset()
-    upstream: frozenset[str] | None = None
+    upstream: AbstractSet[str] | None = None
     """Steps whose outputs may be read; None when unknown (a cycle), so nothing is checked."""
     response: bool = False
     item: str | None = None
@@ -349,10 +350,12 @@ def _check_foreach(
     return name if isinstance(name, str) and name != "index" else ""
 
 
-def _dependencies(checker: Checker) -> tuple[dict[str, list[str]], list[str]]:
-    """Each step's direct needs (explicit or implied), and the step ids in file order."""
+def _dependencies(checker: Checker) -> tuple[dict[str, list[str]], list[str], set[str]]:
+    """Each step's `needs`, the step ids in file order, and the steps without `needs`, which
+    depend on every step above them (`graph`'s `implied`)."""
     needs: dict[str, list[str]] = {}
     ids: list[str] = []
+    implied: set[str] = set()
     seen: dict[str, int] = {}
     for i, step in enumerate(checker.steps()):
         sid = step.get("id")
@@ -381,9 +384,10 @@ def _dependencies(checker: Checker) -> tuple[dict[str, list[str]], list[str]]:
                     deps.append(dep)
             needs[sid] = deps
         else:
-            needs[sid] = list(ids)
+            needs[sid] = []
+            implied.add(sid)
         ids.append(sid)
-    return needs, ids
+    return needs, ids, implied
 
 
 def _check_secrets(checker: Checker) -> None:
@@ -422,9 +426,9 @@ def _check_secrets(checker: Checker) -> None:
 def check(checker: Checker) -> tuple[dict[str, list[str]], graph.Closure | None]:
     data = checker.data
     _check_secrets(checker)
-    needs, ids = _dependencies(checker)
-    cycle = graph.find_cycle(needs, ids)
-    above: dict[str, frozenset[str]] | None = None
+    needs, ids, without_needs = _dependencies(checker)
+    cycle = graph.find_cycle(needs, ids, without_needs)
+    above: graph.Related | None = None
     closure: graph.Closure | None = None
     if cycle:
         first = cycle[0]
@@ -445,7 +449,8 @@ def check(checker: Checker) -> tuple[dict[str, list[str]], graph.Closure | None]
         )
         checker.error(where, f"steps depend on each other in a cycle: {' -> '.join(cycle)}{why}")
     else:
-        closure = graph.closure(needs, graph.topological_order(needs, ids))
+        topo = graph.topological_order(needs, ids, without_needs)
+        closure = graph.closure(needs, topo, ids, without_needs)
         above = closure.ancestors
 
     var_names: list[str] = []
@@ -501,7 +506,7 @@ def check(checker: Checker) -> tuple[dict[str, list[str]], graph.Closure | None]
                 "compensate",
                 sid,
                 all_vars,
-                up | {sid} if up is not None and sid else None,
+                up.including(sid) if up is not None and sid else None,
                 item=item,
             ),
         )

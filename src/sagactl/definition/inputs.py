@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sagactl.definition.schema import quiet_patterns
 from sagactl.errors import InputError, UsageError
 from sagactl.model import Saga
 
@@ -148,8 +147,6 @@ def resolve_inputs(
 
     Raises InputError naming every input that is wrong and what it expected.
     """
-    import jsonschema
-
     problems: list[tuple[str, str]] = []
     values: dict[str, Any] = dict(file_values or {})
     for item in assignments:
@@ -187,8 +184,7 @@ def resolve_inputs(
                     )
                 )
             continue
-        with quiet_patterns():
-            error = jsonschema.exceptions.best_match(_validator(spec).iter_errors(value))
+        error = _schema_error(spec, value)
         if error is not None and name not in bad:
             # Where in a list or mapping it is: `lines[2].qty`.
             where = "".join(
@@ -229,6 +225,17 @@ def resolve_many(
 
 
 _validators: dict[int, tuple[Mapping[str, Any], Any]] = {}
+
+
+def _schema_error(spec: Mapping[str, Any], value: Any) -> Any:
+    """The jsonschema error that says best why `value` does not follow `spec`, or None.
+    jsonschema is imported here, not with the module: a saga without inputs never needs it."""
+    import jsonschema
+
+    from sagactl.definition.schema import quiet_patterns
+
+    with quiet_patterns():
+        return jsonschema.exceptions.best_match(_validator(spec).iter_errors(value))
 
 
 def _validator(spec: Mapping[str, Any]) -> Any:

@@ -3,16 +3,18 @@ errors in words (`schema`), static checks (`checks`), building the model (`build
 
 Every problem in a file is collected and raised at once as `DefinitionErrors`, each located as
 `FILE:LINE:COL: JSON-path: message`.
+
+A text validated before by this build is read back from the cache (`cache`) instead: none of
+YAML, jsonschema or the checks is even imported then.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from sagactl.definition.build import build
-from sagactl.definition.checks import Checker, check
-from sagactl.definition.schema import describe, explain, quiet_patterns, validator
-from sagactl.definition.source import YamlProblem, read_yaml
+from sagactl.definition import cache
+from sagactl.definition import kinds as kinds_
 from sagactl.errors import DefinitionError, DefinitionErrors, Location
 from sagactl.model import Saga
 
@@ -21,6 +23,25 @@ __all__ = ["load", "load_text"]
 
 def load_text(text: str, file: str = "<saga>") -> Saga:
     """The saga in `text`; `file` names it in messages. Raises DefinitionErrors."""
+    # Another kind of step is registered from code, and builds calls the cache could not
+    # know how to rebuild: such sagas are validated every time.
+    cacheable = not kinds_.registered()
+    if cacheable:
+        saga = cache.recall(text)
+        if saga is not None:
+            return saga if saga.path == file else dataclasses.replace(saga, path=file)
+    saga = _validated(text, file)
+    if cacheable:
+        cache.remember(text, saga)
+    return saga
+
+
+def _validated(text: str, file: str) -> Saga:
+    from sagactl.definition.build import build
+    from sagactl.definition.checks import Checker, check
+    from sagactl.definition.schema import describe, explain, quiet_patterns, validator
+    from sagactl.definition.source import YamlProblem, read_yaml
+
     try:
         data, positions, problems = read_yaml(text)
     except YamlProblem as exc:

@@ -32,13 +32,16 @@ __all__ = [
     "Namespace",
     "Outputs",
     "Part",
+    "Plan",
     "Reference",
     "Renderer",
     "Secrets",
     "TemplateProblem",
+    "adopt",
     "expression_references",
     "is_template",
     "is_whole_expression",
+    "plan_of",
     "references",
     "strings_in",
 ]
@@ -595,6 +598,83 @@ _COMPILED_AT_MOST = 10_000
 """Past this many sources (a worker given many different sagas), the cache starts again."""
 
 
+Lookup = tuple[str, tuple[tuple[bool, Any], ...]]
+"""A plain lookup: the name it starts from, then each attribute (True) or item (False)."""
+Plan = tuple[str | Lookup, ...]
+"""How a template made only of text and plain lookups renders: its parts in order, as plain
+data (picklable: kept with a checked saga, so that a run need not parse it again)."""
+
+
+def _lookup_path(node: nodes.Node) -> Lookup | None:
+    """`steps.a.outputs["id"]` as ("steps", ((True, "a"), (True, "outputs"), (False, "id"))),
+    or None for any expression that is not a plain lookup."""
+    path: list[tuple[bool, Any]] = []
+    while isinstance(node, nodes.Getattr | nodes.Getitem):
+        if isinstance(node, nodes.Getattr):
+            path.append((True, node.attr))
+        elif isinstance(node.arg, nodes.Const):
+            path.append((False, node.arg.value))
+        else:
+            return None
+        node = node.node
+    if not isinstance(node, nodes.Name):
+        return None
+    path.reverse()
+    return node.name, tuple(path)
+
+
+def _lookup_part(name: str, steps: tuple[tuple[bool, Any], ...], env: _Environment) -> Part:
+    """A plain lookup as a part. Lookups go through the environment's sandboxed getattr and
+    getitem, so they behave as in a compiled template."""
+
+    def lookup(context: Mapping[str, Any]) -> Any:
+        value = context[name] if name in context else env.undefined(name=name)
+        for is_attr, key in steps:
+            if isinstance(value, jinja2.Undefined):
+                break
+            value = env.getattr(value, key) if is_attr else env.getitem(value, key)
+        if isinstance(value, jinja2.Undefined):
+            value._fail_with_undefined_error()
+        return value
+
+    return lookup
+
+
+def plan_of(source: str) -> Plan | None:
+    """The plan of a template made only of text and plain lookups; None for any other (or
+    one that does not parse)."""
+    try:
+        body = _parse(source).body
+    except TemplateProblem:
+        return None
+    if len(body) != 1 or not isinstance(body[0], nodes.Output):
+        return None
+    parts: list[str | Lookup] = []
+    for node in body[0].nodes:
+        if isinstance(node, nodes.TemplateData):
+            parts.append(node.data)
+            continue
+        path = _lookup_path(node)
+        if path is None:
+            return None
+        parts.append(path)
+    return tuple(parts)
+
+
+def adopt(plans: Mapping[str, Plan]) -> None:
+    """Compile templates from the plans their saga was checked with (`Saga.plans`) rather
+    than by parsing them: a saga read back from the cache of checked sagas is run without its
+    plain templates going through Jinja2's lexer and parser again."""
+    env = _environment()
+    for source, plan in plans.items():
+        if source in _COMPILED:
+            continue
+        if len(_COMPILED) >= _COMPILED_AT_MOST:
+            _COMPILED.clear()
+        parts = tuple(p if isinstance(p, str) else _lookup_part(*p, env) for p in plan)
+        _COMPILED[source] = _Compiled(parts, len(parts) == 1 and not isinstance(parts[0], str))
+
+
 class Renderer:
     """Renders templated values; compiles each distinct source once in the process.
 
@@ -653,33 +733,9 @@ class Renderer:
     def _lookup(self, node: nodes.Node) -> Part | None:
         """The commonest expression — a plain lookup such as `steps.a.outputs.id` — read by
         walking Jinja2's own syntax tree instead of compiling it: compiling costs about a
-        millisecond, more than the request. Lookups go through the environment's sandboxed
-        getattr/getitem, so they behave as in a compiled template. None for any other."""
-        path: list[tuple[bool, Any]] = []
-        while isinstance(node, nodes.Getattr | nodes.Getitem):
-            if isinstance(node, nodes.Getattr):
-                path.append((True, node.attr))
-            elif isinstance(node.arg, nodes.Const):
-                path.append((False, node.arg.value))
-            else:
-                return None
-            node = node.node
-        if not isinstance(node, nodes.Name):
-            return None
-        path.reverse()
-        name, steps, env = node.name, tuple(path), self._env
-
-        def lookup(context: Mapping[str, Any]) -> Any:
-            value = context[name] if name in context else env.undefined(name=name)
-            for is_attr, key in steps:
-                if isinstance(value, jinja2.Undefined):
-                    break
-                value = env.getattr(value, key) if is_attr else env.getitem(value, key)
-            if isinstance(value, jinja2.Undefined):
-                value._fail_with_undefined_error()
-            return value
-
-        return lookup
+        millisecond, more than the request. None for any other."""
+        path = _lookup_path(node)
+        return None if path is None else _lookup_part(*path, self._env)
 
     def _expression(self, node: nodes.Node) -> Part:
         """Any other expression, compiled on its own, its value kept (and checked against the

@@ -27,12 +27,17 @@ def format_validation(saga: Saga) -> str:
     width = max(len(s.id) for s in saga.steps)
     needs = {}
     for position, s in enumerate(saga.steps):
-        earlier = [e.id for e in saga.steps[:position]]
-        if not s.needs:
+        # A step without `needs` waits on every step above it.
+        every_step_above = not s.explicit_needs or (
+            len(s.needs) == position and set(s.needs) == {e.id for e in saga.steps[:position]}
+        )
+        if not position or (s.explicit_needs and not s.needs):
             needs[s.id] = "needs nothing"
-        elif len(earlier) > 2 and sorted(s.needs) == sorted(earlier):
-            # A step without `needs` waits on every step above it: a list that long says less.
-            needs[s.id] = f"needs the {len(earlier)} steps above it"
+        elif every_step_above and position > 2:
+            # A list that long says less.
+            needs[s.id] = f"needs the {position} steps above it"
+        elif every_step_above:
+            needs[s.id] = "needs " + ", ".join(e.id for e in saga.steps[:position])
         else:
             needs[s.id] = "needs " + ", ".join(s.needs)
     # Aligned, but a long list of needs does not push every line out of the terminal.
