@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import sqlite3
@@ -414,7 +415,7 @@ def main() -> None:
                 {
                     "bare": lambda: bare_loop(url, long - short),
                     **{
-                        f"{durability} {n}": (lambda n=n, d=durability: command_run(n, d))
+                        f"{durability} {n}": functools.partial(command_run, n, durability)
                         for durability in ("normal", "full")
                         for n in (short, long)
                     },
@@ -513,7 +514,7 @@ def main() -> None:
             taken = samples(
                 n,
                 {
-                    name: (lambda c=command, e=envs[name]: timed(c, 1, e))
+                    name: functools.partial(timed, command, 1, envs[name])
                     for name, command in commands.items()
                 },
             )
@@ -539,6 +540,12 @@ def main() -> None:
                     else ""
                 )
                 row(name, f"{took[name] * 1000:.0f} ms", f"{ratio:.2f}x{of}", verdict)
+
+            # Processes side by side on one journal, as CI jobs or a shell loop run them.
+            from parallel import parallel_rows  # it imports this module: here, not above
+
+            for entry in parallel_rows(url, 1 if args.quick else 3, 24 if args.quick else 60):
+                row(*entry)
 
             journal = Path(tmp) / "big.db"
             middle = build_journal(journal, big)
@@ -566,8 +573,10 @@ def main() -> None:
         server.wait()
 
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for name, value, ratio, target in rows:
-        print(f"{name:<{widths[0]}}  {value:>{widths[1]}}  {ratio:>{widths[2]}}  {target}")
+    for entry in rows:
+        print(
+            f"{entry[0]:<{widths[0]}}  {entry[1]:>{widths[1]}}  {entry[2]:>{widths[2]}}  {entry[3]}"
+        )
     print(
         f"({'quick, ' if args.quick else ''}medians; {os.cpu_count()} cores, Python "
         f"{sys.version.split()[0]}, {threading.active_count()} threads at the end)"

@@ -21,6 +21,7 @@ import os
 import pickle
 import stat
 import sys
+import threading
 from functools import cache
 from pathlib import Path
 
@@ -103,7 +104,8 @@ def remember(text: str, saga: Saga) -> None:
     path = _entry(text)
     payload = pickle.dumps(saga, protocol=pickle.HIGHEST_PROTOCOL)
     data = _MAGIC + hashlib.sha256(payload).digest() + payload
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    # A name of this thread's own: two runs of a batch may write the same entry at once.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
