@@ -4,7 +4,6 @@ load imports and does, and by entries nobody should trust."""
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,10 +228,12 @@ def test_the_cache_lives_under_xdg_cache_home_or_the_home_directory(
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert cache.directory() == tmp_path / "sagactl" / "sagas"
-    monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for ignored in ("", "relative/cache"):
+        monkeypatch.setenv("XDG_CACHE_HOME", ignored)
+        assert cache.directory() == tmp_path / "home" / ".cache" / "sagactl" / "sagas"
+    monkeypatch.delenv("XDG_CACHE_HOME")
     assert cache.directory() == tmp_path / "home" / ".cache" / "sagactl" / "sagas"
-    assert os.environ["HOME"] == str(tmp_path / "home")
 
 
 def test_a_run_of_a_cached_saga_parses_none_of_its_plain_templates(
@@ -248,10 +249,12 @@ def test_a_run_of_a_cached_saga_parses_none_of_its_plain_templates(
     text = (
         "version: 1\nname: plans\nenv: [BASE]\ninputs:\n  n: {type: integer}\n"
         'defaults:\n  base_url: "{{ env.BASE }}"\nsteps:\n'
-        '  - id: a\n    action: {method: PUT, url: "/a/{{ run.id }}", json: {n: "{{ inputs.n }}"}}\n'
+        "  - id: a\n"
+        '    action: {method: PUT, url: "/a/{{ run.id }}", json: {n: "{{ inputs.n }}"}}\n'
         '    outputs: {got: "{{ response.json.n }}"}\n'
         '    compensate: {method: DELETE, url: "/a/{{ run.id }}"}\n'
-        '  - id: b\n    action: {method: PUT, url: "/b/{{ steps.a.outputs.got }}/{{ inputs.n + 1 }}"}\n'
+        "  - id: b\n"
+        '    action: {method: PUT, url: "/b/{{ steps.a.outputs.got }}/{{ inputs.n + 1 }}"}\n'
     )
     loader.load_text(text, "plans.yaml")  # checked, and cached
     templating._COMPILED.clear()

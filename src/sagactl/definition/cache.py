@@ -36,7 +36,9 @@ _KEEP = 256
 
 
 def directory() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):  # unset, or relative: which the XDG spec says to ignore
+        base = os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "sagactl" / "sagas"
 
 
