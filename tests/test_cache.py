@@ -4,6 +4,7 @@ load imports and does, and by entries nobody should trust."""
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,7 @@ def validations(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 def entries(home: Path) -> list[Path]:
+    """The cache's entries (and none of the directory's other files)."""
     return sorted((home / "sagactl" / "sagas").glob("*.pickle"))
 
 
@@ -273,3 +275,96 @@ def test_a_run_of_a_cached_saga_parses_none_of_its_plain_templates(
 
 def saga_run_id(service: Any) -> str:
     return str(service.requests("PUT", "/a/")[0].path.rsplit("/", 1)[1])
+
+
+@pytest.mark.parametrize("where", ["sagas", "sagactl"])
+def test_a_cache_directory_that_is_a_link_is_neither_read_nor_written(
+    where: str, cache_home: Path, validations: list[str], tmp_path: Path
+) -> None:
+    """Someone who can write an ancestor of the cache (a shared XDG_CACHE_HOME) could point it
+    at a directory of this user's: nothing is read from a link, written to it or pruned in it."""
+    loader.load_text(TEXT, "a.yaml")
+    (entry,) = entries(cache_home)
+    elsewhere = tmp_path / "elsewhere"
+    moved = cache_home / "sagactl" if where == "sagactl" else entry.parent
+    moved.rename(elsewhere)
+    (elsewhere if where == "sagas" else elsewhere / "sagas").joinpath("mine.pickle").write_text("x")
+    moved.symlink_to(elsewhere, target_is_directory=True)
+    before = sorted(p.name for p in elsewhere.rglob("*"))
+    loader.load_text(TEXT, "a.yaml")
+    loader.load_text(TEXT + "\n", "a.yaml")
+    assert len(validations) == 3  # the entry behind the link was not read
+    assert sorted(p.name for p in elsewhere.rglob("*")) == before  # nor anything written
+
+
+def test_a_cache_directory_others_can_write_is_not_used(
+    cache_home: Path, validations: list[str]
+) -> None:
+    loader.load_text(TEXT, "a.yaml")
+    (cache_home / "sagactl").chmod(0o775)
+    loader.load_text(TEXT, "a.yaml")
+    loader.load_text(TEXT + "\n", "a.yaml")
+    assert len(validations) == 3
+    assert len(entries(cache_home)) == 1  # and nothing written there
+
+
+def test_the_key_follows_the_code_not_its_file_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Builds that give every file the same time (reproducible builds, Nix) must not share
+    entries: a change of the code that checks sagas, of the same size, is another key."""
+    import shutil
+
+    package = Path(sagactl.__file__).parent
+    copy = tmp_path / "sagactl"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in copy.rglob("*"):
+        os.utime(path, (1, 1))
+    monkeypatch.setattr(sagactl, "__file__", str(copy / "__init__.py"))
+    cache._fingerprint.cache_clear()
+    try:
+        before = cache._fingerprint()
+        build = copy / "definition" / "build.py"
+        text = build.read_text()
+        build.write_text(text.replace('raw.get("safe", False)', 'raw.get("safe", True )'))
+        assert len(build.read_text()) == len(text)
+        os.utime(build, (1, 1))
+        cache._fingerprint.cache_clear()
+        assert before is not None
+        assert cache._fingerprint() not in (before, None)
+    finally:
+        monkeypatch.undo()
+        cache._fingerprint.cache_clear()
+
+
+def test_without_a_home_directory_nothing_is_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, validations: list[str]
+) -> None:
+    """No HOME and no entry in the password database: `~` stays `~`, and a cache under the
+    current directory would be a surprise."""
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setattr(os.path, "expanduser", lambda path: path)
+    monkeypatch.chdir(tmp_path)
+    assert cache.directory() is None
+    loader.load_text(TEXT, "a.yaml")
+    loader.load_text(TEXT, "a.yaml")
+    assert len(validations) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_entries_used_last_are_kept(
+    cache_home: Path, monkeypatch: pytest.MonkeyPatch, validations: list[str]
+) -> None:
+    monkeypatch.setattr(cache, "_KEEP", 5)
+    texts = [TEXT + "#" * n + "\n" for n in range(6)]
+    folder = cache_home / "sagactl" / "sagas"
+    for number, text in enumerate(texts[:5]):
+        loader.load_text(text, "a.yaml")
+        name = cache._name(text)
+        assert name is not None
+        os.utime(folder / name, (1000 + number, 1000 + number))  # written a second apart
+    loader.load_text(texts[0], "a.yaml")  # the oldest, used again: now the newest
+    loader.load_text(texts[5], "a.yaml")  # a sixth: past the limit, the older half goes
+    assert len(entries(cache_home)) == 3
+    loader.load_text(texts[0], "a.yaml")
+    assert len(validations) == 6  # texts[0] read back both times

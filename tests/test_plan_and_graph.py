@@ -220,3 +220,47 @@ steps:
         f"{path}:7: steps[0].action.json: cannot be sent as JSON: Object of type "
         "builtin_function_or_method is not JSON serializable" in result.stderr
     )
+
+
+FORWARD = """\
+version: 1
+name: fw
+steps:
+  - id: a
+    needs: [b]
+    action: {method: PUT, url: "http://127.0.0.1:1/a"}
+  - id: b
+    needs: []
+    action: {method: PUT, url: "http://127.0.0.1:1/b"}
+  - id: c
+    action: {method: PUT, url: "http://127.0.0.1:1/c"}
+  - id: d
+    needs: [c, b, a]
+    action: {method: PUT, url: "http://127.0.0.1:1/d"}
+  - id: e
+    action: {method: PUT, url: "http://127.0.0.1:1/e"}
+"""
+
+
+def test_validate_and_plan_say_what_each_step_needs_as_the_file_says_it(write) -> None:  # type: ignore[no-untyped-def]
+    """A step without `needs` needs every step above it, whatever the model keeps of them
+    (only those that imply the rest); a first step's own `needs` is still said."""
+    saga = write(FORWARD)
+    validated = cli("validate", str(saga), env=ENV)
+    assert validated.exit_code == 0, validated
+    assert [line.split(None, 2)[2].rstrip() for line in validated.stdout.splitlines()[1:6]] == [
+        "needs nothing",
+        "needs b",
+        "needs a, b",
+        "needs the 3 steps above it",
+        "needs the 4 steps above it",
+    ]
+    planned = cli("plan", str(saga), env=ENV)
+    assert planned.exit_code == 0, planned
+    assert [line for line in planned.stdout.splitlines() if line[:1].isdigit()] == [
+        "1. b (pivot; needs nothing)",
+        "2. a (pivot; needs b)",
+        "3. c (pivot; needs a, b)",
+        "4. d (pivot; needs c, b, a)",
+        "5. e (pivot; needs a, b, c, d)",
+    ]

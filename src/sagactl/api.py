@@ -366,9 +366,13 @@ def notify_run(
     wanted: list[Notify] = []
     saga: Saga | None = None
     if "notify" in run.saga_text:
-        # Loaded (from the cache of checked sagas, as a rule) only when it may say so.
-        saga = _journaled_saga(run.saga_text, run.saga_path)
-        if saga.notify is not None:
+        # Loaded (from the cache of checked sagas, as a rule) only when it may say so; a
+        # text this sagactl no longer accepts tells nobody, but the run's end stays as it is.
+        from sagactl.errors import DefinitionErrors
+
+        with contextlib.suppress(DefinitionErrors):
+            saga = _journaled_saga(run.saga_text, run.saga_path)
+        if saga is not None and saga.notify is not None:
             wanted.append(saga.notify)
     if target:
         url = target if is_url(target) else None

@@ -29,6 +29,7 @@ from jinja2.compiler import CodeGenerator, Frame
 __all__ = [
     "MAX_ITEMS",
     "MAX_RESULT",
+    "Lookup",
     "Namespace",
     "Outputs",
     "Part",

@@ -12,12 +12,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sagactl.definition import graph
-from sagactl.model import Phase, Saga, StepKind
+from sagactl.model import Phase, Saga, Step, StepKind
 
 __all__ = ["draw_dot", "draw_mermaid", "format_plan", "format_validation"]
 
 
 _NEEDS_COLUMN = 40
+
+
+def _needs_written(saga: Saga, step: Step) -> Sequence[str]:
+    """What a step needs, as the file says it: its `needs`, or, without one, every step
+    above it (the model keeps only those of them that imply the rest)."""
+    if step.explicit_needs:
+        return step.needs
+    return [above.id for above in saga.steps[: step.index]]
+
+
+def _every_step_above(saga: Saga, step: Step) -> bool:
+    return not step.explicit_needs or (
+        len(step.needs) == step.index
+        and set(step.needs) == {above.id for above in saga.steps[: step.index]}
+    )
 
 
 def format_validation(saga: Saga) -> str:
@@ -27,17 +42,15 @@ def format_validation(saga: Saga) -> str:
     width = max(len(s.id) for s in saga.steps)
     needs = {}
     for position, s in enumerate(saga.steps):
-        # A step without `needs` waits on every step above it.
-        every_step_above = not s.explicit_needs or (
-            len(s.needs) == position and set(s.needs) == {e.id for e in saga.steps[:position]}
-        )
-        if not position or (s.explicit_needs and not s.needs):
+        if not s.needs:
             needs[s.id] = "needs nothing"
-        elif every_step_above and position > 2:
-            # A list that long says less.
-            needs[s.id] = f"needs the {position} steps above it"
-        elif every_step_above:
-            needs[s.id] = "needs " + ", ".join(e.id for e in saga.steps[:position])
+        elif _every_step_above(saga, s):
+            # A step without `needs` waits on every step above it: a list that long says less.
+            needs[s.id] = (
+                f"needs the {position} steps above it"
+                if position > 2
+                else "needs " + ", ".join(_needs_written(saga, s))
+            )
         else:
             needs[s.id] = "needs " + ", ".join(s.needs)
     # Aligned, but a long list of needs does not push every line out of the terminal.
@@ -74,7 +87,7 @@ def format_plan(
     for position, (step, step_calls) in enumerate(
         zip(saga.ordered_steps(), calls, strict=True), start=1
     ):
-        needs = ", ".join(step.needs) if step.needs else "nothing"
+        needs = ", ".join(_needs_written(saga, step)) or "nothing"
         each = f"; foreach {_plain(step.foreach)} as {step.item_name}" if step.repeated else ""
         lines += ["", f"{position}. {step.id} ({step.kind.value}; needs {needs}{each})"]
         for phase, described in step_calls:
