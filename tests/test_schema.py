@@ -3,14 +3,26 @@ shipped in the package and at schemas/."""
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from helpers import ROOT
-from sagactl.definition.schema import schema, schema_text
+from sagactl.definition import kinds
+from sagactl.definition.schema import (
+    _compiled_of,
+    quiet_patterns,
+    schema,
+    schema_errors,
+    schema_text,
+    validator,
+)
+from sagactl.definition.source import read_yaml
 
 # Objects whose keys are the user's own names: header names, input names, output names.
 USER_MAPS = {"query", "headers", "form", "inputs", "vars", "outputs"}
@@ -142,3 +154,82 @@ def test_every_property_is_documented() -> None:
     names = {name for _, node in _subschemas(schema()) for name in node.get("properties", {})}
     missing = sorted(name for name in names if f"`{name}`" not in text)
     assert missing == []
+
+
+def _keys(node: Any) -> set[str]:
+    """Every property name the schema knows: what a mutated saga is made of."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        found.update(node.get("properties", {}))
+        for value in node.values():
+            found |= _keys(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _keys(value)
+    return found
+
+
+_BASES = [read_yaml(path.read_text())[0] for path in sorted((ROOT / "sagas").glob("*.yaml"))]
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 700),
+    st.floats(-2, 2, allow_nan=False),
+    st.sampled_from(["5xx", "2xx", "10s", "1.5m", "16MiB", "GET", "PUT", "a\n", "x-y", "", "é"]),
+    st.text(max_size=4),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(sorted(_keys(schema()))) | st.text(max_size=3), inner, max_size=3
+        )
+    ),
+    max_leaves=6,
+)
+
+
+def _paths(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    yield path
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _paths(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _paths(value, (*path, index))
+
+
+@st.composite
+def _mutated_sagas(draw: st.DrawFn) -> Any:
+    """A real saga with a few values replaced, keys removed or keys added, anywhere."""
+    data = copy.deepcopy(draw(st.sampled_from(_BASES)))
+    for _ in range(draw(st.integers(1, 3))):
+        paths = list(_paths(data))
+        path = draw(st.sampled_from(paths[1:]))
+        parent = data
+        for part in path[:-1]:
+            parent = parent[part]
+        action = draw(st.sampled_from(["replace", "delete", "add"]))
+        if action == "delete":
+            del parent[path[-1]]
+        elif action == "add" and isinstance(parent[path[-1]], dict):
+            key = draw(st.sampled_from(sorted(_keys(schema()))))
+            parent[path[-1]][key] = draw(_VALUES)
+        else:
+            parent[path[-1]] = draw(_VALUES)
+    return data
+
+
+@settings(max_examples=300, deadline=None)
+@given(_mutated_sagas())
+def test_the_compiled_validator_never_passes_what_jsonschema_refuses(data: Any) -> None:
+    """A saga the compiled validator passes is not checked by jsonschema: the two must agree
+    that it is valid, whatever the file holds (the other way, jsonschema decides)."""
+    with quiet_patterns():
+        refused = list(validator().iter_errors(data))
+    assert bool(schema_errors(data)) == bool(refused)
+    fast = _compiled_of(kinds.generation())
+    assert fast is not None
+    if refused:
+        assert not fast.is_valid(data), [e.message for e in refused]

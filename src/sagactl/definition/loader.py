@@ -39,7 +39,7 @@ def load_text(text: str, file: str = "<saga>") -> Saga:
 def _validated(text: str, file: str) -> Saga:
     from sagactl.definition.build import build
     from sagactl.definition.checks import Checker, check
-    from sagactl.definition.schema import describe, explain, quiet_patterns, validator
+    from sagactl.definition.schema import describe, explain, schema_errors
     from sagactl.definition.source import YamlProblem, read_yaml
 
     try:
@@ -56,9 +56,7 @@ def _validated(text: str, file: str) -> Saga:
     checker = Checker(file, data, positions)
     for path, message, at in problems:
         checker.error(path, message, at=at)
-    with quiet_patterns():
-        errors = list(validator().iter_errors(data))
-    for error in errors:
+    for error in schema_errors(data):
         for path, message, at_key in explain(error):
             checker.error(path, message, at_key=at_key)
     schema_ok = not checker.errors

@@ -23,6 +23,7 @@ __all__ = [
     "format_path",
     "quiet_patterns",
     "schema",
+    "schema_errors",
     "schema_text",
     "suggest",
     "validator",
@@ -96,6 +97,39 @@ def _with_kinds(base: Mapping[str, Any], kinds: Mapping[str, kinds_.Kind]) -> di
 
 def validator() -> Any:
     return _validator_of(kinds_.generation())
+
+
+def schema_errors(data: Any) -> list[Any]:
+    """jsonschema's errors for `data` (a saga read from YAML), in its own words for `explain`.
+
+    A compiled validator (jsonschema-rs) first says whether there are any: a valid file, the
+    common case, then costs a fraction of a millisecond instead of tens, and jsonschema is not
+    even imported. Only its "valid" is trusted — anything else (an error, a value it cannot
+    take, the library missing) goes to jsonschema, whose verdict and messages stand."""
+    fast = _compiled_of(kinds_.generation())
+    if fast is not None:
+        try:
+            if fast.is_valid(data):
+                return []
+        except Exception:  # a value it cannot convert, whatever it raises: jsonschema decides
+            pass
+    with quiet_patterns():
+        return list(validator().iter_errors(data))
+
+
+@cache
+def _compiled_of(generation: int) -> Any:
+    """The compiled validator of the kinds registered at `generation`, or None without
+    jsonschema-rs (or with a schema it cannot compile)."""
+    try:
+        import jsonschema_rs
+    except ImportError:
+        return None
+    full = _with_kinds(schema(), kinds_.registered())
+    try:
+        return jsonschema_rs.Draft202012Validator(full)
+    except Exception:  # jsonschema stays the judge of a schema it cannot take
+        return None
 
 
 @cache
