@@ -369,3 +369,73 @@ def test_the_entries_used_last_are_kept(
     assert len(entries(cache_home)) == 3
     loader.load_text(texts[0], "a.yaml")
     assert len(validations) == 6  # texts[0] read back both times
+
+
+def test_a_saga_pickle_cannot_take_is_still_loaded(
+    cache_home: Path, validations: list[str]
+) -> None:
+    """A body nested past pickle's recursion limit passes every check: the saga loads, it
+    is just not cached."""
+    depth = 600
+    body = "{a: " * depth + "1" + "}" * depth
+    text = (
+        "version: 1\nname: deep\nsteps:\n  - id: a\n    action:\n      method: POST\n"
+        f"      url: http://127.0.0.1:1/\n      json: {body}\n"
+    )
+    assert loader.load_text(text, "deep.yaml").name == "deep"
+    assert loader.load_text(text, "deep.yaml").name == "deep"
+    assert len(validations) == 2
+    assert entries(cache_home) == []
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_an_entry_that_is_no_file_is_ignored_and_holds_nothing_open(
+    kind: str, cache_home: Path, validations: list[str]
+) -> None:
+    """A directory, or a FIFO (which would block a reader), in an entry's place: ignored, no
+    descriptor left open, no wait."""
+    loader.load_text(TEXT, "a.yaml")
+    (entry,) = entries(cache_home)
+    entry.unlink()
+    if kind == "directory":
+        entry.mkdir()
+    else:
+        os.mkfifo(entry, 0o600)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        loader.load_text(TEXT, "a.yaml")
+    assert len(os.listdir("/proc/self/fd")) == before
+    if kind == "directory":  # it stays: every load validates
+        assert len(validations) == 21
+    else:  # the first load's entry took its place
+        assert len(validations) == 2
+        assert entry.is_file()
+
+
+def test_the_key_has_each_library_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jinja2, jsonschema, jsonschema-rs and PyYAML judge or parse a saga: their versions are
+    in the key, found whatever the case of their metadata's name (`pyyaml-6.0.dist-info`)."""
+    seen: list[str] = []
+    real = cache.hashlib.sha256
+
+    class Recording:
+        def __init__(self) -> None:
+            self._hash = real()
+
+        def update(self, data: bytes) -> None:
+            seen.append(data.decode("utf-8", "replace"))
+            self._hash.update(data)
+
+        def digest(self) -> bytes:
+            return self._hash.digest()
+
+    monkeypatch.setattr(cache.hashlib, "sha256", Recording)
+    cache._fingerprint.cache_clear()
+    try:
+        assert cache._fingerprint() is not None
+    finally:
+        monkeypatch.undo()
+        cache._fingerprint.cache_clear()
+    libraries = "".join(seen)
+    for metadata in ("jinja2-", "jsonschema-", "jsonschema_rs-", "pyyaml-"):
+        assert f"{metadata}" in libraries.lower() and ".dist-info" in libraries

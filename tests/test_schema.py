@@ -233,3 +233,25 @@ def test_the_compiled_validator_never_passes_what_jsonschema_refuses(data: Any) 
     assert fast is not None
     if refused:
         assert not fast.is_valid(data), [e.message for e in refused]
+
+
+def test_with_another_kind_registered_jsonschema_alone_judges() -> None:
+    """A kind's own schema may hold patterns Rust's regular expressions read otherwise than
+    Python's (`\\D` matches a non-ASCII digit there): jsonschema alone judges then."""
+    kind = kinds.Kind(
+        name="ledger",
+        schema={
+            "type": "object",
+            "required": ["kind", "entry"],
+            "properties": {"kind": {"const": "ledger"}, "entry": {"pattern": "^\\D+$"}},
+        },
+        build=lambda raw, phase, line: None,  # type: ignore[arg-type,return-value]
+    )
+    saga = copy.deepcopy(_BASES[0])
+    saga["steps"][0]["action"] = {"kind": "ledger", "entry": "\u0663"}  # ARABIC-INDIC THREE
+    kinds.register(kind)
+    try:
+        assert _compiled_of(kinds.generation()) is None
+        assert [e.message for e in schema_errors(saga)] == ["'٣' does not match '^\\\\D+$'"]
+    finally:
+        kinds.unregister("ledger")

@@ -25,6 +25,7 @@ import re
 import stat
 import sys
 import threading
+import time
 from functools import cache
 from pathlib import Path
 
@@ -37,12 +38,30 @@ _DIGEST = hashlib.sha256().digest_size
 _ENTRY = re.compile(r"^[0-9a-f]{64}\.pickle$")
 _KEEP = 256
 """Entries kept at most: when a write finds more, the least recently used half goes."""
-_LIBRARIES = {"jinja2": "jinja2", "jsonschema": "jsonschema", "yaml": "PyYAML"}
+_LIBRARIES = {
+    "jinja2": "jinja2",
+    "jsonschema": "jsonschema",
+    "jsonschema_rs": "jsonschema-rs",
+    "yaml": "PyYAML",
+}
 """The libraries a checked saga depends on: import name, distribution name."""
+_OPTIONAL = {"jsonschema_rs"}
+"""Libraries whose absence is part of the key rather than a reason not to cache."""
+_TEMPORARY = re.compile(r"^\.[0-9a-f]{64}\.pickle\.[0-9]+\.[0-9]+$")
+_STALE = 3600.0
+"""Seconds after which a temporary file is taken for one a killed process left behind."""
+
+
+def _normalised(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
 
 
 def directory() -> Path | None:
-    """Where entries are kept; None without a home directory to put them in."""
+    """Where entries are kept; None without a home directory to put them in, or on a system
+    that cannot open a directory without following links (no cache is better than a cache
+    that could be planted)."""
+    if not (hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_DIRECTORY") and hasattr(os, "geteuid")):
+        return None
     base = os.environ.get("XDG_CACHE_HOME", "")
     if not os.path.isabs(base):  # unset, or relative: which the XDG spec says to ignore
         base = os.path.join(os.path.expanduser("~"), ".cache")
@@ -77,14 +96,27 @@ def _fingerprint() -> bytes | None:
             return None
     # A library's version, from the name of its metadata directory beside it: without
     # importing it (jsonschema takes tens of milliseconds) or reading every distribution's
-    # metadata (importlib.metadata takes as long).
+    # metadata (importlib.metadata takes as long). Names are compared as pip normalises them
+    # (`pyyaml-6.0.2.dist-info`, `Jinja2-3.1.2.egg-info`, `jsonschema_rs-0.61.2.dist-info`).
     for module, distribution in _LIBRARIES.items():
-        spec = importlib.util.find_spec(module)
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
         if spec is None or spec.origin is None:
+            if module in _OPTIONAL:
+                digest.update(module.encode() + b"\0absent\0")
+                continue
             return None
         site = Path(spec.origin).parent.parent
+        wanted = _normalised(distribution)
         try:
-            found = sorted(n for n in os.listdir(site) if n.startswith(f"{distribution}-"))
+            found = sorted(
+                name
+                for name in os.listdir(site)
+                if name.endswith((".dist-info", ".egg-info"))
+                and _normalised(name.split("-", 1)[0]) == wanted
+            )
         except OSError:
             return None
         digest.update(module.encode() + b"\0" + "\0".join(found).encode() + b"\0")
@@ -146,16 +178,12 @@ def recall(text: str) -> Saga | None:
     if folder is None:
         return None
     try:
-        descriptor = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
-        with os.fdopen(descriptor, "rb") as file:
-            if not _private(os.fstat(file.fileno()), stat.S_IFREG):
-                return None
-            data = file.read()
+        data = _read_private(name, folder)
+        if data is None:
+            return None
         # Used: the last to be pruned.
         with contextlib.suppress(OSError):
             os.utime(name, dir_fd=folder, follow_symlinks=False)
-    except OSError:
-        return None
     finally:
         os.close(folder)
     start = len(_MAGIC) + _DIGEST
@@ -173,12 +201,35 @@ def recall(text: str) -> Saga | None:
     return saga
 
 
+def _read_private(name: str, folder: int) -> bytes | None:
+    """The bytes of the entry `name` when it is a regular file of this user's that nobody
+    else can write; None otherwise. Non-blocking: a FIFO in its place does not hang."""
+    try:
+        descriptor = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+    except OSError:
+        return None
+    try:
+        if not _private(os.fstat(descriptor), stat.S_IFREG):
+            return None
+        chunks = []
+        while chunk := os.read(descriptor, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
+
+
 def remember(text: str, saga: Saga) -> None:
     """Keep `saga`, validated from `text`, for the next load of the same text."""
     name = _name(text)
     if name is None:
         return
-    payload = pickle.dumps(saga, protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        payload = pickle.dumps(saga, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # a model pickle cannot take (a body nested past the recursion limit)
+        return
     data = _MAGIC + hashlib.sha256(payload).digest() + payload
     # A name of this thread's own: two runs of a batch may write the same entry at once.
     temporary = f".{name}.{os.getpid()}.{threading.get_ident()}"
@@ -200,9 +251,18 @@ def remember(text: str, saga: Saga) -> None:
 
 
 def _prune(folder: int) -> None:
-    """The least recently used half of the entries, when there are more than `_KEEP`; only
-    names an entry has (nothing else that may be in the directory)."""
-    entries = [name for name in os.listdir(folder) if _ENTRY.match(name)]
+    """The least recently used half of the entries, when there are more than `_KEEP`, and
+    temporary files a killed process left; only names of those (nothing else that may be in
+    the directory)."""
+    entries = []
+    for name in os.listdir(folder):
+        if _ENTRY.match(name):
+            entries.append(name)
+        elif _TEMPORARY.match(name):
+            with contextlib.suppress(OSError):
+                info = os.stat(name, dir_fd=folder, follow_symlinks=False)
+                if info.st_mtime < time.time() - _STALE:
+                    os.unlink(name, dir_fd=folder)
     if len(entries) <= _KEEP:
         return
     by_use = []

@@ -119,13 +119,18 @@ def schema_errors(data: Any) -> list[Any]:
 
 @cache
 def _compiled_of(generation: int) -> Any:
-    """The compiled validator of the kinds registered at `generation`, or None without
-    jsonschema-rs (or with a schema it cannot compile)."""
+    """The compiled validator of the saga schema, or None: with kinds registered (see
+    below), without jsonschema-rs, or with a schema it cannot compile."""
+    if kinds_.registered():
+        # A registered kind brings a schema of its own, whose patterns Rust's regular
+        # expressions may read otherwise than Python's (`\\D` and non-ASCII digits) and whose
+        # `$ref`s it would fetch: jsonschema judges those alone.
+        return None
     try:
         import jsonschema_rs
     except ImportError:
         return None
-    full = _with_kinds(schema(), kinds_.registered())
+    full = _with_kinds(schema(), {})
     try:
         return jsonschema_rs.Draft202012Validator(full)
     except Exception:  # jsonschema stays the judge of a schema it cannot take
