@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sagactl.definition.graph import ancestors, closure, find_cycle, reduce, topological_order
+from sagactl.definition.graph import (
+    ancestors,
+    closure,
+    find_cycle,
+    nearest,
+    reduce,
+    topological_order,
+)
 from sagactl.definition.loader import load_text
 from sagactl.model import (
     COMPENSATION_RETRY,
@@ -250,3 +257,32 @@ def test_implied_needs_are_every_step_above(
     for node in order:
         assert set(fast.ancestors[node]) == {a for a in order if a in fast.ancestors[node]}
         assert len(fast.ancestors[node]) == len(set(slow.ancestors[node]))
+
+
+@given(dags(), st.data())
+def test_waiting_on_the_nearest_waits_on_all(
+    graph: tuple[dict[str, list[str]], list[str]], data: st.DataObject
+) -> None:
+    """Compensations (and confirms) wait on the nearest steps being undone along the reduced
+    graph, passing through those with nothing to undo: followed through one another, those
+    cover every step being undone that the full sets named."""
+    needs, order = graph
+    topo = topological_order(needs, order)
+    result = closure(needs, topo)
+    within = set(data.draw(st.lists(st.sampled_from(order), unique=True)))
+    users: dict[str, list[str]] = {node: [] for node in needs}
+    for node, deps in result.reduced.items():
+        for dep in deps:
+            users[dep].append(node)
+    for edges, full in ((users, result.descendants), (result.reduced, result.ancestors)):
+        direct = {node: nearest(node, edges, within) for node in needs}
+        for node in needs:
+            assert direct[node] <= set(full[node]) & within
+            covered: set[str] = set()
+            todo = list(direct[node])
+            while todo:
+                other = todo.pop()
+                if other not in covered:
+                    covered.add(other)
+                    todo += direct[other]
+            assert covered == set(full[node]) & within

@@ -23,6 +23,7 @@ __all__ = [
     "ancestors",
     "closure",
     "find_cycle",
+    "nearest",
     "reduce",
     "topological_order",
 ]
@@ -263,6 +264,26 @@ def closure(
         below[node] = mask
     nodes = _Nodes(topo)
     return Closure(list(topo), Related(nodes, above), Related(nodes, below), reduced)
+
+
+def nearest(start: str, edges: Edges, within: Collection[str]) -> set[str]:
+    """The nodes of `within` reachable from `start` along `edges` with no other node of
+    `within` on the way. Waiting on them waits, through them, on every node of `within`
+    reachable from `start`: along reduced edges that is a few nodes each, where all of them
+    would grow with the square of a long saga's steps."""
+    found: set[str] = set()
+    seen = {start}
+    todo = list(edges.get(start, ()))
+    while todo:
+        node = todo.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node in within:
+            found.add(node)
+        else:
+            todo.extend(edges.get(node, ()))
+    return found
 
 
 def ancestors(needs: Edges, topo: Sequence[str]) -> Related:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sagactl.definition.graph import nearest
 from sagactl.definition.scope import foreach_items, run_context, step_scope
 from sagactl.definition.templating import Outputs, Renderer, TemplateProblem
 from sagactl.engine.attempts import Doubt, body_hint, clip, shown_value, step_error
@@ -709,6 +710,10 @@ class Engine:
         )
         return self._compensate()
 
+    def _direct_needs(self) -> dict[str, tuple[str, ...]]:
+        """Each step's needs that no other need of it implies: the reduced graph."""
+        return {s.id: tuple(self.saga.waits_on.get(s.id, s.needs)) for s in self.saga.steps}
+
     def _confirm(self) -> RunStatus:
         confirming = [
             s
@@ -722,7 +727,9 @@ class Engine:
             if held is not None:
                 return held
             ids = {s.id for s in confirming}
-            deps = {s.id: {a for a in self.saga.ancestors[s.id] if a in ids} for s in confirming}
+            # A confirm waits on every confirm above it: on the nearest, through them.
+            needs = self._direct_needs()
+            deps = {s.id: nearest(s.id, needs, ids) for s in confirming}
             results = self._wave(confirming, deps, Phase.CONFIRM, stop_on_failure=False)
             self._check_stop()
             bad = next(
@@ -794,8 +801,14 @@ class Engine:
             and self._state(s.id, Phase.COMPENSATE) is not StepState.SUCCEEDED
         ]
         ids = {s.id for s in undo}
-        # A step is undone only after every step that depends on it.
-        deps = {s.id: {d for d in self.saga.dependents(s.id) if d in ids} for s in undo}
+        # A step is undone only after every step that depends on it: after the nearest of
+        # them being undone, which wait on the rest. Steps with nothing to undo (done
+        # before, never applied, without a compensation) are passed through.
+        users: dict[str, list[str]] = {s.id: [] for s in self.saga.steps}
+        for step_id, needs in self._direct_needs().items():
+            for need in needs:
+                users[need].append(step_id)
+        deps = {s.id: nearest(s.id, users, ids) for s in undo}
         results = self._wave(list(reversed(undo)), deps, Phase.COMPENSATE, stop_on_failure=False)
         self._check_stop()
         unfinished = [
