@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -184,6 +186,18 @@ def dags(draw: st.DrawFn) -> tuple[dict[str, list[str]], list[str]]:
     return needs, draw(st.permutations(made))
 
 
+def _reachable(edges: Mapping[str, Iterable[str]], start: Iterable[str]) -> set[str]:
+    """Every node reached from `start` (included) along `edges`, walked one edge at a time."""
+    found: set[str] = set()
+    todo = list(start)
+    while todo:
+        node = todo.pop()
+        if node not in found:
+            found.add(node)
+            todo += edges[node]
+    return found
+
+
 @given(dags())
 def test_the_closure_agrees_with_walking_the_graph(
     graph: tuple[dict[str, list[str]], list[str]],
@@ -193,14 +207,7 @@ def test_the_closure_agrees_with_walking_the_graph(
     assert all(topo.index(dep) < topo.index(node) for node in needs for dep in needs[node])
 
     def reach(node: str) -> set[str]:
-        found: set[str] = set()
-        todo = list(needs[node])
-        while todo:
-            dep = todo.pop()
-            if dep not in found:
-                found.add(dep)
-                todo += needs[dep]
-        return found
+        return _reachable(needs, needs[node])
 
     result = closure(needs, topo)
     assert result.order == topo
@@ -278,11 +285,4 @@ def test_waiting_on_the_nearest_waits_on_all(
         direct = {node: nearest(node, edges, within) for node in needs}
         for node in needs:
             assert direct[node] <= set(full[node]) & within
-            covered: set[str] = set()
-            todo = list(direct[node])
-            while todo:
-                other = todo.pop()
-                if other not in covered:
-                    covered.add(other)
-                    todo += direct[other]
-            assert covered == set(full[node]) & within
+            assert _reachable(direct, direct[node]) == set(full[node]) & within

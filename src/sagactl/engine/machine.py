@@ -666,7 +666,8 @@ class Engine:
             for s in self.saga.ordered_steps()
             if self._state(s.id, Phase.ACTION) is not StepState.SUCCEEDED
         ]
-        deps = {s.id: set(self.saga.waits_on.get(s.id, s.needs)) for s in todo}
+        needs = self._direct_needs()
+        deps = {s.id: set(needs[s.id]) for s in todo}
         results = self._wave(
             todo, deps, Phase.ACTION, stop_on_failure=True, deadline=self._deadline
         )
